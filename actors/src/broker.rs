@@ -1,0 +1,226 @@
+//! The broker side of the node: the embedded nats-server child (when no URL is configured)
+//! and the JetStream topology (inbox streams with the partitioning transform, events,
+//! dead letters, the now-playing bucket, one durable consumer per partition), created or
+//! updated idempotently at every start.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, kv, stream};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use playhead_proto::subjects::{
+    DLQ_CAPTURE, DLQ_STREAM, EVENTS_CAPTURE, EVENTS_STREAM, Inbox, NOW_PLAYING_BUCKET,
+};
+use tokio::process::{Child, Command};
+
+use crate::config::NodeConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error(
+        "cannot start the embedded nats-server {binary:?}: {source} (install it with `make tools`, \
+         or set nats.server_bin / --nats-server-bin, or join a running server with --nats-url)"
+    )]
+    Spawn {
+        binary: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the embedded nats-server exited during start-up ({status}); see {log}")]
+    ExitedEarly { status: String, log: String },
+    #[error("cannot connect to NATS at {url}: {detail}")]
+    Connect { url: String, detail: String },
+    #[error("JetStream setup of {what} failed: {detail}")]
+    Setup { what: String, detail: String },
+}
+
+/// Inbox streams, events and dead letters keep this much history (the rebuild window).
+const INBOX_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+const DLQ_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// A nats-server child process owned by the node.
+pub struct EmbeddedBroker {
+    child: Child,
+    pub url: String,
+}
+
+impl EmbeddedBroker {
+    /// Starts `nats-server` with JetStream under `{data_dir}/jetstream`, on 127.0.0.1.
+    pub async fn start(config: &NodeConfig) -> Result<Self, BrokerError> {
+        let store = config.data_dir.join("jetstream");
+        let log = config.data_dir.join("nats-server.log");
+        std::fs::create_dir_all(&store).map_err(|source| BrokerError::Spawn {
+            binary: config.nats.server_bin.clone(),
+            source,
+        })?;
+        let log_file = std::fs::File::create(&log).map_err(|source| BrokerError::Spawn {
+            binary: config.nats.server_bin.clone(),
+            source,
+        })?;
+        let port = config.nats.embedded_port.to_string();
+        let mut child = Command::new(&config.nats.server_bin)
+            .args(["-js", "-a", "127.0.0.1", "-p", &port, "-sd"])
+            .arg(&store)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| BrokerError::Spawn {
+                binary: config.nats.server_bin.clone(),
+                source,
+            })?;
+        let url = format!("nats://127.0.0.1:{port}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait().ok().flatten() {
+                return Err(BrokerError::ExitedEarly {
+                    status: status.to_string(),
+                    log: log.display().to_string(),
+                });
+            }
+            if tokio::net::TcpStream::connect(("127.0.0.1", config.nats.embedded_port))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(BrokerError::Connect {
+                    url,
+                    detail: format!(
+                        "not accepting connections after 15 s; see {}",
+                        log.display()
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tracing::info!(%url, store = %store.display(), "embedded nats-server started");
+        Ok(Self { child, url })
+    }
+
+    /// Asks the server to shut down (SIGTERM, so JetStream closes its store cleanly).
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        }
+        match tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await {
+            Ok(_) => tracing::info!("embedded nats-server stopped"),
+            Err(_) => {
+                tracing::warn!("embedded nats-server ignored SIGTERM for 10 s; killing it");
+                let _ = self.child.kill().await;
+            }
+        }
+    }
+}
+
+/// Connects with a name, retrying forever on reconnects (the client's default).
+pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, BrokerError> {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        .connection_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
+        .map_err(|error| BrokerError::Connect {
+            url: url.to_owned(),
+            detail: error.to_string(),
+        })
+}
+
+fn setup_error(what: impl Into<String>) -> impl FnOnce(String) -> BrokerError {
+    let what = what.into();
+    move |detail| BrokerError::Setup { what, detail }
+}
+
+/// Streams, bucket and consumers of this deployment, created or updated idempotently.
+pub struct Topology {
+    pub now_playing: kv::Store,
+    pub consumers: Vec<(Inbox, u32, consumer::PullConsumer)>,
+}
+
+pub async fn ensure_topology(
+    jetstream: &jetstream::Context,
+    config: &NodeConfig,
+) -> Result<Topology, BrokerError> {
+    let replicas = config.nats.replicas;
+    let duplicate_window = Duration::from_secs(config.ingest.duplicate_window_secs);
+    let mut consumers = Vec::new();
+    for inbox in Inbox::ALL.iter().copied() {
+        let stream = jetstream
+            .create_or_update_stream(stream::Config {
+                name: inbox.stream_name().into(),
+                subjects: vec![inbox.capture_subject().into()],
+                subject_transform: Some(stream::SubjectTransform {
+                    source: inbox.capture_subject().into(),
+                    destination: inbox.transform_destination(config.ingest.partitions),
+                }),
+                max_age: INBOX_MAX_AGE,
+                duplicate_window,
+                num_replicas: replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|error| setup_error(inbox.stream_name())(error.to_string()))?;
+        let stream = jetstream
+            .get_stream(&stream.config.name)
+            .await
+            .map_err(|error| setup_error(inbox.stream_name())(error.to_string()))?;
+        for partition in 0..config.ingest.partitions {
+            let name = inbox.consumer_name(partition);
+            let consumer = stream
+                .create_consumer(consumer::pull::Config {
+                    durable_name: Some(name.clone()),
+                    filter_subject: inbox.partition_filter(partition),
+                    ack_policy: consumer::AckPolicy::All,
+                    ack_wait: Duration::from_secs(config.ingest.ack_wait_secs),
+                    max_ack_pending: (config.ingest.batch_size * 4) as i64,
+                    max_deliver: -1,
+                    num_replicas: replicas,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|error| setup_error(format!("consumer {name}"))(error.to_string()))?;
+            // Messages a previous run received but never acknowledged would otherwise come back
+            // only after ack_wait, behind newer ones; entities would then skip them as already
+            // applied. Rewinding to the ack floor keeps each partition in order.
+            stream
+                .reset_consumer(&name, None)
+                .await
+                .map_err(|error| setup_error(format!("reset of {name}"))(error.to_string()))?;
+            consumers.push((inbox, partition, consumer));
+        }
+    }
+    for (name, capture, max_age) in [
+        (EVENTS_STREAM, EVENTS_CAPTURE, INBOX_MAX_AGE),
+        (DLQ_STREAM, DLQ_CAPTURE, DLQ_MAX_AGE),
+    ] {
+        jetstream
+            .create_or_update_stream(stream::Config {
+                name: name.into(),
+                subjects: vec![capture.into()],
+                max_age,
+                duplicate_window,
+                num_replicas: replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|error| setup_error(name)(error.to_string()))?;
+    }
+    let now_playing = jetstream
+        .create_or_update_key_value(kv::Config {
+            bucket: NOW_PLAYING_BUCKET.into(),
+            description: "now playing per station (playhead projection)".into(),
+            history: 1,
+            num_replicas: replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(|error| setup_error(NOW_PLAYING_BUCKET)(error.to_string()))?;
+    Ok(Topology {
+        now_playing,
+        consumers,
+    })
+}

@@ -1,0 +1,395 @@
+//! Node configuration: one struct tree with defaults, loaded from an optional TOML file, then
+//! `PLAYHEAD_*` environment variables (nested keys joined by `__`, e.g.
+//! `PLAYHEAD_INGEST__PARTITIONS=32`), then command-line flags. Unknown keys are rejected and
+//! [`NodeConfig::validate`] explains what to change.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Configuration version this build reads.
+pub const CONFIG_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    pub version: u32,
+    /// sled state and, in embedded mode, the broker's JetStream store live here.
+    pub data_dir: PathBuf,
+    pub nats: NatsConfig,
+    pub ingest: IngestConfig,
+    pub actors: ActorsConfig,
+    pub station: StationConfig,
+    pub metrics: MetricsConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// Join this server or cluster. Empty: start an embedded nats-server child.
+    pub url: String,
+    /// The nats-server executable for embedded mode (a path, or a name looked up on PATH).
+    pub server_bin: PathBuf,
+    /// Client port of the embedded server (it listens on 127.0.0.1 only).
+    pub embedded_port: u16,
+    /// JetStream replicas of the streams the node creates (3 on a cluster).
+    pub replicas: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// P of `{{partition(P,1)}}`: fixed per deployment.
+    pub partitions: u32,
+    /// Most inbox messages a partition processes between two acknowledgements.
+    pub batch_size: usize,
+    /// Larger payloads are dead-lettered as oversize.
+    pub max_message_bytes: usize,
+    /// Redelivery delay of an unacknowledged inbox message.
+    pub ack_wait_secs: u64,
+    /// Broker-side duplicate window for `Nats-Msg-Id`.
+    pub duplicate_window_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActorsConfig {
+    /// An entity actor idle this long is stopped; its state stays in sled.
+    pub passivate_after_secs: u64,
+    /// How often shards look for idle entities.
+    pub passivation_check_secs: u64,
+    /// Bound on live entity actors per shard; the least recently used go first.
+    pub max_live_entities_per_shard: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StationConfig {
+    /// Plays kept per station (older ones are evicted).
+    pub history_cap: u64,
+    /// Plays older than this expire (whole time buckets are dropped).
+    pub history_retention_secs: u64,
+    /// Width of one play-history time bucket.
+    pub history_bucket_secs: u64,
+    /// How often expired buckets are looked for.
+    pub compaction_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Prometheus `/metrics` listen address; port 0 picks a free port.
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// `tracing` filter directives; `RUST_LOG` wins when set.
+    pub filter: String,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            version: CONFIG_VERSION,
+            data_dir: PathBuf::from("./data"),
+            nats: NatsConfig::default(),
+            ingest: IngestConfig::default(),
+            actors: ActorsConfig::default(),
+            station: StationConfig::default(),
+            metrics: MetricsConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            server_bin: PathBuf::from("nats-server"),
+            embedded_port: 4222,
+            replicas: 1,
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            partitions: playhead_proto::partition::DEFAULT_PARTITIONS,
+            batch_size: 256,
+            max_message_bytes: 64 * 1024,
+            ack_wait_secs: 30,
+            duplicate_window_secs: 120,
+        }
+    }
+}
+
+impl Default for ActorsConfig {
+    fn default() -> Self {
+        Self {
+            passivate_after_secs: 300,
+            passivation_check_secs: 30,
+            max_live_entities_per_shard: 4096,
+        }
+    }
+}
+
+impl Default for StationConfig {
+    fn default() -> Self {
+        Self {
+            history_cap: 1000,
+            history_retention_secs: 7 * 24 * 3600,
+            history_bucket_secs: 24 * 3600,
+            compaction_interval_secs: 600,
+        }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            filter: "info".into(),
+        }
+    }
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {key} = {value}: {fix}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        fix: &'static str,
+    },
+}
+
+/// Values given on the command line; `None` leaves the lower layers in force.
+#[derive(Debug, Clone, Default)]
+pub struct FlagOverrides {
+    pub data_dir: Option<PathBuf>,
+    pub nats_url: Option<String>,
+    pub nats_server_bin: Option<PathBuf>,
+    pub partitions: Option<u32>,
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl NodeConfig {
+    /// Defaults, then `file` (if given), then `PLAYHEAD_*` env, then `flags`; validated.
+    pub fn load(file: Option<&Path>, flags: &FlagOverrides) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(NodeConfig::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::MissingFile(file.to_owned()));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(Env::prefixed("PLAYHEAD_").split("__"));
+        if let Some(value) = &flags.data_dir {
+            figment = figment.merge(("data_dir", value));
+        }
+        if let Some(value) = &flags.nats_url {
+            figment = figment.merge(("nats.url", value));
+        }
+        if let Some(value) = &flags.nats_server_bin {
+            figment = figment.merge(("nats.server_bin", value));
+        }
+        if let Some(value) = flags.partitions {
+            figment = figment.merge(("ingest.partitions", value));
+        }
+        if let Some(value) = flags.metrics_listen {
+            figment = figment.merge(("metrics.listen", value.to_string()));
+        }
+        let config: NodeConfig = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value a person could get wrong, saying what to change.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(
+            key: &'static str,
+            value: impl ToString,
+            fix: &'static str,
+        ) -> Result<(), ConfigError> {
+            Err(ConfigError::Invalid {
+                key,
+                value: value.to_string(),
+                fix,
+            })
+        }
+        if self.version != CONFIG_VERSION {
+            return invalid("version", self.version, "this build reads version = 1");
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return invalid("data_dir", "\"\"", "give a directory the node may write to");
+        }
+        if !self.nats.url.is_empty()
+            && !(self.nats.url.starts_with("nats://") || self.nats.url.starts_with("tls://"))
+        {
+            return invalid(
+                "nats.url",
+                &self.nats.url,
+                "use nats://host:port (or leave it empty for the embedded broker)",
+            );
+        }
+        if !(1..=5).contains(&self.nats.replicas) {
+            return invalid(
+                "nats.replicas",
+                self.nats.replicas,
+                "use 1 (single server) to 5",
+            );
+        }
+        if !(1..=1024).contains(&self.ingest.partitions) {
+            return invalid(
+                "ingest.partitions",
+                self.ingest.partitions,
+                "use 1 to 1024 (64 is the default); it must match every client of this deployment",
+            );
+        }
+        if !(1..=10_000).contains(&self.ingest.batch_size) {
+            return invalid(
+                "ingest.batch_size",
+                self.ingest.batch_size,
+                "use 1 to 10000",
+            );
+        }
+        if !(256..=1024 * 1024).contains(&self.ingest.max_message_bytes) {
+            return invalid(
+                "ingest.max_message_bytes",
+                self.ingest.max_message_bytes,
+                "use 256 to 1048576 (the broker's default max payload is 1 MiB)",
+            );
+        }
+        if self.ingest.ack_wait_secs == 0 {
+            return invalid("ingest.ack_wait_secs", 0, "use at least 1 second");
+        }
+        if self.ingest.duplicate_window_secs == 0 {
+            return invalid("ingest.duplicate_window_secs", 0, "use at least 1 second");
+        }
+        if self.actors.passivate_after_secs == 0 || self.actors.passivation_check_secs == 0 {
+            return invalid(
+                "actors.passivate_after_secs / actors.passivation_check_secs",
+                0,
+                "use at least 1 second",
+            );
+        }
+        if self.actors.max_live_entities_per_shard == 0 {
+            return invalid(
+                "actors.max_live_entities_per_shard",
+                0,
+                "use at least 1 (memory per live entity is a few KiB)",
+            );
+        }
+        if self.station.history_cap == 0 {
+            return invalid("station.history_cap", 0, "keep at least 1 play per station");
+        }
+        if self.station.history_bucket_secs == 0
+            || self.station.history_retention_secs < self.station.history_bucket_secs
+        {
+            return invalid(
+                "station.history_retention_secs",
+                self.station.history_retention_secs,
+                "must be at least station.history_bucket_secs, which must be positive",
+            );
+        }
+        if self.station.compaction_interval_secs == 0 {
+            return invalid(
+                "station.compaction_interval_secs",
+                0,
+                "use at least 1 second",
+            );
+        }
+        Ok(())
+    }
+
+    /// True when the node starts its own nats-server child.
+    pub fn embedded_broker(&self) -> bool {
+        self.nats.url.is_empty()
+    }
+
+    pub fn passivate_after(&self) -> Duration {
+        Duration::from_secs(self.actors.passivate_after_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_deploy_sample_loads_and_validates() {
+        let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/playhead.toml");
+        let text = std::fs::read_to_string(&sample).unwrap();
+        let config: NodeConfig = toml::from_str(&text).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.ingest.partitions, 64);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let error = toml::from_str::<NodeConfig>("[ingest]\npartitons = 3\n").unwrap_err();
+        assert!(error.to_string().contains("partitons"), "{error}");
+    }
+
+    #[test]
+    fn validation_names_the_key_to_fix() {
+        let mut config = NodeConfig::default();
+        config.ingest.partitions = 0;
+        match config.validate() {
+            Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "ingest.partitions"),
+            other => panic!("expected an invalid partitions error, got {other:?}"),
+        }
+        let mut config = NodeConfig::default();
+        config.station.history_retention_secs = 10;
+        config.station.history_bucket_secs = 20;
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::Invalid {
+                key: "station.history_retention_secs",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn flags_override_the_file_and_defaults() {
+        let flags = FlagOverrides {
+            partitions: Some(8),
+            nats_url: Some("nats://127.0.0.1:4333".into()),
+            ..Default::default()
+        };
+        let config = NodeConfig::load(None, &flags).unwrap();
+        assert_eq!(config.ingest.partitions, 8);
+        assert!(!config.embedded_broker());
+    }
+}

@@ -1,0 +1,392 @@
+//! Station decider: turns song observations from pollers into `SongStarted` / `SongEnded`
+//! only when the song really changes.
+//!
+//! Observations are compared by a normalised key (case, whitespace, punctuation variants), so
+//! "Simon & Garfunkel" and "simon and garfunkel" are the same song; the spelling of the first
+//! observation is the one shown.
+
+use super::normalise::{comparison_key, split_raw, tidy};
+use super::time::Timestamp;
+
+/// A song as displayed: the original spelling.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Song {
+    pub artist: String,
+    pub title: String,
+}
+
+impl Song {
+    /// The key two observations of the same song share.
+    pub fn comparison_key(&self) -> String {
+        format!(
+            "{}\u{1f}{}",
+            comparison_key(&self.artist),
+            comparison_key(&self.title)
+        )
+    }
+}
+
+/// A poller saw this on air.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ObserveSong {
+    pub artist: String,
+    pub title: String,
+    /// "Artist - Title", used when artist and title are both empty.
+    pub raw: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StationCommand {
+    ObserveSong(ObserveSong),
+}
+
+/// The song on air now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentPlay {
+    pub play_seq: u64,
+    pub song: Song,
+    pub started_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StationState {
+    pub current: Option<CurrentPlay>,
+    /// The play_seq of the latest SongStarted (0 before the first).
+    pub last_play_seq: u64,
+}
+
+/// Station domain events, named in the past tense (version 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StationEvent {
+    SongStarted {
+        play_seq: u64,
+        song: Song,
+        started_at: Timestamp,
+    },
+    SongEnded {
+        play_seq: u64,
+        song: Song,
+        started_at: Timestamp,
+        ended_at: Timestamp,
+    },
+}
+
+impl StationEvent {
+    /// The event name used in subjects.
+    pub fn name(&self) -> &'static str {
+        match self {
+            StationEvent::SongStarted { .. } => "SongStarted",
+            StationEvent::SongEnded { .. } => "SongEnded",
+        }
+    }
+}
+
+/// Why a station command was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StationError {
+    #[error("the observation names no song: artist, title and raw are all empty")]
+    EmptyObservation,
+}
+
+pub fn initial() -> StationState {
+    StationState::default()
+}
+
+pub fn decide(
+    command: &StationCommand,
+    state: &StationState,
+    now: Timestamp,
+) -> Result<Vec<StationEvent>, StationError> {
+    let StationCommand::ObserveSong(observation) = command;
+    let song = observed_song(observation)?;
+    let previous = state.current.as_ref();
+    if previous.is_some_and(|current| current.song.comparison_key() == song.comparison_key()) {
+        return Ok(Vec::new());
+    }
+    let mut events = Vec::with_capacity(2);
+    if let Some(current) = previous {
+        events.push(StationEvent::SongEnded {
+            play_seq: current.play_seq,
+            song: current.song.clone(),
+            started_at: current.started_at,
+            ended_at: now,
+        });
+    }
+    events.push(StationEvent::SongStarted {
+        play_seq: state.last_play_seq + 1,
+        song,
+        started_at: now,
+    });
+    Ok(events)
+}
+
+pub fn evolve(mut state: StationState, event: &StationEvent) -> StationState {
+    match event {
+        StationEvent::SongStarted {
+            play_seq,
+            song,
+            started_at,
+        } => {
+            state.current = Some(CurrentPlay {
+                play_seq: *play_seq,
+                song: song.clone(),
+                started_at: *started_at,
+            });
+            state.last_play_seq = *play_seq;
+        }
+        StationEvent::SongEnded { play_seq, .. } => {
+            if state
+                .current
+                .as_ref()
+                .is_some_and(|current| current.play_seq == *play_seq)
+            {
+                state.current = None;
+            }
+        }
+    }
+    state
+}
+
+fn observed_song(observation: &ObserveSong) -> Result<Song, StationError> {
+    let (artist, title) =
+        if observation.artist.trim().is_empty() && observation.title.trim().is_empty() {
+            split_raw(&observation.raw)
+        } else {
+            (tidy(&observation.artist), tidy(&observation.title))
+        };
+    if artist.is_empty() && title.is_empty() {
+        return Err(StationError::EmptyObservation);
+    }
+    Ok(Song { artist, title })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn song(artist: &str, title: &str) -> Song {
+        Song {
+            artist: artist.into(),
+            title: title.into(),
+        }
+    }
+
+    fn observe(artist: &str, title: &str) -> StationCommand {
+        StationCommand::ObserveSong(ObserveSong {
+            artist: artist.into(),
+            title: title.into(),
+            raw: String::new(),
+        })
+    }
+
+    fn observe_raw(raw: &str) -> StationCommand {
+        StationCommand::ObserveSong(ObserveSong {
+            raw: raw.into(),
+            ..Default::default()
+        })
+    }
+
+    fn at(millis: u64) -> Timestamp {
+        Timestamp::from_millis(millis)
+    }
+
+    /// given(events).when(command, now) → the decision.
+    struct Given(StationState);
+
+    fn given(events: &[StationEvent]) -> Given {
+        Given(events.iter().fold(initial(), evolve))
+    }
+
+    impl Given {
+        fn when(
+            self,
+            command: StationCommand,
+            now: Timestamp,
+        ) -> Result<Vec<StationEvent>, StationError> {
+            decide(&command, &self.0, now)
+        }
+    }
+
+    fn started(play_seq: u64, artist: &str, title: &str, started_at: u64) -> StationEvent {
+        StationEvent::SongStarted {
+            play_seq,
+            song: song(artist, title),
+            started_at: at(started_at),
+        }
+    }
+
+    #[test]
+    fn first_observation_starts_the_first_play() {
+        assert_eq!(
+            given(&[]).when(observe("Nina Simone", "Sinnerman"), at(10)),
+            Ok(vec![started(1, "Nina Simone", "Sinnerman", 10)])
+        );
+    }
+
+    #[test]
+    fn a_new_song_ends_the_previous_one_and_starts_the_next() {
+        assert_eq!(
+            given(&[started(1, "Nina Simone", "Sinnerman", 10)])
+                .when(observe("Björk", "Jóga"), at(250)),
+            Ok(vec![
+                StationEvent::SongEnded {
+                    play_seq: 1,
+                    song: song("Nina Simone", "Sinnerman"),
+                    started_at: at(10),
+                    ended_at: at(250),
+                },
+                started(2, "Björk", "Jóga", 250),
+            ])
+        );
+    }
+
+    #[test]
+    fn repeated_observations_of_the_current_song_change_nothing() {
+        let history = [started(1, "Simon & Garfunkel", "The Boxer", 10)];
+        for (artist, title) in [
+            ("Simon & Garfunkel", "The Boxer"),
+            ("simon and garfunkel", "the boxer"),
+            ("  SIMON AND  GARFUNKEL", "The Boxer!"),
+        ] {
+            assert_eq!(
+                given(&history).when(observe(artist, title), at(20)),
+                Ok(vec![]),
+                "{artist} / {title}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_first_spelling_is_kept_for_display() {
+        let history = [started(1, "Simon & Garfunkel", "The Boxer", 10)];
+        let state = given(&history).0;
+        assert_eq!(
+            state.current.unwrap().song,
+            song("Simon & Garfunkel", "The Boxer")
+        );
+    }
+
+    #[test]
+    fn raw_is_parsed_when_artist_and_title_are_absent() {
+        assert_eq!(
+            given(&[]).when(observe_raw("Nina Simone - Sinnerman"), at(5)),
+            Ok(vec![started(1, "Nina Simone", "Sinnerman", 5)])
+        );
+        // The raw spelling of the song on air is a repeat, not a change.
+        assert_eq!(
+            given(&[started(1, "Nina Simone", "Sinnerman", 5)])
+                .when(observe_raw("NINA SIMONE – Sinnerman"), at(9)),
+            Ok(vec![])
+        );
+    }
+
+    #[test]
+    fn explicit_fields_win_over_raw_and_are_tidied() {
+        let command = StationCommand::ObserveSong(ObserveSong {
+            artist: "  Nina   Simone ".into(),
+            title: "Sinnerman".into(),
+            raw: "Someone Else - Other".into(),
+        });
+        assert_eq!(
+            given(&[]).when(command, at(5)),
+            Ok(vec![started(1, "Nina Simone", "Sinnerman", 5)])
+        );
+    }
+
+    #[test]
+    fn an_observation_without_any_song_is_rejected() {
+        assert_eq!(
+            given(&[]).when(observe_raw("   "), at(5)),
+            Err(StationError::EmptyObservation)
+        );
+        assert_eq!(
+            given(&[]).when(observe(" ", ""), at(5)),
+            Err(StationError::EmptyObservation)
+        );
+    }
+
+    #[test]
+    fn a_song_that_returns_later_is_a_new_play() {
+        let history = [
+            started(1, "A", "One", 10),
+            StationEvent::SongEnded {
+                play_seq: 1,
+                song: song("A", "One"),
+                started_at: at(10),
+                ended_at: at(20),
+            },
+            started(2, "B", "Two", 20),
+        ];
+        let events = given(&history).when(observe("A", "One"), at(30)).unwrap();
+        assert_eq!(events.last(), Some(&started(3, "A", "One", 30)));
+    }
+
+    fn observations() -> impl Strategy<Value = Vec<(usize, bool, u64)>> {
+        // (which of a few songs, spelled as a variant?, time step)
+        prop::collection::vec((0usize..4, any::<bool>(), 0u64..1_000), 0..60)
+    }
+
+    fn variant_command(which: usize, variant: bool) -> StationCommand {
+        let songs = [
+            ("Simon & Garfunkel", "The Boxer"),
+            ("Nina Simone", "Sinnerman"),
+            ("Björk", "Jóga"),
+            ("Daft Punk", "One More Time"),
+        ];
+        let (artist, title) = songs[which];
+        if variant {
+            observe_raw(&format!("{} - {}", artist.to_uppercase(), title))
+        } else {
+            observe(artist, title)
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn folding_the_emitted_events_reproduces_the_state(steps in observations()) {
+            let mut state = initial();
+            let mut all_events = Vec::new();
+            let mut now = 0;
+            for (which, variant, step) in steps {
+                now += step;
+                let events = decide(&variant_command(which, variant), &state, at(now)).unwrap();
+                state = events.iter().fold(state, evolve);
+                all_events.extend(events);
+            }
+            prop_assert_eq!(all_events.iter().fold(initial(), evolve), state.clone());
+            let starts = all_events
+                .iter()
+                .filter(|event| matches!(event, StationEvent::SongStarted { .. }))
+                .count() as u64;
+            prop_assert_eq!(state.last_play_seq, starts);
+        }
+
+        #[test]
+        fn consecutive_plays_are_different_songs_and_each_end_matches_its_start(
+            steps in observations()
+        ) {
+            let mut state = initial();
+            let mut now = 0;
+            for (which, variant, step) in steps {
+                now += step;
+                let previous = state.current.clone();
+                let events = decide(&variant_command(which, variant), &state, at(now)).unwrap();
+                if let (Some(previous), Some(StationEvent::SongStarted { song, .. })) =
+                    (&previous, events.last())
+                {
+                    prop_assert_ne!(previous.song.comparison_key(), song.comparison_key());
+                    let ends_the_previous_play = matches!(
+                        &events[0],
+                        StationEvent::SongEnded { play_seq, .. } if *play_seq == previous.play_seq
+                    );
+                    prop_assert!(ends_the_previous_play);
+                }
+                state = events.iter().fold(state, evolve);
+                // Observing what is on air again is always a no-op.
+                prop_assert!(decide(&variant_command(which, !variant), &state, at(now)).unwrap().is_empty());
+            }
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! playhead's node: domain deciders, entity actors, storage and ingestion.
+//!
+//! - [`config`]: the node configuration tree, loaded and validated at start.
+//! - [`domain`]: pure deciders (`initial` / `decide` / `evolve`), no IO.
+//! - [`storage`]: sled, time-partitioned keyspaces, group commit.
+//! - [`sharding`]: shard actors per partition, entity actors, passivation.
+//! - [`station_entity`]: the station actor shell.
+//! - [`ingest`]: partition intake, screening, dead letters.
+//! - [`query`]: per-entity queries over the NATS service API.
+//! - [`broker`]: embedded nats-server and the JetStream topology.
+//! - [`wire`]: domain ↔ `playhead.v1` mapping.
+//! - [`metrics`], [`telemetry`]: Prometheus, tracing and OpenTelemetry.
+//! - [`node`]: wiring and the one shutdown path.
+
+pub mod broker;
+pub mod config;
+pub mod domain;
+pub mod ingest;
+pub mod metrics;
+pub mod node;
+pub mod query;
+pub mod sharding;
+pub mod station_entity;
+pub mod storage;
+pub mod telemetry;
+pub mod wire;

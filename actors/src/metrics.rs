@@ -1,0 +1,169 @@
+//! Prometheus metrics of the node, and the `/metrics` HTTP endpoint (also used by the gateway).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::header::CONTENT_TYPE;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InboxOutcome {
+    pub inbox: &'static str,
+    /// applied | unchanged | duplicate | dead_lettered
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InboxLabel {
+    pub inbox: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabel {
+    pub inbox: &'static str,
+    pub partition: u32,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeadLetterLabel {
+    pub inbox: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EntityKind {
+    pub kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabel {
+    pub event: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~26 s
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
+}
+
+/// Every metric of the node.
+pub struct NodeMetrics {
+    pub registry: Registry,
+    pub inbox_messages: Family<InboxOutcome, Counter>,
+    pub batch_seconds: Family<InboxLabel, Histogram, fn() -> Histogram>,
+    pub message_latency_seconds: Family<InboxLabel, Histogram, fn() -> Histogram>,
+    pub consumer_pending: Family<PartitionLabel, Gauge>,
+    pub entities_live: Family<EntityKind, Gauge>,
+    pub entities_passivated: Family<EntityKind, Counter>,
+    pub dead_letters: Family<DeadLetterLabel, Counter>,
+    pub events_published: Family<EventLabel, Counter>,
+    pub batch_retries: Family<InboxLabel, Counter>,
+}
+
+impl NodeMetrics {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("playhead");
+        let metrics = Self {
+            inbox_messages: Family::default(),
+            batch_seconds: Family::new_with_constructor(latency_histogram),
+            message_latency_seconds: Family::new_with_constructor(latency_histogram),
+            consumer_pending: Family::default(),
+            entities_live: Family::default(),
+            entities_passivated: Family::default(),
+            dead_letters: Family::default(),
+            events_published: Family::default(),
+            batch_retries: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "inbox_messages",
+            "Inbox messages processed, by inbox and outcome",
+            metrics.inbox_messages.clone(),
+        );
+        registry.register(
+            "batch_seconds",
+            "Time to process one partition batch (decide, persist, publish, flush, ack)",
+            metrics.batch_seconds.clone(),
+        );
+        registry.register(
+            "message_latency_seconds",
+            "From the broker storing an inbox message to its acknowledgement",
+            metrics.message_latency_seconds.clone(),
+        );
+        registry.register(
+            "consumer_pending",
+            "Inbox messages not yet delivered to the partition consumer",
+            metrics.consumer_pending.clone(),
+        );
+        registry.register(
+            "entities_live",
+            "Entity actors currently running",
+            metrics.entities_live.clone(),
+        );
+        registry.register(
+            "entities_passivated",
+            "Entity actors stopped because they were idle or over the per-shard bound",
+            metrics.entities_passivated.clone(),
+        );
+        registry.register(
+            "dead_letters",
+            "Inbox messages copied to PLAYHEAD_DLQ, by reason",
+            metrics.dead_letters.clone(),
+        );
+        registry.register(
+            "events_published",
+            "Domain events published to PLAYHEAD_EVENTS",
+            metrics.events_published.clone(),
+        );
+        registry.register(
+            "batch_retries",
+            "Partition batches retried after a storage or broker failure",
+            metrics.batch_retries.clone(),
+        );
+        Arc::new(Self {
+            registry,
+            ..metrics
+        })
+    }
+}
+
+/// Serves `GET /metrics` in the Prometheus text format until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    registry: Arc<dyn Fn() -> String + Send + Sync>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let render = registry.clone();
+            async move {
+                (
+                    [(
+                        CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    render(),
+                )
+            }
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Renders a registry in the Prometheus / OpenMetrics text format.
+pub fn render(registry: &Registry) -> String {
+    let mut text = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut text, registry);
+    text
+}

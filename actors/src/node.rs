@@ -1,0 +1,263 @@
+//! The node: starts (or joins) the broker, sets up the JetStream topology, opens storage,
+//! spawns a shard and an intake task per partition, serves queries and metrics, and shuts
+//! all of it down in one fixed order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream;
+use playhead_proto::subjects::Inbox;
+use ractor::{Actor, ActorRef};
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::{self, EmbeddedBroker};
+use crate::config::NodeConfig;
+use crate::ingest::dead_letter::DeadLetters;
+use crate::ingest::{PartitionIntake, screen};
+use crate::metrics::{self, NodeMetrics};
+use crate::query;
+use crate::sharding::shard::{ShardActor, ShardArguments, ShardMessage};
+use crate::station_entity::{StationContext, StationEntity};
+use crate::storage::Storage;
+use crate::storage::clock::SystemClock;
+
+/// Where a started node can be reached.
+#[derive(Debug, Clone)]
+pub struct NodeEndpoints {
+    pub nats_url: String,
+    pub metrics: SocketAddr,
+}
+
+/// Runs the node until `shutdown` is cancelled, then stops in order. `ready` receives the
+/// endpoints once everything is serving.
+pub async fn run(
+    config: NodeConfig,
+    shutdown: CancellationToken,
+    ready: Option<oneshot::Sender<NodeEndpoints>>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
+    let embedded = if config.embedded_broker() {
+        Some(EmbeddedBroker::start(&config).await?)
+    } else {
+        None
+    };
+    let nats_url = embedded
+        .as_ref()
+        .map_or_else(|| config.nats.url.clone(), |broker| broker.url.clone());
+    let client = broker::connect(&nats_url, "playhead-node").await?;
+    let jetstream = jetstream::new(client.clone());
+    let topology = broker::ensure_topology(&jetstream, &config).await?;
+    tracing::info!(
+        partitions = config.ingest.partitions,
+        consumers = topology.consumers.len(),
+        "jetstream topology ready"
+    );
+
+    let storage = Storage::open(
+        &config.data_dir.join("state"),
+        &config,
+        Arc::new(SystemClock),
+    )
+    .with_context(|| format!("cannot open storage under {}", config.data_dir.display()))?;
+    let node_metrics = NodeMetrics::new();
+
+    let background_stop = CancellationToken::new();
+    let mut background = JoinSet::new();
+    let metrics_listener = tokio::net::TcpListener::bind(config.metrics.listen)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {}", config.metrics.listen))?;
+    let metrics_address = metrics_listener.local_addr()?;
+    {
+        let node_metrics = node_metrics.clone();
+        let stop = background_stop.clone();
+        background.spawn(async move {
+            metrics::serve(
+                metrics_listener,
+                Arc::new(move || metrics::render(&node_metrics.registry)),
+                stop.cancelled_owned(),
+            )
+            .await
+            .context("metrics endpoint")
+        });
+    }
+    background.spawn(query::serve(
+        client.clone(),
+        storage.clone(),
+        background_stop.clone(),
+    ));
+    background.spawn(compact_periodically(
+        storage.clone(),
+        Duration::from_secs(config.station.compaction_interval_secs),
+        background_stop.clone(),
+    ));
+
+    let station_context = Arc::new(StationContext {
+        storage: storage.clone(),
+        jetstream: jetstream.clone(),
+        now_playing: topology.now_playing.clone(),
+        metrics: node_metrics.clone(),
+    });
+    let dead_letters = DeadLetters {
+        jetstream: jetstream.clone(),
+        metrics: node_metrics.clone(),
+    };
+    let intake_stop = CancellationToken::new();
+    let mut intakes = JoinSet::new();
+    let mut shards = Vec::new();
+    for (inbox, partition, consumer) in topology.consumers {
+        match inbox {
+            Inbox::Station => {
+                let (shard, handle) = Actor::spawn(
+                    None,
+                    ShardActor::<StationEntity>::default(),
+                    ShardArguments {
+                        context: station_context.clone(),
+                        metrics: node_metrics.clone(),
+                        passivate_after: config.passivate_after(),
+                        passivation_check: Duration::from_secs(
+                            config.actors.passivation_check_secs,
+                        ),
+                        max_live_entities: config.actors.max_live_entities_per_shard,
+                    },
+                )
+                .await
+                .context("cannot start a shard actor")?;
+                let intake = PartitionIntake {
+                    inbox,
+                    partition,
+                    consumer,
+                    shard: shard.clone(),
+                    screen: screen::screen_station,
+                    storage: storage.clone(),
+                    dead_letters: dead_letters.clone(),
+                    metrics: node_metrics.clone(),
+                    batch_size: config.ingest.batch_size,
+                    max_message_bytes: config.ingest.max_message_bytes,
+                };
+                intakes.spawn(intake.run(intake_stop.clone()));
+                shards.push((shard, handle));
+            }
+        }
+    }
+
+    let endpoints = NodeEndpoints {
+        nats_url: nats_url.clone(),
+        metrics: metrics_address,
+    };
+    tracing::info!(
+        nats = %endpoints.nats_url,
+        metrics = %format!("http://{metrics_address}/metrics"),
+        data_dir = %config.data_dir.display(),
+        "playhead-node serving"
+    );
+    if let Some(ready) = ready {
+        let _ = ready.send(endpoints);
+    }
+
+    tokio::select! {
+        _ = shutdown.cancelled() => tracing::info!("shutdown requested"),
+        Some(ended) = intakes.join_next() => {
+            tracing::error!(?ended, "a partition intake ended unexpectedly; shutting down");
+        }
+    }
+    shut_down(ShutdownParts {
+        intake_stop,
+        intakes,
+        shards,
+        background_stop,
+        background,
+        storage,
+        client,
+        embedded,
+    })
+    .await
+}
+
+struct ShutdownParts {
+    intake_stop: CancellationToken,
+    intakes: JoinSet<Result<(), crate::ingest::IngestError>>,
+    shards: Vec<(
+        ActorRef<ShardMessage<StationEntity>>,
+        tokio::task::JoinHandle<()>,
+    )>,
+    background_stop: CancellationToken,
+    background: JoinSet<anyhow::Result<()>>,
+    storage: Storage,
+    client: async_nats::Client,
+    embedded: Option<EmbeddedBroker>,
+}
+
+/// The one shutdown path: stop intake (finishing batches in hand), drain the actors,
+/// stop queries and metrics, flush sled, drain NATS, stop the embedded broker.
+async fn shut_down(parts: ShutdownParts) -> anyhow::Result<()> {
+    let ShutdownParts {
+        intake_stop,
+        mut intakes,
+        shards,
+        background_stop,
+        mut background,
+        storage,
+        client,
+        embedded,
+    } = parts;
+    intake_stop.cancel();
+    while let Some(result) = intakes.join_next().await {
+        match result {
+            Ok(Err(error)) => tracing::warn!(%error, "intake ended with an error"),
+            Err(error) => tracing::warn!(%error, "intake task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
+    tracing::info!("intake stopped");
+    for (shard, handle) in shards {
+        shard.stop(None);
+        let _ = handle.await;
+    }
+    tracing::info!("actors drained");
+    background_stop.cancel();
+    while let Some(result) = background.join_next().await {
+        if let Ok(Err(error)) = result {
+            tracing::warn!(%error, "background task ended with an error");
+        }
+    }
+    storage.flush().context("final sled flush failed")?;
+    tracing::info!("storage flushed");
+    if let Err(error) = client.drain().await {
+        tracing::warn!(%error, "nats drain failed");
+    }
+    if let Some(embedded) = embedded {
+        embedded.stop().await;
+    }
+    tracing::info!("playhead-node stopped");
+    Ok(())
+}
+
+async fn compact_periodically(
+    storage: Storage,
+    every: Duration,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = ticks.tick() => {}
+        }
+        let storage = storage.clone();
+        // Dropping trees is blocking IO; keep it off the async workers.
+        match tokio::task::spawn_blocking(move || storage.stations.compact_history()).await? {
+            Ok(report) => tracing::debug!(?report, "station history compacted"),
+            Err(error) => tracing::warn!(%error, "station history compaction failed"),
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! Station state (one record per station, with the last applied inbox sequence) and the
+//! play history (time-partitioned, capped per station, paged by `play_seq`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use playhead_proto::ids::StationId;
+
+use super::StorageError;
+use super::clock::Clock;
+use super::keyspace::{CompactionReport, Direction, KeyspaceConfig, TimeKeyspace};
+use crate::config::StationConfig;
+use crate::domain::station::{CurrentPlay, Song, StationEvent, StationState};
+use crate::domain::time::Timestamp;
+
+/// One play as stored (and as listed).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PlayRecord {
+    #[prost(uint64, tag = "1")]
+    pub play_seq: u64,
+    #[prost(string, tag = "2")]
+    pub artist: String,
+    #[prost(string, tag = "3")]
+    pub title: String,
+    #[prost(uint64, tag = "4")]
+    pub started_at_ms: u64,
+    #[prost(uint64, optional, tag = "5")]
+    pub ended_at_ms: Option<u64>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct StationSnapshot {
+    #[prost(uint64, tag = "1")]
+    last_applied_seq: u64,
+    #[prost(uint64, tag = "2")]
+    last_play_seq: u64,
+    #[prost(message, optional, tag = "3")]
+    current: Option<PlayRecord>,
+}
+
+/// A station's state and the last inbox sequence folded into it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StoredStation {
+    pub state: StationState,
+    pub last_applied_seq: u64,
+}
+
+/// A page request over a station's plays (see `ListPlaysRequest`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlaysQuery {
+    pub page_size: usize,
+    pub before: Option<u64>,
+    pub since: Option<u64>,
+}
+
+/// Plays newest first, with the cursors for the neighbouring pages.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PlaysPage {
+    pub plays: Vec<PlayRecord>,
+    pub next_before: Option<u64>,
+    pub next_since: Option<u64>,
+}
+
+#[derive(Clone)]
+pub struct StationStore {
+    states: sled::Tree,
+    plays: TimeKeyspace,
+    history_cap: u64,
+}
+
+impl StationStore {
+    pub fn open(
+        db: &sled::Db,
+        config: &StationConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StorageError> {
+        let plays = TimeKeyspace::open(
+            db,
+            KeyspaceConfig {
+                name: "station_plays".into(),
+                bucket_width: Duration::from_secs(config.history_bucket_secs),
+                retention: Duration::from_secs(config.history_retention_secs),
+            },
+            clock,
+        )?;
+        Ok(Self {
+            states: db.open_tree("station_state")?,
+            plays,
+            history_cap: config.history_cap,
+        })
+    }
+
+    /// The station's stored state, or the initial state if it was never seen.
+    pub fn load(&self, station: &StationId) -> Result<StoredStation, StorageError> {
+        let Some(bytes) = self.states.get(station.as_str())? else {
+            return Ok(StoredStation::default());
+        };
+        let snapshot =
+            <StationSnapshot as prost::Message>::decode(bytes.as_ref()).map_err(|error| {
+                StorageError::Corrupt {
+                    what: "station state",
+                    detail: format!("{station}: {error}"),
+                }
+            })?;
+        Ok(StoredStation {
+            state: StationState {
+                current: snapshot.current.map(|play| CurrentPlay {
+                    play_seq: play.play_seq,
+                    song: Song {
+                        artist: play.artist,
+                        title: play.title,
+                    },
+                    started_at: Timestamp::from_millis(play.started_at_ms),
+                }),
+                last_play_seq: snapshot.last_play_seq,
+            },
+            last_applied_seq: snapshot.last_applied_seq,
+        })
+    }
+
+    /// Writes the plays the events touch, then the state: a crash in between leaves plays
+    /// that the redelivered message rewrites identically.
+    pub fn commit(
+        &self,
+        station: &StationId,
+        events: &[StationEvent],
+        stored: &StoredStation,
+    ) -> Result<(), StorageError> {
+        let mut evicted = Vec::new();
+        let play_writes: Vec<(Vec<u8>, Vec<u8>)> = events
+            .iter()
+            .map(|event| {
+                let record = play_record(event);
+                if let StationEvent::SongStarted { play_seq, .. } = event
+                    && *play_seq > self.history_cap
+                {
+                    evicted.push(play_key(station, play_seq - self.history_cap));
+                }
+                (
+                    play_key(station, record.play_seq),
+                    prost::Message::encode_to_vec(&record),
+                )
+            })
+            .collect();
+        if !play_writes.is_empty() {
+            self.plays.insert_batch(play_writes)?;
+        }
+        for key in evicted {
+            self.plays.remove(&key)?;
+        }
+        let snapshot = StationSnapshot {
+            last_applied_seq: stored.last_applied_seq,
+            last_play_seq: stored.state.last_play_seq,
+            current: stored.state.current.as_ref().map(|play| PlayRecord {
+                play_seq: play.play_seq,
+                artist: play.song.artist.clone(),
+                title: play.song.title.clone(),
+                started_at_ms: play.started_at.as_millis(),
+                ended_at_ms: None,
+            }),
+        };
+        self.states
+            .insert(station.as_str(), prost::Message::encode_to_vec(&snapshot))?;
+        Ok(())
+    }
+
+    pub fn list_plays(
+        &self,
+        station: &StationId,
+        query: PlaysQuery,
+    ) -> Result<PlaysPage, StorageError> {
+        let page_size = query.page_size.max(1);
+        let mut plays = match (query.since, query.before) {
+            (Some(since), before) => {
+                let upper = before.unwrap_or(u64::MAX);
+                let mut ascending = self.collect(
+                    play_key(station, since.saturating_add(1))..play_key(station, upper),
+                    Direction::Forward,
+                    page_size,
+                )?;
+                ascending.reverse();
+                ascending
+            }
+            (None, before) => self.collect(
+                play_key(station, 0)..play_key(station, before.unwrap_or(u64::MAX)),
+                Direction::Reverse,
+                page_size,
+            )?,
+        };
+        plays.retain(|play| play.play_seq != 0);
+        let next_since = plays.first().map(|play| play.play_seq).or(query.since);
+        let next_before = match plays.last() {
+            Some(oldest) if self.has_play_before(station, oldest.play_seq)? => {
+                Some(oldest.play_seq)
+            }
+            _ => None,
+        };
+        Ok(PlaysPage {
+            plays,
+            next_before,
+            next_since,
+        })
+    }
+
+    /// Drops expired play-history buckets.
+    pub fn compact_history(&self) -> Result<CompactionReport, StorageError> {
+        Ok(self.plays.compact()?)
+    }
+
+    fn has_play_before(&self, station: &StationId, play_seq: u64) -> Result<bool, StorageError> {
+        let mut older = self.plays.range(
+            play_key(station, 1)..play_key(station, play_seq),
+            Direction::Reverse,
+        )?;
+        Ok(older.next().transpose()?.is_some())
+    }
+
+    fn collect(
+        &self,
+        range: std::ops::Range<Vec<u8>>,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<PlayRecord>, StorageError> {
+        self.plays
+            .range(range, direction)?
+            .take(limit)
+            .map(|entry| {
+                let (_, value) = entry?;
+                <PlayRecord as prost::Message>::decode(value.as_ref()).map_err(|error| {
+                    StorageError::Corrupt {
+                        what: "play record",
+                        detail: error.to_string(),
+                    }
+                })
+            })
+            .collect()
+    }
+}
+
+/// `{station_id}/{play_seq as big-endian u64}`: ids cannot contain `/`, so one station's
+/// keys never interleave with another's, and big-endian keeps them in play order.
+fn play_key(station: &StationId, play_seq: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(station.as_str().len() + 9);
+    key.extend_from_slice(station.as_str().as_bytes());
+    key.push(b'/');
+    key.extend_from_slice(&play_seq.to_be_bytes());
+    key
+}
+
+fn play_record(event: &StationEvent) -> PlayRecord {
+    match event {
+        StationEvent::SongStarted {
+            play_seq,
+            song,
+            started_at,
+        } => PlayRecord {
+            play_seq: *play_seq,
+            artist: song.artist.clone(),
+            title: song.title.clone(),
+            started_at_ms: started_at.as_millis(),
+            ended_at_ms: None,
+        },
+        StationEvent::SongEnded {
+            play_seq,
+            song,
+            started_at,
+            ended_at,
+        } => PlayRecord {
+            play_seq: *play_seq,
+            artist: song.artist.clone(),
+            title: song.title.clone(),
+            started_at_ms: started_at.as_millis(),
+            ended_at_ms: Some(ended_at.as_millis()),
+        },
+    }
+}

@@ -1,0 +1,213 @@
+//! `playhead`: the command-line client. See `playhead --help`.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+use futures::StreamExt;
+use playhead_proto::codec::to_json;
+use playhead_proto::headers::MSG_ID;
+use playhead_proto::ids::StationId;
+use playhead_proto::subjects::station_song;
+use playhead_proto::v1::station_service_client::StationServiceClient;
+use playhead_proto::v1::{
+    GetNowPlayingRequest, ListPlaysRequest, SongObserved, WatchNowPlayingRequest,
+};
+use prost::Message;
+
+/// Try playhead from a terminal: publish song observations as a NATS publisher would, and
+/// query or watch stations through the gRPC gateway. Output is proto3 JSON, one per line.
+///
+/// Examples:
+///   playhead publish song --station radio-1 --artist "Nina Simone" --title Sinnerman
+///   playhead now-playing radio-1
+///   playhead plays radio-1 --page-size 10
+///   playhead watch radio-1 radio-2
+#[derive(Debug, Parser)]
+#[command(name = "playhead", version, verbatim_doc_comment)]
+struct Cli {
+    /// NATS server (for `publish`).
+    #[arg(
+        long,
+        global = true,
+        env = "PLAYHEAD_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    nats_url: String,
+    /// gRPC gateway (for queries).
+    #[arg(
+        long,
+        global = true,
+        env = "PLAYHEAD_GRPC_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    grpc_url: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Publish an event into playhead's inbox (as a NATS publisher).
+    #[command(subcommand)]
+    Publish(Publish),
+    /// Show what a station is playing now.
+    NowPlaying { station: String },
+    /// List a station's plays, newest first.
+    Plays {
+        station: String,
+        /// 1..=100
+        #[arg(long, default_value_t = 20)]
+        page_size: u32,
+        /// Only plays with play_seq below this (older page).
+        #[arg(long)]
+        before: Option<u64>,
+        /// Only plays with play_seq above this (newer page).
+        #[arg(long)]
+        since: Option<u64>,
+    },
+    /// Follow stations: the current song, then every change (Ctrl-C to stop).
+    Watch {
+        #[arg(required = true)]
+        stations: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Publish {
+    /// A song observation for a station (`playhead.station.{id}.song`).
+    Song(SongArgs),
+}
+
+#[derive(Debug, Args)]
+struct SongArgs {
+    #[arg(long)]
+    station: String,
+    #[arg(long, default_value = "")]
+    artist: String,
+    #[arg(long, default_value = "")]
+    title: String,
+    /// "Artist - Title", used when --artist and --title are not given.
+    #[arg(long, default_value = "")]
+    raw: String,
+    /// Sets Nats-Msg-Id, so the broker drops a repeated publish.
+    #[arg(long)]
+    msg_id: Option<String>,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("playhead: cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            match error.downcast_ref::<tonic::Status>() {
+                Some(status) => eprintln!("playhead: {:?}: {}", status.code(), status.message()),
+                None => eprintln!("playhead: {error:#}"),
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Publish(Publish::Song(song)) => publish_song(&cli.nats_url, song).await,
+        Command::NowPlaying { station } => {
+            let mut client = grpc(&cli.grpc_url).await?;
+            let response = client
+                .get_now_playing(GetNowPlayingRequest {
+                    station_id: station,
+                })
+                .await?
+                .into_inner();
+            if let Some(now_playing) = response.now_playing {
+                println!("{}", to_json(&now_playing));
+            }
+            Ok(())
+        }
+        Command::Plays {
+            station,
+            page_size,
+            before,
+            since,
+        } => {
+            let mut client = grpc(&cli.grpc_url).await?;
+            let page = client
+                .list_plays(ListPlaysRequest {
+                    station_id: station,
+                    page_size,
+                    before,
+                    since,
+                })
+                .await?
+                .into_inner();
+            println!("{}", to_json(&page));
+            Ok(())
+        }
+        Command::Watch { stations } => {
+            let mut client = grpc(&cli.grpc_url).await?;
+            let mut changes = client
+                .watch_now_playing(WatchNowPlayingRequest {
+                    station_ids: stations,
+                })
+                .await?
+                .into_inner();
+            while let Some(change) = changes.next().await {
+                println!("{}", to_json(&change?));
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn grpc(url: &str) -> anyhow::Result<StationServiceClient<tonic::transport::Channel>> {
+    StationServiceClient::connect(url.to_owned())
+        .await
+        .with_context(|| format!("cannot reach the gateway at {url} (is `make run` running?)"))
+}
+
+async fn publish_song(nats_url: &str, song: SongArgs) -> anyhow::Result<()> {
+    let station = StationId::parse(song.station)?;
+    if song.artist.is_empty() && song.title.is_empty() && song.raw.is_empty() {
+        bail!("give --artist and --title, or --raw \"Artist - Title\"");
+    }
+    let client = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(5))
+        .connect(nats_url)
+        .await
+        .with_context(|| format!("cannot reach NATS at {nats_url} (is `make run` running?)"))?;
+    let jetstream = async_nats::jetstream::new(client);
+    let mut headers = async_nats::HeaderMap::new();
+    if let Some(id) = &song.msg_id {
+        headers.insert(MSG_ID, id.as_str());
+    }
+    let payload = SongObserved {
+        station_id: station.to_string(),
+        artist: song.artist,
+        title: song.title,
+        raw: song.raw,
+        source: "playhead-cli".into(),
+        observed_at: None,
+    };
+    let ack = jetstream
+        .publish_with_headers(
+            station_song(&station),
+            headers,
+            payload.encode_to_vec().into(),
+        )
+        .await?
+        .await
+        .context("the inbox did not acknowledge (is playhead-node running?)")?;
+    println!(
+        "{{\"stream\":\"{}\",\"sequence\":{},\"duplicate\":{}}}",
+        ack.stream, ack.sequence, ack.duplicate
+    );
+    Ok(())
+}

@@ -1,0 +1,90 @@
+//! Gateway errors and their one mapping to gRPC status codes.
+
+use playhead_proto::ids::IdError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    InvalidId(#[from] IdError),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("the broker is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the node did not answer within {0} ms")]
+    Timeout(u64),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl GatewayError {
+    /// From a NATS service error code (HTTP-like, see `playhead_actors::query`).
+    pub fn from_service_code(code: usize, status: String) -> Self {
+        match code {
+            400 => GatewayError::InvalidArgument(status),
+            404 => GatewayError::NotFound(status),
+            503 => GatewayError::Unavailable(status),
+            _ => GatewayError::Internal(status),
+        }
+    }
+}
+
+impl From<GatewayError> for tonic::Status {
+    fn from(error: GatewayError) -> Self {
+        let message = error.to_string();
+        match error {
+            GatewayError::InvalidId(_) | GatewayError::InvalidArgument(_) => {
+                tonic::Status::invalid_argument(message)
+            }
+            GatewayError::NotFound(_) => tonic::Status::not_found(message),
+            GatewayError::Unavailable(_) | GatewayError::Timeout(_) => {
+                tonic::Status::unavailable(message)
+            }
+            GatewayError::Internal(_) => tonic::Status::internal(message),
+        }
+    }
+}
+
+impl From<playhead_actors::query::QueryError> for GatewayError {
+    fn from(error: playhead_actors::query::QueryError) -> Self {
+        use playhead_actors::query::QueryError;
+        match error {
+            QueryError::InvalidArgument(message) => GatewayError::InvalidArgument(message),
+            QueryError::NotFound(message) => GatewayError::NotFound(message),
+            QueryError::Internal(message) => GatewayError::Internal(message),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use playhead_proto::ids::StationId;
+
+    use super::*;
+
+    #[test]
+    fn each_error_maps_to_its_code() {
+        let invalid = StationId::parse("a.b").unwrap_err();
+        let cases = [
+            (GatewayError::from(invalid), tonic::Code::InvalidArgument),
+            (GatewayError::NotFound("x".into()), tonic::Code::NotFound),
+            (
+                GatewayError::Unavailable("x".into()),
+                tonic::Code::Unavailable,
+            ),
+            (GatewayError::Timeout(5), tonic::Code::Unavailable),
+            (
+                GatewayError::from_service_code(404, "x".into()),
+                tonic::Code::NotFound,
+            ),
+            (
+                GatewayError::from_service_code(500, "x".into()),
+                tonic::Code::Internal,
+            ),
+        ];
+        for (error, code) in cases {
+            assert_eq!(tonic::Status::from(error).code(), code);
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! playhead's gateway: a thin tonic server over NATS, and the `playhead` CLI's client code.
+//!
+//! - [`server`]: assembly, health, reflection, shutdown.
+//! - [`station`]: `StationService`.
+//! - [`now_playing`]: the KV-watch-fed now-playing cache.
+//! - [`error`]: gateway errors and their one mapping to gRPC codes.
+//! - [`metrics`]: gRPC request metrics.
+
+pub mod error;
+pub mod metrics;
+pub mod now_playing;
+pub mod server;
+pub mod station;

@@ -1,0 +1,119 @@
+//! The gateway-local now-playing cache, push-fed by a watch of the KV bucket: every replica
+//! is updated as stations change, with no polling and no TTL guessing. Each station has a
+//! `watch` channel: readers get the latest value, and a slow watcher skips to the latest
+//! instead of holding anyone back.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use futures::StreamExt;
+use playhead_proto::ids::StationId;
+use playhead_proto::subjects::NOW_PLAYING_BUCKET;
+use playhead_proto::v1::NowPlaying;
+use prost::Message;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+type Slot = watch::Sender<Option<Arc<NowPlaying>>>;
+
+#[derive(Clone, Default)]
+pub struct NowPlayingCache {
+    stations: Arc<RwLock<HashMap<StationId, Slot>>>,
+}
+
+impl NowPlayingCache {
+    pub fn get(&self, station: &StationId) -> Option<Arc<NowPlaying>> {
+        let stations = self.stations.read().expect("cache lock poisoned");
+        stations.get(station)?.borrow().clone()
+    }
+
+    /// A receiver that sees the current value (if any) and every later one.
+    pub fn subscribe(&self, station: &StationId) -> watch::Receiver<Option<Arc<NowPlaying>>> {
+        if let Some(slot) = self
+            .stations
+            .read()
+            .expect("cache lock poisoned")
+            .get(station)
+        {
+            return slot.subscribe();
+        }
+        let mut stations = self.stations.write().expect("cache lock poisoned");
+        stations
+            .entry(station.clone())
+            .or_insert_with(|| watch::channel(None).0)
+            .subscribe()
+    }
+
+    pub fn len(&self) -> usize {
+        self.stations.read().expect("cache lock poisoned").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn store(&self, station: StationId, value: Option<Arc<NowPlaying>>) {
+        let mut stations = self.stations.write().expect("cache lock poisoned");
+        let slot = stations
+            .entry(station)
+            .or_insert_with(|| watch::channel(None).0);
+        let newer = match (&*slot.borrow(), &value) {
+            (Some(current), Some(next)) => next.play_seq > current.play_seq,
+            _ => true,
+        };
+        if newer {
+            slot.send_replace(value);
+        }
+    }
+
+    /// Follows the KV bucket until `stop`, re-watching after broker outages.
+    pub async fn follow(self, jetstream: jetstream::Context, stop: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let result = tokio::select! {
+                _ = stop.cancelled() => return,
+                result = self.follow_once(&jetstream, &stop) => result,
+            };
+            if let Err(error) = result {
+                tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "now-playing watch interrupted");
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn follow_once(
+        &self,
+        jetstream: &jetstream::Context,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let bucket = jetstream.get_key_value(NOW_PLAYING_BUCKET).await?;
+        let mut entries = bucket.watch_with_history(">").await?;
+        tracing::info!("following the now-playing bucket");
+        loop {
+            let entry = tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                entry = entries.next() => match entry {
+                    Some(entry) => entry?,
+                    None => anyhow::bail!("the watch ended"),
+                },
+            };
+            let Ok(station) = StationId::parse(entry.key.clone()) else {
+                tracing::warn!(key = %entry.key, "ignoring a now-playing key that is not a station id");
+                continue;
+            };
+            match entry.operation {
+                kv::Operation::Put => match NowPlaying::decode(entry.value.as_ref()) {
+                    Ok(value) => self.store(station, Some(Arc::new(value))),
+                    Err(error) => tracing::warn!(%station, %error, "undecodable now-playing value"),
+                },
+                kv::Operation::Delete | kv::Operation::Purge => self.store(station, None),
+            }
+        }
+    }
+}

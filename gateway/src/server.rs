@@ -1,0 +1,149 @@
+//! Gateway assembly: NATS connection, now-playing cache, gRPC services with health and
+//! reflection, `/metrics`, and one shutdown path.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream;
+use playhead_actors::metrics as metrics_http;
+use playhead_proto::v1::import_service_server::{ImportService, ImportServiceServer};
+use playhead_proto::v1::player_service_server::{PlayerService, PlayerServiceServer};
+use playhead_proto::v1::playout_service_server::{PlayoutService, PlayoutServiceServer};
+use playhead_proto::v1::show_service_server::{ShowService, ShowServiceServer};
+use playhead_proto::v1::station_service_server::StationServiceServer;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::GatewayMetrics;
+use crate::now_playing::NowPlayingCache;
+use crate::station::StationApi;
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub nats_url: String,
+    pub listen: SocketAddr,
+    pub metrics_listen: SocketAddr,
+    /// Longest wait for the broker or a node on a request.
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct GatewayEndpoints {
+    pub grpc: SocketAddr,
+    pub metrics: SocketAddr,
+}
+
+/// Services of capabilities not built yet: every method answers UNIMPLEMENTED.
+struct NotYetBuilt;
+
+impl PlayerService for NotYetBuilt {}
+
+impl PlayoutService for NotYetBuilt {}
+
+impl ImportService for NotYetBuilt {}
+
+impl ShowService for NotYetBuilt {}
+
+/// Serves until `shutdown` is cancelled; `ready` gets the bound addresses.
+pub async fn serve(
+    config: GatewayConfig,
+    shutdown: CancellationToken,
+    ready: Option<oneshot::Sender<GatewayEndpoints>>,
+) -> anyhow::Result<()> {
+    let client = async_nats::ConnectOptions::new()
+        .name("playhead-gateway")
+        .retry_on_initial_connect()
+        .connect(&config.nats_url)
+        .await
+        .with_context(|| format!("cannot connect to NATS at {}", config.nats_url))?;
+    let jetstream = jetstream::new(client.clone());
+    let metrics = GatewayMetrics::new();
+    let cache = NowPlayingCache::default();
+    let stop_background = CancellationToken::new();
+    let mut background = JoinSet::new();
+    background.spawn(
+        cache
+            .clone()
+            .follow(jetstream.clone(), stop_background.clone()),
+    );
+
+    let grpc_listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen for gRPC on {}", config.listen))?;
+    let metrics_listener = TcpListener::bind(config.metrics_listen)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {}", config.metrics_listen))?;
+    let endpoints = GatewayEndpoints {
+        grpc: grpc_listener.local_addr()?,
+        metrics: metrics_listener.local_addr()?,
+    };
+    {
+        let metrics = metrics.clone();
+        let cache = cache.clone();
+        let stop = stop_background.clone();
+        background.spawn(async move {
+            let render = move || {
+                metrics.cached_stations.set(cache.len() as i64);
+                metrics_http::render(&metrics.registry)
+            };
+            if let Err(error) =
+                metrics_http::serve(metrics_listener, Arc::new(render), stop.cancelled_owned())
+                    .await
+            {
+                tracing::warn!(%error, "metrics endpoint stopped");
+            }
+        });
+    }
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<StationServiceServer<StationApi>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(playhead_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("cannot build the reflection service")?;
+    let station = StationApi {
+        client: client.clone(),
+        jetstream,
+        cache,
+        metrics,
+        request_timeout: config.request_timeout,
+    };
+    tracing::info!(
+        grpc = %endpoints.grpc,
+        metrics = %format!("http://{}/metrics", endpoints.metrics),
+        nats = %config.nats_url,
+        "playhead-gateway serving"
+    );
+    if let Some(ready) = ready {
+        let _ = ready.send(endpoints);
+    }
+    let served = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(StationServiceServer::new(station))
+        .add_service(PlayerServiceServer::new(NotYetBuilt))
+        .add_service(PlayoutServiceServer::new(NotYetBuilt))
+        .add_service(ImportServiceServer::new(NotYetBuilt))
+        .add_service(ShowServiceServer::new(NotYetBuilt))
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(grpc_listener),
+            shutdown.cancelled_owned(),
+        )
+        .await;
+    // The one shutdown path: gRPC has stopped taking requests; stop the cache and metrics,
+    // then drain NATS.
+    stop_background.cancel();
+    while background.join_next().await.is_some() {}
+    if let Err(error) = client.drain().await {
+        tracing::warn!(%error, "nats drain failed");
+    }
+    tracing::info!("playhead-gateway stopped");
+    served.context("gRPC server failed")
+}

@@ -1,0 +1,21 @@
+//! NATS header names of the public contract.
+
+/// Where the actor publishes its decision after processing (optional).
+pub const REPLY_TO: &str = "Playhead-Reply-To";
+/// `application/json` selects the proto3 JSON mapping; anything else is protobuf.
+pub const CONTENT_TYPE: &str = "Content-Type";
+pub const JSON_CONTENT_TYPE: &str = "application/json";
+/// Broker-side de-duplication key.
+pub const MSG_ID: &str = "Nats-Msg-Id";
+
+/// Dead-letter headers: why, and where the message came from.
+pub const DLQ_REASON: &str = "Playhead-Dlq-Reason";
+pub const DLQ_DETAIL: &str = "Playhead-Dlq-Detail";
+pub const DLQ_ORIGINAL_SUBJECT: &str = "Playhead-Original-Subject";
+pub const DLQ_STORED_SUBJECT: &str = "Playhead-Stored-Subject";
+pub const DLQ_STREAM: &str = "Playhead-Original-Stream";
+pub const DLQ_STREAM_SEQUENCE: &str = "Playhead-Original-Sequence";
+
+/// W3C trace context, carried from publisher to actor to reply.
+pub const TRACEPARENT: &str = "traceparent";
+pub const TRACESTATE: &str = "tracestate";

@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# Runs playhead on localhost for a person to try: playhead-node (which starts its own embedded
+# nats-server on 127.0.0.1:4222) and playhead-gateway, with state under ./data
+# (PLAYHEAD_DATA_DIR overrides). `make run` builds the binaries and installs the broker first.
+#
+# Ctrl-C or SIGTERM stops the gateway first (no new requests reach the node), then the node, and
+# exits 0. If either process dies on its own, the script says which, stops the other, exits 1.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+data_dir="${PLAYHEAD_DATA_DIR:-$root/data}"
+[[ "$data_dir" == /* ]] || data_dir="$PWD/$data_dir"
+
+node_bin="$root/target/debug/playhead-node"
+gateway_bin="$root/target/debug/playhead-gateway"
+cli_bin="target/debug/playhead"
+nats_server_bin="$root/.tools/nats/bin/nats-server"
+
+host=127.0.0.1
+nats_port=4222
+node_metrics_port=9464
+grpc_port=50051
+gateway_metrics_port=9465
+
+startup_timeout_s=30
+stop_timeout_s=30
+
+node_pid=""
+gateway_pid=""
+stopping=0
+
+log() { echo "run.sh: $*" >&2; }
+
+for bin in "$node_bin" "$gateway_bin" "$nats_server_bin"; do
+    if [[ ! -x "$bin" ]]; then
+        log "missing $bin: run \`make run\` (it installs the broker and builds the binaries)"
+        exit 1
+    fi
+done
+
+port_open() {
+    # bash's /dev/tcp: no dependency on nc; a refused connect on loopback fails at once.
+    (exec 3<>"/dev/tcp/$host/$1") 2>/dev/null
+}
+
+for port in "$nats_port" "$node_metrics_port" "$grpc_port" "$gateway_metrics_port"; do
+    if port_open "$port"; then
+        log "$host:$port is already in use (another playhead or nats-server running?); stop it first"
+        exit 1
+    fi
+done
+
+is_alive() { [[ -n "$1" ]] && kill -0 "$1" 2>/dev/null; }
+
+# SIGTERM, then poll until the process is gone or the deadline passes (then SIGKILL), and reap it.
+stop_process() {
+    local name=$1 pid=$2 deadline
+    [[ -n "$pid" ]] || return 0
+    is_alive "$pid" || { wait "$pid" 2>/dev/null || true; return 0; }
+    log "stopping $name (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    deadline=$((SECONDS + stop_timeout_s))
+    while is_alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
+    if is_alive "$pid"; then
+        log "$name did not stop within ${stop_timeout_s}s; killing it"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+stop_all() {
+    stop_process playhead-gateway "$gateway_pid"
+    stop_process playhead-node "$node_pid"
+}
+
+on_signal() {
+    ((stopping)) && return 0
+    stopping=1
+    echo
+    stop_all
+    log "stopped"
+    exit 0
+}
+
+# $4: the exit status when the caller already reaped the process (wait -n), else it is reaped here.
+died() {
+    local name=$1 pid=$2 logfile=$3 status=${4:-}
+    if [[ -z "$status" ]]; then
+        status=0
+        wait "$pid" 2>/dev/null || status=$?
+    fi
+    log "$name exited unexpectedly (status $status); last lines of $logfile:"
+    tail -n 20 "$logfile" >&2 || true
+    stopping=1
+    stop_all
+    exit 1
+}
+
+trap on_signal INT TERM
+# Whatever way the script ends (including `set -e`), leave no child behind.
+trap 'stop_all' EXIT
+
+# Wait for a TCP port, failing fast if the process that should open it dies.
+wait_for_port() {
+    local name=$1 pid=$2 logfile=$3 port=$4 deadline=$((SECONDS + startup_timeout_s))
+    until port_open "$port"; do
+        is_alive "$pid" || died "$name" "$pid" "$logfile"
+        if ((SECONDS >= deadline)); then
+            log "$name did not open $host:$port within ${startup_timeout_s}s; last lines of $logfile:"
+            tail -n 20 "$logfile" >&2 || true
+            exit 1
+        fi
+        sleep 0.1
+    done
+}
+
+mkdir -p "$data_dir/logs"
+node_log="$data_dir/logs/playhead-node.log"
+gateway_log="$data_dir/logs/playhead-gateway.log"
+
+# setsid: a Ctrl-C in the terminal reaches only this script, which then stops the children in
+# order (gateway before node) instead of the terminal signalling all of them at once.
+log "starting playhead-node (data in $data_dir, log $node_log)"
+setsid "$node_bin" --data-dir "$data_dir" --nats-server-bin "$nats_server_bin" \
+    >>"$node_log" 2>&1 </dev/null &
+node_pid=$!
+wait_for_port playhead-node "$node_pid" "$node_log" "$nats_port"
+wait_for_port playhead-node "$node_pid" "$node_log" "$node_metrics_port"
+
+log "starting playhead-gateway (log $gateway_log)"
+setsid "$gateway_bin" --nats-url "nats://$host:$nats_port" \
+    >>"$gateway_log" 2>&1 </dev/null &
+gateway_pid=$!
+wait_for_port playhead-gateway "$gateway_pid" "$gateway_log" "$grpc_port"
+
+cat <<EOF
+
+playhead is running (Ctrl-C stops it)
+
+  NATS            nats://$host:$nats_port
+  gRPC            $host:$grpc_port
+  node metrics    http://$host:$node_metrics_port/metrics
+  gateway metrics http://$host:$gateway_metrics_port/metrics
+  data            $data_dir
+  logs            $node_log
+                  $gateway_log
+
+try, from another terminal in $root:
+
+  $cli_bin publish song --station radio-1 --artist "Nina Simone" --title Sinnerman
+  $cli_bin now-playing radio-1
+  $cli_bin plays radio-1
+  $cli_bin watch radio-1
+
+EOF
+
+# Block until a child exits or a signal arrives; a signal runs on_signal, which exits 0.
+while true; do
+    exited_pid=""
+    status=0
+    wait -n -p exited_pid "$node_pid" "$gateway_pid" || status=$?
+    ((stopping)) && break
+    case "$exited_pid" in
+        "$gateway_pid") died playhead-gateway "$gateway_pid" "$gateway_log" "$status" ;;
+        "$node_pid") died playhead-node "$node_pid" "$node_log" "$status" ;;
+    esac
+done
