@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 /// Configuration version this build reads.
 pub const CONFIG_VERSION: u32 = 1;
 
+/// Keys outside any section, as they may appear in `PLAYHEAD_{KEY}`.
+const TOP_LEVEL_KEYS: &[&str] = &["version", "data_dir"];
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NodeConfig {
@@ -213,7 +216,18 @@ impl NodeConfig {
             }
             figment = figment.merge(Toml::file(file));
         }
-        figment = figment.merge(Env::prefixed("PLAYHEAD_").split("__"));
+        figment = figment.merge(
+            Env::prefixed("PLAYHEAD_")
+                // Only `SECTION__KEY` names and top-level keys are configuration; other
+                // PLAYHEAD_* variables (PLAYHEAD_CONFIG, the gateway's and the CLI's) are not.
+                .filter(|key| {
+                    key.as_str().contains("__")
+                        || TOP_LEVEL_KEYS
+                            .iter()
+                            .any(|top| key.as_str().eq_ignore_ascii_case(top))
+                })
+                .split("__"),
+        );
         if let Some(value) = &flags.data_dir {
             figment = figment.merge(("data_dir", value));
         }
@@ -253,9 +267,8 @@ impl NodeConfig {
         if self.data_dir.as_os_str().is_empty() {
             return invalid("data_dir", "\"\"", "give a directory the node may write to");
         }
-        if !self.nats.url.is_empty()
-            && !(self.nats.url.starts_with("nats://") || self.nats.url.starts_with("tls://"))
-        {
+        let url = &self.nats.url;
+        if !(url.is_empty() || url.starts_with("nats://") || url.starts_with("tls://")) {
             return invalid(
                 "nats.url",
                 &self.nats.url,
@@ -343,6 +356,8 @@ impl NodeConfig {
 }
 
 #[cfg(test)]
+// figment::Jail::expect_with takes closures returning its own (large) error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 
@@ -382,14 +397,32 @@ mod tests {
     }
 
     #[test]
+    fn environment_sections_apply_and_unknown_nested_keys_are_rejected() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("PLAYHEAD_INGEST__BATCH_SIZE", "32");
+            jail.set_env("PLAYHEAD_CONFIG", "ignored: not a configuration key");
+            let config = NodeConfig::load(None, &FlagOverrides::default()).unwrap();
+            assert_eq!(config.ingest.batch_size, 32);
+            jail.set_env("PLAYHEAD_INGEST__BATCH_SIZ", "32");
+            assert!(NodeConfig::load(None, &FlagOverrides::default()).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
     fn flags_override_the_file_and_defaults() {
-        let flags = FlagOverrides {
-            partitions: Some(8),
-            nats_url: Some("nats://127.0.0.1:4333".into()),
-            ..Default::default()
-        };
-        let config = NodeConfig::load(None, &flags).unwrap();
-        assert_eq!(config.ingest.partitions, 8);
-        assert!(!config.embedded_broker());
+        // In a jail: environment-reading tests must not see each other's variables.
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("PLAYHEAD_INGEST__PARTITIONS", "16");
+            let flags = FlagOverrides {
+                partitions: Some(8),
+                nats_url: Some("nats://127.0.0.1:4333".into()),
+                ..Default::default()
+            };
+            let config = NodeConfig::load(None, &flags).unwrap();
+            assert_eq!(config.ingest.partitions, 8);
+            assert!(!config.embedded_broker());
+            Ok(())
+        });
     }
 }

@@ -1,7 +1,7 @@
 //! playhead's gateway: a thin tonic server over NATS, and the `playhead` CLI's client code.
 //!
 //! - [`server`]: assembly, health, reflection, shutdown.
-//! - [`station`]: `StationService`.
+//! - [`station`]: the `StationService` handlers.
 //! - [`now_playing`]: the KV-watch-fed now-playing cache.
 //! - [`error`]: gateway errors and their one mapping to gRPC codes.
 //! - [`metrics`]: gRPC request metrics.

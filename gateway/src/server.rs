@@ -114,6 +114,7 @@ pub async fn serve(
         cache,
         metrics,
         request_timeout: config.request_timeout,
+        shutdown: shutdown.clone(),
     };
     tracing::info!(
         grpc = %endpoints.grpc,

@@ -19,6 +19,7 @@ use playhead_proto::v1::{
 };
 use prost::Message;
 use tokio_stream::wrappers::WatchStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::error::GatewayError;
@@ -37,6 +38,8 @@ pub struct StationApi {
     pub cache: NowPlayingCache,
     pub metrics: Arc<GatewayMetrics>,
     pub request_timeout: Duration,
+    /// Ends open watch streams, so a graceful shutdown does not wait on idle watchers.
+    pub shutdown: CancellationToken,
 }
 
 type NowPlayingStream = Pin<Box<dyn Stream<Item = Result<NowPlaying, Status>> + Send>>;
@@ -109,10 +112,12 @@ impl StationApi {
         let metrics = self.metrics.clone();
         metrics.watchers.inc();
         let guard = WatcherGuard(metrics);
-        let merged = futures::stream::select_all(per_station).map(move |item| {
-            let _ = &guard;
-            item
-        });
+        let merged = futures::stream::select_all(per_station)
+            .take_until(self.shutdown.clone().cancelled_owned())
+            .map(move |item| {
+                let _ = &guard;
+                item
+            });
         Ok(Box::pin(merged))
     }
 

@@ -1,1 +1,10 @@
-//! placeholder
+//! playhead's integration tests and benchmarks, against a real nats-server.
+//!
+//! - [`harness`]: the broker (started on a random port with a temp store, killed on drop),
+//!   child processes, and deadline-bound waiting.
+//! - [`model`]: expected histories for generated observation streams.
+//! - [`system`]: playhead's node and gateway, in-process or as child processes.
+
+pub mod harness;
+pub mod model;
+pub mod system;

@@ -141,12 +141,13 @@ impl<E: Entity> PartitionIntake<E> {
         };
         let mut counts = std::collections::HashMap::<&'static str, u64>::new();
         for (position, outcome) in accepted_positions.into_iter().zip(outcomes) {
-            *counts.entry(outcome.label()).or_default() += 1;
-            if let Outcome::Rejected { reason } = outcome {
-                rejected.push((
+            match outcome {
+                // Counted once, as dead-lettered, below.
+                Outcome::Rejected { reason } => rejected.push((
                     position,
                     DeadLetter::new(DeadLetterReason::Rejected, reason),
-                ));
+                )),
+                outcome => *counts.entry(outcome.label()).or_default() += 1,
             }
         }
         for (position, letter) in &rejected {

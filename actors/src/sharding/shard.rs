@@ -43,6 +43,9 @@ pub struct ShardArguments<E: Entity> {
 
 pub struct ShardActor<E>(PhantomData<fn() -> E>);
 
+/// One entity's share of a batch: positions in the batch and the envelopes at them.
+type EntitySlice<C> = (Vec<usize>, Vec<Envelope<C>>);
+
 impl<E> Default for ShardActor<E> {
     fn default() -> Self {
         Self(PhantomData)
@@ -127,7 +130,7 @@ impl<E: Entity> ShardState<E> {
     ) -> Result<Vec<Outcome>, EntityError> {
         let total = batch.len();
         // Group by entity, remembering each envelope's position in the batch.
-        let mut slices: HashMap<E::Id, (Vec<usize>, Vec<Envelope<E::Command>>)> = HashMap::new();
+        let mut slices: HashMap<E::Id, EntitySlice<E::Command>> = HashMap::new();
         for (position, (id, envelope)) in batch.into_iter().enumerate() {
             let slice = slices.entry(id).or_default();
             slice.0.push(position);

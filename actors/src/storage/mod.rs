@@ -21,6 +21,11 @@ use crate::config::NodeConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
+    #[error(
+        "{} is locked by another process: is another playhead-node using this data dir?",
+        path.display()
+    )]
+    InUse { path: std::path::PathBuf },
     #[error("sled: {0}")]
     Sled(#[from] sled::Error),
     #[error("keyspace: {0}")]
@@ -46,7 +51,15 @@ impl Storage {
         let db = sled::Config::new()
             .path(directory)
             .cache_capacity(256 * 1024 * 1024)
-            .open()?;
+            .open()
+            .map_err(|error| match error {
+                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                    StorageError::InUse {
+                        path: directory.to_owned(),
+                    }
+                }
+                error => StorageError::Sled(error),
+            })?;
         let stations = StationStore::open(&db, &config.station, clock)?;
         Ok(Self {
             durability: Arc::new(Durability::new(db.clone())),

@@ -81,10 +81,13 @@ enum Publish {
 
 #[derive(Debug, Args)]
 struct SongArgs {
+    /// Station id ([A-Za-z0-9_-], 1 to 128 characters).
     #[arg(long)]
     station: String,
+    /// Artist as the station's feed spells it (kept for display).
     #[arg(long, default_value = "")]
     artist: String,
+    /// Song title as the station's feed spells it.
     #[arg(long, default_value = "")]
     title: String,
     /// "Artist - Title", used when --artist and --title are not given.

@@ -1,0 +1,105 @@
+//! `make bench`: playhead's benchmark program. It starts a real nats-server (the harness's, on a
+//! random port with a temporary store), measures playhead against a bare baseline in the same
+//! run, and prints figures and ratios next to the targets of DESIGN.md §8.
+//!
+//! - [`ingest`]: drain rate of a pre-filled station inbox, playhead-node ÷ a bare consumer.
+//! - [`reads`]: `GetNowPlaying` throughput and latency ÷ the gateway's own health check.
+//!
+//! Build it in release (`make bench` does); a debug build measures the compiler, not playhead.
+
+mod ingest;
+mod reads;
+
+use std::time::Duration;
+
+use clap::Parser;
+use playhead_tests::harness::NatsServer;
+
+/// Benchmarks playhead against bare baselines measured in the same run.
+///
+/// Needs the nats-server binary: `make bench` installs it and sets PLAYHEAD_NATS_SERVER.
+#[derive(Debug, Parser)]
+#[command(name = "playhead-bench", version)]
+struct Args {
+    /// Song observations pre-filled into the station inbox.
+    #[arg(long, default_value_t = 100_000)]
+    observations: usize,
+    /// Stations the observations are spread over.
+    #[arg(long, default_value_t = 2_000)]
+    stations: usize,
+    /// Share of observations (percent) that repeat the song already on air.
+    #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u64).range(0..=100))]
+    repeat_percent: u64,
+    /// Inbox partitions (P of the subject transform), as deployed.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    partitions: u32,
+    /// Seconds of measured load per read phase (after one second of warm-up).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
+    read_secs: u64,
+    /// Requests in flight during the read phases.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    concurrency: u64,
+    /// HTTP/2 connections the read load is spread over.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    connections: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if cfg!(debug_assertions) {
+        eprintln!("warning: this is a debug build; run `make bench` for figures worth reporting");
+    }
+    let nats = NatsServer::start();
+    println!(
+        "playhead benchmark: nats-server on {}, {} cores",
+        nats.url(),
+        std::thread::available_parallelism().map_or(1, usize::from)
+    );
+
+    let workload = ingest::Workload {
+        observations: args.observations,
+        stations: args.stations,
+        repeat_percent: args.repeat_percent,
+        partitions: args.partitions,
+    };
+    let ingested = ingest::run(&nats, &workload).await?;
+    let ratio_ingest = ingested.report(&workload);
+
+    let load = reads::Load {
+        duration: Duration::from_secs(args.read_secs),
+        concurrency: args.concurrency as usize,
+        connections: args.connections as usize,
+    };
+    let read = reads::run(&nats.url(), &ingested.stations, &load).await?;
+    let (ratio_reads, p99) = read.report(&load);
+    ingested.node.stop().await;
+
+    println!();
+    println!("summary (DESIGN.md §8)");
+    verdict(
+        "ingest: node ÷ bare drain rate",
+        ratio_ingest,
+        "≥ 0.6",
+        ratio_ingest >= 0.6,
+    );
+    verdict(
+        "GetNowPlaying ÷ health throughput",
+        ratio_reads,
+        "≥ 0.8",
+        ratio_reads >= 0.8,
+    );
+    verdict("GetNowPlaying p99 (ms)", p99, "≤ 3", p99 <= 3.0);
+    Ok(())
+}
+
+fn verdict(figure: &str, value: f64, target: &str, met: bool) {
+    let mark = if met { "met" } else { "MISSED" };
+    println!("  {figure:<36} {value:>8.2}   target {target:<6} {mark}");
+}

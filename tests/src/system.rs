@@ -1,0 +1,271 @@
+//! playhead's node and gateway for tests and benchmarks: in-process (fast, inspectable) or
+//! as a child process (to be killed with SIGKILL or stopped with SIGTERM).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use playhead_actors::config::NodeConfig;
+use playhead_actors::node::{self, NodeEndpoints};
+use playhead_gateway::server::{self, GatewayConfig, GatewayEndpoints};
+use playhead_proto::subjects::Inbox;
+use playhead_proto::v1::station_service_client::StationServiceClient;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use crate::harness::process::{ChildProcess, workspace_binary};
+use crate::harness::wait::eventually;
+
+/// Partitions used by tests unless a test says otherwise (fewer consumers: quicker start).
+pub const TEST_PARTITIONS: u32 = 8;
+
+/// A node configuration for tests: joins `nats_url`, keeps state in `data_dir`, picks free
+/// ports, and redelivers quickly.
+pub fn test_node_config(nats_url: &str, data_dir: &Path) -> NodeConfig {
+    let mut config = NodeConfig {
+        data_dir: data_dir.to_owned(),
+        ..NodeConfig::default()
+    };
+    config.nats.url = nats_url.to_owned();
+    config.ingest.partitions = TEST_PARTITIONS;
+    config.ingest.ack_wait_secs = 5;
+    config.metrics.listen = "127.0.0.1:0".parse().expect("valid address");
+    config
+}
+
+/// A node running in this process.
+pub struct TestNode {
+    pub endpoints: NodeEndpoints,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestNode {
+    pub async fn start(config: NodeConfig) -> TestNode {
+        let shutdown = CancellationToken::new();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let task = tokio::spawn(node::run(config, shutdown.clone(), Some(ready_tx)));
+        let endpoints = match tokio::time::timeout(Duration::from_secs(30), ready_rx).await {
+            Ok(Ok(endpoints)) => endpoints,
+            Ok(Err(_)) => panic!("node failed to start: {:?}", task.await),
+            Err(_) => panic!("node not ready within 30 s"),
+        };
+        TestNode {
+            endpoints,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Graceful stop through the node's one shutdown path.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("node stops within 30 s")
+            .expect("node task joins")
+            .expect("node stops cleanly");
+    }
+
+    /// The node's Prometheus text.
+    pub async fn metrics(&self) -> String {
+        scrape(&format!("http://{}/metrics", self.endpoints.metrics)).await
+    }
+}
+
+/// A gateway running in this process.
+pub struct TestGateway {
+    pub endpoints: GatewayEndpoints,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestGateway {
+    pub async fn start(nats_url: &str) -> TestGateway {
+        Self::start_with_timeout(nats_url, Duration::from_secs(2)).await
+    }
+
+    pub async fn start_with_timeout(nats_url: &str, request_timeout: Duration) -> TestGateway {
+        let shutdown = CancellationToken::new();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let config = GatewayConfig {
+            nats_url: nats_url.to_owned(),
+            listen: "127.0.0.1:0".parse().expect("valid address"),
+            metrics_listen: "127.0.0.1:0".parse().expect("valid address"),
+            request_timeout,
+        };
+        let task = tokio::spawn(server::serve(config, shutdown.clone(), Some(ready_tx)));
+        let endpoints = match tokio::time::timeout(Duration::from_secs(30), ready_rx).await {
+            Ok(Ok(endpoints)) => endpoints,
+            Ok(Err(_)) => panic!("gateway failed to start: {:?}", task.await),
+            Err(_) => panic!("gateway not ready within 30 s"),
+        };
+        TestGateway {
+            endpoints,
+            shutdown,
+            task,
+        }
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.endpoints.grpc)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.grpc_url())
+            .expect("valid url")
+            .connect()
+            .await
+            .expect("gateway accepts connections")
+    }
+
+    pub async fn stations(&self) -> StationServiceClient<Channel> {
+        StationServiceClient::new(self.channel().await)
+    }
+
+    pub async fn metrics(&self) -> String {
+        scrape(&format!("http://{}/metrics", self.endpoints.metrics)).await
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("gateway stops within 30 s")
+            .expect("gateway task joins")
+            .expect("gateway stops cleanly");
+    }
+}
+
+/// `playhead-node` as a child process (built by `cargo build --workspace --bins`).
+pub struct NodeProcess {
+    pub process: ChildProcess,
+}
+
+impl NodeProcess {
+    /// Starts the binary joining `nats_url`, and waits until its consumers exist.
+    pub async fn start(nats_url: &str, data_dir: &Path, extra_env: &[(&str, &str)]) -> Self {
+        let data_dir = data_dir.display().to_string();
+        let partitions = TEST_PARTITIONS.to_string();
+        let mut env = vec![("PLAYHEAD_INGEST__ACK_WAIT_SECS", "5")];
+        env.extend_from_slice(extra_env);
+        let process = ChildProcess::spawn(
+            workspace_binary("playhead-node"),
+            [
+                "--nats-url",
+                nats_url,
+                "--data-dir",
+                &data_dir,
+                "--partitions",
+                &partitions,
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ],
+            &env,
+        );
+        let mut node = NodeProcess { process };
+        let log_path = node.process.log_path().to_owned();
+        let serving = eventually(
+            "playhead-node to log that it serves",
+            Duration::from_secs(30),
+            || {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                async move { log.contains("playhead-node serving").then_some(()) }
+            },
+        );
+        tokio::select! {
+            _ = serving => {}
+            _ = async {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    if !node.process.is_running() { break; }
+                }
+            } => panic!("playhead-node exited during start:\n{}", node.process.log_tail(40)),
+        }
+        node
+    }
+}
+
+/// Waits until every partition consumer of `inbox` has nothing pending or unacknowledged.
+pub async fn wait_until_drained(
+    jetstream: &jetstream::Context,
+    inbox: Inbox,
+    partitions: u32,
+    timeout: Duration,
+) {
+    eventually(
+        &format!("{} inbox to be fully processed", inbox.label()),
+        timeout,
+        || async {
+            let stream = jetstream.get_stream(inbox.stream_name()).await.ok()?;
+            for partition in 0..partitions {
+                let info = stream
+                    .consumer_info(inbox.consumer_name(partition))
+                    .await
+                    .ok()?;
+                if info.num_pending > 0 || info.num_ack_pending > 0 {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await
+}
+
+/// Reads a Prometheus counter or gauge value (sum over label sets matching all `labels`).
+pub fn metric_value(metrics_text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    metrics_text
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| {
+            line.starts_with(name)
+                && line[name.len()..].starts_with(['{', ' '])
+                && labels
+                    .iter()
+                    .all(|(key, value)| line.contains(&format!("{key}=\"{value}\"")))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn scrape(url: &str) -> String {
+    // A minimal HTTP/1.0 GET: tests need no HTTP client dependency for one endpoint.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let without_scheme = url.trim_start_matches("http://");
+    let (address, path) = without_scheme
+        .split_once('/')
+        .map(|(address, path)| (address, format!("/{path}")))
+        .expect("url has a path");
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("metrics endpoint accepts connections");
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
+        .await
+        .expect("request written");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("response read");
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("playhead-test-")
+        .tempdir()
+        .expect("temp dir")
+}
+
+/// Path helper for sled data of a node inside a test temp dir.
+pub fn node_data_dir(root: &Path, name: &str) -> PathBuf {
+    root.join(name)
+}

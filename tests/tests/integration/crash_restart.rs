@@ -1,0 +1,160 @@
+//! A node killed mid-ingest (SIGKILL) or stopped gracefully (SIGTERM) and restarted neither
+//! loses a play nor records one twice.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use playhead_proto::subjects::{EVENTS_STREAM, Inbox};
+use playhead_proto::v1::ListPlaysRequest;
+use playhead_proto::v1::station_service_client::StationServiceClient;
+use playhead_tests::harness::NatsServer;
+use playhead_tests::harness::wait::eventually;
+use playhead_tests::model::{ExpectedPlay, generate, publish_all};
+use playhead_tests::system::{
+    NodeProcess, TEST_PARTITIONS, TestGateway, temp_dir, wait_until_drained,
+};
+use tonic::transport::Channel;
+
+#[derive(Debug, Clone, Copy)]
+enum Interruption {
+    Kill,
+    Terminate,
+}
+
+async fn all_plays(
+    client: &mut StationServiceClient<Channel>,
+    station: &str,
+) -> Vec<(u64, ExpectedPlay)> {
+    let mut plays = Vec::new();
+    let mut before = None;
+    loop {
+        let page = client
+            .list_plays(ListPlaysRequest {
+                station_id: station.into(),
+                page_size: 100,
+                before,
+                since: None,
+            })
+            .await
+            .expect("list plays")
+            .into_inner();
+        plays.extend(page.plays.iter().map(|play| {
+            let song = play.song.clone().unwrap_or_default();
+            (play.play_seq, (song.artist, song.title))
+        }));
+        match page.next_before {
+            Some(cursor) => before = Some(cursor),
+            None => break,
+        }
+    }
+    plays.reverse();
+    plays
+}
+
+async fn interrupted_ingest_loses_and_duplicates_nothing(interruption: Interruption) {
+    let nats = NatsServer::start();
+    let data = temp_dir();
+    let jetstream = async_nats::jetstream::new(nats.connect().await);
+    let mut node = NodeProcess::start(&nats.url(), data.path(), &[]).await;
+
+    let (observations, expected) = generate(11, 30, 20_000, 80);
+    publish_all(&jetstream, &observations).await;
+    // Interrupt once some, but not all, of the inbox has been applied.
+    eventually(
+        "some events to be published",
+        Duration::from_secs(30),
+        || async {
+            let info = jetstream
+                .get_stream(EVENTS_STREAM)
+                .await
+                .ok()?
+                .get_info()
+                .await
+                .ok()?;
+            (info.state.messages >= 20).then_some(())
+        },
+    )
+    .await;
+    match interruption {
+        Interruption::Kill => {
+            node.process.kill();
+        }
+        Interruption::Terminate => {
+            let status = node.process.terminate_within(Duration::from_secs(30));
+            assert!(status.success(), "graceful stop exits 0: {status}");
+        }
+    }
+    // The interruption must have come mid-ingest, or this test proves nothing.
+    let stream = jetstream
+        .get_stream(Inbox::Station.stream_name())
+        .await
+        .expect("inbox stream");
+    let mut unfinished = 0;
+    for partition in 0..TEST_PARTITIONS {
+        let info = stream
+            .consumer_info(Inbox::Station.consumer_name(partition))
+            .await
+            .expect("consumer info");
+        unfinished += info.num_pending + info.num_ack_pending as u64;
+    }
+    assert!(
+        unfinished > 0,
+        "the node finished before it was interrupted; raise the observation count"
+    );
+    let node = NodeProcess::start(&nats.url(), data.path(), &[]).await;
+    wait_until_drained(
+        &jetstream,
+        Inbox::Station,
+        TEST_PARTITIONS,
+        Duration::from_secs(60),
+    )
+    .await;
+
+    let gateway = TestGateway::start(&nats.url()).await;
+    let mut client = gateway.stations().await;
+    for (station, plays) in &expected {
+        let expected_plays: Vec<(u64, ExpectedPlay)> = plays
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(index, play)| (index as u64 + 1, play))
+            .collect();
+        assert_eq!(
+            all_plays(&mut client, station).await,
+            expected_plays,
+            "{station}"
+        );
+    }
+    // Events were not published twice either (the broker drops redelivered copies).
+    let events = jetstream.get_stream(EVENTS_STREAM).await.expect("events");
+    let mut started_per_station = BTreeMap::new();
+    let mut counts = events
+        .info_with_subjects("playhead.events.station.*.SongStarted")
+        .await
+        .expect("subject counts");
+    while let Some(entry) = counts.next().await {
+        let (subject, count) = entry.expect("subject count");
+        let station = subject.split('.').nth(3).expect("station token").to_owned();
+        started_per_station.insert(station, count);
+    }
+    let expected_counts: BTreeMap<String, usize> = expected
+        .iter()
+        .map(|(station, plays)| (station.clone(), plays.len()))
+        .collect();
+    assert_eq!(started_per_station, expected_counts);
+    gateway.stop().await;
+    let mut node = node;
+    let status = node.process.terminate_within(Duration::from_secs(30));
+    assert!(status.success(), "graceful stop exits 0: {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_ingest_restarts_without_losing_or_repeating_plays() {
+    interrupted_ingest_loses_and_duplicates_nothing(Interruption::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_gracefully_mid_ingest_restarts_without_losing_or_repeating_plays() {
+    interrupted_ingest_loses_and_duplicates_nothing(Interruption::Terminate).await;
+}

@@ -1,0 +1,147 @@
+//! The gateway's edges: invalid ids, limits, unknown stations, health and reflection.
+
+use playhead_proto::v1::station_service_client::StationServiceClient;
+use playhead_proto::v1::{
+    GetNowPlayingRequest, ListPlaysRequest, SongObserved, WatchNowPlayingRequest,
+};
+use playhead_tests::harness::NatsServer;
+use playhead_tests::system::{TestGateway, TestNode, metric_value, temp_dir, test_node_config};
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_ids_and_limits_are_invalid_arguments_and_unknown_stations_not_found() {
+    let nats = NatsServer::start();
+    let data = temp_dir();
+    let node = TestNode::start(test_node_config(&nats.url(), data.path())).await;
+    let gateway = TestGateway::start(&nats.url()).await;
+    let mut client: StationServiceClient<_> = gateway.stations().await;
+
+    for bad in ["a.b", "a b", "x*", ">", "", &"y".repeat(129)] {
+        let code = client
+            .get_now_playing(GetNowPlayingRequest {
+                station_id: bad.to_string(),
+            })
+            .await
+            .expect_err("invalid id")
+            .code();
+        assert_eq!(code, Code::InvalidArgument, "GetNowPlaying({bad:?})");
+        let code = client
+            .list_plays(ListPlaysRequest {
+                station_id: bad.to_string(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("invalid id")
+            .code();
+        assert_eq!(code, Code::InvalidArgument, "ListPlays({bad:?})");
+        let code = client
+            .report_song(SongObserved {
+                station_id: bad.to_string(),
+                raw: "A - B".into(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("invalid id")
+            .code();
+        assert_eq!(code, Code::InvalidArgument, "ReportSong({bad:?})");
+        let code = client
+            .watch_now_playing(WatchNowPlayingRequest {
+                station_ids: vec!["fine".into(), bad.to_string()],
+            })
+            .await
+            .expect_err("invalid id")
+            .code();
+        assert_eq!(code, Code::InvalidArgument, "WatchNowPlaying({bad:?})");
+    }
+    let too_big = client
+        .list_plays(ListPlaysRequest {
+            station_id: "fine".into(),
+            page_size: 101,
+            ..Default::default()
+        })
+        .await
+        .expect_err("page too big");
+    assert_eq!(too_big.code(), Code::InvalidArgument);
+    let too_many = client
+        .watch_now_playing(WatchNowPlayingRequest {
+            station_ids: (0..101).map(|index| format!("s{index}")).collect(),
+        })
+        .await
+        .expect_err("too many stations");
+    assert_eq!(too_many.code(), Code::InvalidArgument);
+
+    for code in [
+        client
+            .get_now_playing(GetNowPlayingRequest {
+                station_id: "never-seen".into(),
+            })
+            .await
+            .expect_err("unknown")
+            .code(),
+        client
+            .list_plays(ListPlaysRequest {
+                station_id: "never-seen".into(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("unknown")
+            .code(),
+    ] {
+        assert_eq!(code, Code::NotFound);
+    }
+
+    // ReportSong is durably accepted into the inbox; a repeated idempotency key is dropped.
+    let mut request = tonic::Request::new(SongObserved {
+        station_id: "reported".into(),
+        raw: "Nina Simone - Sinnerman".into(),
+        ..Default::default()
+    });
+    request
+        .metadata_mut()
+        .insert("idempotency-key", "retry-1".parse().unwrap());
+    let first = client
+        .report_song(request)
+        .await
+        .expect("accepted")
+        .into_inner();
+    let mut again = tonic::Request::new(SongObserved {
+        station_id: "reported".into(),
+        raw: "Nina Simone - Sinnerman".into(),
+        ..Default::default()
+    });
+    again
+        .metadata_mut()
+        .insert("idempotency-key", "retry-1".parse().unwrap());
+    let second = client
+        .report_song(again)
+        .await
+        .expect("accepted")
+        .into_inner();
+    assert!(!first.duplicate);
+    assert!(second.duplicate);
+    assert_eq!(first.sequence, second.sequence);
+
+    // Health answers SERVING, and requests are counted by method and code.
+    let mut health = HealthClient::new(gateway.channel().await);
+    let status = health
+        .check(HealthCheckRequest {
+            service: "playhead.v1.StationService".into(),
+        })
+        .await
+        .expect("health")
+        .into_inner()
+        .status;
+    assert_eq!(status, 1, "SERVING");
+    let metrics = gateway.metrics().await;
+    assert!(
+        metric_value(
+            &metrics,
+            "playhead_gateway_grpc_requests_total",
+            &[("method", "GetNowPlaying"), ("code", "InvalidArgument")]
+        ) >= 6.0
+    );
+    gateway.stop().await;
+    node.stop().await;
+}

@@ -1,0 +1,8 @@
+//! Integration tests of playhead against a real nats-server, one binary for all.
+
+mod bad_input;
+mod crash_restart;
+mod gateway_edges;
+mod harness;
+mod passivation;
+mod station_flow;
