@@ -367,7 +367,20 @@ mod tests {
         let text = std::fs::read_to_string(&sample).unwrap();
         let config: NodeConfig = toml::from_str(&text).unwrap();
         config.validate().unwrap();
-        assert_eq!(config.ingest.partitions, 64);
+        // The sample documents the defaults: it must not drift from them.
+        assert_eq!(config, NodeConfig::default());
+    }
+
+    #[test]
+    fn the_container_config_loads_and_validates() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/docker/playhead.toml");
+        // In a jail: only the file is under test, not this shell's PLAYHEAD_* variables.
+        figment::Jail::expect_with(|_jail| {
+            let config = NodeConfig::load(Some(&file), &FlagOverrides::default()).unwrap();
+            assert_eq!(config.nats.url, "nats://nats:4222");
+            assert!(!config.embedded_broker());
+            Ok(())
+        });
     }
 
     #[test]

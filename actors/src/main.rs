@@ -62,7 +62,9 @@ fn main() -> std::process::ExitCode {
     if cli.check_config {
         match toml::to_string_pretty(&config) {
             Ok(text) => {
-                println!("{text}");
+                use std::io::Write as _;
+                // A closed pipe (`--check-config | head`) is not an error worth a panic.
+                let _ = writeln!(std::io::stdout(), "{text}");
                 return std::process::ExitCode::SUCCESS;
             }
             Err(error) => {

@@ -228,7 +228,7 @@ pub fn metric_value(metrics_text: &str, name: &str, labels: &[(&str, &str)]) -> 
                     .all(|(key, value)| line.contains(&format!("{key}=\"{value}\"")))
         })
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .fold(0.0, |sum, value| sum + value)
 }
 
 async fn scrape(url: &str) -> String {

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
 use playhead_actors::broker;
-use playhead_actors::config::NodeConfig;
+use playhead_actors::config::{FlagOverrides, NodeConfig};
 use playhead_proto::subjects::{EVENTS_STREAM, Inbox};
 use playhead_tests::harness::NatsServer;
 use playhead_tests::model::{generate, publish_all};
@@ -34,23 +34,30 @@ pub struct Ingested {
     pub stations: Vec<String>,
     publish: Duration,
     baseline: Duration,
+    partitioned: Duration,
     node_ready: Duration,
     node_drain: Duration,
     outcomes: Vec<(&'static str, f64)>,
     events: u64,
+    batches: f64,
+    batch_seconds: f64,
     _data: tempfile::TempDir,
 }
 
 pub async fn run(nats: &NatsServer, workload: &Workload) -> anyhow::Result<Ingested> {
     let data = temp_dir();
-    let mut config = NodeConfig {
-        data_dir: data.path().to_owned(),
-        ..NodeConfig::default()
-    };
-    config.nats.url = nats.url();
-    config.ingest.partitions = workload.partitions;
-    config.metrics.listen = "127.0.0.1:0".parse().expect("valid address");
-    config.validate().context("benchmark node configuration")?;
+    // Loaded like playhead-node loads it, so PLAYHEAD_* variables tune the node under test.
+    let config = NodeConfig::load(
+        None,
+        &FlagOverrides {
+            data_dir: Some(data.path().to_owned()),
+            nats_url: Some(nats.url()),
+            partitions: Some(workload.partitions),
+            metrics_listen: Some("127.0.0.1:0".parse().expect("valid address")),
+            ..FlagOverrides::default()
+        },
+    )
+    .context("benchmark node configuration")?;
 
     let jetstream = jetstream::new(nats.connect().await);
     broker::ensure_topology(&jetstream, &config)
@@ -70,6 +77,9 @@ pub async fn run(nats: &NatsServer, workload: &Workload) -> anyhow::Result<Inges
 
     eprintln!("draining with a bare consumer…");
     let baseline = bare_drain(&jetstream, observations.len()).await?;
+
+    eprintln!("draining with bare partition consumers…");
+    let partitioned = bare_partitioned_drain(&jetstream, workload.partitions).await?;
 
     eprintln!("draining with playhead-node…");
     let started = Instant::now();
@@ -107,6 +117,8 @@ pub async fn run(nats: &NatsServer, workload: &Workload) -> anyhow::Result<Inges
             )
         })
         .collect();
+    let batches = metric_value(&metrics, "playhead_batch_seconds_count", &station_label);
+    let batch_seconds = metric_value(&metrics, "playhead_batch_seconds_sum", &station_label);
     let events = jetstream
         .get_stream(EVENTS_STREAM)
         .await?
@@ -119,28 +131,73 @@ pub async fn run(nats: &NatsServer, workload: &Workload) -> anyhow::Result<Inges
         stations: expected.into_keys().collect(),
         publish,
         baseline,
+        partitioned,
         node_ready,
         node_drain,
         outcomes,
         events,
+        batches,
+        batch_seconds,
         _data: data,
     })
 }
 
-/// Drains `count` messages of the station inbox with an ephemeral pull consumer of its own
-/// (the node's consumers are untouched) and returns the time it took.
+/// Drains the station inbox with one ephemeral pull consumer of its own (the node's consumers
+/// are untouched): the broker's best case for these messages.
 async fn bare_drain(jetstream: &jetstream::Context, count: usize) -> anyhow::Result<Duration> {
     let stream = jetstream.get_stream(Inbox::Station.stream_name()).await?;
-    let consumer = stream
+    let consumer = bare_consumer(&stream, "bench-bare", String::new()).await?;
+    let started = Instant::now();
+    drain(consumer, count as u64).await?;
+    Ok(started.elapsed())
+}
+
+/// Drains the station inbox with one ephemeral pull consumer per partition, filtered like
+/// the node's, all at once: what the partitioned layout costs the broker before playhead does
+/// any work.
+async fn bare_partitioned_drain(
+    jetstream: &jetstream::Context,
+    partitions: u32,
+) -> anyhow::Result<Duration> {
+    let stream = jetstream.get_stream(Inbox::Station.stream_name()).await?;
+    let mut drains = Vec::with_capacity(partitions as usize);
+    for partition in 0..partitions {
+        let filter = Inbox::Station.partition_filter(partition);
+        let mut consumer =
+            bare_consumer(&stream, &format!("bench-bare-p{partition}"), filter).await?;
+        let pending = consumer.info().await?.num_pending;
+        drains.push((consumer, pending));
+    }
+    let started = Instant::now();
+    futures::future::try_join_all(
+        drains
+            .into_iter()
+            .map(|(consumer, pending)| drain(consumer, pending)),
+    )
+    .await?;
+    Ok(started.elapsed())
+}
+
+async fn bare_consumer(
+    stream: &jetstream::stream::Stream,
+    name: &str,
+    filter_subject: String,
+) -> anyhow::Result<consumer::PullConsumer> {
+    Ok(stream
         .create_consumer(consumer::pull::Config {
-            name: Some("bench-baseline".into()),
+            name: Some(name.into()),
+            filter_subject,
             ack_policy: consumer::AckPolicy::Explicit,
             deliver_policy: consumer::DeliverPolicy::All,
             max_ack_pending: 10_000,
+            inactive_threshold: Duration::from_secs(30),
             ..Default::default()
         })
-        .await?;
-    let started = Instant::now();
+        .await?)
+}
+
+/// Pulls `count` messages in batches and acks each one, decoding nothing.
+async fn drain(consumer: consumer::PullConsumer, count: u64) -> anyhow::Result<()> {
     let mut messages = consumer
         .stream()
         .max_messages_per_batch(BASELINE_BATCH)
@@ -149,18 +206,15 @@ async fn bare_drain(jetstream: &jetstream::Context, count: usize) -> anyhow::Res
     for _ in 0..count {
         let message = tokio::time::timeout(DRAIN_TIMEOUT, messages.next())
             .await
-            .context("baseline consumer stalled")?
-            .context("baseline consumer ended early")?
-            .map_err(|error| anyhow::anyhow!("baseline consumer: {error}"))?;
+            .context("bare consumer stalled")?
+            .context("bare consumer ended early")?
+            .map_err(|error| anyhow::anyhow!("bare consumer: {error}"))?;
         message
             .ack()
             .await
-            .map_err(|error| anyhow::anyhow!("baseline ack: {error}"))?;
+            .map_err(|error| anyhow::anyhow!("bare ack: {error}"))?;
     }
-    let elapsed = started.elapsed();
-    drop(messages);
-    stream.delete_consumer("bench-baseline").await?;
-    Ok(elapsed)
+    Ok(())
 }
 
 impl Ingested {
@@ -182,6 +236,7 @@ impl Ingested {
         };
         line("publish (pipelined, every ack awaited)", self.publish);
         line("bare consumer drain (pull, ack each)", self.baseline);
+        line("bare drain, one consumer per partition", self.partitioned);
         line("playhead-node drain (start included)", self.node_drain);
         println!(
             "  {:<40} {:>8.2} s",
@@ -198,8 +253,19 @@ impl Ingested {
             outcomes.join(", "),
             self.events
         );
+        println!(
+            "  node batches {:.0}: mean {:.0} messages in {:.1} ms",
+            self.batches,
+            count / self.batches,
+            self.batch_seconds / self.batches * 1_000.0
+        );
         let ratio = rate(self.node_drain) / rate(self.baseline);
         println!("  ratio node ÷ bare drain rate {ratio:.2}");
+        println!(
+            "  ratio node ÷ bare partitioned drain rate {:.2} (the partitioned layout's own cost: {:.2})",
+            rate(self.node_drain) / rate(self.partitioned),
+            rate(self.partitioned) / rate(self.baseline)
+        );
         ratio
     }
 }

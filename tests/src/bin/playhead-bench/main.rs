@@ -42,6 +42,9 @@ struct Args {
     /// HTTP/2 connections the read load is spread over.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
     connections: u64,
+    /// Measure ingest only (quicker when tuning the node).
+    #[arg(long)]
+    ingest_only: bool,
 }
 
 #[tokio::main]
@@ -72,6 +75,17 @@ async fn main() -> anyhow::Result<()> {
     let ingested = ingest::run(&nats, &workload).await?;
     let ratio_ingest = ingested.report(&workload);
 
+    if args.ingest_only {
+        ingested.node.stop().await;
+        println!();
+        verdict(
+            "ingest: node ÷ bare drain rate",
+            ratio_ingest,
+            "≥ 0.6",
+            ratio_ingest >= 0.6,
+        );
+        return Ok(());
+    }
     let load = reads::Load {
         duration: Duration::from_secs(args.read_secs),
         concurrency: args.concurrency as usize,
