@@ -4,5 +4,6 @@
 //! stored timestamp of the inbox message), so replaying the log gives the same decisions.
 
 pub mod normalise;
+pub mod player;
 pub mod station;
 pub mod time;

@@ -1,0 +1,347 @@
+//! Player decider: one playlist session of one listener. The server picks the order (a
+//! seeded shuffle the listener never sees ahead), advances on `Next`, grants at most
+//! `skip_limit` skips per rolling `skip_window`, marks the session completed once every track
+//! has been played, and treats a session untouched for `session_ttl` as gone.
+//!
+//! Pure: the policy and `now` are arguments; the order is derived from the seed in `evolve`,
+//! so folding the events always reproduces the state.
+
+use std::time::Duration;
+
+use playhead_proto::ids::{PlaylistId, UserId};
+
+use super::time::Timestamp;
+
+/// Most tracks a playlist may have (bounds the state kept per session).
+pub const MAX_TRACKS: usize = 10_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Track {
+    pub track_id: String,
+    pub artist: String,
+}
+
+/// Limits of the player, from configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlayerPolicy {
+    pub skip_limit: u32,
+    pub skip_window: Duration,
+    pub session_ttl: Duration,
+}
+
+impl Default for PlayerPolicy {
+    fn default() -> Self {
+        Self {
+            skip_limit: 3,
+            skip_window: Duration::from_secs(60 * 60),
+            session_ttl: Duration::from_secs(30 * 24 * 60 * 60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartPlaylist {
+    pub user_id: UserId,
+    pub playlist_id: PlaylistId,
+    pub tracks: Vec<Track>,
+    /// Shuffle seed; derived from the ids when absent.
+    pub seed: Option<u64>,
+    /// Start over even when a live session exists (otherwise it resumes).
+    pub restart: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlayerCommand {
+    Start(StartPlaylist),
+    /// The current track finished: move on.
+    Next,
+    /// The listener wants the next track before this one finished.
+    Skip,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionStatus {
+    Playing,
+    Completed,
+}
+
+/// One session's state. `order` is private to the server: views never expose it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub tracks: Vec<Track>,
+    pub seed: u64,
+    /// Indices into `tracks`, in playing order.
+    pub order: Vec<u32>,
+    /// How many tracks of `order` were played (finished or skipped).
+    pub position: usize,
+    /// When each granted skip happened, oldest first.
+    pub skipped_at: Vec<Timestamp>,
+    pub status: SessionStatus,
+    pub started_at: Timestamp,
+    pub last_touched_at: Timestamp,
+}
+
+/// No session, or one (possibly expired: `decide` checks with the policy).
+pub type PlayerState = Option<Session>;
+
+/// Player domain events, named in the past tense (version 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlayerEvent {
+    SessionStarted {
+        tracks: Vec<Track>,
+        seed: u64,
+        /// Skips of the previous session still inside the window: starting over must not
+        /// reset the skip limit.
+        recent_skips: Vec<Timestamp>,
+        at: Timestamp,
+    },
+    SessionResumed {
+        at: Timestamp,
+    },
+    TrackAdvanced {
+        track_id: String,
+        skipped: bool,
+        at: Timestamp,
+    },
+    SkipDenied {
+        retry_after: Duration,
+        at: Timestamp,
+    },
+    SessionCompleted {
+        at: Timestamp,
+    },
+}
+
+impl PlayerEvent {
+    /// The event name used in subjects.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PlayerEvent::SessionStarted { .. } => "SessionStarted",
+            PlayerEvent::SessionResumed { .. } => "SessionResumed",
+            PlayerEvent::TrackAdvanced { .. } => "TrackAdvanced",
+            PlayerEvent::SkipDenied { .. } => "SkipDenied",
+            PlayerEvent::SessionCompleted { .. } => "SessionCompleted",
+        }
+    }
+}
+
+/// Why a player command was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlayerError {
+    #[error("no live session for this playlist: start it first")]
+    NoSession,
+    #[error("the playlist has no tracks")]
+    EmptyPlaylist,
+    #[error("the playlist has {0} tracks; at most {MAX_TRACKS} are allowed")]
+    TooManyTracks(usize),
+    #[error("track {0:?} appears more than once in the playlist")]
+    DuplicateTrack(String),
+    #[error("track ids must not be empty")]
+    EmptyTrackId,
+}
+
+pub fn initial() -> PlayerState {
+    None
+}
+
+impl Session {
+    /// Whether the session is still alive at `now` (sliding TTL from the last touch).
+    pub fn is_live(&self, now: Timestamp, policy: &PlayerPolicy) -> bool {
+        now.saturating_duration_since(self.last_touched_at) < policy.session_ttl
+    }
+
+    /// The track playing now; `None` once completed.
+    pub fn current_track(&self) -> Option<&Track> {
+        let index = *self.order.get(self.position)?;
+        self.tracks.get(index as usize)
+    }
+
+    /// Tracks already played, in the order they were played.
+    pub fn played_tracks(&self) -> impl Iterator<Item = &Track> {
+        self.order[..self.position]
+            .iter()
+            .map(|index| &self.tracks[*index as usize])
+    }
+
+    pub fn tracks_remaining(&self) -> usize {
+        self.order.len() - self.position
+    }
+
+    /// Granted skips inside the window ending at `now`, oldest first.
+    fn skips_in_window(&self, now: Timestamp, policy: &PlayerPolicy) -> &[Timestamp] {
+        let first_inside = self
+            .skipped_at
+            .partition_point(|at| now.saturating_duration_since(*at) >= policy.skip_window);
+        &self.skipped_at[first_inside..]
+    }
+
+    /// Skips used in the current window (what the listener is shown).
+    pub fn skips_used(&self, now: Timestamp, policy: &PlayerPolicy) -> usize {
+        self.skips_in_window(now, policy).len()
+    }
+}
+
+impl PlayerPolicy {
+    pub fn decide(
+        &self,
+        command: &PlayerCommand,
+        state: &PlayerState,
+        now: Timestamp,
+    ) -> Result<Vec<PlayerEvent>, PlayerError> {
+        let live = state.as_ref().filter(|session| session.is_live(now, self));
+        match command {
+            PlayerCommand::Start(start) => {
+                validate_tracks(&start.tracks)?;
+                if live.is_some() && !start.restart {
+                    return Ok(vec![PlayerEvent::SessionResumed { at: now }]);
+                }
+                let seed = start
+                    .seed
+                    .unwrap_or_else(|| default_seed(&start.user_id, &start.playlist_id));
+                let recent_skips = state
+                    .as_ref()
+                    .map(|previous| previous.skips_in_window(now, self).to_vec())
+                    .unwrap_or_default();
+                Ok(vec![PlayerEvent::SessionStarted {
+                    tracks: start.tracks.clone(),
+                    seed,
+                    recent_skips,
+                    at: now,
+                }])
+            }
+            PlayerCommand::Next => {
+                let session = live.ok_or(PlayerError::NoSession)?;
+                Ok(advance(session, false, now))
+            }
+            PlayerCommand::Skip => {
+                let session = live.ok_or(PlayerError::NoSession)?;
+                if session.status == SessionStatus::Completed {
+                    return Ok(Vec::new());
+                }
+                let in_window = session.skips_in_window(now, self);
+                if in_window.len() >= self.skip_limit as usize {
+                    // The oldest skip in the window leaves it first.
+                    let frees_at = in_window[in_window.len() - self.skip_limit as usize]
+                        .saturating_add(self.skip_window);
+                    return Ok(vec![PlayerEvent::SkipDenied {
+                        retry_after: frees_at.saturating_duration_since(now),
+                        at: now,
+                    }]);
+                }
+                Ok(advance(session, true, now))
+            }
+        }
+    }
+}
+
+fn validate_tracks(tracks: &[Track]) -> Result<(), PlayerError> {
+    if tracks.is_empty() {
+        return Err(PlayerError::EmptyPlaylist);
+    }
+    if tracks.len() > MAX_TRACKS {
+        return Err(PlayerError::TooManyTracks(tracks.len()));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(tracks.len());
+    for track in tracks {
+        if track.track_id.is_empty() {
+            return Err(PlayerError::EmptyTrackId);
+        }
+        if !seen.insert(track.track_id.as_str()) {
+            return Err(PlayerError::DuplicateTrack(track.track_id.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// Moves past the current track; completes the session after the last one.
+fn advance(session: &Session, skipped: bool, now: Timestamp) -> Vec<PlayerEvent> {
+    let Some(current) = session.current_track() else {
+        return Vec::new();
+    };
+    let mut events = vec![PlayerEvent::TrackAdvanced {
+        track_id: current.track_id.clone(),
+        skipped,
+        at: now,
+    }];
+    if session.tracks_remaining() == 1 {
+        events.push(PlayerEvent::SessionCompleted { at: now });
+    }
+    events
+}
+
+pub fn evolve(state: PlayerState, event: &PlayerEvent) -> PlayerState {
+    match event {
+        PlayerEvent::SessionStarted {
+            tracks,
+            seed,
+            recent_skips,
+            at,
+        } => Some(Session {
+            order: shuffled_order(tracks.len(), *seed),
+            tracks: tracks.clone(),
+            seed: *seed,
+            position: 0,
+            skipped_at: recent_skips.clone(),
+            status: SessionStatus::Playing,
+            started_at: *at,
+            last_touched_at: *at,
+        }),
+        PlayerEvent::SessionResumed { at } | PlayerEvent::SkipDenied { at, .. } => {
+            state.map(|session| Session {
+                last_touched_at: *at,
+                ..session
+            })
+        }
+        PlayerEvent::TrackAdvanced { skipped, at, .. } => state.map(|mut session| {
+            session.position = (session.position + 1).min(session.order.len());
+            if *skipped {
+                session.skipped_at.push(*at);
+            }
+            session.last_touched_at = *at;
+            session
+        }),
+        PlayerEvent::SessionCompleted { at } => state.map(|session| Session {
+            status: SessionStatus::Completed,
+            last_touched_at: *at,
+            ..session
+        }),
+    }
+}
+
+/// The seed when the listener gives none: stable per (user, playlist), different across
+/// listeners, so one listener's order tells nothing about another's.
+pub fn default_seed(user: &UserId, playlist: &PlaylistId) -> u64 {
+    const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+    let bytes = user
+        .as_str()
+        .bytes()
+        .chain(std::iter::once(0x1f))
+        .chain(playlist.as_str().bytes());
+    bytes.fold(FNV_OFFSET, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME)
+    })
+}
+
+/// Fisher–Yates over `0..len` driven by splitmix64: the same seed gives the same order on
+/// every node and every replay.
+pub fn shuffled_order(len: usize, seed: u64) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..len as u32).collect();
+    let mut state = seed;
+    let mut next = || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    for i in (1..len).rev() {
+        let j = (next() % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    order
+}
+
+#[cfg(test)]
+#[path = "player_tests.rs"]
+mod tests;

@@ -1,0 +1,504 @@
+//! Given/when/then tests of the player decider, and its invariants as property tests.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::*;
+
+const MINUTE: u64 = 60_000;
+const DAY: u64 = 24 * 60 * MINUTE;
+
+fn policy() -> PlayerPolicy {
+    PlayerPolicy::default()
+}
+
+fn at(millis: u64) -> Timestamp {
+    Timestamp::from_millis(millis)
+}
+
+fn tracks(count: usize) -> Vec<Track> {
+    (0..count)
+        .map(|index| Track {
+            track_id: format!("track-{index}"),
+            artist: format!("Artist {}", index % 4),
+        })
+        .collect()
+}
+
+fn start_with(tracks: Vec<Track>, seed: Option<u64>, restart: bool) -> PlayerCommand {
+    PlayerCommand::Start(StartPlaylist {
+        user_id: UserId::parse("user-1").unwrap(),
+        playlist_id: PlaylistId::parse("playlist-1").unwrap(),
+        tracks,
+        seed,
+        restart,
+    })
+}
+
+fn start(count: usize) -> PlayerCommand {
+    start_with(tracks(count), Some(42), false)
+}
+
+fn started(count: usize, when: u64) -> PlayerEvent {
+    PlayerEvent::SessionStarted {
+        tracks: tracks(count),
+        seed: 42,
+        recent_skips: Vec::new(),
+        at: at(when),
+    }
+}
+
+/// given(events).when(command, now) → the decision.
+struct Given(PlayerState);
+
+fn given(events: &[PlayerEvent]) -> Given {
+    Given(events.iter().fold(initial(), evolve))
+}
+
+impl Given {
+    fn when(self, command: PlayerCommand, now: u64) -> Then {
+        let decision = policy().decide(&command, &self.0, at(now));
+        Then {
+            state: self.0,
+            decision,
+        }
+    }
+}
+
+struct Then {
+    state: PlayerState,
+    decision: Result<Vec<PlayerEvent>, PlayerError>,
+}
+
+impl Then {
+    fn then(self, expected: Vec<PlayerEvent>) -> PlayerState {
+        let events = self.decision.expect("decision accepted");
+        assert_eq!(events, expected);
+        events.iter().fold(self.state, evolve)
+    }
+
+    fn then_rejected(self, expected: PlayerError) {
+        assert_eq!(self.decision, Err(expected));
+    }
+}
+
+/// The track the session would play now, read through the public view.
+fn current_id(state: &PlayerState) -> String {
+    state
+        .as_ref()
+        .and_then(Session::current_track)
+        .map(|track| track.track_id.clone())
+        .expect("a current track")
+}
+
+#[test]
+fn given_no_session_when_started_then_the_session_starts_with_the_seed() {
+    given(&[])
+        .when(start(12), 1_000)
+        .then(vec![started(12, 1_000)]);
+}
+
+#[test]
+fn given_no_seed_when_started_then_the_seed_comes_from_the_ids() {
+    let command = start_with(tracks(5), None, false);
+    let expected_seed = default_seed(
+        &UserId::parse("user-1").unwrap(),
+        &PlaylistId::parse("playlist-1").unwrap(),
+    );
+    given(&[])
+        .when(command, 5)
+        .then(vec![PlayerEvent::SessionStarted {
+            tracks: tracks(5),
+            seed: expected_seed,
+            recent_skips: Vec::new(),
+            at: at(5),
+        }]);
+    assert_ne!(
+        default_seed(
+            &UserId::parse("user-2").unwrap(),
+            &PlaylistId::parse("playlist-1").unwrap()
+        ),
+        expected_seed,
+        "another listener gets another order"
+    );
+}
+
+#[test]
+fn the_order_is_deterministic_per_seed_and_a_permutation() {
+    let order = shuffled_order(12, 7);
+    assert_eq!(order, shuffled_order(12, 7));
+    assert_ne!(order, shuffled_order(12, 8));
+    assert_ne!(
+        order,
+        (0..12).collect::<Vec<u32>>(),
+        "12 tracks are shuffled"
+    );
+    let mut sorted = order.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (0..12).collect::<Vec<u32>>());
+}
+
+#[test]
+fn given_a_started_session_then_the_first_track_is_the_first_of_the_seeded_order() {
+    let state = given(&[started(12, 0)]).0;
+    let first = shuffled_order(12, 42)[0] as usize;
+    assert_eq!(current_id(&state), tracks(12)[first].track_id);
+}
+
+#[test]
+fn given_a_live_session_when_started_again_then_it_resumes_where_it_was() {
+    let state = given(&[started(12, 0)])
+        .when(PlayerCommand::Next, MINUTE)
+        .then(vec![PlayerEvent::TrackAdvanced {
+            track_id: tracks(12)[shuffled_order(12, 42)[0] as usize]
+                .track_id
+                .clone(),
+            skipped: false,
+            at: at(MINUTE),
+        }]);
+    let resumed = Given(state.clone())
+        .when(start(12), 20 * DAY)
+        .then(vec![PlayerEvent::SessionResumed { at: at(20 * DAY) }]);
+    let resumed = resumed.unwrap();
+    assert_eq!(resumed.position, 1);
+    assert_eq!(resumed.last_touched_at, at(20 * DAY));
+}
+
+#[test]
+fn given_a_live_session_when_started_with_restart_then_it_begins_again() {
+    let state = given(&[
+        started(12, 0),
+        PlayerEvent::TrackAdvanced {
+            track_id: "x".into(),
+            skipped: false,
+            at: at(1),
+        },
+    ])
+    .when(start_with(tracks(12), Some(42), true), 2)
+    .then(vec![started(12, 2)]);
+    assert_eq!(state.unwrap().position, 0);
+}
+
+#[test]
+fn given_recent_skips_when_restarted_then_the_skips_still_count() {
+    let skip = |minute: u64| PlayerEvent::TrackAdvanced {
+        track_id: format!("track-{minute}"),
+        skipped: true,
+        at: at(minute * MINUTE),
+    };
+    given(&[started(12, 0), skip(1), skip(50)])
+        .when(start_with(tracks(12), Some(42), true), 70 * MINUTE)
+        .then(vec![PlayerEvent::SessionStarted {
+            tracks: tracks(12),
+            seed: 42,
+            // The skip at minute 1 has left the window; the one at minute 50 has not.
+            recent_skips: vec![at(50 * MINUTE)],
+            at: at(70 * MINUTE),
+        }]);
+}
+
+#[test]
+fn given_a_session_untouched_past_its_ttl_when_started_then_it_begins_fresh() {
+    let ttl = policy().session_ttl.as_millis() as u64;
+    given(&[started(12, 0)])
+        .when(start(12), ttl)
+        .then(vec![started(12, ttl)]);
+}
+
+#[test]
+fn given_a_session_touched_recently_then_its_ttl_slides() {
+    let ttl = policy().session_ttl.as_millis() as u64;
+    let state = given(&[
+        started(12, 0),
+        PlayerEvent::SessionResumed { at: at(ttl - 1) },
+    ])
+    .0;
+    assert!(state.as_ref().unwrap().is_live(at(2 * ttl - 2), &policy()));
+    assert!(!state.as_ref().unwrap().is_live(at(2 * ttl - 1), &policy()));
+}
+
+#[test]
+fn given_an_expired_session_when_next_then_there_is_no_session() {
+    let ttl = policy().session_ttl.as_millis() as u64;
+    given(&[started(3, 0)])
+        .when(PlayerCommand::Next, ttl + 1)
+        .then_rejected(PlayerError::NoSession);
+}
+
+#[test]
+fn given_no_session_when_next_or_skip_then_there_is_no_session() {
+    given(&[])
+        .when(PlayerCommand::Next, 0)
+        .then_rejected(PlayerError::NoSession);
+    given(&[])
+        .when(PlayerCommand::Skip, 0)
+        .then_rejected(PlayerError::NoSession);
+}
+
+#[test]
+fn given_bad_playlists_when_started_then_they_are_rejected() {
+    given(&[])
+        .when(start(0), 0)
+        .then_rejected(PlayerError::EmptyPlaylist);
+    given(&[])
+        .when(start(MAX_TRACKS + 1), 0)
+        .then_rejected(PlayerError::TooManyTracks(MAX_TRACKS + 1));
+    let mut twice = tracks(3);
+    twice[2].track_id = "track-0".into();
+    given(&[])
+        .when(start_with(twice, None, false), 0)
+        .then_rejected(PlayerError::DuplicateTrack("track-0".into()));
+    let mut unnamed = tracks(2);
+    unnamed[1].track_id.clear();
+    given(&[])
+        .when(start_with(unnamed, None, false), 0)
+        .then_rejected(PlayerError::EmptyTrackId);
+}
+
+#[test]
+fn given_the_last_track_when_next_then_the_session_completes() {
+    let order = shuffled_order(2, 42);
+    let state = given(&[started(2, 0)])
+        .when(PlayerCommand::Next, 1)
+        .then(vec![PlayerEvent::TrackAdvanced {
+            track_id: tracks(2)[order[0] as usize].track_id.clone(),
+            skipped: false,
+            at: at(1),
+        }]);
+    let state = Given(state).when(PlayerCommand::Next, 2).then(vec![
+        PlayerEvent::TrackAdvanced {
+            track_id: tracks(2)[order[1] as usize].track_id.clone(),
+            skipped: false,
+            at: at(2),
+        },
+        PlayerEvent::SessionCompleted { at: at(2) },
+    ]);
+    let session = state.clone().unwrap();
+    assert_eq!(session.status, SessionStatus::Completed);
+    assert_eq!(session.current_track(), None);
+    assert_eq!(session.tracks_remaining(), 0);
+    // A completed session stays completed: nothing more to play or skip.
+    Given(state.clone())
+        .when(PlayerCommand::Next, 3)
+        .then(vec![]);
+    Given(state).when(PlayerCommand::Skip, 3).then(vec![]);
+}
+
+#[test]
+fn given_skips_up_to_the_limit_when_one_more_then_it_is_denied_with_the_wait() {
+    let mut state = given(&[started(12, 0)]).0;
+    for minute in 1..=3 {
+        let current = current_id(&state);
+        state = Given(state)
+            .when(PlayerCommand::Skip, minute * MINUTE)
+            .then(vec![PlayerEvent::TrackAdvanced {
+                track_id: current,
+                skipped: true,
+                at: at(minute * MINUTE),
+            }]);
+    }
+    let current = current_id(&state);
+    let state = Given(state)
+        .when(PlayerCommand::Skip, 10 * MINUTE)
+        .then(vec![PlayerEvent::SkipDenied {
+            // The skip at minute 1 leaves the 60-minute window at minute 61.
+            retry_after: Duration::from_millis(51 * MINUTE),
+            at: at(10 * MINUTE),
+        }]);
+    assert_eq!(current_id(&state), current, "a denied skip keeps the track");
+    assert_eq!(
+        state
+            .as_ref()
+            .unwrap()
+            .skips_used(at(10 * MINUTE), &policy()),
+        3
+    );
+}
+
+#[test]
+fn given_skips_at_the_limit_when_the_window_rolls_then_one_more_is_granted() {
+    let events = [
+        started(12, 0),
+        PlayerEvent::TrackAdvanced {
+            track_id: "a".into(),
+            skipped: true,
+            at: at(MINUTE),
+        },
+        PlayerEvent::TrackAdvanced {
+            track_id: "b".into(),
+            skipped: true,
+            at: at(2 * MINUTE),
+        },
+        PlayerEvent::TrackAdvanced {
+            track_id: "c".into(),
+            skipped: true,
+            at: at(3 * MINUTE),
+        },
+    ];
+    let state = given(&events).0;
+    let current = current_id(&state);
+    given(&events)
+        .when(PlayerCommand::Skip, 61 * MINUTE)
+        .then(vec![PlayerEvent::TrackAdvanced {
+            track_id: current,
+            skipped: true,
+            at: at(61 * MINUTE),
+        }]);
+    // One minute earlier the window still held all three.
+    let denied = given(&events).when(PlayerCommand::Skip, 61 * MINUTE - 1);
+    assert!(matches!(
+        denied.decision.as_deref(),
+        Ok([PlayerEvent::SkipDenied { retry_after, .. }]) if *retry_after == Duration::from_millis(1)
+    ));
+}
+
+#[test]
+fn finished_tracks_do_not_count_as_skips() {
+    let state = given(&[started(12, 0)]).0;
+    let after_five = (1..=5).fold(state, |state, minute| {
+        let events = policy()
+            .decide(&PlayerCommand::Next, &state, at(minute * MINUTE))
+            .expect("next accepted");
+        events.iter().fold(state, evolve)
+    });
+    let session = after_five.as_ref().unwrap();
+    assert_eq!(session.position, 5);
+    assert_eq!(session.skips_used(at(6 * MINUTE), &policy()), 0);
+    let decided = policy()
+        .decide(&PlayerCommand::Skip, &after_five, at(6 * MINUTE))
+        .unwrap();
+    assert!(matches!(
+        decided.as_slice(),
+        [PlayerEvent::TrackAdvanced { skipped: true, .. }]
+    ));
+}
+
+#[test]
+fn the_view_shows_played_tracks_in_order_and_not_the_upcoming_ones() {
+    let order = shuffled_order(5, 42);
+    let state = given(&[
+        started(5, 0),
+        PlayerEvent::TrackAdvanced {
+            track_id: tracks(5)[order[0] as usize].track_id.clone(),
+            skipped: false,
+            at: at(1),
+        },
+        PlayerEvent::TrackAdvanced {
+            track_id: tracks(5)[order[1] as usize].track_id.clone(),
+            skipped: true,
+            at: at(2),
+        },
+    ])
+    .0
+    .unwrap();
+    let played: Vec<&str> = state
+        .played_tracks()
+        .map(|track| track.track_id.as_str())
+        .collect();
+    assert_eq!(
+        played,
+        vec![
+            tracks(5)[order[0] as usize].track_id.as_str(),
+            tracks(5)[order[1] as usize].track_id.as_str()
+        ]
+    );
+    assert_eq!(
+        state.current_track().unwrap().track_id,
+        tracks(5)[order[2] as usize].track_id
+    );
+    assert_eq!(state.tracks_remaining(), 3);
+    assert_eq!(state.skips_used(at(2), &policy()), 1);
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Next,
+    Skip,
+    Start { restart: bool },
+}
+
+fn step() -> impl Strategy<Value = (u64, Step)> {
+    (
+        0..30 * MINUTE,
+        prop_oneof![
+            4 => Just(Step::Next),
+            4 => Just(Step::Skip),
+            1 => any::<bool>().prop_map(|restart| Step::Start { restart }),
+        ],
+    )
+}
+
+/// Runs `steps` from a fresh 20-track session; returns every accepted event and the state
+/// reached step by step.
+fn run(steps: &[(u64, Step)]) -> (Vec<PlayerEvent>, PlayerState) {
+    let policy = policy();
+    let mut now = 0;
+    let mut events = vec![started(20, 0)];
+    let mut state = given(&events).0;
+    for (gap, step) in steps {
+        now += gap;
+        let command = match step {
+            Step::Next => PlayerCommand::Next,
+            Step::Skip => PlayerCommand::Skip,
+            Step::Start { restart } => start_with(tracks(20), Some(42), *restart),
+        };
+        if let Ok(decided) = policy.decide(&command, &state, at(now)) {
+            state = decided.iter().fold(state, evolve);
+            events.extend(decided);
+        }
+    }
+    (events, state)
+}
+
+proptest! {
+    #[test]
+    fn folding_the_events_reproduces_the_state(steps in proptest::collection::vec(step(), 0..80)) {
+        let (events, state) = run(&steps);
+        prop_assert_eq!(events.iter().fold(initial(), evolve), state);
+    }
+
+    #[test]
+    fn skips_granted_in_any_window_never_exceed_the_limit(
+        steps in proptest::collection::vec(step(), 0..120),
+    ) {
+        let policy = policy();
+        let (events, _) = run(&steps);
+        let granted: Vec<u64> = events
+            .iter()
+            .filter_map(|event| match event {
+                PlayerEvent::TrackAdvanced { skipped: true, at, .. } => Some(at.as_millis()),
+                _ => None,
+            })
+            .collect();
+        let window = policy.skip_window.as_millis() as u64;
+        for end in &granted {
+            let in_window = granted
+                .iter()
+                .filter(|at| **at <= *end && end - **at < window)
+                .count();
+            prop_assert!(in_window <= policy.skip_limit as usize, "{in_window} skips in one window");
+        }
+    }
+
+    #[test]
+    fn every_track_is_played_at_most_once_per_pass(
+        steps in proptest::collection::vec(step(), 0..120),
+    ) {
+        let (events, _) = run(&steps);
+        let mut played_this_pass = HashSet::new();
+        for event in &events {
+            match event {
+                PlayerEvent::SessionStarted { .. } => played_this_pass.clear(),
+                PlayerEvent::TrackAdvanced { track_id, .. } => {
+                    prop_assert!(played_this_pass.insert(track_id.clone()), "{track_id} twice");
+                }
+                PlayerEvent::SessionCompleted { .. } => {
+                    prop_assert_eq!(played_this_pass.len(), 20, "completed before every track");
+                }
+                _ => {}
+            }
+        }
+    }
+}
