@@ -10,6 +10,7 @@ use playhead_actors::node::{self, NodeEndpoints};
 use playhead_gateway::server::{self, GatewayConfig, GatewayEndpoints};
 use playhead_proto::subjects::Inbox;
 use playhead_proto::v1::station_service_client::StationServiceClient;
+use playhead_proto::v1::{ListPlaysRequest, ListPlaysResponse};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -17,6 +18,7 @@ use tonic::transport::Channel;
 
 use crate::harness::process::{ChildProcess, workspace_binary};
 use crate::harness::wait::eventually;
+use crate::model::ExpectedPlay;
 
 /// Partitions used by tests unless a test says otherwise (fewer consumers: quicker start).
 pub const TEST_PARTITIONS: u32 = 8;
@@ -35,38 +37,70 @@ pub fn test_node_config(nats_url: &str, data_dir: &Path) -> NodeConfig {
     config
 }
 
-/// A node running in this process.
-pub struct TestNode {
-    pub endpoints: NodeEndpoints,
+/// A service task running in this process until its shutdown token is cancelled.
+struct InProcess {
+    what: &'static str,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
-impl TestNode {
-    pub async fn start(config: NodeConfig) -> TestNode {
+impl InProcess {
+    /// Spawns `run(shutdown, ready)` and waits until it reports its endpoints.
+    async fn start<E, F>(
+        what: &'static str,
+        run: impl FnOnce(CancellationToken, oneshot::Sender<E>) -> F,
+    ) -> (Self, E)
+    where
+        F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
         let shutdown = CancellationToken::new();
         let (ready_tx, ready_rx) = oneshot::channel();
-        let task = tokio::spawn(node::run(config, shutdown.clone(), Some(ready_tx)));
+        let task = tokio::spawn(run(shutdown.clone(), ready_tx));
         let endpoints = match tokio::time::timeout(Duration::from_secs(30), ready_rx).await {
             Ok(Ok(endpoints)) => endpoints,
-            Ok(Err(_)) => panic!("node failed to start: {:?}", task.await),
-            Err(_) => panic!("node not ready within 30 s"),
+            Ok(Err(_)) => panic!("{what} failed to start: {:?}", task.await),
+            Err(_) => panic!("{what} not ready within 30 s"),
         };
-        TestNode {
+        (
+            Self {
+                what,
+                shutdown,
+                task,
+            },
             endpoints,
-            shutdown,
-            task,
-        }
+        )
+    }
+
+    /// Graceful stop through the service's one shutdown path.
+    async fn stop(self) {
+        let what = self.what;
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .unwrap_or_else(|_| panic!("{what} stops within 30 s"))
+            .unwrap_or_else(|error| panic!("{what} task joins: {error}"))
+            .unwrap_or_else(|error| panic!("{what} stops cleanly: {error:#}"));
+    }
+}
+
+/// A node running in this process.
+pub struct TestNode {
+    pub endpoints: NodeEndpoints,
+    running: InProcess,
+}
+
+impl TestNode {
+    pub async fn start(config: NodeConfig) -> TestNode {
+        let (running, endpoints) = InProcess::start("node", |shutdown, ready| {
+            node::run(config, shutdown, Some(ready))
+        })
+        .await;
+        TestNode { endpoints, running }
     }
 
     /// Graceful stop through the node's one shutdown path.
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("node stops within 30 s")
-            .expect("node task joins")
-            .expect("node stops cleanly");
+        self.running.stop().await;
     }
 
     /// The node's Prometheus text.
@@ -78,8 +112,7 @@ impl TestNode {
 /// A gateway running in this process.
 pub struct TestGateway {
     pub endpoints: GatewayEndpoints,
-    shutdown: CancellationToken,
-    task: JoinHandle<anyhow::Result<()>>,
+    running: InProcess,
 }
 
 impl TestGateway {
@@ -88,25 +121,17 @@ impl TestGateway {
     }
 
     pub async fn start_with_timeout(nats_url: &str, request_timeout: Duration) -> TestGateway {
-        let shutdown = CancellationToken::new();
-        let (ready_tx, ready_rx) = oneshot::channel();
         let config = GatewayConfig {
             nats_url: nats_url.to_owned(),
             listen: "127.0.0.1:0".parse().expect("valid address"),
             metrics_listen: "127.0.0.1:0".parse().expect("valid address"),
             request_timeout,
         };
-        let task = tokio::spawn(server::serve(config, shutdown.clone(), Some(ready_tx)));
-        let endpoints = match tokio::time::timeout(Duration::from_secs(30), ready_rx).await {
-            Ok(Ok(endpoints)) => endpoints,
-            Ok(Err(_)) => panic!("gateway failed to start: {:?}", task.await),
-            Err(_) => panic!("gateway not ready within 30 s"),
-        };
-        TestGateway {
-            endpoints,
-            shutdown,
-            task,
-        }
+        let (running, endpoints) = InProcess::start("gateway", |shutdown, ready| {
+            server::serve(config, shutdown, Some(ready))
+        })
+        .await;
+        TestGateway { endpoints, running }
     }
 
     pub fn grpc_url(&self) -> String {
@@ -130,12 +155,7 @@ impl TestGateway {
     }
 
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("gateway stops within 30 s")
-            .expect("gateway task joins")
-            .expect("gateway stops cleanly");
+        self.running.stop().await;
     }
 }
 
@@ -186,6 +206,56 @@ impl NodeProcess {
         }
         node
     }
+}
+
+/// One `ListPlays` page through the gateway.
+pub async fn list_plays_page(
+    client: &mut StationServiceClient<Channel>,
+    station: &str,
+    page_size: u32,
+    before: Option<u64>,
+    since: Option<u64>,
+) -> ListPlaysResponse {
+    client
+        .list_plays(ListPlaysRequest {
+            station_id: station.into(),
+            page_size,
+            before,
+            since,
+        })
+        .await
+        .expect("list plays")
+        .into_inner()
+}
+
+/// A page's plays as (play_seq, (artist, title)), in page order (newest first).
+pub fn plays_of(page: &ListPlaysResponse) -> Vec<(u64, ExpectedPlay)> {
+    page.plays
+        .iter()
+        .map(|play| {
+            let song = play.song.clone().unwrap_or_default();
+            (play.play_seq, (song.artist, song.title))
+        })
+        .collect()
+}
+
+/// A station's whole history, paged backwards with `before`, returned oldest first.
+pub async fn all_plays(
+    client: &mut StationServiceClient<Channel>,
+    station: &str,
+) -> Vec<(u64, ExpectedPlay)> {
+    let mut plays = Vec::new();
+    let mut before = None;
+    loop {
+        let page = list_plays_page(client, station, 100, before, None).await;
+        plays.extend(plays_of(&page));
+        match page.next_before {
+            Some(cursor) => before = Some(cursor),
+            None => break,
+        }
+    }
+    plays.reverse();
+    plays
 }
 
 /// Waits until every partition consumer of `inbox` has nothing pending or unacknowledged.

@@ -6,50 +6,17 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use playhead_proto::subjects::{EVENTS_STREAM, Inbox};
-use playhead_proto::v1::ListPlaysRequest;
-use playhead_proto::v1::station_service_client::StationServiceClient;
 use playhead_tests::harness::NatsServer;
 use playhead_tests::harness::wait::eventually;
 use playhead_tests::model::{ExpectedPlay, generate, publish_all};
 use playhead_tests::system::{
-    NodeProcess, TEST_PARTITIONS, TestGateway, temp_dir, wait_until_drained,
+    NodeProcess, TEST_PARTITIONS, TestGateway, all_plays, temp_dir, wait_until_drained,
 };
-use tonic::transport::Channel;
 
 #[derive(Debug, Clone, Copy)]
 enum Interruption {
     Kill,
     Terminate,
-}
-
-async fn all_plays(
-    client: &mut StationServiceClient<Channel>,
-    station: &str,
-) -> Vec<(u64, ExpectedPlay)> {
-    let mut plays = Vec::new();
-    let mut before = None;
-    loop {
-        let page = client
-            .list_plays(ListPlaysRequest {
-                station_id: station.into(),
-                page_size: 100,
-                before,
-                since: None,
-            })
-            .await
-            .expect("list plays")
-            .into_inner();
-        plays.extend(page.plays.iter().map(|play| {
-            let song = play.song.clone().unwrap_or_default();
-            (play.play_seq, (song.artist, song.title))
-        }));
-        match page.next_before {
-            Some(cursor) => before = Some(cursor),
-            None => break,
-        }
-    }
-    plays.reverse();
-    plays
 }
 
 async fn interrupted_ingest_loses_and_duplicates_nothing(interruption: Interruption) {

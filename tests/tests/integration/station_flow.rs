@@ -6,47 +6,15 @@ use futures::StreamExt;
 use playhead_proto::ids::StationId;
 use playhead_proto::partition::partition_of;
 use playhead_proto::subjects::{Inbox, station_song};
-use playhead_proto::v1::station_service_client::StationServiceClient;
-use playhead_proto::v1::{
-    GetNowPlayingRequest, ListPlaysRequest, NowPlaying, SongObserved, WatchNowPlayingRequest,
-};
+use playhead_proto::v1::{GetNowPlayingRequest, NowPlaying, SongObserved, WatchNowPlayingRequest};
 use playhead_tests::harness::NatsServer;
 use playhead_tests::harness::wait::{eventually, within};
 use playhead_tests::model::{ExpectedPlay, generate, publish_all};
 use playhead_tests::system::{
-    TEST_PARTITIONS, TestGateway, TestNode, temp_dir, test_node_config, wait_until_drained,
+    TEST_PARTITIONS, TestGateway, TestNode, list_plays_page, plays_of, temp_dir, test_node_config,
+    wait_until_drained,
 };
 use prost::Message;
-use tonic::transport::Channel;
-
-fn plays_of(page: &playhead_proto::v1::ListPlaysResponse) -> Vec<(u64, ExpectedPlay)> {
-    page.plays
-        .iter()
-        .map(|play| {
-            let song = play.song.clone().unwrap_or_default();
-            (play.play_seq, (song.artist, song.title))
-        })
-        .collect()
-}
-
-async fn page(
-    client: &mut StationServiceClient<Channel>,
-    station: &str,
-    page_size: u32,
-    before: Option<u64>,
-    since: Option<u64>,
-) -> playhead_proto::v1::ListPlaysResponse {
-    client
-        .list_plays(ListPlaysRequest {
-            station_id: station.into(),
-            page_size,
-            before,
-            since,
-        })
-        .await
-        .expect("list plays")
-        .into_inner()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn observations_become_exact_now_playing_and_paged_history() {
@@ -98,7 +66,7 @@ async fn observations_become_exact_now_playing_and_paged_history() {
         let mut backwards = Vec::new();
         let mut before = None;
         loop {
-            let response = page(&mut client, station, 7, before, None).await;
+            let response = list_plays_page(&mut client, station, 7, before, None).await;
             backwards.extend(plays_of(&response));
             match response.next_before {
                 Some(cursor) => before = Some(cursor),
@@ -121,7 +89,7 @@ async fn observations_become_exact_now_playing_and_paged_history() {
         let mut forwards = Vec::new();
         let mut since = Some(0);
         loop {
-            let response = page(&mut client, station, 7, None, since).await;
+            let response = list_plays_page(&mut client, station, 7, None, since).await;
             if response.plays.is_empty() {
                 break;
             }
@@ -137,7 +105,7 @@ async fn observations_become_exact_now_playing_and_paged_history() {
         );
 
         // Every play but the current one has ended.
-        let newest = page(&mut client, station, 100, None, None).await;
+        let newest = list_plays_page(&mut client, station, 100, None, None).await;
         assert!(newest.plays[0].ended_at.is_none());
         assert!(
             newest
