@@ -11,6 +11,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::player::PlayerPolicy;
+
 /// Configuration version this build reads.
 pub const CONFIG_VERSION: u32 = 1;
 
@@ -27,6 +29,8 @@ pub struct NodeConfig {
     pub ingest: IngestConfig,
     pub actors: ActorsConfig,
     pub station: StationConfig,
+    pub player: PlayerConfig,
+    pub storage: StorageConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
 }
@@ -79,8 +83,27 @@ pub struct StationConfig {
     pub history_retention_secs: u64,
     /// Width of one play-history time bucket.
     pub history_bucket_secs: u64,
-    /// How often expired buckets are looked for.
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlayerConfig {
+    /// Skips granted per rolling `skip_window_secs`.
+    pub skip_limit: u32,
+    pub skip_window_secs: u64,
+    /// A session untouched this long is gone (sliding: every command refreshes it).
+    pub session_ttl_secs: u64,
+    /// Width of one session time bucket (expiry drops whole buckets).
+    pub session_bucket_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// How often every time-partitioned keyspace drops its expired buckets.
     pub compaction_interval_secs: u64,
+    /// sled page cache.
+    pub cache_mib: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,6 +137,8 @@ impl Default for NodeConfig {
             ingest: IngestConfig::default(),
             actors: ActorsConfig::default(),
             station: StationConfig::default(),
+            player: PlayerConfig::default(),
+            storage: StorageConfig::default(),
             metrics: MetricsConfig::default(),
             log: LogConfig::default(),
         }
@@ -159,7 +184,26 @@ impl Default for StationConfig {
             history_cap: 1000,
             history_retention_secs: 7 * 24 * 3600,
             history_bucket_secs: 24 * 3600,
+        }
+    }
+}
+
+impl Default for PlayerConfig {
+    fn default() -> Self {
+        Self {
+            skip_limit: 3,
+            skip_window_secs: 3600,
+            session_ttl_secs: 30 * 24 * 3600,
+            session_bucket_secs: 24 * 3600,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
             compaction_interval_secs: 600,
+            cache_mib: 256,
         }
     }
 }
@@ -335,11 +379,37 @@ impl NodeConfig {
                 "must be at least station.history_bucket_secs, which must be positive",
             );
         }
-        if self.station.compaction_interval_secs == 0 {
+        if self.player.skip_window_secs == 0 {
+            return invalid("player.skip_window_secs", 0, "use at least 1 second");
+        }
+        if self.player.session_bucket_secs == 0
+            || self.player.session_ttl_secs < self.player.session_bucket_secs
+        {
             return invalid(
-                "station.compaction_interval_secs",
+                "player.session_ttl_secs",
+                self.player.session_ttl_secs,
+                "must be at least player.session_bucket_secs, which must be positive",
+            );
+        }
+        if self.player.session_ttl_secs / self.player.session_bucket_secs > 1000 {
+            return invalid(
+                "player.session_bucket_secs",
+                self.player.session_bucket_secs,
+                "use at least session_ttl_secs / 1000: every read probes each live bucket",
+            );
+        }
+        if self.storage.compaction_interval_secs == 0 {
+            return invalid(
+                "storage.compaction_interval_secs",
                 0,
                 "use at least 1 second",
+            );
+        }
+        if !(8..=65_536).contains(&self.storage.cache_mib) {
+            return invalid(
+                "storage.cache_mib",
+                self.storage.cache_mib,
+                "use 8 to 65536",
             );
         }
         Ok(())
@@ -352,6 +422,14 @@ impl NodeConfig {
 
     pub fn passivate_after(&self) -> Duration {
         Duration::from_secs(self.actors.passivate_after_secs)
+    }
+
+    pub fn player_policy(&self) -> PlayerPolicy {
+        PlayerPolicy {
+            skip_limit: self.player.skip_limit,
+            skip_window: Duration::from_secs(self.player.skip_window_secs),
+            session_ttl: Duration::from_secs(self.player.session_ttl_secs),
+        }
     }
 }
 

@@ -4,7 +4,8 @@
 //! - [`domain`]: pure deciders (`initial` / `decide` / `evolve`), no IO.
 //! - [`storage`]: sled, time-partitioned keyspaces, group commit.
 //! - [`sharding`]: shard actors per partition, entity actors, passivation.
-//! - [`station_entity`]: the station actor shell.
+//! - [`station_entity`], [`user_entity`]: the actor shells around the deciders.
+//! - [`events`]: publishing domain events.
 //! - [`ingest`]: partition intake, screening, dead letters.
 //! - [`query`]: per-entity queries over the NATS service API.
 //! - [`broker`]: embedded nats-server and the JetStream topology.
@@ -15,6 +16,7 @@
 pub mod broker;
 pub mod config;
 pub mod domain;
+pub mod events;
 pub mod ingest;
 pub mod metrics;
 pub mod node;
@@ -23,4 +25,5 @@ pub mod sharding;
 pub mod station_entity;
 pub mod storage;
 pub mod telemetry;
+pub mod user_entity;
 pub mod wire;

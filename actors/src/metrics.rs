@@ -44,6 +44,11 @@ pub struct EntityKind {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyspaceLabel {
+    pub keyspace: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventLabel {
     pub event: &'static str,
 }
@@ -65,6 +70,10 @@ pub struct NodeMetrics {
     pub dead_letters: Family<DeadLetterLabel, Counter>,
     pub events_published: Family<EventLabel, Counter>,
     pub batch_retries: Family<InboxLabel, Counter>,
+    pub keyspace_buckets: Family<KeyspaceLabel, Gauge>,
+    pub keyspace_buckets_dropped: Family<KeyspaceLabel, Counter>,
+    pub keyspace_compaction_seconds: Family<KeyspaceLabel, Histogram, fn() -> Histogram>,
+    pub keyspace_compaction_failures: Family<KeyspaceLabel, Counter>,
 }
 
 impl NodeMetrics {
@@ -80,6 +89,10 @@ impl NodeMetrics {
             dead_letters: Family::default(),
             events_published: Family::default(),
             batch_retries: Family::default(),
+            keyspace_buckets: Family::default(),
+            keyspace_buckets_dropped: Family::default(),
+            keyspace_compaction_seconds: Family::new_with_constructor(latency_histogram),
+            keyspace_compaction_failures: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -126,6 +139,26 @@ impl NodeMetrics {
             "batch_retries",
             "Partition batches retried after a storage or broker failure",
             metrics.batch_retries.clone(),
+        );
+        registry.register(
+            "keyspace_buckets",
+            "Time-bucket trees held per keyspace (live, and expired ones not yet dropped)",
+            metrics.keyspace_buckets.clone(),
+        );
+        registry.register(
+            "keyspace_buckets_dropped",
+            "Expired time-bucket trees dropped by compaction",
+            metrics.keyspace_buckets_dropped.clone(),
+        );
+        registry.register(
+            "keyspace_compaction_seconds",
+            "Time one compaction of a keyspace took",
+            metrics.keyspace_compaction_seconds.clone(),
+        );
+        registry.register(
+            "keyspace_compaction_failures",
+            "Compactions that failed (retried at the next interval)",
+            metrics.keyspace_compaction_failures.clone(),
         );
         Arc::new(Self {
             registry,

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream;
+use async_nats::jetstream::consumer::PullConsumer;
 use playhead_proto::subjects::Inbox;
-use ractor::{Actor, ActorRef};
+use ractor::{Actor, ActorCell};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -17,13 +18,15 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::{self, EmbeddedBroker};
 use crate::config::NodeConfig;
 use crate::ingest::dead_letter::DeadLetters;
-use crate::ingest::{PartitionIntake, screen};
-use crate::metrics::{self, NodeMetrics};
+use crate::ingest::{IngestError, PartitionIntake, Screen, screen};
+use crate::metrics::{self, KeyspaceLabel, NodeMetrics};
 use crate::query;
-use crate::sharding::shard::{ShardActor, ShardArguments, ShardMessage};
+use crate::sharding::Entity;
+use crate::sharding::shard::{ShardActor, ShardArguments};
 use crate::station_entity::{StationContext, StationEntity};
 use crate::storage::Storage;
 use crate::storage::clock::SystemClock;
+use crate::user_entity::{UserContext, UserEntity};
 
 /// Where a started node can be reached.
 #[derive(Debug, Clone)]
@@ -92,11 +95,13 @@ pub async fn run(
     background.spawn(query::serve(
         client.clone(),
         storage.clone(),
+        config.player_policy(),
         background_stop.clone(),
     ));
     background.spawn(compact_periodically(
         storage.clone(),
-        Duration::from_secs(config.station.compaction_interval_secs),
+        node_metrics.clone(),
+        Duration::from_secs(config.storage.compaction_interval_secs),
         background_stop.clone(),
     ));
 
@@ -106,48 +111,51 @@ pub async fn run(
         now_playing: topology.now_playing.clone(),
         metrics: node_metrics.clone(),
     });
-    let dead_letters = DeadLetters {
+    let user_context = Arc::new(UserContext {
+        storage: storage.clone(),
         jetstream: jetstream.clone(),
+        client: client.clone(),
         metrics: node_metrics.clone(),
+        policy: config.player_policy(),
+    });
+    let partitions = Partitions {
+        config: &config,
+        storage: &storage,
+        metrics: &node_metrics,
+        dead_letters: DeadLetters {
+            jetstream: jetstream.clone(),
+            metrics: node_metrics.clone(),
+        },
+        stop: CancellationToken::new(),
     };
-    let intake_stop = CancellationToken::new();
     let mut intakes = JoinSet::new();
     let mut shards = Vec::new();
     for (inbox, partition, consumer) in topology.consumers {
-        match inbox {
+        let shard = match inbox {
             Inbox::Station => {
-                let (shard, handle) = Actor::spawn(
-                    None,
-                    ShardActor::<StationEntity>::default(),
-                    ShardArguments {
-                        context: station_context.clone(),
-                        metrics: node_metrics.clone(),
-                        passivate_after: config.passivate_after(),
-                        passivation_check: Duration::from_secs(
-                            config.actors.passivation_check_secs,
-                        ),
-                        max_live_entities: config.actors.max_live_entities_per_shard,
-                    },
-                )
-                .await
-                .context("cannot start a shard actor")?;
-                let intake = PartitionIntake {
-                    inbox,
-                    partition,
-                    consumer,
-                    shard: shard.clone(),
-                    screen: screen::screen_station,
-                    storage: storage.clone(),
-                    dead_letters: dead_letters.clone(),
-                    metrics: node_metrics.clone(),
-                    batch_size: config.ingest.batch_size,
-                    max_message_bytes: config.ingest.max_message_bytes,
-                };
-                intakes.spawn(intake.run(intake_stop.clone()));
-                shards.push((shard, handle));
+                partitions
+                    .start::<StationEntity>(
+                        &mut intakes,
+                        (inbox, partition, consumer),
+                        station_context.clone(),
+                        screen::screen_station,
+                    )
+                    .await?
             }
-        }
+            Inbox::User => {
+                partitions
+                    .start::<UserEntity>(
+                        &mut intakes,
+                        (inbox, partition, consumer),
+                        user_context.clone(),
+                        screen::screen_user,
+                    )
+                    .await?
+            }
+        };
+        shards.push(shard);
     }
+    let intake_stop = partitions.stop;
 
     let endpoints = NodeEndpoints {
         nats_url: nats_url.clone(),
@@ -182,13 +190,63 @@ pub async fn run(
     .await
 }
 
+/// What starting a partition needs, whatever its entity kind.
+struct Partitions<'a> {
+    config: &'a NodeConfig,
+    storage: &'a Storage,
+    metrics: &'a Arc<NodeMetrics>,
+    dead_letters: DeadLetters,
+    /// Stops every intake.
+    stop: CancellationToken,
+}
+
+/// A running shard actor, kind erased for shutdown.
+type RunningShard = (ActorCell, tokio::task::JoinHandle<()>);
+
+impl Partitions<'_> {
+    /// Spawns the partition's shard actor and its intake task (owned by `intakes`).
+    async fn start<E: Entity>(
+        &self,
+        intakes: &mut JoinSet<Result<(), IngestError>>,
+        (inbox, partition, consumer): (Inbox, u32, PullConsumer),
+        context: Arc<E::Context>,
+        screen: Screen<E>,
+    ) -> anyhow::Result<RunningShard> {
+        let config = self.config;
+        let (shard, handle) = Actor::spawn(
+            None,
+            ShardActor::<E>::default(),
+            ShardArguments {
+                context,
+                metrics: self.metrics.clone(),
+                passivate_after: config.passivate_after(),
+                passivation_check: Duration::from_secs(config.actors.passivation_check_secs),
+                max_live_entities: config.actors.max_live_entities_per_shard,
+            },
+        )
+        .await
+        .with_context(|| format!("cannot start the shard actor of {inbox:?} {partition}"))?;
+        let intake = PartitionIntake {
+            inbox,
+            partition,
+            consumer,
+            shard: shard.clone(),
+            screen,
+            storage: self.storage.clone(),
+            dead_letters: self.dead_letters.clone(),
+            metrics: self.metrics.clone(),
+            batch_size: config.ingest.batch_size,
+            max_message_bytes: config.ingest.max_message_bytes,
+        };
+        intakes.spawn(intake.run(self.stop.clone()));
+        Ok((shard.get_cell(), handle))
+    }
+}
+
 struct ShutdownParts {
     intake_stop: CancellationToken,
-    intakes: JoinSet<Result<(), crate::ingest::IngestError>>,
-    shards: Vec<(
-        ActorRef<ShardMessage<StationEntity>>,
-        tokio::task::JoinHandle<()>,
-    )>,
+    intakes: JoinSet<Result<(), IngestError>>,
+    shards: Vec<RunningShard>,
     background_stop: CancellationToken,
     background: JoinSet<anyhow::Result<()>>,
     storage: Storage,
@@ -243,6 +301,7 @@ async fn shut_down(parts: ShutdownParts) -> anyhow::Result<()> {
 
 async fn compact_periodically(
     storage: Storage,
+    metrics: Arc<NodeMetrics>,
     every: Duration,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -255,9 +314,31 @@ async fn compact_periodically(
         }
         let storage = storage.clone();
         // Dropping trees is blocking IO; keep it off the async workers.
-        match tokio::task::spawn_blocking(move || storage.stations.compact_history()).await? {
-            Ok(report) => tracing::debug!(?report, "station history compacted"),
-            Err(error) => tracing::warn!(%error, "station history compaction failed"),
+        for (keyspace, result) in tokio::task::spawn_blocking(move || storage.compact()).await? {
+            let label = KeyspaceLabel { keyspace };
+            match result {
+                Ok(report) => {
+                    metrics
+                        .keyspace_buckets
+                        .get_or_create(&label)
+                        .set(report.buckets_remaining as i64);
+                    metrics
+                        .keyspace_buckets_dropped
+                        .get_or_create(&label)
+                        .inc_by(report.buckets_dropped as u64);
+                    metrics
+                        .keyspace_compaction_seconds
+                        .get_or_create(&label)
+                        .observe(report.elapsed.as_secs_f64());
+                }
+                Err(error) => {
+                    metrics
+                        .keyspace_compaction_failures
+                        .get_or_create(&label)
+                        .inc();
+                    tracing::warn!(keyspace, %error, "keyspace compaction failed");
+                }
+            }
         }
     }
 }

@@ -5,17 +5,15 @@
 
 use std::sync::Arc;
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::{self, kv};
-use futures::future::try_join_all;
-use playhead_proto::headers::MSG_ID;
 use playhead_proto::ids::StationId;
-use playhead_proto::subjects::{EventFamily, event_subject};
+use playhead_proto::subjects::EventFamily;
 use prost::Message;
 use tracing::Instrument;
 
 use crate::domain::station::{self, StationCommand, StationEvent};
-use crate::metrics::{EventLabel, NodeMetrics};
+use crate::events::{self, OutgoingEvent};
+use crate::metrics::NodeMetrics;
 use crate::sharding::{Entity, EntityError, Envelope, Outcome};
 use crate::storage::Storage;
 use crate::storage::station_store::StoredStation;
@@ -106,51 +104,22 @@ impl StationEntity {
         context: &StationContext,
         decided: &[(u64, StationEvent)],
     ) -> Result<(), EntityError> {
-        let mut acks = Vec::with_capacity(decided.len());
-        let mut previous_seq = 0;
-        let mut index_in_message = 0;
-        for (seq, event) in decided {
-            index_in_message = if *seq == previous_seq {
-                index_in_message + 1
-            } else {
-                0
-            };
-            previous_seq = *seq;
-            let mut headers = HeaderMap::new();
-            // Same inbox message, same event → same id: the broker drops the redelivered copy.
-            headers.insert(
-                MSG_ID,
-                format!("station:{}:{seq}:{index_in_message}", self.id).as_str(),
-            );
-            telemetry::inject_context(&mut headers);
-            let ack = context
-                .jetstream
-                .publish_with_headers(
-                    event_subject(EventFamily::Station, self.id.as_str(), event.name()),
-                    headers,
-                    wire::station_event_payload(&self.id, event).into(),
-                )
-                .await
-                .map_err(|error| EntityError::Publish {
-                    what: "station event",
-                    detail: error.to_string(),
-                })?;
-            acks.push(ack);
-            context
-                .metrics
-                .events_published
-                .get_or_create(&EventLabel {
-                    event: event.name(),
-                })
-                .inc();
-        }
-        try_join_all(acks.into_iter().map(std::future::IntoFuture::into_future))
-            .await
-            .map_err(|error| EntityError::Publish {
-                what: "station event",
-                detail: error.to_string(),
-            })?;
-        Ok(())
+        let outgoing: Vec<OutgoingEvent> = decided
+            .iter()
+            .map(|(seq, event)| OutgoingEvent {
+                seq: *seq,
+                name: event.name(),
+                payload: wire::station_event_payload(&self.id, event),
+            })
+            .collect();
+        events::publish(
+            &context.jetstream,
+            &context.metrics,
+            EventFamily::Station,
+            self.id.as_str(),
+            &outgoing,
+        )
+        .await
     }
 
     async fn project(

@@ -1,10 +1,12 @@
 //! Mapping between domain types and `playhead.v1` wire messages, in one place.
 
-use playhead_proto::ids::StationId;
+use playhead_proto::ids::{PlaylistId, StationId, UserId};
 use playhead_proto::v1;
 
+use crate::domain::player::{PlayerEvent, PlayerPolicy, Session, SessionStatus, Track};
 use crate::domain::station::{ObserveSong, Song, StationCommand, StationEvent, StationState};
 use crate::domain::time::Timestamp;
+use crate::storage::session_store::LastAnswer;
 use crate::storage::station_store::PlayRecord;
 
 pub fn timestamp(at: Timestamp) -> prost_types::Timestamp {
@@ -87,6 +89,109 @@ pub fn play(record: PlayRecord) -> v1::Play {
         ended_at: record
             .ended_at_ms
             .map(|millis| timestamp(Timestamp::from_millis(millis))),
+    }
+}
+
+fn playlist_track(track: &Track) -> v1::PlaylistTrack {
+    v1::PlaylistTrack {
+        track_id: track.track_id.clone(),
+        artist: track.artist.clone(),
+    }
+}
+
+/// What a listener may see of a session at `now`: never the upcoming order.
+pub fn player_session(
+    user: &UserId,
+    playlist: &PlaylistId,
+    session: &Session,
+    policy: &PlayerPolicy,
+    now: Timestamp,
+) -> v1::PlayerSession {
+    v1::PlayerSession {
+        user_id: user.to_string(),
+        playlist_id: playlist.to_string(),
+        status: match session.status {
+            SessionStatus::Playing => v1::SessionStatus::Playing,
+            SessionStatus::Completed => v1::SessionStatus::Completed,
+        } as i32,
+        current_track: session.current_track().map(playlist_track),
+        played_track_ids: session
+            .played_tracks()
+            .map(|track| track.track_id.clone())
+            .collect(),
+        skips_used: session.skips_used(now, policy) as u32,
+        tracks_remaining: session.tracks_remaining() as u32,
+        last_touched_at: Some(timestamp(session.last_touched_at)),
+    }
+}
+
+/// The answer to a command that produced `events` and left the session as `session`.
+pub fn player_answer(events: &[PlayerEvent], session: Option<&Session>) -> LastAnswer {
+    let denied = events.iter().find_map(|event| match event {
+        PlayerEvent::SkipDenied { retry_after, .. } => Some(*retry_after),
+        _ => None,
+    });
+    if let Some(retry_after) = denied {
+        return LastAnswer {
+            outcome: v1::PlayerOutcome::SkipLimited as i32,
+            retry_after_ms: retry_after.as_millis().try_into().unwrap_or(u64::MAX),
+        };
+    }
+    let completed = session.is_some_and(|session| session.status == SessionStatus::Completed);
+    LastAnswer {
+        outcome: if completed {
+            v1::PlayerOutcome::Completed
+        } else {
+            v1::PlayerOutcome::Ok
+        } as i32,
+        retry_after_ms: 0,
+    }
+}
+
+/// The protobuf payload of a player event.
+pub fn player_event_payload(user: &UserId, playlist: &PlaylistId, event: &PlayerEvent) -> Vec<u8> {
+    use prost::Message;
+    let user_id = user.to_string();
+    let playlist_id = playlist.to_string();
+    match event {
+        PlayerEvent::SessionStarted { tracks, at, .. } => v1::SessionStarted {
+            user_id,
+            playlist_id,
+            track_count: tracks.len() as u32,
+            at: Some(timestamp(*at)),
+        }
+        .encode_to_vec(),
+        PlayerEvent::SessionResumed { at } => v1::SessionResumed {
+            user_id,
+            playlist_id,
+            at: Some(timestamp(*at)),
+        }
+        .encode_to_vec(),
+        PlayerEvent::TrackAdvanced {
+            track_id,
+            skipped,
+            at,
+        } => v1::TrackAdvanced {
+            user_id,
+            playlist_id,
+            track_id: track_id.clone(),
+            skipped: *skipped,
+            at: Some(timestamp(*at)),
+        }
+        .encode_to_vec(),
+        PlayerEvent::SkipDenied { retry_after, at } => v1::SkipDenied {
+            user_id,
+            playlist_id,
+            retry_after_ms: retry_after.as_millis().try_into().unwrap_or(u64::MAX),
+            at: Some(timestamp(*at)),
+        }
+        .encode_to_vec(),
+        PlayerEvent::SessionCompleted { at } => v1::SessionCompleted {
+            user_id,
+            playlist_id,
+            at: Some(timestamp(*at)),
+        }
+        .encode_to_vec(),
     }
 }
 

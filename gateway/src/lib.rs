@@ -1,13 +1,16 @@
 //! playhead's gateway: a thin tonic server over NATS, and the `playhead` CLI's client code.
 //!
 //! - [`server`]: assembly, health, reflection, shutdown.
-//! - [`station`]: the `StationService` handlers.
+//! - [`station`], [`player`]: the `StationService` and `PlayerService` handlers.
+//! - [`node_client`]: queries, commands and their routed replies over NATS.
 //! - [`now_playing`]: the KV-watch-fed now-playing cache.
 //! - [`error`]: gateway errors and their one mapping to gRPC codes.
 //! - [`metrics`]: gRPC request metrics.
 
 pub mod error;
 pub mod metrics;
+pub mod node_client;
 pub mod now_playing;
+pub mod player;
 pub mod server;
 pub mod station;

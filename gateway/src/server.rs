@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use async_nats::jetstream;
 use playhead_actors::metrics as metrics_http;
 use playhead_proto::v1::import_service_server::{ImportService, ImportServiceServer};
-use playhead_proto::v1::player_service_server::{PlayerService, PlayerServiceServer};
+use playhead_proto::v1::player_service_server::PlayerServiceServer;
 use playhead_proto::v1::playout_service_server::{PlayoutService, PlayoutServiceServer};
 use playhead_proto::v1::show_service_server::{ShowService, ShowServiceServer};
 use playhead_proto::v1::station_service_server::StationServiceServer;
@@ -20,7 +20,9 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::GatewayMetrics;
+use crate::node_client::NodeClient;
 use crate::now_playing::NowPlayingCache;
+use crate::player::PlayerApi;
 use crate::station::StationApi;
 
 #[derive(Debug, Clone)]
@@ -40,8 +42,6 @@ pub struct GatewayEndpoints {
 
 /// Services of capabilities not built yet: every method answers UNIMPLEMENTED.
 struct NotYetBuilt;
-
-impl PlayerService for NotYetBuilt {}
 
 impl PlayoutService for NotYetBuilt {}
 
@@ -66,11 +66,15 @@ pub async fn serve(
     let cache = NowPlayingCache::default();
     let stop_background = CancellationToken::new();
     let mut background = JoinSet::new();
-    background.spawn(
-        cache
-            .clone()
-            .follow(jetstream.clone(), stop_background.clone()),
-    );
+    background.spawn(cache.clone().follow(jetstream, stop_background.clone()));
+    let (node, reply_dispatcher) = NodeClient::start(
+        client.clone(),
+        config.request_timeout,
+        stop_background.clone(),
+    )
+    .await
+    .context("cannot subscribe for command replies")?;
+    background.spawn(reply_dispatcher);
 
     let grpc_listener = TcpListener::bind(config.listen)
         .await
@@ -104,18 +108,20 @@ pub async fn serve(
     health_reporter
         .set_serving::<StationServiceServer<StationApi>>()
         .await;
+    health_reporter
+        .set_serving::<PlayerServiceServer<PlayerApi>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(playhead_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("cannot build the reflection service")?;
     let station = StationApi {
-        client: client.clone(),
-        jetstream,
+        node: node.clone(),
         cache,
-        metrics,
-        request_timeout: config.request_timeout,
+        metrics: metrics.clone(),
         shutdown: shutdown.clone(),
     };
+    let player = PlayerApi { node, metrics };
     tracing::info!(
         grpc = %endpoints.grpc,
         metrics = %format!("http://{}/metrics", endpoints.metrics),
@@ -129,7 +135,7 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(StationServiceServer::new(station))
-        .add_service(PlayerServiceServer::new(NotYetBuilt))
+        .add_service(PlayerServiceServer::new(player))
         .add_service(PlayoutServiceServer::new(NotYetBuilt))
         .add_service(ImportServiceServer::new(NotYetBuilt))
         .add_service(ShowServiceServer::new(NotYetBuilt))

@@ -2,14 +2,10 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use async_nats::HeaderMap;
-use async_nats::jetstream;
 use futures::{Stream, StreamExt};
-use playhead_actors::query::plays_query;
-use playhead_actors::telemetry;
-use playhead_proto::headers::MSG_ID;
+use playhead_actors::query::plays::plays_query;
 use playhead_proto::ids::StationId;
 use playhead_proto::subjects::{Query, station_song};
 use playhead_proto::v1::station_service_server::StationService;
@@ -24,20 +20,15 @@ use tonic::{Request, Response, Status};
 
 use crate::error::GatewayError;
 use crate::metrics::GatewayMetrics;
+use crate::node_client::{NodeClient, command_headers, idempotency_key};
 use crate::now_playing::NowPlayingCache;
 
 /// Most stations one WatchNowPlaying stream may follow.
 pub const MAX_WATCHED_STATIONS: usize = 100;
-/// gRPC metadata key whose value becomes the broker's `Nats-Msg-Id` (retries de-duplicate).
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
-const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
-
 pub struct StationApi {
-    pub client: async_nats::Client,
-    pub jetstream: jetstream::Context,
+    pub node: Arc<NodeClient>,
     pub cache: NowPlayingCache,
     pub metrics: Arc<GatewayMetrics>,
-    pub request_timeout: Duration,
     /// Ends open watch streams, so a graceful shutdown does not wait on idle watchers.
     pub shutdown: CancellationToken,
 }
@@ -58,33 +49,7 @@ impl StationApi {
         request: ListPlaysRequest,
     ) -> Result<ListPlaysResponse, GatewayError> {
         plays_query(&request)?;
-        let mut headers = HeaderMap::new();
-        telemetry::inject_context(&mut headers);
-        let reply = tokio::time::timeout(
-            self.request_timeout,
-            self.client.request_with_headers(
-                Query::ListPlays.subject(),
-                headers,
-                request.encode_to_vec().into(),
-            ),
-        )
-        .await
-        .map_err(|_| GatewayError::Timeout(self.request_timeout.as_millis() as u64))?
-        .map_err(|error| GatewayError::Unavailable(error.to_string()))?;
-        if let Some(headers) = &reply.headers
-            && let Some(code) = headers.get(async_nats::service::NATS_SERVICE_ERROR_CODE)
-        {
-            let status = headers
-                .get(async_nats::service::NATS_SERVICE_ERROR)
-                .map(|value| value.to_string())
-                .unwrap_or_default();
-            return Err(GatewayError::from_service_code(
-                code.as_str().parse().unwrap_or(500),
-                status,
-            ));
-        }
-        ListPlaysResponse::decode(reply.payload.as_ref())
-            .map_err(|error| GatewayError::Internal(format!("undecodable node reply: {error}")))
+        self.node.query(Query::ListPlays, &request).await
     }
 
     fn watch(&self, request: &WatchNowPlayingRequest) -> Result<NowPlayingStream, GatewayError> {
@@ -127,25 +92,11 @@ impl StationApi {
         idempotency_key: Option<&str>,
     ) -> Result<ReportSongResponse, GatewayError> {
         let station = StationId::parse(song.station_id.clone())?;
-        let mut headers = HeaderMap::new();
-        telemetry::inject_context(&mut headers);
-        if let Some(key) = idempotency_key {
-            if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN {
-                return Err(GatewayError::InvalidArgument(format!(
-                    "{IDEMPOTENCY_KEY} must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} characters"
-                )));
-            }
-            headers.insert(MSG_ID, key);
-        }
+        let headers = command_headers(idempotency_key)?;
         let ack = self
-            .jetstream
-            .publish_with_headers(station_song(&station), headers, song.encode_to_vec().into())
-            .await
-            .map_err(|error| GatewayError::Unavailable(error.to_string()))?;
-        let ack = tokio::time::timeout(self.request_timeout, ack)
-            .await
-            .map_err(|_| GatewayError::Timeout(self.request_timeout.as_millis() as u64))?
-            .map_err(|error| GatewayError::Unavailable(error.to_string()))?;
+            .node
+            .publish(station_song(&station), headers, song.encode_to_vec())
+            .await?;
         Ok(ReportSongResponse {
             sequence: ack.sequence,
             duplicate: ack.duplicate,
@@ -213,11 +164,7 @@ impl StationService for StationApi {
         request: Request<SongObserved>,
     ) -> Result<Response<ReportSongResponse>, Status> {
         let started = Instant::now();
-        let idempotency_key = request
-            .metadata()
-            .get(IDEMPOTENCY_KEY)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned);
+        let idempotency_key = idempotency_key(&request);
         let result = self
             .report_song(request.into_inner(), idempotency_key.as_deref())
             .await

@@ -4,7 +4,7 @@
 //! partitioned prefix `playhead-in.…` through a subject transform; the stored prefix must differ
 //! from the publish prefix, or the broker would apply the transform again.
 
-use crate::ids::{StationId, validate};
+use crate::ids::{StationId, UserId, validate};
 
 pub const PUBLISH_PREFIX: &str = "playhead";
 pub const STORED_PREFIX: &str = "playhead-in";
@@ -33,38 +33,68 @@ pub struct SubjectError {
 pub enum Inbox {
     /// `playhead.station.{station_id}.song` → `SongObserved`.
     Station,
+    /// `playhead.user.{user_id}.{kind}`: every message kind of the user actor, in one stream
+    /// so one user's messages stay in order across kinds (see [`UserKind`]).
+    User,
+}
+
+/// The message kinds of the user inbox, named by the last subject token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UserKind {
+    /// `playhead.user.{user_id}.player` → `PlayerCommand`.
+    Player,
+}
+
+impl UserKind {
+    pub const ALL: &'static [UserKind] = &[UserKind::Player];
+
+    pub fn token(self) -> &'static str {
+        match self {
+            UserKind::Player => "player",
+        }
+    }
+
+    pub fn from_token(token: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|kind| kind.token() == token)
+    }
 }
 
 impl Inbox {
-    pub const ALL: &'static [Inbox] = &[Inbox::Station];
+    pub const ALL: &'static [Inbox] = &[Inbox::Station, Inbox::User];
 
     /// Short name used in metrics labels, consumer names and DLQ subjects.
     pub fn label(self) -> &'static str {
         match self {
             Inbox::Station => "station",
+            Inbox::User => "user",
         }
     }
 
     pub fn stream_name(self) -> &'static str {
         match self {
             Inbox::Station => "PLAYHEAD_INBOX_STATION",
+            Inbox::User => "PLAYHEAD_INBOX_USER",
         }
     }
 
-    /// The publish subjects the inbox stream captures.
+    /// The publish subjects the inbox stream captures. The user inbox takes every kind token,
+    /// so a message of an unknown kind is dead-lettered with a reason instead of vanishing.
     pub fn capture_subject(self) -> &'static str {
         match self {
             Inbox::Station => "playhead.station.*.song",
+            Inbox::User => "playhead.user.*.*",
         }
     }
 
     /// The stream's subject-transform destination for `partitions` partitions.
     pub fn transform_destination(self, partitions: u32) -> String {
+        let partition = format!("{{{{partition({partitions},1)}}}}");
         match self {
             Inbox::Station => {
-                format!(
-                    "{STORED_PREFIX}.station.{{{{partition({partitions},1)}}}}.{{{{wildcard(1)}}}}.song"
-                )
+                format!("{STORED_PREFIX}.station.{partition}.{{{{wildcard(1)}}}}.song")
+            }
+            Inbox::User => {
+                format!("{STORED_PREFIX}.user.{partition}.{{{{wildcard(1)}}}}.{{{{wildcard(2)}}}}")
             }
         }
     }
@@ -101,7 +131,12 @@ impl Inbox {
         ) else {
             return Err(error());
         };
-        if prefix != STORED_PREFIX || family != self.label() || kind != "song" {
+        let kind_matches = match self {
+            Inbox::Station => kind == "song",
+            // Unknown kinds parse, so the screen can name them in its dead-letter reason.
+            Inbox::User => !kind.is_empty(),
+        };
+        if prefix != STORED_PREFIX || family != self.label() || !kind_matches {
             return Err(error());
         }
         let partition = partition.parse().map_err(|_| error())?;
@@ -109,6 +144,7 @@ impl Inbox {
             inbox: self,
             partition,
             entity_token: entity,
+            kind_token: kind,
         })
     }
 }
@@ -120,20 +156,81 @@ pub struct StoredSubject<'a> {
     pub partition: u32,
     /// The entity id token as published; validate it before use.
     pub entity_token: &'a str,
+    /// The last token (`song`, or a [`UserKind`] token as published).
+    pub kind_token: &'a str,
 }
 
 impl StoredSubject<'_> {
     /// The subject the publisher used (for dead-letter headers and logs).
     pub fn original_subject(&self) -> String {
-        match self.inbox {
-            Inbox::Station => format!("{PUBLISH_PREFIX}.station.{}.song", self.entity_token),
-        }
+        format!(
+            "{PUBLISH_PREFIX}.{}.{}.{}",
+            self.inbox.label(),
+            self.entity_token,
+            self.kind_token
+        )
     }
 }
 
 /// `playhead.station.{station_id}.song`.
 pub fn station_song(station: &StationId) -> String {
     format!("{PUBLISH_PREFIX}.station.{station}.song")
+}
+
+/// `playhead.user.{user_id}.{kind}`.
+pub fn user_subject(user: &UserId, kind: UserKind) -> String {
+    format!("{PUBLISH_PREFIX}.user.{user}.{}", kind.token())
+}
+
+/// Longest `Playhead-Reply-To` subject accepted.
+pub const MAX_REPLY_SUBJECT_LEN: usize = 256;
+
+/// A subject a decision may be published to: a concrete subject (no wildcards), printable,
+/// bounded in length, and outside playhead's own inbox, event and dead-letter subjects (a reply
+/// must never be captured as a command or an event).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ReplySubject(String);
+
+/// Why a `Playhead-Reply-To` value cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplySubjectError {
+    #[error("reply subject is empty")]
+    Empty,
+    #[error("reply subject is {0} bytes long; the limit is {MAX_REPLY_SUBJECT_LEN}")]
+    TooLong(usize),
+    #[error("reply subject {0:?} is not a concrete NATS subject (empty token, wildcard or space)")]
+    Malformed(String),
+    #[error("reply subject {0:?} is inside playhead's own subjects; use an inbox such as _INBOX.x")]
+    Reserved(String),
+}
+
+impl ReplySubject {
+    pub fn parse(value: &str) -> Result<Self, ReplySubjectError> {
+        if value.is_empty() {
+            return Err(ReplySubjectError::Empty);
+        }
+        if value.len() > MAX_REPLY_SUBJECT_LEN {
+            return Err(ReplySubjectError::TooLong(value.len()));
+        }
+        let malformed = value.split('.').any(|token| {
+            token.is_empty()
+                || token == "*"
+                || token == ">"
+                || token.chars().any(|c| c.is_whitespace() || c.is_control())
+        });
+        if malformed {
+            return Err(ReplySubjectError::Malformed(value.to_owned()));
+        }
+        let first = value.split('.').next().unwrap_or_default();
+        if first == PUBLISH_PREFIX || first == STORED_PREFIX {
+            return Err(ReplySubjectError::Reserved(value.to_owned()));
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// Which kind of entity a domain event belongs to.
@@ -145,7 +242,7 @@ pub enum EventFamily {
 }
 
 impl EventFamily {
-    fn token(self) -> &'static str {
+    pub fn token(self) -> &'static str {
         match self {
             EventFamily::Station => "station",
             EventFamily::User => "user",
@@ -168,12 +265,20 @@ pub fn event_subject(family: EventFamily, id: &str, event_name: &str) -> String 
 pub enum Query {
     /// `ListPlaysRequest` → `ListPlaysResponse`.
     ListPlays,
+    /// `GetSessionRequest` → `PlayerSession`.
+    GetSession,
+    /// `ListSessionsRequest` → `ListSessionsResponse`.
+    ListSessions,
 }
 
 impl Query {
+    pub const ALL: &'static [Query] = &[Query::ListPlays, Query::GetSession, Query::ListSessions];
+
     pub fn endpoint_name(self) -> &'static str {
         match self {
             Query::ListPlays => "list_plays",
+            Query::GetSession => "get_session",
+            Query::ListSessions => "list_sessions",
         }
     }
 
@@ -216,6 +321,56 @@ mod tests {
             "playhead-in.station.{{partition(64,1)}}.{{wildcard(1)}}.song"
         );
         assert!(!destination.starts_with(&format!("{PUBLISH_PREFIX}.")));
+    }
+
+    #[test]
+    fn user_subjects_keep_their_kind_token() {
+        let parsed = Inbox::User
+            .parse_stored("playhead-in.user.5.ann.player")
+            .unwrap();
+        assert_eq!((parsed.partition, parsed.entity_token), (5, "ann"));
+        assert_eq!(
+            UserKind::from_token(parsed.kind_token),
+            Some(UserKind::Player)
+        );
+        assert_eq!(parsed.original_subject(), "playhead.user.ann.player");
+        let unknown = Inbox::User
+            .parse_stored("playhead-in.user.5.ann.dance")
+            .unwrap();
+        assert_eq!(UserKind::from_token(unknown.kind_token), None);
+        assert_eq!(
+            Inbox::User.transform_destination(64),
+            "playhead-in.user.{{partition(64,1)}}.{{wildcard(1)}}.{{wildcard(2)}}"
+        );
+        let user = UserId::parse("ann").unwrap();
+        assert_eq!(
+            user_subject(&user, UserKind::Player),
+            "playhead.user.ann.player"
+        );
+    }
+
+    #[test]
+    fn reply_subjects_must_be_concrete_and_outside_playhead() {
+        assert!(ReplySubject::parse("_INBOX.abc.1").is_ok());
+        assert!(ReplySubject::parse("app.replies.ann").is_ok());
+        assert_eq!(ReplySubject::parse(""), Err(ReplySubjectError::Empty));
+        for malformed in ["a..b", "a.*", "a.>", "a b", ".a"] {
+            assert!(
+                matches!(
+                    ReplySubject::parse(malformed),
+                    Err(ReplySubjectError::Malformed(_))
+                ),
+                "{malformed} accepted"
+            );
+        }
+        assert!(matches!(
+            ReplySubject::parse("playhead.user.ann.player"),
+            Err(ReplySubjectError::Reserved(_))
+        ));
+        assert!(matches!(
+            ReplySubject::parse(&"x".repeat(300)),
+            Err(ReplySubjectError::TooLong(300))
+        ));
     }
 
     #[test]

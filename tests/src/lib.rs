@@ -3,8 +3,10 @@
 //! - [`harness`]: the broker (started on a random port with a temp store, killed on drop),
 //!   child processes, and deadline-bound waiting.
 //! - [`model`]: expected histories for generated observation streams.
+//! - [`player`]: playlist fixtures.
 //! - [`system`]: playhead's node and gateway, in-process or as child processes.
 
 pub mod harness;
 pub mod model;
+pub mod player;
 pub mod system;

@@ -9,6 +9,7 @@ use playhead_actors::config::NodeConfig;
 use playhead_actors::node::{self, NodeEndpoints};
 use playhead_gateway::server::{self, GatewayConfig, GatewayEndpoints};
 use playhead_proto::subjects::Inbox;
+use playhead_proto::v1::player_service_client::PlayerServiceClient;
 use playhead_proto::v1::station_service_client::StationServiceClient;
 use playhead_proto::v1::{ListPlaysRequest, ListPlaysResponse};
 use tokio::sync::oneshot;
@@ -148,6 +149,10 @@ impl TestGateway {
 
     pub async fn stations(&self) -> StationServiceClient<Channel> {
         StationServiceClient::new(self.channel().await)
+    }
+
+    pub async fn players(&self) -> PlayerServiceClient<Channel> {
+        PlayerServiceClient::new(self.channel().await)
     }
 
     pub async fn metrics(&self) -> String {

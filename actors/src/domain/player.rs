@@ -234,7 +234,7 @@ impl PlayerPolicy {
     }
 }
 
-fn validate_tracks(tracks: &[Track]) -> Result<(), PlayerError> {
+pub fn validate_tracks(tracks: &[Track]) -> Result<(), PlayerError> {
     if tracks.is_empty() {
         return Err(PlayerError::EmptyPlaylist);
     }

@@ -3,12 +3,14 @@
 
 use async_nats::HeaderMap;
 use playhead_proto::codec::{self, PayloadFormat};
-use playhead_proto::headers::CONTENT_TYPE;
-use playhead_proto::ids::StationId;
-use playhead_proto::subjects::Inbox;
+use playhead_proto::headers::{CONTENT_TYPE, REPLY_TO};
+use playhead_proto::ids::{PlaylistId, StationId, UserId};
+use playhead_proto::subjects::{Inbox, ReplySubject, StoredSubject, UserKind};
 use playhead_proto::v1;
 
+use crate::domain::player::{self, Track};
 use crate::domain::station::StationCommand;
+use crate::user_entity::{UserCommand, UserMessage};
 use crate::wire;
 
 /// Why a message went to the dead-letter stream.
@@ -19,6 +21,10 @@ pub enum DeadLetterReason {
     InvalidId,
     Undecodable,
     IdMismatch,
+    /// Decodable, but not a usable command (e.g. none of its alternatives set).
+    InvalidCommand,
+    /// `Playhead-Reply-To` is not a subject a decision may be published to.
+    InvalidReplyTo,
     /// Well-formed, but the decider refused it.
     Rejected,
 }
@@ -31,6 +37,8 @@ impl DeadLetterReason {
             DeadLetterReason::InvalidId => "invalid_id",
             DeadLetterReason::Undecodable => "undecodable",
             DeadLetterReason::IdMismatch => "id_mismatch",
+            DeadLetterReason::InvalidCommand => "invalid_command",
+            DeadLetterReason::InvalidReplyTo => "invalid_reply_to",
             DeadLetterReason::Rejected => "rejected",
         }
     }
@@ -51,13 +59,14 @@ impl DeadLetter {
     }
 }
 
-/// Screens a stored station-inbox message into the station it addresses and its command.
-pub fn screen_station(
-    subject: &str,
-    headers: Option<&HeaderMap>,
+/// The checks every inbox shares: size first (nothing else is read of an oversize message),
+/// then the stored subject's shape.
+fn stored_subject<'a>(
+    inbox: Inbox,
+    subject: &'a str,
     payload: &[u8],
     max_message_bytes: usize,
-) -> Result<(StationId, StationCommand), DeadLetter> {
+) -> Result<StoredSubject<'a>, DeadLetter> {
     if payload.len() > max_message_bytes {
         return Err(DeadLetter::new(
             DeadLetterReason::Oversize,
@@ -67,29 +76,128 @@ pub fn screen_station(
             ),
         ));
     }
-    let stored = Inbox::Station
+    inbox
         .parse_stored(subject)
-        .map_err(|error| DeadLetter::new(DeadLetterReason::BadSubject, error.to_string()))?;
-    let station = StationId::parse(stored.entity_token)
-        .map_err(|error| DeadLetter::new(DeadLetterReason::InvalidId, error.to_string()))?;
+        .map_err(|error| DeadLetter::new(DeadLetterReason::BadSubject, error.to_string()))
+}
+
+fn decode<M>(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<M, DeadLetter>
+where
+    M: prost::Message + prost::Name + Default,
+{
     let format = PayloadFormat::from_content_type(
         headers
             .and_then(|headers| headers.get(CONTENT_TYPE))
             .map(|value| value.as_str()),
     );
-    let observed: v1::SongObserved = codec::decode(format, payload)
-        .map_err(|error| DeadLetter::new(DeadLetterReason::Undecodable, error.to_string()))?;
-    if !observed.station_id.is_empty() && observed.station_id != station.as_str() {
+    codec::decode(format, payload)
+        .map_err(|error| DeadLetter::new(DeadLetterReason::Undecodable, error.to_string()))
+}
+
+/// A payload naming another entity than its subject is refused (an empty id means "the
+/// subject's").
+fn ensure_same_id(kind: &str, in_payload: &str, in_subject: &str) -> Result<(), DeadLetter> {
+    if in_payload.is_empty() || in_payload == in_subject {
+        return Ok(());
+    }
+    Err(DeadLetter::new(
+        DeadLetterReason::IdMismatch,
+        format!("payload {kind} {in_payload:?} differs from the subject's {in_subject:?}"),
+    ))
+}
+
+/// Screens a stored station-inbox message into the station it addresses and its command.
+pub fn screen_station(
+    subject: &str,
+    headers: Option<&HeaderMap>,
+    payload: &[u8],
+    max_message_bytes: usize,
+) -> Result<(StationId, StationCommand), DeadLetter> {
+    let stored = stored_subject(Inbox::Station, subject, payload, max_message_bytes)?;
+    let station = StationId::parse(stored.entity_token)
+        .map_err(|error| DeadLetter::new(DeadLetterReason::InvalidId, error.to_string()))?;
+    let observed: v1::SongObserved = decode(headers, payload)?;
+    ensure_same_id(StationId::KIND, &observed.station_id, station.as_str())?;
+    Ok((station, wire::observe_command(observed)))
+}
+
+/// Screens a stored user-inbox message into the user it addresses and its command.
+pub fn screen_user(
+    subject: &str,
+    headers: Option<&HeaderMap>,
+    payload: &[u8],
+    max_message_bytes: usize,
+) -> Result<(UserId, UserCommand), DeadLetter> {
+    let stored = stored_subject(Inbox::User, subject, payload, max_message_bytes)?;
+    let user = UserId::parse(stored.entity_token)
+        .map_err(|error| DeadLetter::new(DeadLetterReason::InvalidId, error.to_string()))?;
+    let Some(kind) = UserKind::from_token(stored.kind_token) else {
+        let known: Vec<&str> = UserKind::ALL.iter().map(|kind| kind.token()).collect();
         return Err(DeadLetter::new(
-            DeadLetterReason::IdMismatch,
+            DeadLetterReason::BadSubject,
             format!(
-                "payload station_id {:?} differs from the subject's {:?}",
-                observed.station_id,
-                station.as_str()
+                "unknown user message kind {:?}; expected one of: {}",
+                stored.kind_token,
+                known.join(", ")
             ),
         ));
+    };
+    let reply_to = headers
+        .and_then(|headers| headers.get(REPLY_TO))
+        .map(|value| ReplySubject::parse(value.as_str()))
+        .transpose()
+        .map_err(|error| DeadLetter::new(DeadLetterReason::InvalidReplyTo, error.to_string()))?;
+    let message = match kind {
+        UserKind::Player => {
+            let command: v1::PlayerCommand = decode(headers, payload)?;
+            ensure_same_id(UserId::KIND, &command.user_id, user.as_str())?;
+            let (playlist, command) = player_command(&user, command)?;
+            UserMessage::Player { playlist, command }
+        }
+    };
+    Ok((user, UserCommand { reply_to, message }))
+}
+
+/// Maps a wire `PlayerCommand` to the decider's command and the playlist it addresses. The
+/// gateway uses it too, so both edges refuse the same input.
+pub fn player_command(
+    user: &UserId,
+    command: v1::PlayerCommand,
+) -> Result<(PlaylistId, player::PlayerCommand), DeadLetter> {
+    use v1::player_command::Command;
+    let playlist = |id: String| {
+        PlaylistId::parse(id)
+            .map_err(|error| DeadLetter::new(DeadLetterReason::InvalidId, error.to_string()))
+    };
+    match command.command {
+        Some(Command::Start(start)) => {
+            let playlist_id = playlist(start.playlist_id)?;
+            let tracks: Vec<Track> = start
+                .tracks
+                .into_iter()
+                .map(|track| Track {
+                    track_id: track.track_id,
+                    artist: track.artist,
+                })
+                .collect();
+            Ok((
+                playlist_id.clone(),
+                player::PlayerCommand::Start(player::StartPlaylist {
+                    user_id: user.clone(),
+                    playlist_id,
+                    tracks,
+                    seed: start.seed,
+                    restart: start.restart,
+                }),
+            ))
+        }
+        Some(Command::Next(next)) => Ok((playlist(next.playlist_id)?, player::PlayerCommand::Next)),
+        Some(Command::Skip(skip)) => Ok((playlist(skip.playlist_id)?, player::PlayerCommand::Skip)),
+        None => Err(DeadLetter::new(
+            DeadLetterReason::InvalidCommand,
+            "PlayerCommand sets none of start, next, skip",
+        )),
     }
-    Ok((station, wire::observe_command(observed)))
 }
 
 #[cfg(test)]
@@ -174,6 +282,75 @@ mod tests {
         assert_eq!(
             reason(screen_station(SUBJECT, None, &song("radio-2"), 1024)),
             DeadLetterReason::IdMismatch
+        );
+    }
+
+    const USER_SUBJECT: &str = "playhead-in.user.9.ann.player";
+
+    fn next(user_id: &str, playlist_id: &str) -> Vec<u8> {
+        v1::PlayerCommand {
+            user_id: user_id.into(),
+            command: Some(v1::player_command::Command::Next(v1::NextTrack {
+                playlist_id: playlist_id.into(),
+            })),
+        }
+        .encode_to_vec()
+    }
+
+    fn user_reason(result: Result<(UserId, UserCommand), DeadLetter>) -> DeadLetterReason {
+        result.expect_err("should be dead-lettered").reason
+    }
+
+    #[test]
+    fn a_player_command_passes_with_its_user_playlist_and_reply_subject() {
+        let mut headers = HeaderMap::new();
+        headers.insert(REPLY_TO, "_INBOX.app.1");
+        let (user, command) =
+            screen_user(USER_SUBJECT, Some(&headers), &next("", "mix"), 1024).unwrap();
+        assert_eq!(user.as_str(), "ann");
+        assert_eq!(command.reply_to.unwrap().as_str(), "_INBOX.app.1");
+        let UserMessage::Player { playlist, command } = command.message;
+        assert_eq!(playlist.as_str(), "mix");
+        assert_eq!(command, player::PlayerCommand::Next);
+    }
+
+    #[test]
+    fn every_kind_of_bad_user_input_gets_its_reason() {
+        let ok = next("ann", "mix");
+        assert_eq!(
+            user_reason(screen_user(USER_SUBJECT, None, &next("bob", "mix"), 1024)),
+            DeadLetterReason::IdMismatch
+        );
+        assert_eq!(
+            user_reason(screen_user(USER_SUBJECT, None, &next("ann", "a.b"), 1024)),
+            DeadLetterReason::InvalidId
+        );
+        assert_eq!(
+            user_reason(screen_user("playhead-in.user.9.ann.dance", None, &ok, 1024)),
+            DeadLetterReason::BadSubject
+        );
+        let empty = v1::PlayerCommand {
+            user_id: "ann".into(),
+            command: None,
+        };
+        assert_eq!(
+            user_reason(screen_user(
+                USER_SUBJECT,
+                None,
+                &empty.encode_to_vec(),
+                1024
+            )),
+            DeadLetterReason::InvalidCommand
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert(REPLY_TO, "playhead.user.ann.player");
+        assert_eq!(
+            user_reason(screen_user(USER_SUBJECT, Some(&headers), &ok, 1024)),
+            DeadLetterReason::InvalidReplyTo
+        );
+        assert_eq!(
+            user_reason(screen_user(USER_SUBJECT, None, &ok, 4)),
+            DeadLetterReason::Oversize
         );
     }
 }

@@ -4,10 +4,12 @@
 //! - [`clock`]: the clock keyspaces read (injected, so tests do not sleep).
 //! - [`keyspace`]: time-partitioned keyspaces: TTL expiry by dropping whole trees.
 //! - [`station_store`]: station state and play history.
+//! - [`session_store`]: player sessions (sliding TTL).
 //! - [`Durability`]: group commit, so concurrent partitions share one flush.
 
 pub mod clock;
 pub mod keyspace;
+pub mod session_store;
 pub mod station_store;
 
 use std::path::Path;
@@ -15,7 +17,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use self::clock::Clock;
-use self::keyspace::KeyspaceError;
+use self::keyspace::{CompactionReport, KeyspaceError};
+use self::session_store::SessionStore;
 use self::station_store::StationStore;
 use crate::config::NodeConfig;
 
@@ -39,6 +42,7 @@ pub enum StorageError {
 pub struct Storage {
     db: sled::Db,
     pub stations: StationStore,
+    pub sessions: SessionStore,
     durability: Arc<Durability>,
 }
 
@@ -50,7 +54,7 @@ impl Storage {
     ) -> Result<Self, StorageError> {
         let db = sled::Config::new()
             .path(directory)
-            .cache_capacity(256 * 1024 * 1024)
+            .cache_capacity(config.storage.cache_mib * 1024 * 1024)
             .open()
             .map_err(|error| match error {
                 sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
@@ -60,12 +64,22 @@ impl Storage {
                 }
                 error => StorageError::Sled(error),
             })?;
-        let stations = StationStore::open(&db, &config.station, clock)?;
+        let stations = StationStore::open(&db, &config.station, clock.clone())?;
+        let sessions = SessionStore::open(&db, &config.player, clock)?;
         Ok(Self {
             durability: Arc::new(Durability::new(db.clone())),
             db,
             stations,
+            sessions,
         })
+    }
+
+    /// Drops the expired buckets of every time-partitioned keyspace, naming each.
+    pub fn compact(&self) -> Vec<(&'static str, Result<CompactionReport, StorageError>)> {
+        vec![
+            ("station_plays", self.stations.compact_history()),
+            ("player_sessions", self.sessions.compact()),
+        ]
     }
 
     /// Returns once every write made before the call is on disk. Concurrent callers share

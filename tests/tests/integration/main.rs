@@ -5,4 +5,5 @@ mod crash_restart;
 mod gateway_edges;
 mod harness;
 mod passivation;
+mod player_flow;
 mod station_flow;

@@ -1,0 +1,143 @@
+//! Per-entity queries over the NATS service API (`$SRV.PING.playhead` discovers them).
+//! Errors travel as `Nats-Service-Error-Code` with HTTP-like codes the gateway maps once.
+//!
+//! - [`plays`]: a station's play history, cursor-paged.
+//! - [`sessions`]: a listener's player sessions.
+
+pub mod plays;
+pub mod sessions;
+
+use async_nats::service::{self, ServiceExt};
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::SelectAll;
+use playhead_proto::subjects::{QUERY_GROUP, QUERY_SERVICE, Query};
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::player::PlayerPolicy;
+use crate::domain::time::Timestamp;
+use crate::storage::Storage;
+
+/// Largest page a query returns.
+pub const MAX_PAGE_SIZE: u32 = 100;
+pub const DEFAULT_PAGE_SIZE: u32 = 20;
+
+/// A query that cannot be answered, with the service error code it travels as.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl QueryError {
+    /// Service error codes (HTTP-like): 400, 404, 500.
+    pub fn code(&self) -> usize {
+        match self {
+            QueryError::InvalidArgument(_) => 400,
+            QueryError::NotFound(_) => 404,
+            QueryError::Internal(_) => 500,
+        }
+    }
+}
+
+impl From<crate::storage::StorageError> for QueryError {
+    fn from(error: crate::storage::StorageError) -> Self {
+        QueryError::Internal(error.to_string())
+    }
+}
+
+/// `0` means the default; above the maximum is refused rather than silently cut.
+pub fn page_size(requested: u32) -> Result<usize, QueryError> {
+    match requested {
+        0 => Ok(DEFAULT_PAGE_SIZE as usize),
+        size if size <= MAX_PAGE_SIZE => Ok(size as usize),
+        size => Err(QueryError::InvalidArgument(format!(
+            "page_size {size} is over the limit of {MAX_PAGE_SIZE}"
+        ))),
+    }
+}
+
+/// What the query handlers read.
+#[derive(Clone)]
+pub struct QueryContext {
+    pub storage: Storage,
+    pub policy: PlayerPolicy,
+}
+
+impl QueryContext {
+    fn answer(&self, query: Query, payload: &[u8]) -> Result<Vec<u8>, QueryError> {
+        use prost::Message;
+        match query {
+            Query::ListPlays => Ok(plays::list_plays(&self.storage, payload)?.encode_to_vec()),
+            Query::GetSession => {
+                Ok(sessions::get_session(self, payload, wall_clock())?.encode_to_vec())
+            }
+            Query::ListSessions => {
+                Ok(sessions::list_sessions(self, payload, wall_clock())?.encode_to_vec())
+            }
+        }
+    }
+}
+
+fn wall_clock() -> Timestamp {
+    let millis = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+    Timestamp::from_millis(millis.max(0) as u64)
+}
+
+/// Serves every query endpoint until `stop` is cancelled.
+pub async fn serve(
+    client: async_nats::Client,
+    storage: Storage,
+    policy: PlayerPolicy,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let context = QueryContext { storage, policy };
+    let service = client
+        .service_builder()
+        .description("playhead per-entity queries")
+        .queue_group(QUERY_GROUP)
+        .start(QUERY_SERVICE, env!("CARGO_PKG_VERSION"))
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot start the query service: {error}"))?;
+    let mut requests = SelectAll::new();
+    for query in Query::ALL.iter().copied() {
+        let endpoint = service
+            .endpoint_builder()
+            .name(query.endpoint_name())
+            .add(query.subject())
+            .await
+            .map_err(|error| {
+                anyhow::anyhow!("cannot add the {} endpoint: {error}", query.endpoint_name())
+            })?;
+        requests.push(endpoint.map(move |request| (query, request)));
+    }
+    loop {
+        let (query, request) = tokio::select! {
+            _ = stop.cancelled() => break,
+            next = requests.next() => match next {
+                Some(next) => next,
+                None => break,
+            },
+        };
+        // Reads are short sled lookups; answering inline keeps them in arrival order.
+        let response = context
+            .answer(query, &request.message.payload)
+            .map(Bytes::from)
+            .map_err(|error| service::error::Error {
+                code: error.code(),
+                status: error.to_string(),
+            });
+        if let Err(error) = request.respond(response).await {
+            tracing::warn!(endpoint = query.endpoint_name(), %error, "cannot answer a query");
+        }
+    }
+    service
+        .stop()
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot stop the query service: {error}"))?;
+    Ok(())
+}

@@ -1,0 +1,339 @@
+//! Player sessions, one record per (user, playlist) in a time-partitioned keyspace: every
+//! write refreshes the record into the current bucket (the sliding TTL), and expiry drops
+//! whole buckets. Each record carries the last inbox sequence applied to it (so a redelivered
+//! command is recognised) and the answer given to that command (so it can be given again).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use playhead_proto::ids::{PlaylistId, UserId};
+
+use super::StorageError;
+use super::clock::Clock;
+use super::keyspace::{CompactionReport, Direction, KeyspaceConfig, TimeKeyspace};
+use crate::config::PlayerConfig;
+use crate::domain::player::{Session, SessionStatus, Track, shuffled_order};
+use crate::domain::time::Timestamp;
+
+/// The answer given to the last command applied to a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LastAnswer {
+    /// A `playhead.v1.PlayerOutcome` value.
+    pub outcome: i32,
+    pub retry_after_ms: u64,
+}
+
+/// A session with its bookkeeping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSession {
+    pub session: Session,
+    pub last_applied_seq: u64,
+    pub last_answer: LastAnswer,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct TrackRecord {
+    #[prost(string, tag = "1")]
+    track_id: String,
+    #[prost(string, tag = "2")]
+    artist: String,
+}
+
+/// The order is not stored: it is derived from the seed, as `evolve` derives it.
+#[derive(Clone, PartialEq, prost::Message)]
+struct SessionRecord {
+    #[prost(uint64, tag = "1")]
+    last_applied_seq: u64,
+    #[prost(message, repeated, tag = "2")]
+    tracks: Vec<TrackRecord>,
+    #[prost(uint64, tag = "3")]
+    seed: u64,
+    #[prost(uint32, tag = "4")]
+    position: u32,
+    #[prost(uint64, repeated, tag = "5")]
+    skipped_at_ms: Vec<u64>,
+    #[prost(bool, tag = "6")]
+    completed: bool,
+    #[prost(uint64, tag = "7")]
+    started_at_ms: u64,
+    #[prost(uint64, tag = "8")]
+    last_touched_at_ms: u64,
+    #[prost(int32, tag = "9")]
+    last_outcome: i32,
+    #[prost(uint64, tag = "10")]
+    last_retry_after_ms: u64,
+}
+
+#[derive(Clone)]
+pub struct SessionStore {
+    sessions: TimeKeyspace,
+}
+
+impl SessionStore {
+    pub fn open(
+        db: &sled::Db,
+        config: &PlayerConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StorageError> {
+        let sessions = TimeKeyspace::open(
+            db,
+            KeyspaceConfig {
+                name: "player_sessions".into(),
+                bucket_width: Duration::from_secs(config.session_bucket_secs),
+                retention: Duration::from_secs(config.session_ttl_secs),
+            },
+            clock,
+        )?;
+        Ok(Self { sessions })
+    }
+
+    /// The newest live copy of the session, if any.
+    pub fn load(
+        &self,
+        user: &UserId,
+        playlist: &PlaylistId,
+    ) -> Result<Option<StoredSession>, StorageError> {
+        self.sessions
+            .get(&session_key(user, playlist))?
+            .map(|bytes| decode(&bytes))
+            .transpose()
+    }
+
+    /// Writes (and so refreshes) the sessions of one user in one batch.
+    pub fn save(
+        &self,
+        user: &UserId,
+        sessions: &[(&PlaylistId, &StoredSession)],
+    ) -> Result<(), StorageError> {
+        if sessions.is_empty() {
+            return Ok(());
+        }
+        self.sessions.insert_batch(
+            sessions
+                .iter()
+                .map(|(playlist, stored)| (session_key(user, playlist), encode(stored))),
+        )?;
+        Ok(())
+    }
+
+    /// Every stored session of `user` (live per the keyspace; the caller applies the policy).
+    pub fn list(&self, user: &UserId) -> Result<Vec<(PlaylistId, StoredSession)>, StorageError> {
+        let prefix = user_prefix(user);
+        self.sessions
+            .scan_prefix(&prefix, Direction::Forward)?
+            .map(|entry| {
+                let (key, value) = entry?;
+                let playlist = std::str::from_utf8(&key[prefix.len()..])
+                    .ok()
+                    .and_then(|token| PlaylistId::parse(token).ok())
+                    .ok_or_else(|| StorageError::Corrupt {
+                        what: "session key",
+                        detail: String::from_utf8_lossy(&key).into_owned(),
+                    })?;
+                Ok((playlist, decode(&value)?))
+            })
+            .collect()
+    }
+
+    /// Drops expired session buckets.
+    pub fn compact(&self) -> Result<CompactionReport, StorageError> {
+        Ok(self.sessions.compact()?)
+    }
+
+    /// The underlying keyspace (benchmarks and introspection).
+    pub fn keyspace(&self) -> &TimeKeyspace {
+        &self.sessions
+    }
+}
+
+/// `{user_id}/`: ids cannot contain `/`, so one user's sessions never mix with another's.
+fn user_prefix(user: &UserId) -> Vec<u8> {
+    let mut prefix = Vec::with_capacity(user.as_str().len() + 1);
+    prefix.extend_from_slice(user.as_str().as_bytes());
+    prefix.push(b'/');
+    prefix
+}
+
+/// `{user_id}/{playlist_id}`.
+pub fn session_key(user: &UserId, playlist: &PlaylistId) -> Vec<u8> {
+    let mut key = user_prefix(user);
+    key.extend_from_slice(playlist.as_str().as_bytes());
+    key
+}
+
+fn encode(stored: &StoredSession) -> Vec<u8> {
+    let session = &stored.session;
+    prost::Message::encode_to_vec(&SessionRecord {
+        last_applied_seq: stored.last_applied_seq,
+        tracks: session
+            .tracks
+            .iter()
+            .map(|track| TrackRecord {
+                track_id: track.track_id.clone(),
+                artist: track.artist.clone(),
+            })
+            .collect(),
+        seed: session.seed,
+        position: session.position as u32,
+        skipped_at_ms: session.skipped_at.iter().map(|at| at.as_millis()).collect(),
+        completed: session.status == SessionStatus::Completed,
+        started_at_ms: session.started_at.as_millis(),
+        last_touched_at_ms: session.last_touched_at.as_millis(),
+        last_outcome: stored.last_answer.outcome,
+        last_retry_after_ms: stored.last_answer.retry_after_ms,
+    })
+}
+
+fn decode(bytes: &[u8]) -> Result<StoredSession, StorageError> {
+    let record = <SessionRecord as prost::Message>::decode(bytes).map_err(|error| {
+        StorageError::Corrupt {
+            what: "player session",
+            detail: error.to_string(),
+        }
+    })?;
+    let tracks: Vec<Track> = record
+        .tracks
+        .into_iter()
+        .map(|track| Track {
+            track_id: track.track_id,
+            artist: track.artist,
+        })
+        .collect();
+    let order = shuffled_order(tracks.len(), record.seed);
+    if record.position as usize > order.len() {
+        return Err(StorageError::Corrupt {
+            what: "player session",
+            detail: format!(
+                "position {} is past the {} tracks",
+                record.position,
+                order.len()
+            ),
+        });
+    }
+    Ok(StoredSession {
+        session: Session {
+            tracks,
+            seed: record.seed,
+            order,
+            position: record.position as usize,
+            skipped_at: record
+                .skipped_at_ms
+                .into_iter()
+                .map(Timestamp::from_millis)
+                .collect(),
+            status: if record.completed {
+                SessionStatus::Completed
+            } else {
+                SessionStatus::Playing
+            },
+            started_at: Timestamp::from_millis(record.started_at_ms),
+            last_touched_at: Timestamp::from_millis(record.last_touched_at_ms),
+        },
+        last_applied_seq: record.last_applied_seq,
+        last_answer: LastAnswer {
+            outcome: record.last_outcome,
+            retry_after_ms: record.last_retry_after_ms,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::player::{PlayerEvent, evolve};
+    use crate::storage::clock::ManualClock;
+
+    const DAY_MS: u64 = 24 * 3600 * 1000;
+
+    fn ids(user: &str, playlist: &str) -> (UserId, PlaylistId) {
+        (
+            UserId::parse(user).unwrap(),
+            PlaylistId::parse(playlist).unwrap(),
+        )
+    }
+
+    fn session(at_ms: u64) -> StoredSession {
+        let tracks = (0..5)
+            .map(|n| Track {
+                track_id: format!("t{n}"),
+                artist: format!("artist {n}"),
+            })
+            .collect();
+        let started = PlayerEvent::SessionStarted {
+            tracks,
+            seed: 42,
+            recent_skips: vec![],
+            at: Timestamp::from_millis(at_ms),
+        };
+        let skipped = PlayerEvent::TrackAdvanced {
+            track_id: "ignored".into(),
+            skipped: true,
+            at: Timestamp::from_millis(at_ms + 1),
+        };
+        let session = [started, skipped]
+            .iter()
+            .fold(None, evolve)
+            .expect("started");
+        StoredSession {
+            session,
+            last_applied_seq: 7,
+            last_answer: LastAnswer {
+                outcome: 2,
+                retry_after_ms: 1234,
+            },
+        }
+    }
+
+    fn open(clock: &Arc<ManualClock>) -> SessionStore {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        SessionStore::open(&db, &PlayerConfig::default(), clock.clone()).unwrap()
+    }
+
+    #[test]
+    fn a_saved_session_loads_back_identically_with_its_order() {
+        let clock = Arc::new(ManualClock::new(100 * DAY_MS));
+        let store = open(&clock);
+        let (user, playlist) = ids("ann", "road-trip");
+        let stored = session(100 * DAY_MS);
+        store.save(&user, &[(&playlist, &stored)]).unwrap();
+        assert_eq!(store.load(&user, &playlist).unwrap(), Some(stored));
+        let (_, other) = ids("ann", "other");
+        assert_eq!(store.load(&user, &other).unwrap(), None);
+    }
+
+    #[test]
+    fn listing_returns_only_that_users_sessions_each_once_newest_copy() {
+        let clock = Arc::new(ManualClock::new(100 * DAY_MS));
+        let store = open(&clock);
+        let (ann, first) = ids("ann", "a");
+        let (annie, second) = ids("annie", "b");
+        store.save(&ann, &[(&first, &session(1))]).unwrap();
+        store.save(&annie, &[(&second, &session(1))]).unwrap();
+        clock.advance(std::time::Duration::from_millis(2 * DAY_MS));
+        let mut touched = session(2);
+        touched.last_applied_seq = 99;
+        store.save(&ann, &[(&first, &touched)]).unwrap();
+        let listed = store.list(&ann).unwrap();
+        assert_eq!(listed, vec![(first, touched)]);
+    }
+
+    #[test]
+    fn untouched_sessions_vanish_after_compaction_touched_ones_stay() {
+        let clock = Arc::new(ManualClock::new(100 * DAY_MS));
+        let store = open(&clock);
+        let (user, kept) = ids("ann", "kept");
+        let (_, dropped) = ids("ann", "dropped");
+        store
+            .save(&user, &[(&kept, &session(1)), (&dropped, &session(1))])
+            .unwrap();
+        // Touch one of them every 20 days for 60 days.
+        for _ in 0..3 {
+            clock.advance(std::time::Duration::from_millis(20 * DAY_MS));
+            store.save(&user, &[(&kept, &session(2))]).unwrap();
+            store.compact().unwrap();
+        }
+        assert!(store.load(&user, &kept).unwrap().is_some());
+        assert_eq!(store.load(&user, &dropped).unwrap(), None);
+        assert_eq!(store.list(&user).unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,185 @@
+//! `PlayerService`: commands go into the user inbox with a reply subject and the handler waits
+//! for the user actor's decision; sessions are read through the node's query endpoints.
+//! Outcomes that are answers (OK, SKIP_LIMITED, COMPLETED) return the reply; NOT_FOUND and
+//! REJECTED become gRPC errors, mapped once in [`crate::error`].
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use playhead_actors::domain::player::{self, PlayerCommand as DecidedCommand};
+use playhead_actors::ingest::screen::player_command;
+use playhead_actors::query::sessions::{session_query, sessions_query};
+use playhead_proto::ids::UserId;
+use playhead_proto::subjects::{Query, UserKind, user_subject};
+use playhead_proto::v1::player_command::Command;
+use playhead_proto::v1::player_service_server::PlayerService;
+use playhead_proto::v1::{
+    GetSessionRequest, ListSessionsRequest, ListSessionsResponse, NextTrack, PlayerCommand,
+    PlayerOutcome, PlayerReply, PlayerSession, PlayerTrackRequest, SkipTrack, StartPlaylistRequest,
+};
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use crate::error::GatewayError;
+use crate::metrics::GatewayMetrics;
+use crate::node_client::{CommandOutcome, NodeClient, command_headers, idempotency_key};
+
+pub struct PlayerApi {
+    pub node: Arc<NodeClient>,
+    pub metrics: Arc<GatewayMetrics>,
+}
+
+impl PlayerApi {
+    /// Validates as the node's screen does (so bad input is refused here, not dead-lettered),
+    /// publishes, and waits for the decision.
+    async fn command(
+        &self,
+        user_id: &str,
+        command: Command,
+        idempotency_key: Option<&str>,
+    ) -> Result<PlayerReply, GatewayError> {
+        let user = UserId::parse(user_id)?;
+        let wire = PlayerCommand {
+            user_id: user.to_string(),
+            command: Some(command),
+        };
+        let (playlist, decided) = player_command(&user, wire.clone())
+            .map_err(|letter| GatewayError::InvalidArgument(letter.detail))?;
+        if let DecidedCommand::Start(start) = &decided {
+            player::validate_tracks(&start.tracks)
+                .map_err(|error| GatewayError::InvalidArgument(error.to_string()))?;
+        }
+        let headers = command_headers(idempotency_key)?;
+        let outcome = self
+            .node
+            .command::<PlayerReply>(
+                user_subject(&user, UserKind::Player),
+                headers,
+                wire.encode_to_vec(),
+            )
+            .await?;
+        let reply = match outcome {
+            CommandOutcome::Decided(reply) => reply,
+            CommandOutcome::Duplicate => {
+                // The first copy was decided already; show where the session is now.
+                let session = self
+                    .get_session(GetSessionRequest {
+                        user_id: user.to_string(),
+                        playlist_id: playlist.to_string(),
+                    })
+                    .await?;
+                return Ok(PlayerReply {
+                    outcome: PlayerOutcome::Ok as i32,
+                    session: Some(session),
+                    retry_after_ms: 0,
+                    detail: "a request with this idempotency-key was already applied; \
+                             this is the session now"
+                        .into(),
+                });
+            }
+        };
+        match PlayerOutcome::try_from(reply.outcome) {
+            Ok(PlayerOutcome::NotFound) => Err(GatewayError::NotFound(reply.detail)),
+            Ok(PlayerOutcome::Rejected) => Err(GatewayError::InvalidArgument(reply.detail)),
+            Ok(PlayerOutcome::Ok | PlayerOutcome::SkipLimited | PlayerOutcome::Completed) => {
+                Ok(reply)
+            }
+            Ok(PlayerOutcome::Unspecified) | Err(_) => Err(GatewayError::Internal(format!(
+                "the node answered with an unknown outcome {}",
+                reply.outcome
+            ))),
+        }
+    }
+
+    async fn get_session(&self, request: GetSessionRequest) -> Result<PlayerSession, GatewayError> {
+        session_query(&request)?;
+        self.node.query(Query::GetSession, &request).await
+    }
+
+    async fn list_sessions(
+        &self,
+        request: ListSessionsRequest,
+    ) -> Result<ListSessionsResponse, GatewayError> {
+        sessions_query(&request)?;
+        self.node.query(Query::ListSessions, &request).await
+    }
+
+    fn finish<T>(
+        &self,
+        method: &'static str,
+        started: Instant,
+        result: Result<T, GatewayError>,
+    ) -> Result<Response<T>, Status> {
+        let result = result.map(Response::new).map_err(Status::from);
+        self.metrics.record(method, started, &result);
+        result
+    }
+}
+
+#[tonic::async_trait]
+impl PlayerService for PlayerApi {
+    async fn start_playlist(
+        &self,
+        request: Request<StartPlaylistRequest>,
+    ) -> Result<Response<PlayerReply>, Status> {
+        let started = Instant::now();
+        let key = idempotency_key(&request);
+        let request = request.into_inner();
+        let result = match request.start {
+            Some(start) => {
+                self.command(&request.user_id, Command::Start(start), key.as_deref())
+                    .await
+            }
+            None => Err(GatewayError::InvalidArgument(
+                "start is required (playlist_id and tracks)".into(),
+            )),
+        };
+        self.finish("StartPlaylist", started, result)
+    }
+
+    async fn next_track(
+        &self,
+        request: Request<PlayerTrackRequest>,
+    ) -> Result<Response<PlayerReply>, Status> {
+        let started = Instant::now();
+        let key = idempotency_key(&request);
+        let request = request.into_inner();
+        let next = Command::Next(NextTrack {
+            playlist_id: request.playlist_id,
+        });
+        let result = self.command(&request.user_id, next, key.as_deref()).await;
+        self.finish("NextTrack", started, result)
+    }
+
+    async fn skip_track(
+        &self,
+        request: Request<PlayerTrackRequest>,
+    ) -> Result<Response<PlayerReply>, Status> {
+        let started = Instant::now();
+        let key = idempotency_key(&request);
+        let request = request.into_inner();
+        let skip = Command::Skip(SkipTrack {
+            playlist_id: request.playlist_id,
+        });
+        let result = self.command(&request.user_id, skip, key.as_deref()).await;
+        self.finish("SkipTrack", started, result)
+    }
+
+    async fn get_session(
+        &self,
+        request: Request<GetSessionRequest>,
+    ) -> Result<Response<PlayerSession>, Status> {
+        let started = Instant::now();
+        let result = self.get_session(request.into_inner()).await;
+        self.finish("GetSession", started, result)
+    }
+
+    async fn list_sessions(
+        &self,
+        request: Request<ListSessionsRequest>,
+    ) -> Result<Response<ListSessionsResponse>, Status> {
+        let started = Instant::now();
+        let result = self.list_sessions(request.into_inner()).await;
+        self.finish("ListSessions", started, result)
+    }
+}
