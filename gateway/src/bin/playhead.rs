@@ -9,20 +9,27 @@ use playhead_proto::codec::to_json;
 use playhead_proto::headers::MSG_ID;
 use playhead_proto::ids::StationId;
 use playhead_proto::subjects::station_song;
+use playhead_proto::v1::player_service_client::PlayerServiceClient;
 use playhead_proto::v1::station_service_client::StationServiceClient;
 use playhead_proto::v1::{
-    GetNowPlayingRequest, ListPlaysRequest, SongObserved, WatchNowPlayingRequest,
+    GetNowPlayingRequest, GetSessionRequest, ListPlaysRequest, ListSessionsRequest,
+    PlayerTrackRequest, PlaylistTrack, SongObserved, StartPlaylist, StartPlaylistRequest,
+    WatchNowPlayingRequest,
 };
 use prost::Message;
 
-/// Try playhead from a terminal: publish song observations as a NATS publisher would, and
-/// query or watch stations through the gRPC gateway. Output is proto3 JSON, one per line.
+/// Try playhead from a terminal: publish song observations as a NATS publisher would, query or
+/// watch stations, and drive a playlist player through the gRPC gateway. Output is proto3
+/// JSON, one per line.
 ///
 /// Examples:
 ///   playhead publish song --station radio-1 --artist "Nina Simone" --title Sinnerman
 ///   playhead now-playing radio-1
 ///   playhead plays radio-1 --page-size 10
 ///   playhead watch radio-1 radio-2
+///   playhead player start --user ann --playlist road-trip --track t1:Nina --track t2 --track t3
+///   playhead player skip --user ann --playlist road-trip
+///   playhead player sessions --user ann
 #[derive(Debug, Parser)]
 #[command(name = "playhead", version, verbatim_doc_comment)]
 struct Cli {
@@ -71,6 +78,51 @@ enum Command {
         #[arg(required = true)]
         stations: Vec<String>,
     },
+    /// Drive a listener's playlist player (PlayerService).
+    #[command(subcommand)]
+    Player(Player),
+}
+
+#[derive(Debug, Subcommand)]
+enum Player {
+    /// Start a playlist, or resume its live session (`--restart` starts over).
+    Start {
+        #[command(flatten)]
+        session: SessionArgs,
+        /// A track as ID or ID:ARTIST; repeat for each track, in the listed order.
+        #[arg(long = "track", required = true)]
+        tracks: Vec<String>,
+        /// Shuffle seed (default: derived from the user and playlist ids).
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long)]
+        restart: bool,
+    },
+    /// The current track finished: get the next one.
+    Next(SessionArgs),
+    /// Skip the current track (limited per rolling window).
+    Skip(SessionArgs),
+    /// Show a session: current track, played tracks, skips used (never the order ahead).
+    Session(SessionArgs),
+    /// List a listener's live sessions, most recently touched first.
+    Sessions {
+        #[arg(long)]
+        user: String,
+        /// 1..=100
+        #[arg(long, default_value_t = 20)]
+        page_size: u32,
+        /// `next_page_token` of the previous page.
+        #[arg(long, default_value = "")]
+        page_token: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct SessionArgs {
+    #[arg(long)]
+    user: String,
+    #[arg(long)]
+    playlist: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -167,7 +219,70 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Player(command) => player(&cli.grpc_url, command).await,
     }
+}
+
+async fn player(url: &str, command: Player) -> anyhow::Result<()> {
+    let mut client = PlayerServiceClient::connect(url.to_owned())
+        .await
+        .with_context(|| format!("cannot reach the gateway at {url} (is `make run` running?)"))?;
+    let track = |args: SessionArgs| PlayerTrackRequest {
+        user_id: args.user,
+        playlist_id: args.playlist,
+    };
+    let json = match command {
+        Player::Start {
+            session,
+            tracks,
+            seed,
+            restart,
+        } => {
+            let tracks = tracks
+                .into_iter()
+                .map(|track| {
+                    let (track_id, artist) = track.split_once(':').unwrap_or((&track, ""));
+                    PlaylistTrack {
+                        track_id: track_id.to_owned(),
+                        artist: artist.to_owned(),
+                    }
+                })
+                .collect();
+            let request = StartPlaylistRequest {
+                user_id: session.user,
+                start: Some(StartPlaylist {
+                    playlist_id: session.playlist,
+                    tracks,
+                    seed,
+                    restart,
+                }),
+            };
+            to_json(&client.start_playlist(request).await?.into_inner())
+        }
+        Player::Next(args) => to_json(&client.next_track(track(args)).await?.into_inner()),
+        Player::Skip(args) => to_json(&client.skip_track(track(args)).await?.into_inner()),
+        Player::Session(args) => {
+            let request = GetSessionRequest {
+                user_id: args.user,
+                playlist_id: args.playlist,
+            };
+            to_json(&client.get_session(request).await?.into_inner())
+        }
+        Player::Sessions {
+            user,
+            page_size,
+            page_token,
+        } => {
+            let request = ListSessionsRequest {
+                user_id: user,
+                page_size,
+                page_token,
+            };
+            to_json(&client.list_sessions(request).await?.into_inner())
+        }
+    };
+    println!("{json}");
+    Ok(())
 }
 
 async fn grpc(url: &str) -> anyhow::Result<StationServiceClient<tonic::transport::Channel>> {

@@ -17,6 +17,7 @@ use playhead_proto::v1::{
     PlayerSession, SessionStatus, SkipDenied, SkipTrack, StartPlaylist,
 };
 use playhead_tests::harness::NatsServer;
+use playhead_tests::harness::process::workspace_binary;
 use playhead_tests::harness::wait::{eventually, within};
 use playhead_tests::player::{start_request, track_request, tracks};
 use playhead_tests::system::{TestGateway, TestNode, metric_value, temp_dir, test_node_config};
@@ -536,6 +537,65 @@ async fn untouched_sessions_expire_while_touched_ones_stay() {
         .into_inner();
     assert!(session_of(&fresh).played_track_ids.is_empty());
     assert_eq!(session_of(&fresh).tracks_remaining as usize, TRACKS);
+
+    gateway.stop().await;
+    node.stop().await;
+}
+
+/// Runs the `playhead` CLI against `grpc_url`; (success, stdout, stderr).
+async fn cli(grpc_url: &str, args: &[&str]) -> (bool, String, String) {
+    let output = tokio::process::Command::new(workspace_binary("playhead"))
+        .args(["--grpc-url", grpc_url])
+        .args(args)
+        .output();
+    let output = within("the playhead CLI", Duration::from_secs(20), output)
+        .await
+        .expect("the CLI runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_drives_a_player_and_explains_errors() {
+    let nats = NatsServer::start();
+    let data = temp_dir();
+    let node = TestNode::start(test_node_config(&nats.url(), data.path())).await;
+    let gateway = TestGateway::start(&nats.url()).await;
+    let url = gateway.grpc_url();
+    let session = ["--user", "fay", "--playlist", "chill"];
+
+    let mut start = vec!["player", "start"];
+    start.extend(session);
+    start.extend(["--track", "a:Nina", "--track", "b", "--track", "c"]);
+    let (ok, out, err) = cli(&url, &start).await;
+    assert!(ok, "{err}");
+    let started: serde_json::Value = serde_json::from_str(&out).expect("JSON output");
+    assert_eq!(started["outcome"], "PLAYER_OUTCOME_OK", "{out}");
+    assert_eq!(started["session"]["tracksRemaining"], 3, "{out}");
+
+    let mut skip = vec!["player", "skip"];
+    skip.extend(session);
+    let (ok, _, err) = cli(&url, &skip).await;
+    assert!(ok, "{err}");
+    let mut show = vec!["player", "session"];
+    show.extend(session);
+    let (ok, out, err) = cli(&url, &show).await;
+    assert!(ok, "{err}");
+    let shown: serde_json::Value = serde_json::from_str(&out).expect("JSON output");
+    assert_eq!(shown["skipsUsed"], 1, "{out}");
+    assert_eq!(shown["playedTrackIds"].as_array().map(Vec::len), Some(1));
+    assert_eq!(shown["tracksRemaining"], 2);
+
+    let (ok, _, err) = cli(
+        &url,
+        &["player", "next", "--user", "fay", "--playlist", "nope"],
+    )
+    .await;
+    assert!(!ok);
+    assert!(err.contains("NotFound"), "{err}");
 
     gateway.stop().await;
     node.stop().await;
