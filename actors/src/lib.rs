@@ -4,7 +4,8 @@
 //! - [`domain`]: pure deciders (`initial` / `decide` / `evolve`), no IO.
 //! - [`storage`]: sled, time-partitioned keyspaces, group commit.
 //! - [`sharding`]: shard actors per partition, entity actors, passivation.
-//! - [`station_entity`], [`user_entity`]: the actor shells around the deciders.
+//! - [`station_entity`], [`user_entity`], [`catalog_entity`]: the actor shells around the
+//!   deciders.
 //! - [`events`]: publishing domain events.
 //! - [`ingest`]: partition intake, screening, dead letters.
 //! - [`query`]: per-entity queries over the NATS service API.
@@ -14,6 +15,7 @@
 //! - [`node`]: wiring and the one shutdown path.
 
 pub mod broker;
+pub mod catalog_entity;
 pub mod config;
 pub mod domain;
 pub mod events;

@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{self, EmbeddedBroker};
+use crate::catalog_entity::{CatalogContext, ContentEntity};
 use crate::config::NodeConfig;
 use crate::ingest::dead_letter::DeadLetters;
 use crate::ingest::{IngestError, PartitionIntake, Screen, screen};
@@ -118,6 +119,9 @@ pub async fn run(
         metrics: node_metrics.clone(),
         policy: config.player_policy(),
     });
+    let catalog_context = Arc::new(CatalogContext {
+        storage: storage.clone(),
+    });
     let partitions = Partitions {
         config: &config,
         storage: &storage,
@@ -149,6 +153,16 @@ pub async fn run(
                         (inbox, partition, consumer),
                         user_context.clone(),
                         screen::screen_user,
+                    )
+                    .await?
+            }
+            Inbox::Catalog => {
+                partitions
+                    .start::<ContentEntity>(
+                        &mut intakes,
+                        (inbox, partition, consumer),
+                        catalog_context.clone(),
+                        screen::screen_catalog,
                     )
                     .await?
             }

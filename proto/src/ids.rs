@@ -116,6 +116,21 @@ id_type!(
     SourceId,
     "source"
 );
+id_type!(
+    /// A viewer's device (a playout slot is reclaimed by the same device).
+    DeviceId,
+    "device_id"
+);
+id_type!(
+    /// One playback of one content item on one device.
+    PlayoutId,
+    "playout_id"
+);
+id_type!(
+    /// An entitlement or content tag (`premium`, `sports-eu`); entitlement is checked by tag.
+    Tag,
+    "tag"
+);
 
 #[cfg(test)]
 mod tests {

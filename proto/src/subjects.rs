@@ -4,7 +4,7 @@
 //! partitioned prefix `playhead-in.…` through a subject transform; the stored prefix must differ
 //! from the publish prefix, or the broker would apply the transform again.
 
-use crate::ids::{StationId, UserId, validate};
+use crate::ids::{ContentId, StationId, UserId, validate};
 
 pub const PUBLISH_PREFIX: &str = "playhead";
 pub const STORED_PREFIX: &str = "playhead-in";
@@ -36,6 +36,8 @@ pub enum Inbox {
     /// `playhead.user.{user_id}.{kind}`: every message kind of the user actor, in one stream
     /// so one user's messages stay in order across kinds (see [`UserKind`]).
     User,
+    /// `playhead.catalog.content.{content_id}` → `ContentUpdate`.
+    Catalog,
 }
 
 /// The message kinds of the user inbox, named by the last subject token.
@@ -60,13 +62,14 @@ impl UserKind {
 }
 
 impl Inbox {
-    pub const ALL: &'static [Inbox] = &[Inbox::Station, Inbox::User];
+    pub const ALL: &'static [Inbox] = &[Inbox::Station, Inbox::User, Inbox::Catalog];
 
     /// Short name used in metrics labels, consumer names and DLQ subjects.
     pub fn label(self) -> &'static str {
         match self {
             Inbox::Station => "station",
             Inbox::User => "user",
+            Inbox::Catalog => "catalog",
         }
     }
 
@@ -74,6 +77,7 @@ impl Inbox {
         match self {
             Inbox::Station => "PLAYHEAD_INBOX_STATION",
             Inbox::User => "PLAYHEAD_INBOX_USER",
+            Inbox::Catalog => "PLAYHEAD_INBOX_CATALOG",
         }
     }
 
@@ -83,6 +87,7 @@ impl Inbox {
         match self {
             Inbox::Station => "playhead.station.*.song",
             Inbox::User => "playhead.user.*.*",
+            Inbox::Catalog => "playhead.catalog.content.*",
         }
     }
 
@@ -95,6 +100,9 @@ impl Inbox {
             }
             Inbox::User => {
                 format!("{STORED_PREFIX}.user.{partition}.{{{{wildcard(1)}}}}.{{{{wildcard(2)}}}}")
+            }
+            Inbox::Catalog => {
+                format!("{STORED_PREFIX}.catalog.{partition}.{{{{wildcard(1)}}}}.content")
             }
         }
     }
@@ -133,6 +141,7 @@ impl Inbox {
         };
         let kind_matches = match self {
             Inbox::Station => kind == "song",
+            Inbox::Catalog => kind == "content",
             // Unknown kinds parse, so the screen can name them in its dead-letter reason.
             Inbox::User => !kind.is_empty(),
         };
@@ -163,18 +172,26 @@ pub struct StoredSubject<'a> {
 impl StoredSubject<'_> {
     /// The subject the publisher used (for dead-letter headers and logs).
     pub fn original_subject(&self) -> String {
-        format!(
-            "{PUBLISH_PREFIX}.{}.{}.{}",
-            self.inbox.label(),
-            self.entity_token,
-            self.kind_token
-        )
+        match self.inbox {
+            Inbox::Catalog => format!("{PUBLISH_PREFIX}.catalog.content.{}", self.entity_token),
+            Inbox::Station | Inbox::User => format!(
+                "{PUBLISH_PREFIX}.{}.{}.{}",
+                self.inbox.label(),
+                self.entity_token,
+                self.kind_token
+            ),
+        }
     }
 }
 
 /// `playhead.station.{station_id}.song`.
 pub fn station_song(station: &StationId) -> String {
     format!("{PUBLISH_PREFIX}.station.{station}.song")
+}
+
+/// `playhead.catalog.content.{content_id}`.
+pub fn catalog_content(content: &ContentId) -> String {
+    format!("{PUBLISH_PREFIX}.catalog.content.{content}")
 }
 
 /// `playhead.user.{user_id}.{kind}`.
@@ -347,6 +364,21 @@ mod tests {
             user_subject(&user, UserKind::Player),
             "playhead.user.ann.player"
         );
+    }
+
+    #[test]
+    fn catalog_subjects_round_trip() {
+        let content = ContentId::parse("film-9").unwrap();
+        assert_eq!(catalog_content(&content), "playhead.catalog.content.film-9");
+        assert_eq!(
+            Inbox::Catalog.transform_destination(8),
+            "playhead-in.catalog.{{partition(8,1)}}.{{wildcard(1)}}.content"
+        );
+        let parsed = Inbox::Catalog
+            .parse_stored("playhead-in.catalog.3.film-9.content")
+            .unwrap();
+        assert_eq!((parsed.partition, parsed.entity_token), (3, "film-9"));
+        assert_eq!(parsed.original_subject(), "playhead.catalog.content.film-9");
     }
 
     #[test]

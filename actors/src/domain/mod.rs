@@ -3,6 +3,7 @@
 //! Nothing here imports sled, NATS, ractor or the clock: `now` is an argument (the broker's
 //! stored timestamp of the inbox message), so replaying the log gives the same decisions.
 
+pub mod catalog;
 pub mod normalise;
 pub mod player;
 pub mod station;

@@ -4,10 +4,11 @@
 use async_nats::HeaderMap;
 use playhead_proto::codec::{self, PayloadFormat};
 use playhead_proto::headers::{CONTENT_TYPE, REPLY_TO};
-use playhead_proto::ids::{PlaylistId, StationId, UserId};
+use playhead_proto::ids::{ContentId, PlaylistId, StationId, Tag, UserId};
 use playhead_proto::subjects::{Inbox, ReplySubject, StoredSubject, UserKind};
 use playhead_proto::v1;
 
+use crate::domain::catalog::CatalogCommand;
 use crate::domain::player::{self, Track};
 use crate::domain::station::StationCommand;
 use crate::user_entity::{UserCommand, UserMessage};
@@ -158,6 +159,27 @@ pub fn screen_user(
     Ok((user, UserCommand { reply_to, message }))
 }
 
+/// Screens a stored catalog-inbox message into the content item and its new tags.
+pub fn screen_catalog(
+    subject: &str,
+    headers: Option<&HeaderMap>,
+    payload: &[u8],
+    max_message_bytes: usize,
+) -> Result<(ContentId, CatalogCommand), DeadLetter> {
+    let stored = stored_subject(Inbox::Catalog, subject, payload, max_message_bytes)?;
+    let content = ContentId::parse(stored.entity_token)
+        .map_err(|error| DeadLetter::new(DeadLetterReason::InvalidId, error.to_string()))?;
+    let update: v1::ContentUpdate = decode(headers, payload)?;
+    ensure_same_id(ContentId::KIND, &update.content_id, content.as_str())?;
+    let tags = update
+        .tags
+        .into_iter()
+        .map(Tag::parse)
+        .collect::<Result<_, _>>()
+        .map_err(|error| DeadLetter::new(DeadLetterReason::InvalidId, error.to_string()))?;
+    Ok((content, CatalogCommand::SetTags(tags)))
+}
+
 /// Maps a wire `PlayerCommand` to the decider's command and the playlist it addresses. The
 /// gateway uses it too, so both edges refuse the same input.
 pub fn player_command(
@@ -295,6 +317,24 @@ mod tests {
             })),
         }
         .encode_to_vec()
+    }
+
+    #[test]
+    fn a_content_update_passes_with_its_tags_and_bad_tags_are_refused() {
+        let update = |tags: &[&str]| {
+            v1::ContentUpdate {
+                content_id: "film-1".into(),
+                tags: tags.iter().map(|tag| tag.to_string()).collect(),
+            }
+            .encode_to_vec()
+        };
+        let subject = "playhead-in.catalog.2.film-1.content";
+        let (content, CatalogCommand::SetTags(tags)) =
+            screen_catalog(subject, None, &update(&["premium", "sports"]), 1024).unwrap();
+        assert_eq!(content.as_str(), "film-1");
+        assert_eq!(tags.len(), 2);
+        let refused = screen_catalog(subject, None, &update(&["pre mium"]), 1024).unwrap_err();
+        assert_eq!(refused.reason, DeadLetterReason::InvalidId);
     }
 
     fn user_reason(result: Result<(UserId, UserCommand), DeadLetter>) -> DeadLetterReason {

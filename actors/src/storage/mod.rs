@@ -5,8 +5,10 @@
 //! - [`keyspace`]: time-partitioned keyspaces: TTL expiry by dropping whole trees.
 //! - [`station_store`]: station state and play history.
 //! - [`session_store`]: player sessions (sliding TTL).
+//! - [`catalog_store`]: content items and their tags.
 //! - [`Durability`]: group commit, so concurrent partitions share one flush.
 
+pub mod catalog_store;
 pub mod clock;
 pub mod keyspace;
 pub mod session_store;
@@ -17,6 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use self::clock::Clock;
+use self::catalog_store::CatalogStore;
 use self::keyspace::{CompactionReport, KeyspaceError};
 use self::session_store::SessionStore;
 use self::station_store::StationStore;
@@ -43,6 +46,7 @@ pub struct Storage {
     db: sled::Db,
     pub stations: StationStore,
     pub sessions: SessionStore,
+    pub catalog: CatalogStore,
     durability: Arc<Durability>,
 }
 
@@ -66,11 +70,13 @@ impl Storage {
             })?;
         let stations = StationStore::open(&db, &config.station, clock.clone())?;
         let sessions = SessionStore::open(&db, &config.player, clock)?;
+        let catalog = CatalogStore::open(&db)?;
         Ok(Self {
             durability: Arc::new(Durability::new(db.clone())),
             db,
             stations,
             sessions,
+            catalog,
         })
     }
 

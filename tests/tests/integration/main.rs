@@ -1,6 +1,7 @@
 //! Integration tests of playhead against a real nats-server, one binary for all.
 
 mod bad_input;
+mod catalog_flow;
 mod crash_restart;
 mod gateway_edges;
 mod harness;
