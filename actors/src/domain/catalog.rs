@@ -60,7 +60,10 @@ mod tests {
     use super::*;
 
     fn tags(names: &[&str]) -> BTreeSet<Tag> {
-        names.iter().map(|name| Tag::parse(*name).unwrap()).collect()
+        names
+            .iter()
+            .map(|name| Tag::parse(*name).unwrap())
+            .collect()
     }
 
     fn given(events: &[CatalogEvent]) -> ContentState {

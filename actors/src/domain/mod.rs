@@ -6,5 +6,6 @@
 pub mod catalog;
 pub mod normalise;
 pub mod player;
+pub mod playout;
 pub mod station;
 pub mod time;

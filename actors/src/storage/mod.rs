@@ -18,8 +18,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use self::clock::Clock;
 use self::catalog_store::CatalogStore;
+use self::clock::Clock;
 use self::keyspace::{CompactionReport, KeyspaceError};
 use self::session_store::SessionStore;
 use self::station_store::StationStore;

@@ -1,0 +1,758 @@
+//! Playout decider: the video heartbeats of one user. It keeps the user's entitlement tags and
+//! concurrency slots, admits or refuses playouts, and records bookmarks.
+//!
+//! - START is entitled when the content's tags (looked up by the actor and passed in the
+//!   command; `None` = unknown content) intersect the tags valid at `now`; it is admitted while
+//!   fewer than `limit` slots are live, or when its device already holds one (the device
+//!   reclaims its slot: a crashed app never blocks itself).
+//! - BEAT refreshes the slot; a BEAT without a live slot is decided like a START (re-admission);
+//!   an entitlement that lapsed since START stops it.
+//! - END frees the slot and keeps the final bookmark, even for a playout the actor never saw.
+//! - A slot with no heartbeat for `slot_timeout` is free. Nothing runs on a timer: every command
+//!   first releases the slots expired at `now` (`SlotExpired`) and, when the limit is lower than
+//!   the live slots (a downgrade), the newest ones (`SlotRevoked`), so `slots.len() <= limit`
+//!   holds after every decision.
+//!
+//! **The answer is derived from the events.** Each heartbeat yields exactly one answering event
+//! (`PlayoutStarted`, `HeartbeatRecorded`, `PlayoutEnded` or `PlayoutStopped`), which carries
+//! its `next_heartbeat`; [`PlayoutEvent::decision`] / [`decision`] read the answer back, so
+//! replay needs no policy. `evolve` also files the answer per playout
+//! ([`PlayoutState::last_decision`], the latest [`MAX_RECENT_DECISIONS`]), so a redelivered
+//! heartbeat is answered again from the stored state. Only `PlayoutStopped` is a STOP: END is
+//! answered CONTINUE / OK (an acknowledgement; nothing was violated and the client is stopping
+//! anyway), so the player's "only an explicit STOP stops playback" rule holds.
+//!
+//! The first interval after an admission is jittered in [50%, 100%] of `heartbeat_interval`,
+//! from FNV-1a of the playout id (plus a finalizer, see `spread_hash`): heartbeats that all
+//! start together spread out, and replay gives the same answer. Device and playout ids are
+//! plain strings validated with [`playhead_proto::ids::validate`] (the proto crate has no
+//! newtypes for them yet).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use playhead_proto::ids::{self, ContentId, IdError};
+
+use super::time::Timestamp;
+
+/// Most entitlement tags kept per user.
+pub const MAX_ENTITLEMENTS: usize = 256;
+/// Highest concurrency limit a user may have.
+pub const MAX_CONCURRENCY_LIMIT: u32 = 16;
+/// How many per-playout answers the state keeps for redeliveries.
+pub const MAX_RECENT_DECISIONS: usize = 16;
+
+/// Limits of playouts, from configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlayoutPolicy {
+    /// The limit of a user whose entitlements never set one.
+    pub default_concurrency_limit: u32,
+    /// A slot with no heartbeat for this long is free.
+    pub slot_timeout: Duration,
+    pub heartbeat_interval: Duration,
+}
+
+impl Default for PlayoutPolicy {
+    fn default() -> Self {
+        Self {
+            default_concurrency_limit: 2,
+            slot_timeout: Duration::from_secs(25 * 60),
+            heartbeat_interval: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
+/// Why a playout policy is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlayoutPolicyError {
+    #[error("default_concurrency_limit is {0}; it must be between 1 and {MAX_CONCURRENCY_LIMIT}")]
+    ConcurrencyLimit(u32),
+    #[error("heartbeat_interval must be at least 1 ms")]
+    ZeroInterval,
+    #[error(
+        "slot_timeout ({timeout:?}) must be longer than heartbeat_interval ({interval:?}), \
+         or every slot expires between two heartbeats"
+    )]
+    TimeoutNotAboveInterval {
+        timeout: Duration,
+        interval: Duration,
+    },
+}
+
+/// A tag the user holds until `valid_until` (exclusive).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entitlement {
+    pub tag: String,
+    pub valid_until: Timestamp,
+}
+
+/// Upserts tags (a tag given twice: the last one wins) and sets the limit when given.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UpdateEntitlements {
+    pub entitlements: Vec<Entitlement>,
+    pub concurrency_limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HeartbeatKind {
+    Start,
+    Beat,
+    End,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heartbeat {
+    pub device_id: String,
+    pub playout_id: String,
+    pub content_id: ContentId,
+    /// The content's tags from the catalog; `None` when the catalog does not know it.
+    pub content_tags: Option<BTreeSet<String>>,
+    pub kind: HeartbeatKind,
+    pub position_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlayoutCommand {
+    UpdateEntitlements(UpdateEntitlements),
+    Heartbeat(Heartbeat),
+}
+
+/// One stream in play, holding a seat of the user's limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    pub device_id: String,
+    pub playout_id: String,
+    pub content_id: ContentId,
+    pub started_at: Timestamp,
+    pub last_heartbeat_at: Timestamp,
+}
+
+impl Slot {
+    pub fn is_live(&self, now: Timestamp, policy: &PlayoutPolicy) -> bool {
+        now.saturating_duration_since(self.last_heartbeat_at) < policy.slot_timeout
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HeartbeatAction {
+    Continue,
+    Stop,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HeartbeatReason {
+    Ok,
+    NotEntitled,
+    ConcurrencyLimit,
+}
+
+/// The rule a STOP names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StopReason {
+    NotEntitled,
+    ConcurrencyLimit,
+}
+
+impl From<StopReason> for HeartbeatReason {
+    fn from(reason: StopReason) -> Self {
+        match reason {
+            StopReason::NotEntitled => HeartbeatReason::NotEntitled,
+            StopReason::ConcurrencyLimit => HeartbeatReason::ConcurrencyLimit,
+        }
+    }
+}
+
+/// The answer to one heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HeartbeatDecision {
+    pub action: HeartbeatAction,
+    pub reason: HeartbeatReason,
+    pub next_heartbeat: Duration,
+}
+
+impl HeartbeatDecision {
+    fn proceed(next_heartbeat: Duration) -> Self {
+        Self {
+            action: HeartbeatAction::Continue,
+            reason: HeartbeatReason::Ok,
+            next_heartbeat,
+        }
+    }
+}
+
+/// What the viewing history of (user, content) takes from an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bookmark {
+    pub content_id: ContentId,
+    pub position_ms: u64,
+    pub at: Timestamp,
+    /// The view is over (END, or a STOP while playing).
+    pub view_ended: bool,
+}
+
+/// An answer filed for redeliveries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecentDecision {
+    pub playout_id: String,
+    pub decision: HeartbeatDecision,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PlayoutState {
+    /// Tag → valid until (exclusive); one record per tag.
+    pub entitlements: BTreeMap<String, Timestamp>,
+    /// `None`: the policy's default.
+    pub concurrency_limit: Option<u32>,
+    /// In admission order, oldest first; unique by device and by playout. Some may have
+    /// expired since the last command: ask [`Slot::is_live`].
+    pub slots: Vec<Slot>,
+    /// The latest answer per playout, oldest first.
+    pub recent_decisions: VecDeque<RecentDecision>,
+}
+
+/// Playout domain events, named in the past tense (version 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlayoutEvent {
+    EntitlementsUpdated {
+        entitlements: Vec<Entitlement>,
+        concurrency_limit: Option<u32>,
+        at: Timestamp,
+    },
+    /// No heartbeat for `slot_timeout`: the seat is free.
+    SlotExpired {
+        device_id: String,
+        playout_id: String,
+        content_id: ContentId,
+        last_heartbeat_at: Timestamp,
+        at: Timestamp,
+    },
+    /// The limit fell below the live slots; the newest lose their seat, and their next BEAT
+    /// is decided as a re-admission.
+    SlotRevoked {
+        device_id: String,
+        playout_id: String,
+        content_id: ContentId,
+        at: Timestamp,
+    },
+    /// The device started another playout: its previous one ends.
+    SlotReclaimed {
+        device_id: String,
+        previous_playout_id: String,
+        previous_content_id: ContentId,
+        playout_id: String,
+        at: Timestamp,
+    },
+    /// Admitted: by START, or by a BEAT that had no live slot (`readmitted`).
+    PlayoutStarted {
+        device_id: String,
+        playout_id: String,
+        content_id: ContentId,
+        position_ms: u64,
+        readmitted: bool,
+        next_heartbeat: Duration,
+        at: Timestamp,
+    },
+    HeartbeatRecorded {
+        device_id: String,
+        playout_id: String,
+        content_id: ContentId,
+        position_ms: u64,
+        next_heartbeat: Duration,
+        at: Timestamp,
+    },
+    PlayoutEnded {
+        device_id: String,
+        playout_id: String,
+        content_id: ContentId,
+        position_ms: u64,
+        /// Whether the playout held a live slot (an END may come for one never seen).
+        freed_slot: bool,
+        next_heartbeat: Duration,
+        at: Timestamp,
+    },
+    /// The only event that stops playback. Frees the playout's slot if it had one.
+    PlayoutStopped {
+        device_id: String,
+        playout_id: String,
+        content_id: ContentId,
+        /// The refused heartbeat: START or BEAT.
+        kind: HeartbeatKind,
+        reason: StopReason,
+        position_ms: u64,
+        next_heartbeat: Duration,
+        at: Timestamp,
+    },
+}
+
+impl PlayoutEvent {
+    /// The event name used in subjects.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PlayoutEvent::EntitlementsUpdated { .. } => "EntitlementsUpdated",
+            PlayoutEvent::SlotExpired { .. } => "SlotExpired",
+            PlayoutEvent::SlotRevoked { .. } => "SlotRevoked",
+            PlayoutEvent::SlotReclaimed { .. } => "SlotReclaimed",
+            PlayoutEvent::PlayoutStarted { .. } => "PlayoutStarted",
+            PlayoutEvent::HeartbeatRecorded { .. } => "HeartbeatRecorded",
+            PlayoutEvent::PlayoutEnded { .. } => "PlayoutEnded",
+            PlayoutEvent::PlayoutStopped { .. } => "PlayoutStopped",
+        }
+    }
+
+    /// The answer this event gives to its heartbeat, with the playout it concerns; `None` for
+    /// events that answer nothing (entitlements, slot housekeeping).
+    pub fn decision(&self) -> Option<(&str, HeartbeatDecision)> {
+        match self {
+            PlayoutEvent::PlayoutStarted {
+                playout_id,
+                next_heartbeat,
+                ..
+            }
+            | PlayoutEvent::HeartbeatRecorded {
+                playout_id,
+                next_heartbeat,
+                ..
+            }
+            | PlayoutEvent::PlayoutEnded {
+                playout_id,
+                next_heartbeat,
+                ..
+            } => Some((
+                playout_id.as_str(),
+                HeartbeatDecision::proceed(*next_heartbeat),
+            )),
+            PlayoutEvent::PlayoutStopped {
+                playout_id,
+                reason,
+                next_heartbeat,
+                ..
+            } => Some((
+                playout_id.as_str(),
+                HeartbeatDecision {
+                    action: HeartbeatAction::Stop,
+                    reason: (*reason).into(),
+                    next_heartbeat: *next_heartbeat,
+                },
+            )),
+            _ => None,
+        }
+    }
+
+    /// What the viewing history records; `None` when nothing was watched (a refused START,
+    /// housekeeping).
+    pub fn bookmark(&self) -> Option<Bookmark> {
+        let (content_id, position_ms, at, view_ended) = match self {
+            PlayoutEvent::PlayoutStarted {
+                content_id,
+                position_ms,
+                at,
+                ..
+            }
+            | PlayoutEvent::HeartbeatRecorded {
+                content_id,
+                position_ms,
+                at,
+                ..
+            } => (content_id, position_ms, at, false),
+            PlayoutEvent::PlayoutEnded {
+                content_id,
+                position_ms,
+                at,
+                ..
+            }
+            | PlayoutEvent::PlayoutStopped {
+                content_id,
+                position_ms,
+                at,
+                kind: HeartbeatKind::Beat,
+                ..
+            } => (content_id, position_ms, at, true),
+            _ => return None,
+        };
+        Some(Bookmark {
+            content_id: content_id.clone(),
+            position_ms: *position_ms,
+            at: *at,
+            view_ended,
+        })
+    }
+}
+
+/// The answer to the heartbeat that produced `events`; `None` for an entitlements update.
+pub fn decision(events: &[PlayoutEvent]) -> Option<HeartbeatDecision> {
+    events
+        .iter()
+        .rev()
+        .find_map(|event| event.decision().map(|(_, decision)| decision))
+}
+
+/// Why a playout command was rejected (bad input: nothing is decided).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlayoutError {
+    #[error(transparent)]
+    InvalidId(#[from] IdError),
+    #[error("the user would hold {count} entitlement tags; at most {MAX_ENTITLEMENTS} are allowed")]
+    TooManyEntitlements { count: usize },
+    #[error(
+        "concurrency limit {0} is out of range; it must be between 1 and {MAX_CONCURRENCY_LIMIT}"
+    )]
+    InvalidConcurrencyLimit(u32),
+}
+
+pub fn initial() -> PlayoutState {
+    PlayoutState::default()
+}
+
+impl PlayoutState {
+    /// The limit in force: the user's own, else the policy's default.
+    pub fn concurrency_limit(&self, policy: &PlayoutPolicy) -> u32 {
+        self.concurrency_limit
+            .unwrap_or(policy.default_concurrency_limit)
+    }
+
+    /// The slots holding a seat at `now` (what `ListPlayouts` shows).
+    pub fn live_slots<'a>(
+        &'a self,
+        now: Timestamp,
+        policy: &'a PlayoutPolicy,
+    ) -> impl Iterator<Item = &'a Slot> + 'a {
+        self.slots
+            .iter()
+            .filter(move |slot| slot.is_live(now, policy))
+    }
+
+    /// The tags valid at `now` (what `CheckEntitlements` answers from).
+    pub fn held_tags(&self, now: Timestamp) -> impl Iterator<Item = &str> {
+        self.entitlements
+            .iter()
+            .filter(move |(_, valid_until)| now < **valid_until)
+            .map(|(tag, _)| tag.as_str())
+    }
+
+    /// Whether content with `content_tags` may be watched at `now`; unknown content may not.
+    pub fn is_entitled(&self, content_tags: Option<&BTreeSet<String>>, now: Timestamp) -> bool {
+        content_tags.is_some_and(|tags| {
+            tags.iter().any(|tag| {
+                self.entitlements
+                    .get(tag)
+                    .is_some_and(|valid_until| now < *valid_until)
+            })
+        })
+    }
+
+    /// The latest answer given to `playout_id`, to answer a redelivered heartbeat again.
+    pub fn last_decision(&self, playout_id: &str) -> Option<HeartbeatDecision> {
+        self.recent_decisions
+            .iter()
+            .rev()
+            .find(|recent| recent.playout_id == playout_id)
+            .map(|recent| recent.decision)
+    }
+}
+
+impl PlayoutPolicy {
+    pub fn validate(&self) -> Result<(), PlayoutPolicyError> {
+        if !(1..=MAX_CONCURRENCY_LIMIT).contains(&self.default_concurrency_limit) {
+            return Err(PlayoutPolicyError::ConcurrencyLimit(
+                self.default_concurrency_limit,
+            ));
+        }
+        if self.heartbeat_interval.as_millis() == 0 {
+            return Err(PlayoutPolicyError::ZeroInterval);
+        }
+        if self.slot_timeout <= self.heartbeat_interval {
+            return Err(PlayoutPolicyError::TimeoutNotAboveInterval {
+                timeout: self.slot_timeout,
+                interval: self.heartbeat_interval,
+            });
+        }
+        Ok(())
+    }
+
+    /// The interval after an admission: uniform in [50%, 100%] of `heartbeat_interval`, fixed
+    /// per playout id.
+    pub fn first_heartbeat(&self, playout_id: &str) -> Duration {
+        let interval = self.heartbeat_interval.as_millis() as u64;
+        let spread = interval / 2;
+        // Multiply-high maps the hash's top bits onto 0..=spread.
+        let offset = ((u128::from(spread_hash(playout_id)) * u128::from(spread + 1)) >> 64) as u64;
+        Duration::from_millis(interval - offset)
+    }
+
+    pub fn decide(
+        &self,
+        command: &PlayoutCommand,
+        state: &PlayoutState,
+        now: Timestamp,
+    ) -> Result<Vec<PlayoutEvent>, PlayoutError> {
+        match command {
+            PlayoutCommand::UpdateEntitlements(update) => self.update(update, state, now),
+            PlayoutCommand::Heartbeat(heartbeat) => self.heartbeat(heartbeat, state, now),
+        }
+    }
+
+    fn update(
+        &self,
+        update: &UpdateEntitlements,
+        state: &PlayoutState,
+        now: Timestamp,
+    ) -> Result<Vec<PlayoutEvent>, PlayoutError> {
+        if let Some(limit) = update.concurrency_limit
+            && !(1..=MAX_CONCURRENCY_LIMIT).contains(&limit)
+        {
+            return Err(PlayoutError::InvalidConcurrencyLimit(limit));
+        }
+        if update.entitlements.len() > MAX_ENTITLEMENTS {
+            return Err(PlayoutError::TooManyEntitlements {
+                count: update.entitlements.len(),
+            });
+        }
+        for entitlement in &update.entitlements {
+            ids::validate("entitlement_tag", &entitlement.tag)?;
+        }
+        let mut merged = state.entitlements.clone();
+        merge_entitlements(&mut merged, &update.entitlements, now);
+        if merged.len() > MAX_ENTITLEMENTS {
+            return Err(PlayoutError::TooManyEntitlements {
+                count: merged.len(),
+            });
+        }
+        let mut events = vec![PlayoutEvent::EntitlementsUpdated {
+            entitlements: update.entitlements.clone(),
+            concurrency_limit: update.concurrency_limit,
+            at: now,
+        }];
+        let limit = update
+            .concurrency_limit
+            .unwrap_or_else(|| state.concurrency_limit(self));
+        self.release_slots(state, limit, now, &mut events);
+        Ok(events)
+    }
+
+    fn heartbeat(
+        &self,
+        heartbeat: &Heartbeat,
+        state: &PlayoutState,
+        now: Timestamp,
+    ) -> Result<Vec<PlayoutEvent>, PlayoutError> {
+        ids::validate("device_id", &heartbeat.device_id)?;
+        ids::validate("playout_id", &heartbeat.playout_id)?;
+        let limit = state.concurrency_limit(self);
+        let mut events = Vec::new();
+        let seated = self.release_slots(state, limit, now, &mut events);
+        let own_slot = seated
+            .iter()
+            .find(|slot| slot.playout_id == heartbeat.playout_id);
+        let entitled = state.is_entitled(heartbeat.content_tags.as_ref(), now);
+        let answer = match (heartbeat.kind, own_slot) {
+            (HeartbeatKind::End, _) => PlayoutEvent::PlayoutEnded {
+                device_id: heartbeat.device_id.clone(),
+                playout_id: heartbeat.playout_id.clone(),
+                content_id: heartbeat.content_id.clone(),
+                position_ms: heartbeat.position_ms,
+                freed_slot: own_slot.is_some(),
+                next_heartbeat: self.heartbeat_interval,
+                at: now,
+            },
+            (HeartbeatKind::Beat, Some(_)) if !entitled => {
+                self.stopped(heartbeat, StopReason::NotEntitled, now)
+            }
+            (HeartbeatKind::Beat, Some(_)) => PlayoutEvent::HeartbeatRecorded {
+                device_id: heartbeat.device_id.clone(),
+                playout_id: heartbeat.playout_id.clone(),
+                content_id: heartbeat.content_id.clone(),
+                position_ms: heartbeat.position_ms,
+                next_heartbeat: self.heartbeat_interval,
+                at: now,
+            },
+            (HeartbeatKind::Start | HeartbeatKind::Beat, _) if !entitled => {
+                self.stopped(heartbeat, StopReason::NotEntitled, now)
+            }
+            (HeartbeatKind::Start | HeartbeatKind::Beat, _) => {
+                // The seat of this device, or of this very playout, is taken over, not added.
+                let others = seated
+                    .iter()
+                    .filter(|slot| {
+                        slot.device_id != heartbeat.device_id
+                            && slot.playout_id != heartbeat.playout_id
+                    })
+                    .count();
+                if others >= limit as usize {
+                    self.stopped(heartbeat, StopReason::ConcurrencyLimit, now)
+                } else {
+                    if let Some(previous) = seated.iter().find(|slot| {
+                        slot.device_id == heartbeat.device_id
+                            && slot.playout_id != heartbeat.playout_id
+                    }) {
+                        events.push(PlayoutEvent::SlotReclaimed {
+                            device_id: heartbeat.device_id.clone(),
+                            previous_playout_id: previous.playout_id.clone(),
+                            previous_content_id: previous.content_id.clone(),
+                            playout_id: heartbeat.playout_id.clone(),
+                            at: now,
+                        });
+                    }
+                    PlayoutEvent::PlayoutStarted {
+                        device_id: heartbeat.device_id.clone(),
+                        playout_id: heartbeat.playout_id.clone(),
+                        content_id: heartbeat.content_id.clone(),
+                        position_ms: heartbeat.position_ms,
+                        readmitted: heartbeat.kind == HeartbeatKind::Beat,
+                        next_heartbeat: self.first_heartbeat(&heartbeat.playout_id),
+                        at: now,
+                    }
+                }
+            }
+        };
+        events.push(answer);
+        Ok(events)
+    }
+
+    fn stopped(&self, heartbeat: &Heartbeat, reason: StopReason, now: Timestamp) -> PlayoutEvent {
+        PlayoutEvent::PlayoutStopped {
+            device_id: heartbeat.device_id.clone(),
+            playout_id: heartbeat.playout_id.clone(),
+            content_id: heartbeat.content_id.clone(),
+            kind: heartbeat.kind,
+            reason,
+            position_ms: heartbeat.position_ms,
+            next_heartbeat: self.heartbeat_interval,
+            at: now,
+        }
+    }
+
+    /// Releases the slots expired at `now`, then the newest beyond `limit`; returns the slots
+    /// that keep their seat (at most `limit`).
+    fn release_slots<'a>(
+        &self,
+        state: &'a PlayoutState,
+        limit: u32,
+        now: Timestamp,
+        events: &mut Vec<PlayoutEvent>,
+    ) -> Vec<&'a Slot> {
+        let mut seated = Vec::with_capacity(state.slots.len());
+        for slot in &state.slots {
+            if slot.is_live(now, self) {
+                seated.push(slot);
+            } else {
+                events.push(PlayoutEvent::SlotExpired {
+                    device_id: slot.device_id.clone(),
+                    playout_id: slot.playout_id.clone(),
+                    content_id: slot.content_id.clone(),
+                    last_heartbeat_at: slot.last_heartbeat_at,
+                    at: now,
+                });
+            }
+        }
+        let kept = seated.len().min(limit as usize);
+        for slot in seated.drain(kept..) {
+            events.push(PlayoutEvent::SlotRevoked {
+                device_id: slot.device_id.clone(),
+                playout_id: slot.playout_id.clone(),
+                content_id: slot.content_id.clone(),
+                at: now,
+            });
+        }
+        debug_assert!(seated.len() <= limit as usize);
+        seated
+    }
+}
+
+/// Upserts `update` into `entitlements` and drops the tags no longer valid at `at`: expired
+/// tags cost no room, and a renewal replaces the record instead of adding one.
+fn merge_entitlements(
+    entitlements: &mut BTreeMap<String, Timestamp>,
+    update: &[Entitlement],
+    at: Timestamp,
+) {
+    for entitlement in update {
+        entitlements.insert(entitlement.tag.clone(), entitlement.valid_until);
+    }
+    entitlements.retain(|_, valid_until| at < *valid_until);
+}
+
+pub fn evolve(mut state: PlayoutState, event: &PlayoutEvent) -> PlayoutState {
+    match event {
+        PlayoutEvent::EntitlementsUpdated {
+            entitlements,
+            concurrency_limit,
+            at,
+        } => {
+            merge_entitlements(&mut state.entitlements, entitlements, *at);
+            if concurrency_limit.is_some() {
+                state.concurrency_limit = *concurrency_limit;
+            }
+        }
+        PlayoutEvent::SlotExpired { playout_id, .. }
+        | PlayoutEvent::SlotRevoked { playout_id, .. }
+        | PlayoutEvent::SlotReclaimed {
+            previous_playout_id: playout_id,
+            ..
+        }
+        | PlayoutEvent::PlayoutEnded { playout_id, .. }
+        | PlayoutEvent::PlayoutStopped { playout_id, .. } => {
+            state.slots.retain(|slot| slot.playout_id != *playout_id);
+        }
+        PlayoutEvent::PlayoutStarted {
+            device_id,
+            playout_id,
+            content_id,
+            at,
+            ..
+        } => {
+            state
+                .slots
+                .retain(|slot| slot.device_id != *device_id && slot.playout_id != *playout_id);
+            state.slots.push(Slot {
+                device_id: device_id.clone(),
+                playout_id: playout_id.clone(),
+                content_id: content_id.clone(),
+                started_at: *at,
+                last_heartbeat_at: *at,
+            });
+        }
+        PlayoutEvent::HeartbeatRecorded { playout_id, at, .. } => {
+            if let Some(slot) = state
+                .slots
+                .iter_mut()
+                .find(|slot| slot.playout_id == *playout_id)
+            {
+                // Out-of-order delivery must not age a slot.
+                slot.last_heartbeat_at = slot.last_heartbeat_at.max(*at);
+            }
+        }
+    }
+    if let Some((playout_id, decision)) = event.decision() {
+        state
+            .recent_decisions
+            .retain(|recent| recent.playout_id != playout_id);
+        if state.recent_decisions.len() == MAX_RECENT_DECISIONS {
+            state.recent_decisions.pop_front();
+        }
+        state.recent_decisions.push_back(RecentDecision {
+            playout_id: playout_id.to_owned(),
+            decision,
+        });
+    }
+    state
+}
+
+/// FNV-1a, 64 bits (stable across nodes and releases, unlike `std`'s hasher), then the
+/// murmur3 finalizer: FNV-1a alone barely moves its top bits for ids that differ in the last
+/// byte (`playout-1`, `playout-2`, …), which would bunch their first heartbeats together.
+fn spread_hash(value: &str) -> u64 {
+    const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = value.bytes().fold(FNV_OFFSET, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME)
+    });
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    hash ^ (hash >> 33)
+}
+
+#[cfg(test)]
+#[path = "playout_tests.rs"]
+mod tests;
