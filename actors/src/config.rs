@@ -12,6 +12,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::player::PlayerPolicy;
+use crate::domain::playout::{MAX_CONCURRENCY_LIMIT, PlayoutPolicy};
 
 /// Configuration version this build reads.
 pub const CONFIG_VERSION: u32 = 1;
@@ -30,6 +31,7 @@ pub struct NodeConfig {
     pub actors: ActorsConfig,
     pub station: StationConfig,
     pub player: PlayerConfig,
+    pub playout: PlayoutConfig,
     pub storage: StorageConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
@@ -99,6 +101,23 @@ pub struct PlayerConfig {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct PlayoutConfig {
+    /// Streams an account may play at once unless its entitlements set another limit.
+    pub concurrency_limit: u32,
+    /// A slot with no heartbeat for this long is free.
+    pub slot_timeout_secs: u64,
+    /// Interval the players are told to heartbeat at (the first one is jittered down to 50%).
+    pub heartbeat_interval_secs: u64,
+    /// Viewing-history records kept per user (the least recently viewed are evicted).
+    pub history_cap: u32,
+    /// A viewing-history record untouched this long is gone (sliding: every view refreshes it).
+    pub history_retention_secs: u64,
+    /// Width of one viewing-history time bucket (expiry drops whole buckets).
+    pub history_bucket_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// How often every time-partitioned keyspace drops its expired buckets.
     pub compaction_interval_secs: u64,
@@ -138,6 +157,7 @@ impl Default for NodeConfig {
             actors: ActorsConfig::default(),
             station: StationConfig::default(),
             player: PlayerConfig::default(),
+            playout: PlayoutConfig::default(),
             storage: StorageConfig::default(),
             metrics: MetricsConfig::default(),
             log: LogConfig::default(),
@@ -195,6 +215,19 @@ impl Default for PlayerConfig {
             skip_window_secs: 3600,
             session_ttl_secs: 30 * 24 * 3600,
             session_bucket_secs: 24 * 3600,
+        }
+    }
+}
+
+impl Default for PlayoutConfig {
+    fn default() -> Self {
+        Self {
+            concurrency_limit: 2,
+            slot_timeout_secs: 25 * 60,
+            heartbeat_interval_secs: 10 * 60,
+            history_cap: 500,
+            history_retention_secs: 180 * 24 * 3600,
+            history_bucket_secs: 24 * 3600,
         }
     }
 }
@@ -398,6 +431,52 @@ impl NodeConfig {
                 "use at least session_ttl_secs / 1000: every read probes each live bucket",
             );
         }
+        let playout = &self.playout;
+        if !(1..=MAX_CONCURRENCY_LIMIT).contains(&playout.concurrency_limit) {
+            return invalid(
+                "playout.concurrency_limit",
+                playout.concurrency_limit,
+                "use 1 to 16 streams per account",
+            );
+        }
+        if playout.heartbeat_interval_secs == 0 {
+            return invalid(
+                "playout.heartbeat_interval_secs",
+                0,
+                "use at least 1 second (600 is the default)",
+            );
+        }
+        if playout.slot_timeout_secs <= playout.heartbeat_interval_secs {
+            return invalid(
+                "playout.slot_timeout_secs",
+                playout.slot_timeout_secs,
+                "must be longer than playout.heartbeat_interval_secs, or every slot expires \
+                 between two heartbeats (2.5 intervals tolerates one lost heartbeat)",
+            );
+        }
+        if !(1..=100_000).contains(&playout.history_cap) {
+            return invalid(
+                "playout.history_cap",
+                playout.history_cap,
+                "keep 1 to 100000 viewing-history records per user",
+            );
+        }
+        if playout.history_bucket_secs == 0
+            || playout.history_retention_secs < playout.history_bucket_secs
+        {
+            return invalid(
+                "playout.history_retention_secs",
+                playout.history_retention_secs,
+                "must be at least playout.history_bucket_secs, which must be positive",
+            );
+        }
+        if playout.history_retention_secs / playout.history_bucket_secs > 1000 {
+            return invalid(
+                "playout.history_bucket_secs",
+                playout.history_bucket_secs,
+                "use at least history_retention_secs / 1000: every read probes each live bucket",
+            );
+        }
         if self.storage.compaction_interval_secs == 0 {
             return invalid(
                 "storage.compaction_interval_secs",
@@ -429,6 +508,14 @@ impl NodeConfig {
             skip_limit: self.player.skip_limit,
             skip_window: Duration::from_secs(self.player.skip_window_secs),
             session_ttl: Duration::from_secs(self.player.session_ttl_secs),
+        }
+    }
+
+    pub fn playout_policy(&self) -> PlayoutPolicy {
+        PlayoutPolicy {
+            default_concurrency_limit: self.playout.concurrency_limit,
+            slot_timeout: Duration::from_secs(self.playout.slot_timeout_secs),
+            heartbeat_interval: Duration::from_secs(self.playout.heartbeat_interval_secs),
         }
     }
 }
@@ -485,6 +572,51 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_bad_playout_value_names_its_key() {
+        type Spoil = fn(&mut PlayoutConfig);
+        let cases: [(&str, Spoil); 6] = [
+            ("playout.concurrency_limit", |playout| {
+                playout.concurrency_limit = 17
+            }),
+            ("playout.heartbeat_interval_secs", |playout| {
+                playout.heartbeat_interval_secs = 0
+            }),
+            ("playout.slot_timeout_secs", |playout| {
+                playout.slot_timeout_secs = playout.heartbeat_interval_secs
+            }),
+            ("playout.history_cap", |playout| playout.history_cap = 0),
+            ("playout.history_retention_secs", |playout| {
+                playout.history_retention_secs = playout.history_bucket_secs - 1
+            }),
+            ("playout.history_bucket_secs", |playout| {
+                playout.history_bucket_secs = playout.history_retention_secs / 1001
+            }),
+        ];
+        for (expected_key, spoil) in cases {
+            let mut config = NodeConfig::default();
+            spoil(&mut config.playout);
+            match config.validate() {
+                Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, expected_key),
+                other => panic!("expected {expected_key} to be rejected, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_playout_section_becomes_a_valid_policy() {
+        let config: NodeConfig =
+            toml::from_str("[playout]\nconcurrency_limit = 3\nheartbeat_interval_secs = 60\n")
+                .unwrap();
+        config.validate().unwrap();
+        let policy = config.playout_policy();
+        assert_eq!(policy.default_concurrency_limit, 3);
+        assert_eq!(policy.heartbeat_interval, Duration::from_secs(60));
+        assert_eq!(policy.slot_timeout, Duration::from_secs(1500));
+        assert_eq!(policy.validate(), Ok(()));
+        assert!(toml::from_str::<NodeConfig>("[playout]\nhistory_capp = 3\n").is_err());
     }
 
     #[test]

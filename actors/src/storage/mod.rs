@@ -6,13 +6,17 @@
 //! - [`station_store`]: station state and play history.
 //! - [`session_store`]: player sessions (sliding TTL).
 //! - [`catalog_store`]: content items and their tags.
+//! - [`playout_store`]: each user's entitlements, concurrency slots and filed answers.
+//! - [`view_history_store`]: viewing history and bookmarks (sliding TTL, capped per user).
 //! - [`Durability`]: group commit, so concurrent partitions share one flush.
 
 pub mod catalog_store;
 pub mod clock;
 pub mod keyspace;
+pub mod playout_store;
 pub mod session_store;
 pub mod station_store;
+pub mod view_history_store;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,8 +25,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use self::catalog_store::CatalogStore;
 use self::clock::Clock;
 use self::keyspace::{CompactionReport, KeyspaceError};
+use self::playout_store::PlayoutStore;
 use self::session_store::SessionStore;
 use self::station_store::StationStore;
+use self::view_history_store::ViewHistoryStore;
 use crate::config::NodeConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +53,8 @@ pub struct Storage {
     pub stations: StationStore,
     pub sessions: SessionStore,
     pub catalog: CatalogStore,
+    pub playouts: PlayoutStore,
+    pub view_history: ViewHistoryStore,
     durability: Arc<Durability>,
 }
 
@@ -69,14 +77,18 @@ impl Storage {
                 error => StorageError::Sled(error),
             })?;
         let stations = StationStore::open(&db, &config.station, clock.clone())?;
-        let sessions = SessionStore::open(&db, &config.player, clock)?;
+        let sessions = SessionStore::open(&db, &config.player, clock.clone())?;
         let catalog = CatalogStore::open(&db)?;
+        let playouts = PlayoutStore::open(&db)?;
+        let view_history = ViewHistoryStore::open(&db, &config.playout, clock)?;
         Ok(Self {
             durability: Arc::new(Durability::new(db.clone())),
             db,
             stations,
             sessions,
             catalog,
+            playouts,
+            view_history,
         })
     }
 
@@ -85,6 +97,7 @@ impl Storage {
         vec![
             ("station_plays", self.stations.compact_history()),
             ("player_sessions", self.sessions.compact()),
+            ("view_history", self.view_history.compact()),
         ]
     }
 

@@ -1,0 +1,418 @@
+//! Viewing history and bookmarks: one record per (user, content) with the last position, the
+//! last viewed time and whether that view ended, in the time-partitioned keyspace
+//! `view_history` (sliding TTL: every view rewrites the record into the current bucket), capped
+//! per user (the least recently viewed are evicted).
+//!
+//! Three key families share the keyspace (ids cannot contain `/`, so `ann` never reads `anna`):
+//!
+//! - `r/{user}/{content}` → the record;
+//! - `t/{user}/{last_viewed_ms as big-endian u64}/{content}` → empty: a time index, so listing
+//!   newest first and finding the oldest to evict walk only the keys they need, in order;
+//! - `n/{user}` → big-endian u32: an upper bound on the user's live records.
+//!
+//! A write puts the record, its new index entry and the bound in one batch (one bucket: they
+//! expire together), then removes the previous index entry. A crash in between leaves a stale
+//! index entry (its record has moved on to a later time): listing skips it, the next recount
+//! removes it, else it expires. Eviction removes the record before its index entry: a crash in
+//! between leaves an index entry without a record, which listing skips and which, being the
+//! oldest, the next eviction takes first.
+//!
+//! The bound is not an exact count because expiry drops records without telling anyone; it
+//! only ever overestimates (it grows with every record created, in the same batch, and is
+//! rewritten only after evictions finished). While it is within the cap nothing is scanned;
+//! past the cap one scan of the user's index keys (at most cap + a few) recounts exactly, and
+//! only then are the oldest evicted: a user never loses a record to a count that expiry made
+//! stale.
+//!
+//! Writes to one user's history must be serialised by the caller (the user's entity actor);
+//! reads may run concurrently and see each record at most once.
+
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use playhead_proto::ids::{ContentId, UserId};
+
+use super::StorageError;
+use super::clock::Clock;
+use super::keyspace::{CompactionReport, Direction, KeyspaceConfig, TimeKeyspace};
+use crate::config::PlayoutConfig;
+use crate::domain::playout::Bookmark;
+use crate::domain::time::Timestamp;
+
+const RECORD_FAMILY: &[u8] = b"r/";
+const INDEX_FAMILY: &[u8] = b"t/";
+const BOUND_FAMILY: &[u8] = b"n/";
+const TIMESTAMP_BYTES: usize = 8;
+
+/// The viewing history of one (user, content).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewRecord {
+    pub content_id: ContentId,
+    /// Position of the last bookmark.
+    pub position_ms: u64,
+    /// Broker time of the last bookmark.
+    pub last_viewed_at: Timestamp,
+    /// The last view ended: the player sent END, or a BEAT was answered STOP. A later START or
+    /// BEAT of the same content (watching it again) clears it.
+    pub completed: bool,
+}
+
+/// Records newest first; `next_before` is the cursor of the next page when there is one.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ViewPage {
+    pub records: Vec<ViewRecord>,
+    pub next_before: Option<Timestamp>,
+}
+
+/// What one [`ViewHistoryStore::record`] changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RecordReport {
+    /// Contents the user had no live record of.
+    pub created: usize,
+    /// Records written (created or moved on).
+    pub written: usize,
+    /// Least recently viewed records removed to respect the cap.
+    pub evicted: usize,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ViewRecordProto {
+    #[prost(uint64, tag = "1")]
+    position_ms: u64,
+    #[prost(uint64, tag = "2")]
+    last_viewed_ms: u64,
+    #[prost(bool, tag = "3")]
+    completed: bool,
+}
+
+#[derive(Clone)]
+pub struct ViewHistoryStore {
+    history: TimeKeyspace,
+    cap: usize,
+}
+
+impl std::fmt::Debug for ViewHistoryStore {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ViewHistoryStore")
+            .field("history", &self.history)
+            .field("cap", &self.cap)
+            .finish()
+    }
+}
+
+impl ViewHistoryStore {
+    pub fn open(
+        db: &sled::Db,
+        config: &PlayoutConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StorageError> {
+        let history = TimeKeyspace::open(
+            db,
+            KeyspaceConfig {
+                name: "view_history".into(),
+                bucket_width: Duration::from_secs(config.history_bucket_secs),
+                retention: Duration::from_secs(config.history_retention_secs),
+            },
+            clock,
+        )?;
+        Ok(Self {
+            history,
+            cap: (config.history_cap as usize).max(1),
+        })
+    }
+
+    /// Applies bookmarks in order (e.g. `events.iter().filter_map(PlayoutEvent::bookmark)`).
+    ///
+    /// A bookmark older than the record's last view is ignored (late delivery must not move
+    /// history back), and one identical to the record writes nothing, so recording the same
+    /// bookmarks again (a redelivered command) leaves the history as it was: at most a record
+    /// the cap evicted comes back as the oldest and is evicted again.
+    pub fn record(
+        &self,
+        user: &UserId,
+        bookmarks: &[Bookmark],
+    ) -> Result<RecordReport, StorageError> {
+        // content → (its stored record, its record after the bookmarks so far)
+        let mut changes: BTreeMap<&ContentId, (Option<ViewRecord>, Option<ViewRecord>)> =
+            BTreeMap::new();
+        for bookmark in bookmarks {
+            let content = &bookmark.content_id;
+            let (_, latest) = match changes.entry(content) {
+                Entry::Occupied(entry) => entry.into_mut(),
+                Entry::Vacant(entry) => {
+                    let stored = self.get(user, content)?;
+                    entry.insert((stored.clone(), stored))
+                }
+            };
+            if latest
+                .as_ref()
+                .is_some_and(|latest| bookmark.at < latest.last_viewed_at)
+            {
+                continue;
+            }
+            *latest = Some(ViewRecord {
+                content_id: content.clone(),
+                position_ms: bookmark.position_ms,
+                last_viewed_at: bookmark.at,
+                completed: bookmark.view_ended,
+            });
+        }
+        let changes: Vec<(Option<ViewRecord>, ViewRecord)> = changes
+            .into_values()
+            .filter_map(|(stored, latest)| match latest {
+                Some(latest) if stored.as_ref() != Some(&latest) => Some((stored, latest)),
+                _ => None,
+            })
+            .collect();
+        if changes.is_empty() {
+            return Ok(RecordReport::default());
+        }
+
+        let created = changes
+            .iter()
+            .filter(|(stored, _)| stored.is_none())
+            .count();
+        let bound = self.load_bound(user)?.saturating_add(created);
+        let mut batch = Vec::with_capacity(2 * changes.len() + 1);
+        for (_, next) in &changes {
+            let content = &next.content_id;
+            batch.push((record_key(user, content), encode(next)));
+            batch.push((index_key(user, next.last_viewed_at, content), Vec::new()));
+        }
+        batch.push((bound_key(user), encode_bound(bound)));
+        self.history.insert_batch(batch)?;
+        for (stored, next) in &changes {
+            if let Some(stored) = stored
+                && stored.last_viewed_at != next.last_viewed_at
+            {
+                self.history
+                    .remove(&index_key(user, stored.last_viewed_at, &stored.content_id))?;
+            }
+        }
+
+        let evicted = if bound > self.cap {
+            self.recount_and_evict(user)?
+        } else {
+            0
+        };
+        Ok(RecordReport {
+            created,
+            written: changes.len(),
+            evicted,
+        })
+    }
+
+    /// The user's live record of `content`.
+    pub fn get(
+        &self,
+        user: &UserId,
+        content: &ContentId,
+    ) -> Result<Option<ViewRecord>, StorageError> {
+        self.history
+            .get(&record_key(user, content))?
+            .map(|bytes| decode(content.clone(), &bytes))
+            .transpose()
+    }
+
+    /// Up to `page_size` (at least 1) records viewed strictly before `before` (all when
+    /// `None`), newest first. Records viewed in the same millisecond as the last one of the
+    /// page join it, so the exclusive timestamp cursor never skips a record.
+    pub fn list(
+        &self,
+        user: &UserId,
+        page_size: usize,
+        before: Option<Timestamp>,
+    ) -> Result<ViewPage, StorageError> {
+        let page_size = page_size.max(1);
+        let prefix = index_prefix(user);
+        let upper = match before {
+            Some(before) => index_time_prefix(user, before),
+            None => prefix_successor(&prefix),
+        };
+        let mut page = ViewPage::default();
+        for entry in self
+            .history
+            .range(prefix.clone()..upper, Direction::Reverse)?
+        {
+            let (key, _) = entry?;
+            let (viewed_at, content) = parse_index_key(&key, prefix.len())?;
+            let Some(record) = self.get(user, &content)? else {
+                continue; // evicted; a crash kept its index entry
+            };
+            if record.last_viewed_at != viewed_at {
+                continue; // stale: the record moved on, a crash kept its old index entry
+            }
+            if let Some(last) = page.records.last()
+                && page.records.len() >= page_size
+                && last.last_viewed_at != viewed_at
+            {
+                page.next_before = Some(last.last_viewed_at);
+                break;
+            }
+            page.records.push(record);
+        }
+        Ok(page)
+    }
+
+    /// Drops expired buckets.
+    pub fn compact(&self) -> Result<CompactionReport, StorageError> {
+        Ok(self.history.compact()?)
+    }
+
+    /// The underlying keyspace (benchmarks and introspection).
+    pub fn keyspace(&self) -> &TimeKeyspace {
+        &self.history
+    }
+
+    /// Counts the user's records from the index, drops stale index entries, evicts the least
+    /// recently viewed beyond the cap, then stores the exact count as the new bound.
+    fn recount_and_evict(&self, user: &UserId) -> Result<usize, StorageError> {
+        let prefix = index_prefix(user);
+        let mut seen = HashSet::new();
+        // Newest first: the first index entry of a content is its record's, later ones are
+        // stale (a record's last view never moves back).
+        let mut indexed = Vec::new();
+        let mut stale = Vec::new();
+        for entry in self.history.scan_prefix(&prefix, Direction::Reverse)? {
+            let (key, _) = entry?;
+            let (viewed_at, content) = parse_index_key(&key, prefix.len())?;
+            if seen.insert(content.clone()) {
+                indexed.push((viewed_at, content));
+            } else {
+                stale.push(key);
+            }
+        }
+        for key in stale {
+            self.history.remove(&key)?;
+        }
+        let mut evicted = 0;
+        while indexed.len() > self.cap {
+            let Some((viewed_at, content)) = indexed.pop() else {
+                break;
+            };
+            // Record first: a crash in between leaves an index entry without a record, which
+            // listing skips; the reverse would leave a record nothing lists or evicts.
+            if self.history.remove(&record_key(user, &content))? {
+                evicted += 1;
+            }
+            self.history.remove(&index_key(user, viewed_at, &content))?;
+        }
+        self.history
+            .insert(&bound_key(user), &encode_bound(indexed.len()))?;
+        Ok(evicted)
+    }
+
+    fn load_bound(&self, user: &UserId) -> Result<usize, StorageError> {
+        let Some(bytes) = self.history.get(&bound_key(user))? else {
+            return Ok(0);
+        };
+        <[u8; 4]>::try_from(bytes.as_ref())
+            .map(|bytes| u32::from_be_bytes(bytes) as usize)
+            .map_err(|_| StorageError::Corrupt {
+                what: "view history count",
+                detail: format!("{user}: {} bytes instead of 4", bytes.len()),
+            })
+    }
+}
+
+/// `{family}{user}`.
+fn user_key(family: &[u8], user: &UserId) -> Vec<u8> {
+    [family, user.as_str().as_bytes()].concat()
+}
+
+/// `r/{user}/{content}`.
+fn record_key(user: &UserId, content: &ContentId) -> Vec<u8> {
+    let mut key = user_key(RECORD_FAMILY, user);
+    key.push(b'/');
+    key.extend_from_slice(content.as_str().as_bytes());
+    key
+}
+
+/// `t/{user}/`.
+fn index_prefix(user: &UserId) -> Vec<u8> {
+    let mut key = user_key(INDEX_FAMILY, user);
+    key.push(b'/');
+    key
+}
+
+/// `t/{user}/{viewed_at}`: every index key of that millisecond sorts after it.
+fn index_time_prefix(user: &UserId, viewed_at: Timestamp) -> Vec<u8> {
+    let mut key = index_prefix(user);
+    key.extend_from_slice(&viewed_at.as_millis().to_be_bytes());
+    key
+}
+
+/// `t/{user}/{viewed_at}/{content}`: big-endian, so keys sort by view time.
+fn index_key(user: &UserId, viewed_at: Timestamp, content: &ContentId) -> Vec<u8> {
+    let mut key = index_time_prefix(user, viewed_at);
+    key.push(b'/');
+    key.extend_from_slice(content.as_str().as_bytes());
+    key
+}
+
+fn parse_index_key(key: &[u8], prefix_len: usize) -> Result<(Timestamp, ContentId), StorageError> {
+    let corrupt = || StorageError::Corrupt {
+        what: "view history index key",
+        detail: String::from_utf8_lossy(key).into_owned(),
+    };
+    let rest = key.get(prefix_len..).ok_or_else(corrupt)?;
+    let (millis, rest) = rest.split_at_checked(TIMESTAMP_BYTES).ok_or_else(corrupt)?;
+    let millis = u64::from_be_bytes(millis.try_into().map_err(|_| corrupt())?);
+    let content = rest
+        .strip_prefix(b"/")
+        .and_then(|content| std::str::from_utf8(content).ok())
+        .and_then(|content| ContentId::parse(content).ok())
+        .ok_or_else(corrupt)?;
+    Ok((Timestamp::from_millis(millis), content))
+}
+
+/// `n/{user}`.
+fn bound_key(user: &UserId) -> Vec<u8> {
+    user_key(BOUND_FAMILY, user)
+}
+
+/// The first key after every key starting with `prefix` (which ends in `/`, never `0xff`).
+fn prefix_successor(prefix: &[u8]) -> Vec<u8> {
+    let mut upper = prefix.to_vec();
+    if let Some(last) = upper.last_mut() {
+        *last += 1;
+    }
+    upper
+}
+
+fn encode_bound(bound: usize) -> Vec<u8> {
+    u32::try_from(bound)
+        .unwrap_or(u32::MAX)
+        .to_be_bytes()
+        .to_vec()
+}
+
+fn encode(record: &ViewRecord) -> Vec<u8> {
+    prost::Message::encode_to_vec(&ViewRecordProto {
+        position_ms: record.position_ms,
+        last_viewed_ms: record.last_viewed_at.as_millis(),
+        completed: record.completed,
+    })
+}
+
+fn decode(content_id: ContentId, bytes: &[u8]) -> Result<ViewRecord, StorageError> {
+    let record = <ViewRecordProto as prost::Message>::decode(bytes).map_err(|error| {
+        StorageError::Corrupt {
+            what: "view record",
+            detail: format!("{content_id}: {error}"),
+        }
+    })?;
+    Ok(ViewRecord {
+        content_id,
+        position_ms: record.position_ms,
+        last_viewed_at: Timestamp::from_millis(record.last_viewed_ms),
+        completed: record.completed,
+    })
+}
+
+#[cfg(test)]
+#[path = "view_history_store_tests.rs"]
+mod tests;
