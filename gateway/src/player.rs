@@ -104,6 +104,26 @@ impl PlayerApi {
         self.node.query(Query::ListSessions, &request).await
     }
 
+    /// `NextTrack` and `SkipTrack`: the same request, a different command.
+    async fn track_command(
+        &self,
+        method: &'static str,
+        request: Request<PlayerTrackRequest>,
+        command: fn(String) -> Command,
+    ) -> Result<Response<PlayerReply>, Status> {
+        let started = Instant::now();
+        let key = idempotency_key(&request);
+        let request = request.into_inner();
+        let result = self
+            .command(
+                &request.user_id,
+                command(request.playlist_id),
+                key.as_deref(),
+            )
+            .await;
+        self.finish(method, started, result)
+    }
+
     fn finish<T>(
         &self,
         method: &'static str,
@@ -141,28 +161,20 @@ impl PlayerService for PlayerApi {
         &self,
         request: Request<PlayerTrackRequest>,
     ) -> Result<Response<PlayerReply>, Status> {
-        let started = Instant::now();
-        let key = idempotency_key(&request);
-        let request = request.into_inner();
-        let next = Command::Next(NextTrack {
-            playlist_id: request.playlist_id,
-        });
-        let result = self.command(&request.user_id, next, key.as_deref()).await;
-        self.finish("NextTrack", started, result)
+        self.track_command("NextTrack", request, |playlist_id| {
+            Command::Next(NextTrack { playlist_id })
+        })
+        .await
     }
 
     async fn skip_track(
         &self,
         request: Request<PlayerTrackRequest>,
     ) -> Result<Response<PlayerReply>, Status> {
-        let started = Instant::now();
-        let key = idempotency_key(&request);
-        let request = request.into_inner();
-        let skip = Command::Skip(SkipTrack {
-            playlist_id: request.playlist_id,
-        });
-        let result = self.command(&request.user_id, skip, key.as_deref()).await;
-        self.finish("SkipTrack", started, result)
+        self.track_command("SkipTrack", request, |playlist_id| {
+            Command::Skip(SkipTrack { playlist_id })
+        })
+        .await
     }
 
     async fn get_session(
