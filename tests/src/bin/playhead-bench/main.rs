@@ -4,11 +4,14 @@
 //!
 //! - [`ingest`]: drain rate of a pre-filled station inbox, playhead-node ÷ a bare consumer.
 //! - [`reads`]: `GetNowPlaying` throughput and latency ÷ the gateway's own health check.
+//! - [`sessions`]: player sessions: TTL compaction ÷ per-key deletes, `NextTrack` latency while
+//!   the node compacts ÷ before, restart with the sessions persisted, disk size under churn.
 //!
 //! Build it in release (`make bench` does); a debug build measures the compiler, not playhead.
 
 mod ingest;
 mod reads;
+mod sessions;
 
 use std::time::Duration;
 
@@ -43,8 +46,26 @@ struct Args {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
     connections: u64,
     /// Measure ingest only (quicker when tuning the node).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "sessions_only")]
     ingest_only: bool,
+    /// Player sessions in the bucket that is compacted and persisted across a restart.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    sessions: u64,
+    /// Listeners whose sessions carry the `NextTrack` load while the node compacts.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    session_users: u64,
+    /// `NextTrack` requests per second, paced (0: as fast as the workers go).
+    #[arg(long, default_value_t = 500)]
+    session_rate: u64,
+    /// `NextTrack` requests in flight.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    session_concurrency: u64,
+    /// New sessions per simulated day of churn (and as many touched).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..))]
+    churn_per_day: u64,
+    /// Measure player sessions only.
+    #[arg(long)]
+    sessions_only: bool,
 }
 
 #[tokio::main]
@@ -65,6 +86,24 @@ async fn main() -> anyhow::Result<()> {
         nats.url(),
         std::thread::available_parallelism().map_or(1, usize::from)
     );
+
+    let session_workload = sessions::Workload {
+        sessions: args.sessions as usize,
+        users: args.session_users as usize,
+        rate: args.session_rate,
+        concurrency: args.session_concurrency as usize,
+        partitions: args.partitions,
+        churn_per_day: args.churn_per_day as usize,
+    };
+    if args.sessions_only {
+        let figures = sessions::run(&nats.url(), &session_workload)
+            .await?
+            .report(&session_workload);
+        println!();
+        println!("summary (DESIGN.md §8)");
+        session_verdicts(&figures);
+        return Ok(());
+    }
 
     let workload = ingest::Workload {
         observations: args.observations,
@@ -94,6 +133,9 @@ async fn main() -> anyhow::Result<()> {
     let read = reads::run(&nats.url(), &ingested.stations, &load).await?;
     let (ratio_reads, p99) = read.report(&load);
     ingested.node.stop().await;
+    let figures = sessions::run(&nats.url(), &session_workload)
+        .await?
+        .report(&session_workload);
 
     println!();
     println!("summary (DESIGN.md §8)");
@@ -110,7 +152,43 @@ async fn main() -> anyhow::Result<()> {
         ratio_reads >= 0.8,
     );
     verdict("GetNowPlaying p99 (ms)", p99, "≤ 3", p99 <= 3.0);
+    session_verdicts(&figures);
     Ok(())
+}
+
+fn session_verdicts(figures: &sessions::Figures) {
+    verdict(
+        "session bucket compaction, idle (s)",
+        figures.compaction_idle,
+        "≤ 1",
+        figures.compaction_idle <= 1.0,
+    );
+    // NaN when the node was not seen dropping the bucket inside the compaction window.
+    let serving = figures.compaction_serving.unwrap_or(f64::NAN);
+    verdict(
+        "session compaction, serving (s)",
+        serving,
+        "≤ 1",
+        serving <= 1.0,
+    );
+    verdict(
+        "NextTrack p99 compacting ÷ before",
+        figures.p99_ratio,
+        "≤ 1.2",
+        figures.compaction_serving.is_some() && figures.p99_ratio <= 1.2,
+    );
+    verdict(
+        "restart to a session served (s)",
+        figures.restart,
+        "≤ 5",
+        figures.restart <= 5.0,
+    );
+    verdict(
+        "disk after 60 ÷ 30 days of churn",
+        figures.disk_ratio,
+        "≤ 1.2",
+        figures.disk_ratio <= 1.2,
+    );
 }
 
 fn verdict(figure: &str, value: f64, target: &str, met: bool) {
