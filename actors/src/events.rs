@@ -28,7 +28,7 @@ pub async fn publish(
     metrics: &NodeMetrics,
     family: EventFamily,
     entity_id: &str,
-    events: &[OutgoingEvent],
+    events: Vec<OutgoingEvent>,
 ) -> Result<(), EntityError> {
     let failed = |error: String| EntityError::Publish {
         what: "domain event",
@@ -59,7 +59,7 @@ pub async fn publish(
             .publish_with_headers(
                 event_subject(family, entity_id, event.name),
                 headers,
-                event.payload.clone().into(),
+                event.payload.into(),
             )
             .await
             .map_err(|error| failed(error.to_string()))?;

@@ -117,7 +117,7 @@ impl StationEntity {
             &context.metrics,
             EventFamily::Station,
             self.id.as_str(),
-            &outgoing,
+            outgoing,
         )
         .await
     }

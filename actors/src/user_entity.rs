@@ -129,7 +129,7 @@ impl Entity for UserEntity {
                     &context.metrics,
                     EventFamily::User,
                     self.id.as_str(),
-                    &outgoing,
+                    outgoing,
                 )
                 .await?;
             }

@@ -4,6 +4,7 @@ use playhead_proto::ids::{PlaylistId, StationId, UserId};
 use playhead_proto::v1;
 
 use crate::domain::player::{PlayerEvent, PlayerPolicy, Session, SessionStatus, Track};
+use crate::domain::playout::{HeartbeatAction, HeartbeatReason};
 use crate::domain::station::{ObserveSong, Song, StationCommand, StationEvent, StationState};
 use crate::domain::time::Timestamp;
 use crate::storage::session_store::LastAnswer;
@@ -192,6 +193,29 @@ pub fn player_event_payload(user: &UserId, playlist: &PlaylistId, event: &Player
             at: Some(timestamp(*at)),
         }
         .encode_to_vec(),
+    }
+}
+
+/// A playlist track as the decider sees it.
+pub fn track(track: v1::PlaylistTrack) -> Track {
+    Track {
+        track_id: track.track_id,
+        artist: track.artist,
+    }
+}
+
+pub fn heartbeat_action(action: HeartbeatAction) -> v1::HeartbeatAction {
+    match action {
+        HeartbeatAction::Continue => v1::HeartbeatAction::Continue,
+        HeartbeatAction::Stop => v1::HeartbeatAction::Stop,
+    }
+}
+
+pub fn heartbeat_reason(reason: HeartbeatReason) -> v1::HeartbeatReason {
+    match reason {
+        HeartbeatReason::Ok => v1::HeartbeatReason::Ok,
+        HeartbeatReason::NotEntitled => v1::HeartbeatReason::NotEntitled,
+        HeartbeatReason::ConcurrencyLimit => v1::HeartbeatReason::ConcurrencyLimit,
     }
 }
 

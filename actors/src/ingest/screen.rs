@@ -9,7 +9,7 @@ use playhead_proto::subjects::{Inbox, ReplySubject, StoredSubject, UserKind};
 use playhead_proto::v1;
 
 use crate::domain::catalog::CatalogCommand;
-use crate::domain::player::{self, Track};
+use crate::domain::player;
 use crate::domain::station::StationCommand;
 use crate::user_entity::{UserCommand, UserMessage};
 use crate::wire;
@@ -194,14 +194,7 @@ pub fn player_command(
     match command.command {
         Some(Command::Start(start)) => {
             let playlist_id = playlist(start.playlist_id)?;
-            let tracks: Vec<Track> = start
-                .tracks
-                .into_iter()
-                .map(|track| Track {
-                    track_id: track.track_id,
-                    artist: track.artist,
-                })
-                .collect();
+            let tracks = start.tracks.into_iter().map(wire::track).collect();
             Ok((
                 playlist_id.clone(),
                 player::PlayerCommand::Start(player::StartPlaylist {

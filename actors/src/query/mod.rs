@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::player::PlayerPolicy;
 use crate::domain::time::Timestamp;
 use crate::storage::Storage;
+use crate::storage::clock::{Clock, SystemClock};
 
 /// Largest page a query returns.
 pub const MAX_PAGE_SIZE: u32 = 100;
@@ -84,8 +85,7 @@ impl QueryContext {
 }
 
 fn wall_clock() -> Timestamp {
-    let millis = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
-    Timestamp::from_millis(millis.max(0) as u64)
+    Timestamp::from_millis(SystemClock.now_millis())
 }
 
 /// Serves every query endpoint until `stop` is cancelled.

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use playhead_proto::ids::{self, ContentId, UserId};
+use playhead_proto::v1;
 
 use super::StorageError;
 use crate::domain::playout::{
@@ -17,6 +18,7 @@ use crate::domain::playout::{
     MAX_RECENT_DECISIONS, PlayoutState, RecentDecision, Slot,
 };
 use crate::domain::time::Timestamp;
+use crate::wire;
 
 const TREE_NAME: &str = "user_playouts";
 const WHAT: &str = "user playouts";
@@ -50,35 +52,18 @@ struct SlotRecord {
     last_heartbeat_at_ms: u64,
 }
 
-/// `action` and `reason` hold the [`ActionCode`] / [`ReasonCode`] values; 0 is never
+/// `action` and `reason` hold `playhead.v1` `HeartbeatAction` / `HeartbeatReason` values; 0 is never
 /// written, so a record that lost them reads as corrupt instead of as a silent CONTINUE.
 #[derive(Clone, PartialEq, prost::Message)]
 struct RecentDecisionRecord {
     #[prost(string, tag = "1")]
     playout_id: String,
-    #[prost(enumeration = "ActionCode", tag = "2")]
+    #[prost(enumeration = "v1::HeartbeatAction", tag = "2")]
     action: i32,
-    #[prost(enumeration = "ReasonCode", tag = "3")]
+    #[prost(enumeration = "v1::HeartbeatReason", tag = "3")]
     reason: i32,
     #[prost(uint64, tag = "4")]
     next_heartbeat_ms: u64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, prost::Enumeration)]
-#[repr(i32)]
-enum ActionCode {
-    Unspecified = 0,
-    Continue = 1,
-    Stop = 2,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, prost::Enumeration)]
-#[repr(i32)]
-enum ReasonCode {
-    Unspecified = 0,
-    Ok = 1,
-    NotEntitled = 2,
-    ConcurrencyLimit = 3,
 }
 
 /// Entitlements in tag order, slots in admission order, decisions oldest first: the orders
@@ -166,8 +151,8 @@ fn encode(stored: &StoredPlayouts) -> Vec<u8> {
             .iter()
             .map(|recent| RecentDecisionRecord {
                 playout_id: recent.playout_id.clone(),
-                action: action_code(recent.decision.action) as i32,
-                reason: reason_code(recent.decision.reason) as i32,
+                action: wire::heartbeat_action(recent.decision.action) as i32,
+                reason: wire::heartbeat_reason(recent.decision.reason) as i32,
                 next_heartbeat_ms: duration_millis(recent.decision.next_heartbeat),
             })
             .collect(),
@@ -232,15 +217,16 @@ fn decode(bytes: &[u8]) -> Result<StoredPlayouts, String> {
         .recent_decisions
         .into_iter()
         .map(|recent| {
-            let action = match ActionCode::try_from(recent.action) {
-                Ok(ActionCode::Continue) => HeartbeatAction::Continue,
-                Ok(ActionCode::Stop) => HeartbeatAction::Stop,
+            let action = match v1::HeartbeatAction::try_from(recent.action) {
+                Ok(v1::HeartbeatAction::Continue) => HeartbeatAction::Continue,
+                Ok(v1::HeartbeatAction::Stop) => HeartbeatAction::Stop,
                 _ => return Err(format!("unknown heartbeat action {}", recent.action)),
             };
-            let reason = match ReasonCode::try_from(recent.reason) {
-                Ok(ReasonCode::Ok) => HeartbeatReason::Ok,
-                Ok(ReasonCode::NotEntitled) => HeartbeatReason::NotEntitled,
-                Ok(ReasonCode::ConcurrencyLimit) => HeartbeatReason::ConcurrencyLimit,
+            // DEGRADED is the gateway's answer, never a decision the actor stores.
+            let reason = match v1::HeartbeatReason::try_from(recent.reason) {
+                Ok(v1::HeartbeatReason::Ok) => HeartbeatReason::Ok,
+                Ok(v1::HeartbeatReason::NotEntitled) => HeartbeatReason::NotEntitled,
+                Ok(v1::HeartbeatReason::ConcurrencyLimit) => HeartbeatReason::ConcurrencyLimit,
                 _ => return Err(format!("unknown heartbeat reason {}", recent.reason)),
             };
             Ok(RecentDecision {
@@ -263,21 +249,6 @@ fn decode(bytes: &[u8]) -> Result<StoredPlayouts, String> {
         },
         last_applied_seq: record.last_applied_seq,
     })
-}
-
-fn action_code(action: HeartbeatAction) -> ActionCode {
-    match action {
-        HeartbeatAction::Continue => ActionCode::Continue,
-        HeartbeatAction::Stop => ActionCode::Stop,
-    }
-}
-
-fn reason_code(reason: HeartbeatReason) -> ReasonCode {
-    match reason {
-        HeartbeatReason::Ok => ReasonCode::Ok,
-        HeartbeatReason::NotEntitled => ReasonCode::NotEntitled,
-        HeartbeatReason::ConcurrencyLimit => ReasonCode::ConcurrencyLimit,
-    }
 }
 
 fn duration_millis(duration: Duration) -> u64 {
@@ -402,7 +373,7 @@ mod tests {
             recent_decisions: vec![RecentDecisionRecord {
                 playout_id: "p1".into(),
                 action: 7,
-                reason: ReasonCode::Ok as i32,
+                reason: v1::HeartbeatReason::Ok as i32,
                 next_heartbeat_ms: 1,
             }],
         };
