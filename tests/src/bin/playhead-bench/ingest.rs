@@ -7,18 +7,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer};
-use futures::StreamExt;
 use playhead_actors::broker;
-use playhead_actors::config::{FlagOverrides, NodeConfig};
 use playhead_proto::subjects::{EVENTS_STREAM, Inbox};
 use playhead_tests::harness::NatsServer;
 use playhead_tests::model::{generate, publish_all};
-use playhead_tests::system::{TestNode, metric_value, temp_dir};
+use playhead_tests::system::{TestNode, temp_dir};
 
-/// Longest a drain may take before the benchmark gives up on it.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
-/// Messages the baseline consumer asks for per pull.
-const BASELINE_BATCH: usize = 500;
+use crate::common::{
+    Batches, bare_consumer, drain, format_counts, inbox_outcomes, node_config, wait_processed,
+};
 
 pub struct Workload {
     pub observations: usize,
@@ -39,25 +36,13 @@ pub struct Ingested {
     node_drain: Duration,
     outcomes: Vec<(&'static str, f64)>,
     events: u64,
-    batches: f64,
-    batch_seconds: f64,
+    batches: Batches,
     _data: tempfile::TempDir,
 }
 
 pub async fn run(nats: &NatsServer, workload: &Workload) -> anyhow::Result<Ingested> {
     let data = temp_dir();
-    // Loaded like playhead-node loads it, so PLAYHEAD_* variables tune the node under test.
-    let config = NodeConfig::load(
-        None,
-        &FlagOverrides {
-            data_dir: Some(data.path().to_owned()),
-            nats_url: Some(nats.url()),
-            partitions: Some(workload.partitions),
-            metrics_listen: Some("127.0.0.1:0".parse().expect("valid address")),
-            ..FlagOverrides::default()
-        },
-    )
-    .context("benchmark node configuration")?;
+    let config = node_config(&nats.url(), data.path(), workload.partitions)?;
 
     let jetstream = jetstream::new(nats.connect().await);
     broker::ensure_topology(&jetstream, &config)
@@ -85,40 +70,18 @@ pub async fn run(nats: &NatsServer, workload: &Workload) -> anyhow::Result<Inges
     let started = Instant::now();
     let node = TestNode::start(config).await;
     let node_ready = started.elapsed();
-    let total = observations.len() as f64;
-    let deadline = started + DRAIN_TIMEOUT;
-    let station_label = [("inbox", Inbox::Station.label())];
-    loop {
-        // The node counts a batch only after its acknowledgement: at `total` all are acked.
-        let processed = metric_value(
-            &node.metrics().await,
-            "playhead_inbox_messages_total",
-            &station_label,
-        );
-        if processed >= total {
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "playhead-node processed {processed} of {total} observations in {DRAIN_TIMEOUT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_processed(
+        &node,
+        Inbox::Station,
+        observations.len() as f64,
+        "observations",
+    )
+    .await?;
     let node_drain = started.elapsed();
 
     let metrics = node.metrics().await;
-    let outcomes = ["applied", "unchanged", "duplicate", "dead_lettered"]
-        .into_iter()
-        .map(|outcome| {
-            let labels = [station_label[0], ("outcome", outcome)];
-            (
-                outcome,
-                metric_value(&metrics, "playhead_inbox_messages_total", &labels),
-            )
-        })
-        .collect();
-    let batches = metric_value(&metrics, "playhead_batch_seconds_count", &station_label);
-    let batch_seconds = metric_value(&metrics, "playhead_batch_seconds_sum", &station_label);
+    let outcomes = inbox_outcomes(&metrics, Inbox::Station);
+    let batches = Batches::scrape(&metrics, Inbox::Station);
     let events = jetstream
         .get_stream(EVENTS_STREAM)
         .await?
@@ -137,7 +100,6 @@ pub async fn run(nats: &NatsServer, workload: &Workload) -> anyhow::Result<Inges
         outcomes,
         events,
         batches,
-        batch_seconds,
         _data: data,
     })
 }
@@ -146,7 +108,13 @@ pub async fn run(nats: &NatsServer, workload: &Workload) -> anyhow::Result<Inges
 /// are untouched): the broker's best case for these messages.
 async fn bare_drain(jetstream: &jetstream::Context, count: usize) -> anyhow::Result<Duration> {
     let stream = jetstream.get_stream(Inbox::Station.stream_name()).await?;
-    let consumer = bare_consumer(&stream, "bench-bare", String::new()).await?;
+    let consumer = bare_consumer(
+        &stream,
+        "bench-bare",
+        String::new(),
+        consumer::DeliverPolicy::All,
+    )
+    .await?;
     let started = Instant::now();
     drain(consumer, count as u64).await?;
     Ok(started.elapsed())
@@ -163,8 +131,13 @@ async fn bare_partitioned_drain(
     let mut drains = Vec::with_capacity(partitions as usize);
     for partition in 0..partitions {
         let filter = Inbox::Station.partition_filter(partition);
-        let mut consumer =
-            bare_consumer(&stream, &format!("bench-bare-p{partition}"), filter).await?;
+        let mut consumer = bare_consumer(
+            &stream,
+            &format!("bench-bare-p{partition}"),
+            filter,
+            consumer::DeliverPolicy::All,
+        )
+        .await?;
         let pending = consumer.info().await?.num_pending;
         drains.push((consumer, pending));
     }
@@ -176,45 +149,6 @@ async fn bare_partitioned_drain(
     )
     .await?;
     Ok(started.elapsed())
-}
-
-async fn bare_consumer(
-    stream: &jetstream::stream::Stream,
-    name: &str,
-    filter_subject: String,
-) -> anyhow::Result<consumer::PullConsumer> {
-    Ok(stream
-        .create_consumer(consumer::pull::Config {
-            name: Some(name.into()),
-            filter_subject,
-            ack_policy: consumer::AckPolicy::Explicit,
-            deliver_policy: consumer::DeliverPolicy::All,
-            max_ack_pending: 10_000,
-            inactive_threshold: Duration::from_secs(30),
-            ..Default::default()
-        })
-        .await?)
-}
-
-/// Pulls `count` messages in batches and acks each one, decoding nothing.
-async fn drain(consumer: consumer::PullConsumer, count: u64) -> anyhow::Result<()> {
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(BASELINE_BATCH)
-        .messages()
-        .await?;
-    for _ in 0..count {
-        let message = tokio::time::timeout(DRAIN_TIMEOUT, messages.next())
-            .await
-            .context("bare consumer stalled")?
-            .context("bare consumer ended early")?
-            .map_err(|error| anyhow::anyhow!("bare consumer: {error}"))?;
-        message
-            .ack()
-            .await
-            .map_err(|error| anyhow::anyhow!("bare ack: {error}"))?;
-    }
-    Ok(())
 }
 
 impl Ingested {
@@ -243,22 +177,12 @@ impl Ingested {
             "  of which start until ready",
             self.node_ready.as_secs_f64()
         );
-        let outcomes: Vec<String> = self
-            .outcomes
-            .iter()
-            .map(|(outcome, value)| format!("{outcome} {value:.0}"))
-            .collect();
         println!(
             "  outcomes: {}; events published {}",
-            outcomes.join(", "),
+            format_counts(&self.outcomes),
             self.events
         );
-        println!(
-            "  node batches {:.0}: mean {:.0} messages in {:.1} ms",
-            self.batches,
-            count / self.batches,
-            self.batch_seconds / self.batches * 1_000.0
-        );
+        self.batches.print(count);
         let ratio = rate(self.node_drain) / rate(self.baseline);
         println!("  ratio node ÷ bare drain rate {ratio:.2}");
         println!(

@@ -9,6 +9,7 @@
 //!
 //! Build it in release (`make bench` does); a debug build measures the compiler, not playhead.
 
+mod common;
 mod ingest;
 mod reads;
 mod sessions;

@@ -6,15 +6,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use playhead_proto::v1::GetNowPlayingRequest;
 use playhead_proto::v1::station_service_client::StationServiceClient;
 use playhead_tests::system::{TestGateway, metric_value};
 use tonic::transport::Channel;
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_client::HealthClient;
 
-const WARM_UP: Duration = Duration::from_secs(1);
+use crate::common::{Phase, WARM_UP, health_check, latency_histogram};
+
 const CACHE_FILL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Workers step through the stations by a large prime so they do not move in lockstep.
 const STATION_STRIDE: usize = 7_919;
@@ -23,15 +21,6 @@ pub struct Load {
     pub duration: Duration,
     pub concurrency: usize,
     pub connections: usize,
-}
-
-/// What one phase of load produced.
-pub struct Phase {
-    requests: u64,
-    errors: u64,
-    elapsed: Duration,
-    /// Microseconds per successful request.
-    latency: Histogram<u64>,
 }
 
 pub struct Reads {
@@ -65,15 +54,7 @@ pub async fn run(nats_url: &str, stations: &[String], load: &Load) -> anyhow::Re
     }
 
     eprintln!("loading the health check…");
-    let health = drive(&channels, load, |channel, _| async move {
-        HealthClient::new(channel)
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .map(drop)
-    })
-    .await;
+    let health = drive(&channels, load, |channel, _| health_check(channel)).await;
     eprintln!("loading GetNowPlaying…");
     let stations: Arc<[String]> = stations.into();
     let now_playing = drive(&channels, load, move |channel, request| {
@@ -114,8 +95,7 @@ where
         let channel = channels[worker % channels.len()].clone();
         let request = request.clone();
         tasks.spawn(async move {
-            let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
-                .expect("valid histogram bounds");
+            let mut latency = latency_histogram();
             let (mut requests, mut errors) = (0u64, 0u64);
             let mut n = worker;
             loop {
@@ -139,12 +119,7 @@ where
             (requests, errors, latency)
         });
     }
-    let mut phase = Phase {
-        requests: 0,
-        errors: 0,
-        elapsed: load.duration,
-        latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
-    };
+    let mut phase = Phase::new(load.duration);
     while let Some(joined) = tasks.join_next().await {
         let (requests, errors, latency) = joined.expect("load task does not panic");
         phase.requests += requests;
@@ -156,27 +131,6 @@ where
         .elapsed
         .max(Instant::now().saturating_duration_since(warm_up_until));
     phase
-}
-
-impl Phase {
-    fn rate(&self) -> f64 {
-        self.requests as f64 / self.elapsed.as_secs_f64()
-    }
-
-    fn millis_at(&self, quantile: f64) -> f64 {
-        self.latency.value_at_quantile(quantile) as f64 / 1_000.0
-    }
-
-    fn print(&self, what: &str) {
-        println!(
-            "  {what:<16} {:>9.0} req/s   p50 {:>6.2} ms   p99 {:>6.2} ms   max {:>7.2} ms   errors {}",
-            self.rate(),
-            self.millis_at(0.50),
-            self.millis_at(0.99),
-            self.latency.max() as f64 / 1_000.0,
-            self.errors
-        );
-    }
 }
 
 impl Reads {

@@ -1,0 +1,94 @@
+//! Player sessions (issue 3): the costs of the time-partitioned session keyspace.
+//!
+//! - compaction: `SessionStore::compact` dropping one bucket of N sessions, against removing
+//!   the same N keys one by one from the same keyspace of the same db (the baseline);
+//! - serving: `NextTrack` latency through the gateway in a window that contains the node's
+//!   periodic compaction of a pre-filled N-session bucket, against an earlier window of the
+//!   same load;
+//! - restart: from starting the node on a data dir holding N sessions until a `GetSession` of
+//!   one of them answers (sessions load lazily: this is sled recovery and topology set-up);
+//! - churn: `size_on_disk` after 60 simulated days of new and touched sessions with daily
+//!   compaction, against after 30, at a roughly constant live set (and after 90, to see
+//!   whether it levels off).
+//!
+//! Storage-level parts move a `ManualClock`. The serving part pre-fills the node's data dir
+//! with the clock placed in a future bucket, chosen so the bucket becomes droppable at a
+//! wall-clock instant T far enough ahead for the set-up and the baseline window.
+
+mod churn;
+mod compaction;
+mod fixtures;
+mod restart;
+mod serving;
+
+use churn::Churn;
+use compaction::Compaction;
+use serving::Serving;
+
+pub struct Workload {
+    /// Sessions in the bucket that is compacted (and persisted across the restart).
+    pub sessions: usize,
+    /// Foreground listeners driven with `NextTrack`.
+    pub users: usize,
+    /// Paced `NextTrack` requests per second over all workers (0: unpaced closed loop).
+    pub rate: u64,
+    pub concurrency: usize,
+    pub partitions: u32,
+    /// New sessions a simulated day, and as many touched ones.
+    pub churn_per_day: usize,
+}
+
+pub struct Sessions {
+    compaction: Compaction,
+    serving: Serving,
+    churn: Churn,
+}
+
+pub async fn run(nats_url: &str, workload: &Workload) -> anyhow::Result<Sessions> {
+    let sessions = workload.sessions;
+    anyhow::ensure!(sessions > 0, "--sessions must be at least 1");
+    let compaction =
+        tokio::task::spawn_blocking(move || compaction::compaction_vs_deletes(sessions)).await??;
+    let fill_rate = sessions as f64 / compaction.fill.as_secs_f64();
+    let serving = serving::serving(nats_url, workload, fill_rate).await?;
+    let per_day = workload.churn_per_day;
+    let churn = tokio::task::spawn_blocking(move || churn::churn(per_day)).await??;
+    Ok(Sessions {
+        compaction,
+        serving,
+        churn,
+    })
+}
+
+/// The figures the summary judges.
+pub struct Figures {
+    /// Seconds `compact()` took to drop the bucket, storage alone.
+    pub compaction_idle: f64,
+    /// Seconds the node's compaction took to drop it while serving (`None`: not seen).
+    pub compaction_serving: Option<f64>,
+    /// `NextTrack` p99 in the compaction window ÷ in the baseline window.
+    pub p99_ratio: f64,
+    /// Seconds from restart until a pre-filled session was served.
+    pub restart: f64,
+    /// Bytes on disk after 60 days ÷ after 30 (reported).
+    pub disk_ratio: f64,
+    /// Bytes on disk after 90 days ÷ after 60: about 1 when disk use is bounded.
+    pub disk_ratio_later: f64,
+}
+
+impl Sessions {
+    pub fn report(&self, workload: &Workload) -> Figures {
+        self.compaction.print(workload.sessions);
+        self.serving.starts.print(workload);
+        let compaction_serving = self.serving.print_load(workload);
+        let (disk_ratio, disk_ratio_later) = self.churn.print(workload.churn_per_day);
+        Figures {
+            compaction_idle: self.compaction.drop.as_secs_f64(),
+            compaction_serving,
+            p99_ratio: self.serving.p99_ratio(),
+            restart: self.serving.starts.restart.answered.as_secs_f64(),
+            disk_ratio,
+            disk_ratio_later,
+        }
+    }
+}
