@@ -2,7 +2,7 @@
 //!
 //! - [`harness`]: the broker (started on a random port with a temp store, killed on drop),
 //!   child processes, and deadline-bound waiting.
-//! - [`model`]: expected histories for generated observation streams.
+//! - [`model`]: expected histories for generated observation streams; pipelined publishing.
 //! - [`player`]: playlist fixtures.
 //! - [`system`]: playhead's node and gateway, in-process or as child processes.
 

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use async_nats::jetstream;
+use bytes::Bytes;
 use playhead_proto::ids::StationId;
 use playhead_proto::subjects::station_song;
 use playhead_proto::v1::SongObserved;
@@ -89,8 +90,7 @@ const ACK_WINDOW: usize = 1_024;
 
 /// Publishes every observation (pipelined) and waits for the inbox to acknowledge them all.
 pub async fn publish_all(jetstream: &jetstream::Context, observations: &[Observation]) {
-    let mut acks = std::collections::VecDeque::with_capacity(ACK_WINDOW);
-    for observation in observations {
+    let messages = observations.iter().map(|observation| {
         let station = StationId::parse(observation.station.clone()).expect("valid station");
         let payload = SongObserved {
             station_id: observation.station.clone(),
@@ -98,6 +98,19 @@ pub async fn publish_all(jetstream: &jetstream::Context, observations: &[Observa
             title: observation.title.clone(),
             ..Default::default()
         };
+        (station_song(&station), payload.encode_to_vec().into())
+    });
+    publish_pipelined(jetstream, messages).await;
+}
+
+/// Publishes every (subject, payload) with at most [`ACK_WINDOW`] acknowledgements
+/// outstanding, and waits until the broker acknowledged them all.
+pub async fn publish_pipelined(
+    jetstream: &jetstream::Context,
+    messages: impl IntoIterator<Item = (String, Bytes)>,
+) {
+    let mut acks = std::collections::VecDeque::with_capacity(ACK_WINDOW);
+    for (subject, payload) in messages {
         if acks.len() == ACK_WINDOW {
             let oldest: jetstream::context::PublishAckFuture =
                 acks.pop_front().expect("window is full");
@@ -105,7 +118,7 @@ pub async fn publish_all(jetstream: &jetstream::Context, observations: &[Observa
         }
         acks.push_back(
             jetstream
-                .publish(station_song(&station), payload.encode_to_vec().into())
+                .publish(subject, payload)
                 .await
                 .expect("publish sent"),
         );

@@ -128,6 +128,25 @@ pub(crate) fn inbox_outcomes(metrics: &str, inbox: Inbox) -> Vec<(&'static str, 
         .collect()
 }
 
+/// One line of a drain report: the time `count` messages took, and their rate in `unit`.
+pub(crate) fn print_rate(what: &str, elapsed: Duration, count: f64, unit: &str) {
+    println!(
+        "  {what:<40} {:>8.2} s {:>10.0} {unit}",
+        elapsed.as_secs_f64(),
+        count / elapsed.as_secs_f64()
+    );
+}
+
+/// The node's drain of `count` messages, timed from its start, and how much the start took.
+pub(crate) fn print_node_drain(drain: Duration, ready: Duration, count: f64, unit: &str) {
+    print_rate("playhead-node drain (start included)", drain, count, unit);
+    println!(
+        "  {:<40} {:>8.2} s",
+        "  of which start until ready",
+        ready.as_secs_f64()
+    );
+}
+
 /// The node's partition batches of one inbox since it started.
 pub(crate) struct Batches {
     count: f64,

@@ -14,7 +14,8 @@ use playhead_tests::model::{generate, publish_all};
 use playhead_tests::system::{TestNode, temp_dir};
 
 use crate::common::{
-    Batches, bare_consumer, drain, format_counts, inbox_outcomes, node_config, wait_processed,
+    Batches, bare_consumer, drain, format_counts, inbox_outcomes, node_config, print_node_drain,
+    print_rate, wait_processed,
 };
 
 pub struct Workload {
@@ -161,22 +162,11 @@ impl Ingested {
             "ingest: {} song observations over {} stations ({}% repeats), {} partitions",
             workload.observations, workload.stations, workload.repeat_percent, workload.partitions
         );
-        let line = |what: &str, elapsed: Duration| {
-            println!(
-                "  {what:<40} {:>8.2} s {:>10.0} msg/s",
-                elapsed.as_secs_f64(),
-                rate(elapsed)
-            );
-        };
+        let line = |what: &str, elapsed: Duration| print_rate(what, elapsed, count, "msg/s");
         line("publish (pipelined, every ack awaited)", self.publish);
         line("bare consumer drain (pull, ack each)", self.baseline);
         line("bare drain, one consumer per partition", self.partitioned);
-        line("playhead-node drain (start included)", self.node_drain);
-        println!(
-            "  {:<40} {:>8.2} s",
-            "  of which start until ready",
-            self.node_ready.as_secs_f64()
-        );
+        print_node_drain(self.node_drain, self.node_ready, count, "msg/s");
         println!(
             "  outcomes: {}; events published {}",
             format_counts(&self.outcomes),

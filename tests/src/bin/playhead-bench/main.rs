@@ -6,10 +6,16 @@
 //! - [`reads`]: `GetNowPlaying` throughput and latency ÷ the gateway's own health check.
 //! - [`sessions`]: player sessions: TTL compaction ÷ per-key deletes, `NextTrack` latency while
 //!   the node compacts ÷ before, restart with the sessions persisted, disk size under churn.
+//! - [`heartbeats`]: video heartbeats: drain rate of a pre-filled heartbeat storm ÷ a bare
+//!   consumer (checked against the admissions the storm must produce), and `Heartbeat` RPC
+//!   latency at a steady paced rate next to the health check at the same rate.
+//! - [`common`]: the node's configuration, the bare drain baseline and latency figures they
+//!   share.
 //!
 //! Build it in release (`make bench` does); a debug build measures the compiler, not playhead.
 
 mod common;
+mod heartbeats;
 mod ingest;
 mod reads;
 mod sessions;
@@ -37,17 +43,18 @@ struct Args {
     /// Inbox partitions (P of the subject transform), as deployed.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1024))]
     partitions: u32,
-    /// Seconds of measured load per read phase (after one second of warm-up).
+    /// Seconds of measured load per read phase and per heartbeat RPC phase (after one second
+    /// of warm-up).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
     read_secs: u64,
     /// Requests in flight during the read phases.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=4096))]
     concurrency: u64,
-    /// HTTP/2 connections the read load is spread over.
+    /// HTTP/2 connections the read and heartbeat RPC load is spread over.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
     connections: u64,
     /// Measure ingest only (quicker when tuning the node).
-    #[arg(long, conflicts_with = "sessions_only")]
+    #[arg(long, conflicts_with_all = ["sessions_only", "heartbeats_only"])]
     ingest_only: bool,
     /// Player sessions in the bucket that is compacted and persisted across a restart.
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -65,8 +72,21 @@ struct Args {
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..))]
     churn_per_day: u64,
     /// Measure player sessions only.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "heartbeats_only")]
     sessions_only: bool,
+    /// Users of the heartbeat storm, each entitled to one package of content.
+    #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..))]
+    heartbeat_users: u64,
+    /// Heartbeats of the storm pre-filled into the user inbox, spread over the users.
+    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..))]
+    heartbeats: u64,
+    /// `Heartbeat` requests per second through the gateway, paced open-loop (the health-check
+    /// baseline runs at the same rate).
+    #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    heartbeat_rate: u64,
+    /// Measure video heartbeats only.
+    #[arg(long)]
+    heartbeats_only: bool,
 }
 
 #[tokio::main]
@@ -96,6 +116,23 @@ async fn main() -> anyhow::Result<()> {
         partitions: args.partitions,
         churn_per_day: args.churn_per_day as usize,
     };
+    let heartbeat_workload = heartbeats::Workload {
+        users: args.heartbeat_users as usize,
+        heartbeats: args.heartbeats as usize,
+        partitions: args.partitions,
+        rate: args.heartbeat_rate,
+        duration: Duration::from_secs(args.read_secs),
+        connections: args.connections as usize,
+    };
+    if args.heartbeats_only {
+        let figures = heartbeats::run(&nats, &heartbeat_workload)
+            .await?
+            .report(&heartbeat_workload);
+        println!();
+        println!("summary (DESIGN.md §8)");
+        heartbeat_verdicts(&figures, &heartbeat_workload);
+        return Ok(());
+    }
     if args.sessions_only {
         let figures = sessions::run(&nats.url(), &session_workload)
             .await?
@@ -137,6 +174,9 @@ async fn main() -> anyhow::Result<()> {
     let figures = sessions::run(&nats.url(), &session_workload)
         .await?
         .report(&session_workload);
+    let heartbeat_figures = heartbeats::run(&nats, &heartbeat_workload)
+        .await?
+        .report(&heartbeat_workload);
 
     println!();
     println!("summary (DESIGN.md §8)");
@@ -154,6 +194,7 @@ async fn main() -> anyhow::Result<()> {
     );
     verdict("GetNowPlaying p99 (ms)", p99, "≤ 3", p99 <= 3.0);
     session_verdicts(&figures);
+    heartbeat_verdicts(&heartbeat_figures, &heartbeat_workload);
     Ok(())
 }
 
@@ -194,6 +235,28 @@ fn session_verdicts(figures: &sessions::Figures) {
         figures.disk_ratio_later,
         "≤ 1.1",
         figures.disk_ratio_later <= 1.1,
+    );
+}
+
+fn heartbeat_verdicts(figures: &heartbeats::Figures, workload: &heartbeats::Workload) {
+    println!(
+        "  {:<36} {:>8.2}   (reported; ingest's target is ≥ 0.6)",
+        "heartbeat storm: node ÷ bare drain", figures.drain_ratio
+    );
+    // A fail-open answer is not a round trip: the p99 counts only when every answer was one.
+    verdict(
+        &format!("Heartbeat p99 at {} req/s (ms)", workload.rate),
+        figures.p99,
+        "≤ 5",
+        figures.p99 <= 5.0 && figures.not_ok == 0 && figures.errors == 0,
+    );
+    println!(
+        "  {:<36} {:>8}   (must be 0; DEGRADED is a gateway timeout)",
+        "Heartbeat answers not CONTINUE/OK", figures.not_ok
+    );
+    println!(
+        "  {:<36} {:>8}   (must be 0)",
+        "Heartbeat requests failed", figures.errors
     );
 }
 

@@ -1,0 +1,299 @@
+//! Heartbeat RPC latency: BEATs of the playouts the storm left live go through the gateway's
+//! `PlayoutService.Heartbeat` (gateway → user inbox → user actor → reply), paced open-loop at
+//! a fixed rate over a few HTTP/2 connections; the baseline is the gateway's `grpc.health.v1`
+//! Check at the same rate and pacing from the same client, in the same run.
+//!
+//! Open loop: requests leave on schedule whether or not earlier ones were answered, so a slow
+//! answer cannot hold back the requests behind it and hide the backlog. Latency runs from the
+//! moment a request leaves; the lag of that moment behind its schedule is reported apart, to
+//! show whether the load generator kept up.
+//!
+//! Every answer is counted by kind: anything but CONTINUE / OK is visible in the report (a
+//! DEGRADED answer is the gateway failing open after its heartbeat timeout).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use playhead_proto::v1::playout_service_client::PlayoutServiceClient;
+use playhead_proto::v1::{Heartbeat, HeartbeatAction, HeartbeatReason, ListPlayoutsRequest};
+use playhead_tests::system::TestGateway;
+use tonic::transport::Channel;
+
+use super::Workload;
+use super::mix::{BEAT_MS, Mix};
+use crate::common::{Phase, WARM_UP, health_check, latency_histogram};
+
+/// Users whose playouts are listed after the storm.
+const SAMPLED_USERS: usize = 100;
+
+type Answer = (HeartbeatAction, HeartbeatReason);
+
+/// What a paced phase produced.
+pub(super) struct Paced<A> {
+    pub(super) phase: Phase,
+    /// Successful requests per answer.
+    answers: BTreeMap<A, u64>,
+    /// Microseconds each measured request left after its scheduled time.
+    lag: Histogram<u64>,
+    first_error: Option<tonic::Status>,
+}
+
+/// `ListPlayouts` of a sample of users against the playouts the mix left live.
+struct Sample {
+    users: usize,
+    matching: usize,
+    /// The first user whose listing differed, and how.
+    first_mismatch: Option<String>,
+    failed: Option<tonic::Status>,
+}
+
+pub(super) struct Rpc {
+    sample: Sample,
+    health: Paced<()>,
+    pub(super) heartbeat: Paced<Answer>,
+    live_playouts: usize,
+}
+
+pub(super) async fn run(nats_url: &str, mix: &Mix, workload: &Workload) -> anyhow::Result<Rpc> {
+    let beats: Arc<[Heartbeat]> = mix.live.values().flatten().cloned().collect();
+    anyhow::ensure!(
+        !beats.is_empty(),
+        "the storm left no live playout to send BEATs for"
+    );
+    let gateway = TestGateway::start(nats_url).await;
+    let mut channels = Vec::with_capacity(workload.connections);
+    for _ in 0..workload.connections {
+        channels.push(gateway.channel().await);
+    }
+    let sample = list_playouts(&channels[0], mix).await;
+
+    eprintln!(
+        "heartbeats: loading the health check at {} req/s…",
+        workload.rate
+    );
+    let health = paced(&channels, workload, |channel, _| health_check(channel)).await;
+    eprintln!(
+        "heartbeats: loading Heartbeat (BEAT) at {} req/s…",
+        workload.rate
+    );
+    let live_playouts = beats.len();
+    let heartbeat = paced(&channels, workload, move |channel, n| {
+        let mut beat = beats[n % beats.len()].clone();
+        // Each round over the live playouts moves them one interval further.
+        beat.position_ms += (n / beats.len() + 1) as u64 * BEAT_MS;
+        async move {
+            let decision = PlayoutServiceClient::new(channel)
+                .heartbeat(beat)
+                .await?
+                .into_inner();
+            Ok((decision.action(), decision.reason()))
+        }
+    })
+    .await;
+    gateway.stop().await;
+    Ok(Rpc {
+        sample,
+        health,
+        heartbeat,
+        live_playouts,
+    })
+}
+
+/// Lists the playouts of [`SAMPLED_USERS`] users spread over the mix and compares them with
+/// the playouts the mix left live.
+async fn list_playouts(channel: &Channel, mix: &Mix) -> Sample {
+    let mut client = PlayoutServiceClient::new(channel.clone());
+    let stride = (mix.users.len() / SAMPLED_USERS).max(1);
+    let mut sample = Sample {
+        users: 0,
+        matching: 0,
+        first_mismatch: None,
+        failed: None,
+    };
+    for user in mix.users.iter().step_by(stride).take(SAMPLED_USERS) {
+        let request = ListPlayoutsRequest {
+            user_id: user.clone(),
+        };
+        let listed = match client.list_playouts(request).await {
+            Ok(reply) => reply.into_inner().playouts,
+            Err(status) => {
+                sample.failed = Some(status);
+                return sample;
+            }
+        };
+        sample.users += 1;
+        let mut listed: Vec<&str> = listed
+            .iter()
+            .map(|playout| playout.playout_id.as_str())
+            .collect();
+        listed.sort_unstable();
+        let mut expected: Vec<&str> = mix
+            .live
+            .get(user)
+            .into_iter()
+            .flatten()
+            .map(|beat| beat.playout_id.as_str())
+            .collect();
+        expected.sort_unstable();
+        if listed == expected {
+            sample.matching += 1;
+        } else if sample.first_mismatch.is_none() {
+            sample.first_mismatch =
+                Some(format!("{user}: listed {listed:?}, expected {expected:?}"));
+        }
+    }
+    sample
+}
+
+/// Sends `request(channel, n)` for n = 0, 1, … at `workload.rate` per second, round-robin
+/// over the channels, each in its own task: [`WARM_UP`], then `workload.duration` measured.
+async fn paced<F, Fut, A>(channels: &[Channel], workload: &Workload, request: F) -> Paced<A>
+where
+    F: Fn(Channel, usize) -> Fut,
+    Fut: Future<Output = Result<A, tonic::Status>> + Send + 'static,
+    A: Ord + Send + 'static,
+{
+    let started = Instant::now();
+    let warm_up_until = started + WARM_UP;
+    let stop_at = warm_up_until + workload.duration;
+    let mut paced = Paced {
+        phase: Phase::new(workload.duration),
+        answers: BTreeMap::new(),
+        lag: latency_histogram(),
+        first_error: None,
+    };
+    let mut in_flight = tokio::task::JoinSet::new();
+    for n in 0.. {
+        let due = started + Duration::from_secs_f64(n as f64 / workload.rate as f64);
+        if due >= stop_at {
+            break;
+        }
+        while let Some(done) = in_flight.try_join_next() {
+            paced.record(done.expect("request task does not panic"));
+        }
+        tokio::time::sleep_until(due.into()).await;
+        let measured = due >= warm_up_until;
+        let lag = due.elapsed();
+        let answer = request(channels[n % channels.len()].clone(), n);
+        in_flight.spawn(async move {
+            let sent = Instant::now();
+            let result = answer.await;
+            (measured, lag, sent.elapsed(), result)
+        });
+    }
+    while let Some(done) = in_flight.join_next().await {
+        paced.record(done.expect("request task does not panic"));
+    }
+    paced
+}
+
+impl<A: Ord> Paced<A> {
+    fn record(
+        &mut self,
+        (measured, lag, took, result): (bool, Duration, Duration, Result<A, tonic::Status>),
+    ) {
+        if !measured {
+            return;
+        }
+        self.lag.saturating_record(lag.as_micros() as u64);
+        match result {
+            Ok(answer) => {
+                self.phase.requests += 1;
+                self.phase
+                    .latency
+                    .saturating_record(took.as_micros() as u64);
+                *self.answers.entry(answer).or_default() += 1;
+            }
+            Err(status) => {
+                self.phase.errors += 1;
+                self.first_error.get_or_insert(status);
+            }
+        }
+    }
+
+    fn print(&self, what: &str) {
+        self.phase.print(what);
+        println!(
+            "  {:<16} scheduler lag p99 {:.2} ms, max {:.2} ms",
+            "",
+            self.lag.value_at_quantile(0.99) as f64 / 1_000.0,
+            self.lag.max() as f64 / 1_000.0
+        );
+        if let Some(status) = &self.first_error {
+            println!("  {:<16} first error: {status}", "");
+        }
+    }
+}
+
+impl Paced<Answer> {
+    /// Successful answers other than CONTINUE / OK.
+    pub(super) fn not_ok(&self) -> u64 {
+        self.answers
+            .iter()
+            .filter(|(answer, _)| **answer != (HeartbeatAction::Continue, HeartbeatReason::Ok))
+            .map(|(_, count)| count)
+            .sum()
+    }
+}
+
+fn answer_name((action, reason): &Answer) -> String {
+    format!(
+        "{}/{}",
+        action.as_str_name().trim_start_matches("HEARTBEAT_ACTION_"),
+        reason.as_str_name().trim_start_matches("HEARTBEAT_REASON_")
+    )
+}
+
+impl Rpc {
+    pub(super) fn report(&self, workload: &Workload) {
+        println!();
+        let sample = &self.sample;
+        match &sample.failed {
+            Some(status) => println!(
+                "heartbeat storm check: ListPlayouts failed after {} users: {status}",
+                sample.users
+            ),
+            None => println!(
+                "heartbeat storm check: ListPlayouts of {} sampled users: {} list exactly the playouts the storm left live",
+                sample.users, sample.matching
+            ),
+        }
+        if let Some(mismatch) = &sample.first_mismatch {
+            println!("  first mismatch: {mismatch}");
+        }
+        println!();
+        println!(
+            "heartbeat RPC: open loop at {} req/s over {} connections, {} s measured per phase after {} s of warm-up; BEATs of {} live playouts",
+            workload.rate,
+            workload.connections,
+            workload.duration.as_secs(),
+            WARM_UP.as_secs(),
+            self.live_playouts
+        );
+        self.health.print("health check");
+        self.heartbeat.print("Heartbeat");
+        let answers: Vec<String> = self
+            .heartbeat
+            .answers
+            .iter()
+            .map(|(answer, count)| format!("{} {count}", answer_name(answer)))
+            .collect();
+        println!(
+            "  Heartbeat answers: {}; not CONTINUE/OK {}; errors {}",
+            if answers.is_empty() {
+                "none".to_owned()
+            } else {
+                answers.join(", ")
+            },
+            self.heartbeat.not_ok(),
+            self.heartbeat.phase.errors
+        );
+        println!(
+            "  ratio Heartbeat ÷ health check p99 {:.2}",
+            self.heartbeat.phase.millis_at(0.99) / self.health.phase.millis_at(0.99)
+        );
+    }
+}
