@@ -153,7 +153,7 @@ fn encode(stored: &StoredPlayouts) -> Vec<u8> {
                 playout_id: recent.playout_id.as_str().to_owned(),
                 action: wire::heartbeat_action(recent.decision.action) as i32,
                 reason: wire::heartbeat_reason(recent.decision.reason) as i32,
-                next_heartbeat_ms: duration_millis(recent.decision.next_heartbeat),
+                next_heartbeat_ms: wire::duration_millis(recent.decision.next_heartbeat),
             })
             .collect(),
     })
@@ -249,10 +249,6 @@ fn decode(bytes: &[u8]) -> Result<StoredPlayouts, String> {
         },
         last_applied_seq: record.last_applied_seq,
     })
-}
-
-fn duration_millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -7,4 +7,5 @@ mod gateway_edges;
 mod harness;
 mod passivation;
 mod player_flow;
+mod playout_flow;
 mod station_flow;
