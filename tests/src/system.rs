@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use crate::harness::process::{ChildProcess, workspace_binary};
-use crate::harness::wait::eventually;
+use crate::harness::wait::{eventually, within};
 use crate::model::ExpectedPlay;
 
 /// Partitions used by tests unless a test says otherwise (fewer consumers: quicker start).
@@ -299,6 +299,22 @@ pub async fn wait_until_drained(
         },
     )
     .await
+}
+
+/// Runs the `playhead` CLI against `grpc_url`; (success, stdout, stderr).
+pub async fn cli(grpc_url: &str, args: &[&str]) -> (bool, String, String) {
+    let output = tokio::process::Command::new(workspace_binary("playhead"))
+        .args(["--grpc-url", grpc_url])
+        .args(args)
+        .output();
+    let output = within("the playhead CLI", Duration::from_secs(20), output)
+        .await
+        .expect("the CLI runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 /// Reads a Prometheus counter or gauge value (sum over label sets matching all `labels`).

@@ -364,4 +364,43 @@ mod tests {
             DeadLetterReason::Oversize
         );
     }
+
+    #[test]
+    fn heartbeats_and_entitlement_updates_screen_by_their_subject_kind() {
+        let heartbeat = |user_id: &str| {
+            v1::Heartbeat {
+                user_id: user_id.into(),
+                device_id: "tv".into(),
+                playout_id: "p1".into(),
+                content_id: "film-1".into(),
+                kind: v1::HeartbeatKind::Start as i32,
+                position_ms: 0,
+            }
+            .encode_to_vec()
+        };
+        let subject = "playhead-in.user.9.ann.heartbeat";
+        let (user, command) = screen_user(subject, None, &heartbeat(""), 1024).unwrap();
+        assert_eq!(user.as_str(), "ann");
+        let UserMessage::Heartbeat(screened) = command.message else {
+            panic!("a heartbeat screens as one");
+        };
+        assert_eq!(screened.playout_id.as_str(), "p1");
+        assert_eq!(
+            user_reason(screen_user(subject, None, &heartbeat("bob"), 1024)),
+            DeadLetterReason::IdMismatch
+        );
+
+        let update = v1::EntitlementsUpdate {
+            user_id: "ann".into(),
+            entitlements: Vec::new(),
+            concurrency_limit: 3,
+        }
+        .encode_to_vec();
+        let (_, command) =
+            screen_user("playhead-in.user.9.ann.entitlements", None, &update, 1024).unwrap();
+        let UserMessage::Entitlements(update) = command.message else {
+            panic!("an entitlements update screens as one");
+        };
+        assert_eq!(update.concurrency_limit, Some(3));
+    }
 }
