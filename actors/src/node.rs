@@ -21,7 +21,7 @@ use crate::config::NodeConfig;
 use crate::ingest::dead_letter::DeadLetters;
 use crate::ingest::{IngestError, PartitionIntake, Screen, screen};
 use crate::metrics::{self, KeyspaceLabel, NodeMetrics};
-use crate::query;
+use crate::query::{self, QueryContext};
 use crate::sharding::Entity;
 use crate::sharding::shard::{ShardActor, ShardArguments};
 use crate::station_entity::{StationContext, StationEntity};
@@ -95,8 +95,11 @@ pub async fn run(
     }
     background.spawn(query::serve(
         client.clone(),
-        storage.clone(),
-        config.player_policy(),
+        QueryContext {
+            storage: storage.clone(),
+            player_policy: config.player_policy(),
+            playout_policy: config.playout_policy(),
+        },
         background_stop.clone(),
     ));
     background.spawn(compact_periodically(
@@ -117,7 +120,8 @@ pub async fn run(
         jetstream: jetstream.clone(),
         client: client.clone(),
         metrics: node_metrics.clone(),
-        policy: config.player_policy(),
+        player_policy: config.player_policy(),
+        playout_policy: config.playout_policy(),
     });
     let catalog_context = Arc::new(CatalogContext {
         storage: storage.clone(),

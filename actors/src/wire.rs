@@ -4,11 +4,14 @@ use playhead_proto::ids::{PlaylistId, StationId, UserId};
 use playhead_proto::v1;
 
 use crate::domain::player::{PlayerEvent, PlayerPolicy, Session, SessionStatus, Track};
-use crate::domain::playout::{HeartbeatAction, HeartbeatReason};
+use crate::domain::playout::{
+    HeartbeatAction, HeartbeatDecision, HeartbeatReason, PlayoutEvent, Slot,
+};
 use crate::domain::station::{ObserveSong, Song, StationCommand, StationEvent, StationState};
 use crate::domain::time::Timestamp;
 use crate::storage::session_store::LastAnswer;
 use crate::storage::station_store::PlayRecord;
+use crate::storage::view_history_store::ViewRecord;
 
 pub fn timestamp(at: Timestamp) -> prost_types::Timestamp {
     let millis = at.as_millis();
@@ -216,6 +219,92 @@ pub fn heartbeat_reason(reason: HeartbeatReason) -> v1::HeartbeatReason {
         HeartbeatReason::Ok => v1::HeartbeatReason::Ok,
         HeartbeatReason::NotEntitled => v1::HeartbeatReason::NotEntitled,
         HeartbeatReason::ConcurrencyLimit => v1::HeartbeatReason::ConcurrencyLimit,
+    }
+}
+
+pub fn heartbeat_decision(decision: HeartbeatDecision) -> v1::HeartbeatDecision {
+    v1::HeartbeatDecision {
+        action: heartbeat_action(decision.action) as i32,
+        reason: heartbeat_reason(decision.reason) as i32,
+        next_heartbeat_ms: duration_millis(decision.next_heartbeat),
+    }
+}
+
+/// The fail-open answer: playback continues, the client beats again after `interval`.
+pub fn degraded_decision(interval: std::time::Duration) -> v1::HeartbeatDecision {
+    v1::HeartbeatDecision {
+        action: v1::HeartbeatAction::Continue as i32,
+        reason: v1::HeartbeatReason::Degraded as i32,
+        next_heartbeat_ms: duration_millis(interval),
+    }
+}
+
+pub fn duration_millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The published form of a playout event; `None` for the events that stay inside the actor
+/// (its answers and bookkeeping: the stream carries admissions, reclaims and stops).
+pub fn playout_event_payload(user: &UserId, event: &PlayoutEvent) -> Option<Vec<u8>> {
+    use prost::Message;
+    let user_id = user.to_string();
+    let payload = match event {
+        PlayoutEvent::PlayoutStarted {
+            device_id,
+            playout_id,
+            content_id,
+            ..
+        } => v1::PlayoutStarted {
+            user_id,
+            device_id: device_id.to_string(),
+            playout_id: playout_id.to_string(),
+            content_id: content_id.to_string(),
+        }
+        .encode_to_vec(),
+        PlayoutEvent::SlotReclaimed {
+            device_id,
+            previous_playout_id,
+            playout_id,
+            ..
+        } => v1::SlotReclaimed {
+            user_id,
+            device_id: device_id.to_string(),
+            previous_playout_id: previous_playout_id.to_string(),
+            playout_id: playout_id.to_string(),
+        }
+        .encode_to_vec(),
+        PlayoutEvent::PlayoutStopped {
+            playout_id, reason, ..
+        } => v1::PlayoutStopped {
+            user_id,
+            playout_id: playout_id.to_string(),
+            reason: heartbeat_reason((*reason).into()) as i32,
+        }
+        .encode_to_vec(),
+        PlayoutEvent::EntitlementsUpdated { .. }
+        | PlayoutEvent::SlotExpired { .. }
+        | PlayoutEvent::SlotRevoked { .. }
+        | PlayoutEvent::HeartbeatRecorded { .. }
+        | PlayoutEvent::PlayoutEnded { .. } => return None,
+    };
+    Some(payload)
+}
+
+pub fn playout(slot: &Slot) -> v1::Playout {
+    v1::Playout {
+        device_id: slot.device_id.to_string(),
+        playout_id: slot.playout_id.to_string(),
+        content_id: slot.content_id.to_string(),
+        last_heartbeat_at: Some(timestamp(slot.last_heartbeat_at)),
+    }
+}
+
+pub fn view_record(record: ViewRecord) -> v1::ViewRecord {
+    v1::ViewRecord {
+        content_id: record.content_id.into_string(),
+        position_ms: record.position_ms,
+        last_viewed_at: Some(timestamp(record.last_viewed_at)),
+        completed: record.completed,
     }
 }
 

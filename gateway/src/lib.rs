@@ -12,5 +12,6 @@ pub mod metrics;
 pub mod node_client;
 pub mod now_playing;
 pub mod player;
+pub mod playout;
 pub mod server;
 pub mod station;

@@ -1,4 +1,5 @@
-//! Gateway metrics: gRPC requests by method and code, with a latency histogram.
+//! Gateway metrics: gRPC requests by method and code, with a latency histogram, and the
+//! heartbeat answers (how often the gateway failed open, and why).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,8 +22,23 @@ pub struct MethodLabel {
     pub method: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabel {
+    pub action: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CauseLabel {
+    pub cause: &'static str,
+}
+
 pub struct GatewayMetrics {
     pub registry: Registry,
+    /// Heartbeat answers by action and reason (DEGRADED: failed open).
+    pub heartbeat_decisions: Family<DecisionLabel, Counter>,
+    /// Heartbeats answered DEGRADED, by why no decision came.
+    pub heartbeat_fail_open: Family<CauseLabel, Counter>,
     pub requests: Family<RequestLabel, Counter>,
     pub request_seconds: Family<MethodLabel, Histogram, fn() -> Histogram>,
     pub cached_stations: Gauge,
@@ -44,6 +60,19 @@ impl GatewayMetrics {
             );
         let cached_stations = Gauge::default();
         let watchers = Gauge::default();
+        let heartbeat_decisions = Family::<DecisionLabel, Counter>::default();
+        let heartbeat_fail_open = Family::<CauseLabel, Counter>::default();
+        registry.register(
+            "heartbeat_decisions",
+            "Heartbeat answers by action and reason (reason degraded: the gateway failed open)",
+            heartbeat_decisions.clone(),
+        );
+        registry.register(
+            "heartbeat_fail_open",
+            "Heartbeats answered CONTINUE/DEGRADED because no decision came, by cause \
+             (timeout, unavailable, internal, duplicate)",
+            heartbeat_fail_open.clone(),
+        );
         registry.register(
             "grpc_requests",
             "gRPC requests by method and status code",
@@ -66,6 +95,8 @@ impl GatewayMetrics {
         );
         Arc::new(Self {
             registry,
+            heartbeat_decisions,
+            heartbeat_fail_open,
             requests,
             request_seconds,
             cached_stations,
@@ -93,6 +124,37 @@ impl GatewayMetrics {
         self.request_seconds
             .get_or_create(&MethodLabel { method })
             .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+impl GatewayMetrics {
+    /// Records one heartbeat answer; `fail_open_cause` when the gateway answered itself.
+    pub fn record_heartbeat(
+        &self,
+        decision: &playhead_proto::v1::HeartbeatDecision,
+        fail_open_cause: Option<&'static str>,
+    ) {
+        use playhead_proto::v1::{HeartbeatAction, HeartbeatReason};
+        let action = match HeartbeatAction::try_from(decision.action) {
+            Ok(HeartbeatAction::Continue) => "continue",
+            Ok(HeartbeatAction::Stop) => "stop",
+            Ok(HeartbeatAction::Unspecified) | Err(_) => "unspecified",
+        };
+        let reason = match HeartbeatReason::try_from(decision.reason) {
+            Ok(HeartbeatReason::Ok) => "ok",
+            Ok(HeartbeatReason::NotEntitled) => "not_entitled",
+            Ok(HeartbeatReason::ConcurrencyLimit) => "concurrency_limit",
+            Ok(HeartbeatReason::Degraded) => "degraded",
+            Ok(HeartbeatReason::Unspecified) | Err(_) => "unspecified",
+        };
+        self.heartbeat_decisions
+            .get_or_create(&DecisionLabel { action, reason })
+            .inc();
+        if let Some(cause) = fail_open_cause {
+            self.heartbeat_fail_open
+                .get_or_create(&CauseLabel { cause })
+                .inc();
+        }
     }
 }
 

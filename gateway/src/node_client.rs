@@ -141,27 +141,32 @@ impl NodeClient {
     }
 
     /// Publishes a command with `Playhead-Reply-To` and waits for the actor's decision, all
-    /// within the request timeout.
+    /// (the publish, the broker's acknowledgement and the decision) within `timeout`.
     pub async fn command<R: Message + Default>(
         &self,
         subject: String,
         mut headers: HeaderMap,
         payload: Vec<u8>,
+        timeout: Duration,
     ) -> Result<CommandOutcome<R>, GatewayError> {
         let pending = self.replies.expect();
         headers.insert(REPLY_TO, pending.subject.as_str());
-        let deadline = tokio::time::Instant::now() + self.request_timeout;
-        let ack = self.publish(subject, headers, payload).await?;
-        if ack.duplicate {
-            return Ok(CommandOutcome::Duplicate);
-        }
-        let message = tokio::time::timeout_at(deadline, pending.receiver)
+        let decided = async {
+            let ack = self.publish(subject, headers, payload).await?;
+            if ack.duplicate {
+                return Ok(CommandOutcome::Duplicate);
+            }
+            let message = pending
+                .receiver
+                .await
+                .map_err(|_| GatewayError::Unavailable("the gateway is shutting down".into()))?;
+            R::decode(message.payload.as_ref())
+                .map(CommandOutcome::Decided)
+                .map_err(|error| GatewayError::Internal(format!("undecodable decision: {error}")))
+        };
+        tokio::time::timeout(timeout, decided)
             .await
-            .map_err(|_| self.timeout())?
-            .map_err(|_| GatewayError::Unavailable("the gateway is shutting down".into()))?;
-        R::decode(message.payload.as_ref())
-            .map(CommandOutcome::Decided)
-            .map_err(|error| GatewayError::Internal(format!("undecodable decision: {error}")))
+            .map_err(|_| GatewayError::Timeout(timeout.as_millis() as u64))?
     }
 }
 

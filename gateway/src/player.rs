@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use playhead_actors::domain::player::{self, PlayerCommand as DecidedCommand};
-use playhead_actors::ingest::screen::player_command;
+use playhead_actors::ingest::commands::player_command;
 use playhead_actors::query::sessions::{session_query, sessions_query};
 use playhead_proto::ids::UserId;
 use playhead_proto::subjects::{Query, UserKind, user_subject};
@@ -56,6 +56,7 @@ impl PlayerApi {
                 user_subject(&user, UserKind::Player),
                 headers,
                 wire.encode_to_vec(),
+                self.node.request_timeout,
             )
             .await?;
         let reply = match outcome {

@@ -10,7 +10,7 @@ use async_nats::jetstream;
 use playhead_actors::metrics as metrics_http;
 use playhead_proto::v1::import_service_server::{ImportService, ImportServiceServer};
 use playhead_proto::v1::player_service_server::PlayerServiceServer;
-use playhead_proto::v1::playout_service_server::{PlayoutService, PlayoutServiceServer};
+use playhead_proto::v1::playout_service_server::PlayoutServiceServer;
 use playhead_proto::v1::show_service_server::{ShowService, ShowServiceServer};
 use playhead_proto::v1::station_service_server::StationServiceServer;
 use tokio::net::TcpListener;
@@ -23,6 +23,7 @@ use crate::metrics::GatewayMetrics;
 use crate::node_client::NodeClient;
 use crate::now_playing::NowPlayingCache;
 use crate::player::PlayerApi;
+use crate::playout::PlayoutApi;
 use crate::station::StationApi;
 
 #[derive(Debug, Clone)]
@@ -32,6 +33,10 @@ pub struct GatewayConfig {
     pub metrics_listen: SocketAddr,
     /// Longest wait for the broker or a node on a request.
     pub request_timeout: Duration,
+    /// Longest wait for a heartbeat decision before answering CONTINUE / DEGRADED.
+    pub heartbeat_timeout: Duration,
+    /// The interval a fail-open heartbeat answer asks for (the nodes' heartbeat interval).
+    pub heartbeat_interval: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -42,8 +47,6 @@ pub struct GatewayEndpoints {
 
 /// Services of capabilities not built yet: every method answers UNIMPLEMENTED.
 struct NotYetBuilt;
-
-impl PlayoutService for NotYetBuilt {}
 
 impl ImportService for NotYetBuilt {}
 
@@ -111,6 +114,9 @@ pub async fn serve(
     health_reporter
         .set_serving::<PlayerServiceServer<PlayerApi>>()
         .await;
+    health_reporter
+        .set_serving::<PlayoutServiceServer<PlayoutApi>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(playhead_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -121,7 +127,16 @@ pub async fn serve(
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
     };
-    let player = PlayerApi { node, metrics };
+    let player = PlayerApi {
+        node: node.clone(),
+        metrics: metrics.clone(),
+    };
+    let playout = PlayoutApi {
+        node,
+        metrics,
+        heartbeat_timeout: config.heartbeat_timeout,
+        heartbeat_interval: config.heartbeat_interval,
+    };
     tracing::info!(
         grpc = %endpoints.grpc,
         metrics = %format!("http://{}/metrics", endpoints.metrics),
@@ -136,7 +151,7 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(StationServiceServer::new(station))
         .add_service(PlayerServiceServer::new(player))
-        .add_service(PlayoutServiceServer::new(NotYetBuilt))
+        .add_service(PlayoutServiceServer::new(playout))
         .add_service(ImportServiceServer::new(NotYetBuilt))
         .add_service(ShowServiceServer::new(NotYetBuilt))
         .serve_with_incoming_shutdown(

@@ -45,14 +45,24 @@ pub enum Inbox {
 pub enum UserKind {
     /// `playhead.user.{user_id}.player` → `PlayerCommand`.
     Player,
+    /// `playhead.user.{user_id}.heartbeat` → `Heartbeat`.
+    Heartbeat,
+    /// `playhead.user.{user_id}.entitlements` → `EntitlementsUpdate`.
+    Entitlements,
 }
 
 impl UserKind {
-    pub const ALL: &'static [UserKind] = &[UserKind::Player];
+    pub const ALL: &'static [UserKind] = &[
+        UserKind::Player,
+        UserKind::Heartbeat,
+        UserKind::Entitlements,
+    ];
 
     pub fn token(self) -> &'static str {
         match self {
             UserKind::Player => "player",
+            UserKind::Heartbeat => "heartbeat",
+            UserKind::Entitlements => "entitlements",
         }
     }
 
@@ -286,16 +296,32 @@ pub enum Query {
     GetSession,
     /// `ListSessionsRequest` → `ListSessionsResponse`.
     ListSessions,
+    /// `ListPlayoutsRequest` → `ListPlayoutsResponse`.
+    ListPlayouts,
+    /// `ListViewHistoryRequest` → `ListViewHistoryResponse`.
+    ListViewHistory,
+    /// `CheckEntitlementsRequest` → `CheckEntitlementsResponse`.
+    CheckEntitlements,
 }
 
 impl Query {
-    pub const ALL: &'static [Query] = &[Query::ListPlays, Query::GetSession, Query::ListSessions];
+    pub const ALL: &'static [Query] = &[
+        Query::ListPlays,
+        Query::GetSession,
+        Query::ListSessions,
+        Query::ListPlayouts,
+        Query::ListViewHistory,
+        Query::CheckEntitlements,
+    ];
 
     pub fn endpoint_name(self) -> &'static str {
         match self {
             Query::ListPlays => "list_plays",
             Query::GetSession => "get_session",
             Query::ListSessions => "list_sessions",
+            Query::ListPlayouts => "list_playouts",
+            Query::ListViewHistory => "list_view_history",
+            Query::CheckEntitlements => "check_entitlements",
         }
     }
 
@@ -364,6 +390,11 @@ mod tests {
             user_subject(&user, UserKind::Player),
             "playhead.user.ann.player"
         );
+        for kind in UserKind::ALL.iter().copied() {
+            let subject = user_subject(&user, kind);
+            let token = subject.rsplit('.').next().unwrap();
+            assert_eq!(UserKind::from_token(token), Some(kind), "{subject}");
+        }
     }
 
     #[test]

@@ -9,4 +9,5 @@
 pub mod harness;
 pub mod model;
 pub mod player;
+pub mod playout;
 pub mod system;

@@ -10,6 +10,7 @@ use playhead_actors::node::{self, NodeEndpoints};
 use playhead_gateway::server::{self, GatewayConfig, GatewayEndpoints};
 use playhead_proto::subjects::Inbox;
 use playhead_proto::v1::player_service_client::PlayerServiceClient;
+use playhead_proto::v1::playout_service_client::PlayoutServiceClient;
 use playhead_proto::v1::station_service_client::StationServiceClient;
 use playhead_proto::v1::{ListPlaysRequest, ListPlaysResponse};
 use tokio::sync::oneshot;
@@ -18,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use crate::harness::process::{ChildProcess, workspace_binary};
-use crate::harness::wait::eventually;
+use crate::harness::wait::{eventually, within};
 use crate::model::ExpectedPlay;
 
 /// Partitions used by tests unless a test says otherwise (fewer consumers: quicker start).
@@ -116,18 +117,24 @@ pub struct TestGateway {
     running: InProcess,
 }
 
+/// A gateway configuration for tests: joins `nats_url` and picks free ports.
+pub fn test_gateway_config(nats_url: &str) -> GatewayConfig {
+    GatewayConfig {
+        nats_url: nats_url.to_owned(),
+        listen: "127.0.0.1:0".parse().expect("valid address"),
+        metrics_listen: "127.0.0.1:0".parse().expect("valid address"),
+        request_timeout: Duration::from_secs(2),
+        heartbeat_timeout: Duration::from_secs(2),
+        heartbeat_interval: Duration::from_secs(600),
+    }
+}
+
 impl TestGateway {
     pub async fn start(nats_url: &str) -> TestGateway {
-        Self::start_with_timeout(nats_url, Duration::from_secs(2)).await
+        Self::start_with(test_gateway_config(nats_url)).await
     }
 
-    pub async fn start_with_timeout(nats_url: &str, request_timeout: Duration) -> TestGateway {
-        let config = GatewayConfig {
-            nats_url: nats_url.to_owned(),
-            listen: "127.0.0.1:0".parse().expect("valid address"),
-            metrics_listen: "127.0.0.1:0".parse().expect("valid address"),
-            request_timeout,
-        };
+    pub async fn start_with(config: GatewayConfig) -> TestGateway {
         let (running, endpoints) = InProcess::start("gateway", |shutdown, ready| {
             server::serve(config, shutdown, Some(ready))
         })
@@ -153,6 +160,10 @@ impl TestGateway {
 
     pub async fn players(&self) -> PlayerServiceClient<Channel> {
         PlayerServiceClient::new(self.channel().await)
+    }
+
+    pub async fn playouts(&self) -> PlayoutServiceClient<Channel> {
+        PlayoutServiceClient::new(self.channel().await)
     }
 
     pub async fn metrics(&self) -> String {
@@ -288,6 +299,22 @@ pub async fn wait_until_drained(
         },
     )
     .await
+}
+
+/// Runs the `playhead` CLI against `grpc_url`; (success, stdout, stderr).
+pub async fn cli(grpc_url: &str, args: &[&str]) -> (bool, String, String) {
+    let output = tokio::process::Command::new(workspace_binary("playhead"))
+        .args(["--grpc-url", grpc_url])
+        .args(args)
+        .output();
+    let output = within("the playhead CLI", Duration::from_secs(20), output)
+        .await
+        .expect("the CLI runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 /// Reads a Prometheus counter or gauge value (sum over label sets matching all `labels`).

@@ -4,6 +4,7 @@
 //! A batch that fails for infrastructure reasons is retried in place, never skipped, so a
 //! partition never moves past a message it has not applied.
 
+pub mod commands;
 pub mod dead_letter;
 pub mod screen;
 

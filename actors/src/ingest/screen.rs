@@ -4,12 +4,12 @@
 use async_nats::HeaderMap;
 use playhead_proto::codec::{self, PayloadFormat};
 use playhead_proto::headers::{CONTENT_TYPE, REPLY_TO};
-use playhead_proto::ids::{ContentId, PlaylistId, StationId, Tag, UserId};
+use playhead_proto::ids::{ContentId, StationId, Tag, UserId};
 use playhead_proto::subjects::{Inbox, ReplySubject, StoredSubject, UserKind};
 use playhead_proto::v1;
 
+use super::commands;
 use crate::domain::catalog::CatalogCommand;
-use crate::domain::player;
 use crate::domain::station::StationCommand;
 use crate::user_entity::{UserCommand, UserMessage};
 use crate::wire;
@@ -152,8 +152,18 @@ pub fn screen_user(
         UserKind::Player => {
             let command: v1::PlayerCommand = decode(headers, payload)?;
             ensure_same_id(UserId::KIND, &command.user_id, user.as_str())?;
-            let (playlist, command) = player_command(&user, command)?;
+            let (playlist, command) = commands::player_command(&user, command)?;
             UserMessage::Player { playlist, command }
+        }
+        UserKind::Heartbeat => {
+            let heartbeat: v1::Heartbeat = decode(headers, payload)?;
+            ensure_same_id(UserId::KIND, &heartbeat.user_id, user.as_str())?;
+            UserMessage::Heartbeat(commands::heartbeat_command(heartbeat)?)
+        }
+        UserKind::Entitlements => {
+            let update: v1::EntitlementsUpdate = decode(headers, payload)?;
+            ensure_same_id(UserId::KIND, &update.user_id, user.as_str())?;
+            UserMessage::Entitlements(commands::entitlements_update(update)?)
         }
     };
     Ok((user, UserCommand { reply_to, message }))
@@ -180,46 +190,12 @@ pub fn screen_catalog(
     Ok((content, CatalogCommand::SetTags(tags)))
 }
 
-/// Maps a wire `PlayerCommand` to the decider's command and the playlist it addresses. The
-/// gateway uses it too, so both edges refuse the same input.
-pub fn player_command(
-    user: &UserId,
-    command: v1::PlayerCommand,
-) -> Result<(PlaylistId, player::PlayerCommand), DeadLetter> {
-    use v1::player_command::Command;
-    let playlist = |id: String| {
-        PlaylistId::parse(id)
-            .map_err(|error| DeadLetter::new(DeadLetterReason::InvalidId, error.to_string()))
-    };
-    match command.command {
-        Some(Command::Start(start)) => {
-            let playlist_id = playlist(start.playlist_id)?;
-            let tracks = start.tracks.into_iter().map(wire::track).collect();
-            Ok((
-                playlist_id.clone(),
-                player::PlayerCommand::Start(player::StartPlaylist {
-                    user_id: user.clone(),
-                    playlist_id,
-                    tracks,
-                    seed: start.seed,
-                    restart: start.restart,
-                }),
-            ))
-        }
-        Some(Command::Next(next)) => Ok((playlist(next.playlist_id)?, player::PlayerCommand::Next)),
-        Some(Command::Skip(skip)) => Ok((playlist(skip.playlist_id)?, player::PlayerCommand::Skip)),
-        None => Err(DeadLetter::new(
-            DeadLetterReason::InvalidCommand,
-            "PlayerCommand sets none of start, next, skip",
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use prost::Message;
 
     use super::*;
+    use crate::domain::player;
     use crate::domain::station::ObserveSong;
 
     const SUBJECT: &str = "playhead-in.station.3.radio-1.song";
@@ -342,7 +318,9 @@ mod tests {
             screen_user(USER_SUBJECT, Some(&headers), &next("", "mix"), 1024).unwrap();
         assert_eq!(user.as_str(), "ann");
         assert_eq!(command.reply_to.unwrap().as_str(), "_INBOX.app.1");
-        let UserMessage::Player { playlist, command } = command.message;
+        let UserMessage::Player { playlist, command } = command.message else {
+            panic!("a player command screens as one");
+        };
         assert_eq!(playlist.as_str(), "mix");
         assert_eq!(command, player::PlayerCommand::Next);
     }
@@ -385,5 +363,44 @@ mod tests {
             user_reason(screen_user(USER_SUBJECT, None, &ok, 4)),
             DeadLetterReason::Oversize
         );
+    }
+
+    #[test]
+    fn heartbeats_and_entitlement_updates_screen_by_their_subject_kind() {
+        let heartbeat = |user_id: &str| {
+            v1::Heartbeat {
+                user_id: user_id.into(),
+                device_id: "tv".into(),
+                playout_id: "p1".into(),
+                content_id: "film-1".into(),
+                kind: v1::HeartbeatKind::Start as i32,
+                position_ms: 0,
+            }
+            .encode_to_vec()
+        };
+        let subject = "playhead-in.user.9.ann.heartbeat";
+        let (user, command) = screen_user(subject, None, &heartbeat(""), 1024).unwrap();
+        assert_eq!(user.as_str(), "ann");
+        let UserMessage::Heartbeat(screened) = command.message else {
+            panic!("a heartbeat screens as one");
+        };
+        assert_eq!(screened.playout_id.as_str(), "p1");
+        assert_eq!(
+            user_reason(screen_user(subject, None, &heartbeat("bob"), 1024)),
+            DeadLetterReason::IdMismatch
+        );
+
+        let update = v1::EntitlementsUpdate {
+            user_id: "ann".into(),
+            entitlements: Vec::new(),
+            concurrency_limit: 3,
+        }
+        .encode_to_vec();
+        let (_, command) =
+            screen_user("playhead-in.user.9.ann.entitlements", None, &update, 1024).unwrap();
+        let UserMessage::Entitlements(update) = command.message else {
+            panic!("an entitlements update screens as one");
+        };
+        assert_eq!(update.concurrency_limit, Some(3));
     }
 }

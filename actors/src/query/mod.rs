@@ -3,7 +3,9 @@
 //!
 //! - [`plays`]: a station's play history, cursor-paged.
 //! - [`sessions`]: a listener's player sessions.
+//! - [`playouts`]: a viewer's live playouts, viewing history and entitlements.
 
+pub mod playouts;
 pub mod plays;
 pub mod sessions;
 
@@ -15,6 +17,7 @@ use playhead_proto::subjects::{QUERY_GROUP, QUERY_SERVICE, Query};
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::player::PlayerPolicy;
+use crate::domain::playout::PlayoutPolicy;
 use crate::domain::time::Timestamp;
 use crate::storage::Storage;
 use crate::storage::clock::{Clock, SystemClock};
@@ -66,7 +69,8 @@ pub fn page_size(requested: u32) -> Result<usize, QueryError> {
 #[derive(Clone)]
 pub struct QueryContext {
     pub storage: Storage,
-    pub policy: PlayerPolicy,
+    pub player_policy: PlayerPolicy,
+    pub playout_policy: PlayoutPolicy,
 }
 
 impl QueryContext {
@@ -80,6 +84,18 @@ impl QueryContext {
             Query::ListSessions => {
                 Ok(sessions::list_sessions(self, payload, wall_clock())?.encode_to_vec())
             }
+            Query::ListPlayouts => {
+                Ok(playouts::list_playouts(self, payload, wall_clock())?.encode_to_vec())
+            }
+            Query::ListViewHistory => {
+                Ok(playouts::list_view_history(&self.storage, payload)?.encode_to_vec())
+            }
+            Query::CheckEntitlements => {
+                Ok(
+                    playouts::check_entitlements(&self.storage, payload, wall_clock())?
+                        .encode_to_vec(),
+                )
+            }
         }
     }
 }
@@ -91,11 +107,9 @@ fn wall_clock() -> Timestamp {
 /// Serves every query endpoint until `stop` is cancelled.
 pub async fn serve(
     client: async_nats::Client,
-    storage: Storage,
-    policy: PlayerPolicy,
+    context: QueryContext,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let context = QueryContext { storage, policy };
     let service = client
         .service_builder()
         .description("playhead per-entity queries")

@@ -88,8 +88,16 @@ pub(super) fn get_session(
         .storage
         .sessions
         .load(&user, &playlist)?
-        .filter(|stored| stored.session.is_live(now, &context.policy))
-        .map(|stored| wire::player_session(&user, &playlist, &stored.session, &context.policy, now))
+        .filter(|stored| stored.session.is_live(now, &context.player_policy))
+        .map(|stored| {
+            wire::player_session(
+                &user,
+                &playlist,
+                &stored.session,
+                &context.player_policy,
+                now,
+            )
+        })
         .ok_or_else(|| {
             QueryError::NotFound(format!(
                 "user {user} has no live session for playlist {playlist}"
@@ -110,7 +118,7 @@ pub(super) fn list_sessions(
         .sessions
         .list(&query.user)?
         .into_iter()
-        .filter(|(_, stored)| stored.session.is_live(now, &context.policy))
+        .filter(|(_, stored)| stored.session.is_live(now, &context.player_policy))
         .map(|(playlist, stored)| {
             let cursor = SessionCursor {
                 last_touched_ms: stored.session.last_touched_at.as_millis(),
@@ -144,7 +152,7 @@ pub(super) fn list_sessions(
                     &query.user,
                     &cursor.playlist,
                     &stored.session,
-                    &context.policy,
+                    &context.player_policy,
                     now,
                 )
             })

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use playhead_proto::ids::{self, ContentId, UserId};
+use playhead_proto::ids::{ContentId, DeviceId, PlayoutId, Tag, UserId};
 use playhead_proto::v1;
 
 use super::StorageError;
@@ -130,7 +130,7 @@ fn encode(stored: &StoredPlayouts) -> Vec<u8> {
             .entitlements
             .iter()
             .map(|(tag, valid_until)| EntitlementRecord {
-                tag: tag.clone(),
+                tag: tag.as_str().to_owned(),
                 valid_until_ms: valid_until.as_millis(),
             })
             .collect(),
@@ -139,8 +139,8 @@ fn encode(stored: &StoredPlayouts) -> Vec<u8> {
             .slots
             .iter()
             .map(|slot| SlotRecord {
-                device_id: slot.device_id.clone(),
-                playout_id: slot.playout_id.clone(),
+                device_id: slot.device_id.as_str().to_owned(),
+                playout_id: slot.playout_id.as_str().to_owned(),
                 content_id: slot.content_id.as_str().to_owned(),
                 started_at_ms: slot.started_at.as_millis(),
                 last_heartbeat_at_ms: slot.last_heartbeat_at.as_millis(),
@@ -150,10 +150,10 @@ fn encode(stored: &StoredPlayouts) -> Vec<u8> {
             .recent_decisions
             .iter()
             .map(|recent| RecentDecisionRecord {
-                playout_id: recent.playout_id.clone(),
+                playout_id: recent.playout_id.as_str().to_owned(),
                 action: wire::heartbeat_action(recent.decision.action) as i32,
                 reason: wire::heartbeat_reason(recent.decision.reason) as i32,
-                next_heartbeat_ms: duration_millis(recent.decision.next_heartbeat),
+                next_heartbeat_ms: wire::duration_millis(recent.decision.next_heartbeat),
             })
             .collect(),
     })
@@ -190,9 +190,9 @@ fn decode(bytes: &[u8]) -> Result<StoredPlayouts, String> {
 
     let mut entitlements = BTreeMap::new();
     for entitlement in record.entitlements {
-        ids::validate("entitlement_tag", &entitlement.tag).map_err(|error| error.to_string())?;
+        let tag = Tag::parse(entitlement.tag).map_err(|error| format!("entitlement: {error}"))?;
         let valid_until = Timestamp::from_millis(entitlement.valid_until_ms);
-        if let Some(_duplicate) = entitlements.insert(entitlement.tag, valid_until) {
+        if let Some(_duplicate) = entitlements.insert(tag, valid_until) {
             return Err("an entitlement tag is stored twice".to_owned());
         }
     }
@@ -201,12 +201,11 @@ fn decode(bytes: &[u8]) -> Result<StoredPlayouts, String> {
         .slots
         .into_iter()
         .map(|slot| {
-            ids::validate("device_id", &slot.device_id).map_err(|error| error.to_string())?;
-            ids::validate("playout_id", &slot.playout_id).map_err(|error| error.to_string())?;
+            let in_slot = |error| format!("slot: {error}");
             Ok(Slot {
-                content_id: ContentId::parse(slot.content_id).map_err(|error| error.to_string())?,
-                device_id: slot.device_id,
-                playout_id: slot.playout_id,
+                device_id: DeviceId::parse(slot.device_id).map_err(in_slot)?,
+                playout_id: PlayoutId::parse(slot.playout_id).map_err(in_slot)?,
+                content_id: ContentId::parse(slot.content_id).map_err(in_slot)?,
                 started_at: Timestamp::from_millis(slot.started_at_ms),
                 last_heartbeat_at: Timestamp::from_millis(slot.last_heartbeat_at_ms),
             })
@@ -230,7 +229,8 @@ fn decode(bytes: &[u8]) -> Result<StoredPlayouts, String> {
                 _ => return Err(format!("unknown heartbeat reason {}", recent.reason)),
             };
             Ok(RecentDecision {
-                playout_id: recent.playout_id,
+                playout_id: PlayoutId::parse(recent.playout_id)
+                    .map_err(|error| format!("recent decision: {error}"))?,
                 decision: HeartbeatDecision {
                     action,
                     reason,
@@ -251,10 +251,6 @@ fn decode(bytes: &[u8]) -> Result<StoredPlayouts, String> {
     })
 }
 
-fn duration_millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -273,12 +269,21 @@ mod tests {
         (db, store)
     }
 
-    fn heartbeat(kind: HeartbeatKind, device: &str, playout: &str, tag: &str) -> PlayoutCommand {
+    fn tag(name: &str) -> Tag {
+        Tag::parse(name).unwrap()
+    }
+
+    fn heartbeat(
+        kind: HeartbeatKind,
+        device: &str,
+        playout: &str,
+        tag_name: &str,
+    ) -> PlayoutCommand {
         PlayoutCommand::Heartbeat(Heartbeat {
-            device_id: device.into(),
-            playout_id: playout.into(),
-            content_id: ContentId::parse(format!("{tag}-film")).unwrap(),
-            content_tags: Some(BTreeSet::from([tag.to_owned()])),
+            device_id: DeviceId::parse(device).unwrap(),
+            playout_id: PlayoutId::parse(playout).unwrap(),
+            content_id: ContentId::parse(format!("{tag_name}-film")).unwrap(),
+            content_tags: Some(BTreeSet::from([tag(tag_name)])),
             kind,
             position_ms: 42_000,
         })
@@ -293,11 +298,11 @@ mod tests {
             PlayoutCommand::UpdateEntitlements(UpdateEntitlements {
                 entitlements: vec![
                     Entitlement {
-                        tag: "sports".into(),
+                        tag: tag("sports"),
                         valid_until: Timestamp::from_millis(1_000 * MINUTE_MS),
                     },
                     Entitlement {
-                        tag: "films".into(),
+                        tag: tag("films"),
                         valid_until: Timestamp::from_millis(2_000 * MINUTE_MS),
                     },
                 ],
@@ -388,6 +393,38 @@ mod tests {
             loaded,
             Err(StorageError::Corrupt { what: WHAT, .. })
         ));
+    }
+
+    #[test]
+    fn given_a_record_with_an_invalid_slot_id_when_loaded_then_it_is_corrupt_naming_it() {
+        let (db, store) = open_store();
+        let record = PlayoutsRecord {
+            last_applied_seq: 1,
+            entitlements: vec![],
+            concurrency_limit: None,
+            slots: vec![SlotRecord {
+                device_id: "tv.1".into(),
+                playout_id: "p1".into(),
+                content_id: "film".into(),
+                started_at_ms: 0,
+                last_heartbeat_at_ms: 0,
+            }],
+            recent_decisions: vec![],
+        };
+        db.open_tree(TREE_NAME)
+            .unwrap()
+            .insert("ann", prost::Message::encode_to_vec(&record))
+            .unwrap();
+
+        let loaded = store.load(&UserId::parse("ann").unwrap());
+
+        let Err(StorageError::Corrupt { what: WHAT, detail }) = loaded else {
+            panic!("expected a corrupt record, got {loaded:?}");
+        };
+        assert!(
+            detail.starts_with("ann: slot: device_id \"tv.1\""),
+            "{detail}"
+        );
     }
 
     #[test]

@@ -2,6 +2,8 @@
 
 use std::collections::BTreeSet;
 
+use playhead_proto::ids::{DeviceId, PlayoutId, Tag};
+
 use super::*;
 use crate::domain::playout::{
     Entitlement, Heartbeat, HeartbeatKind, PlayoutCommand, PlayoutPolicy, UpdateEntitlements,
@@ -375,17 +377,17 @@ fn given_a_watched_then_rewatched_film_then_completed_follows_the_end_of_the_las
     let policy = PlayoutPolicy::default();
     let heartbeat = |kind, playout: &str, position_ms| {
         PlayoutCommand::Heartbeat(Heartbeat {
-            device_id: "tv".into(),
-            playout_id: playout.into(),
+            device_id: DeviceId::parse("tv").unwrap(),
+            playout_id: PlayoutId::parse(playout).unwrap(),
             content_id: content("film"),
-            content_tags: Some(BTreeSet::from(["films".to_owned()])),
+            content_tags: Some(BTreeSet::from([Tag::parse("films").unwrap()])),
             kind,
             position_ms,
         })
     };
     let entitle = PlayoutCommand::UpdateEntitlements(UpdateEntitlements {
         entitlements: vec![Entitlement {
-            tag: "films".into(),
+            tag: Tag::parse("films").unwrap(),
             valid_until: Timestamp::from_millis(START_MS + DAY_MS),
         }],
         concurrency_limit: None,

@@ -47,6 +47,25 @@ struct Cli {
         value_parser = clap::value_parser!(u64).range(1..=60_000)
     )]
     request_timeout_ms: u64,
+    /// Longest wait for a heartbeat decision, in milliseconds (1..=60000). When no decision
+    /// comes in time (or the broker is down) the gateway answers CONTINUE with reason
+    /// DEGRADED: playback never stops because playhead is in trouble.
+    #[arg(
+        long,
+        env = "PLAYHEAD_GATEWAY_HEARTBEAT_TIMEOUT_MS",
+        default_value_t = 2000,
+        value_parser = clap::value_parser!(u64).range(1..=60_000)
+    )]
+    heartbeat_timeout_ms: u64,
+    /// The next-heartbeat interval of a DEGRADED answer, in seconds; keep it equal to the
+    /// nodes' playout.heartbeat_interval_secs.
+    #[arg(
+        long,
+        env = "PLAYHEAD_GATEWAY_HEARTBEAT_INTERVAL_SECS",
+        default_value_t = 600,
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
+    )]
+    heartbeat_interval_secs: u64,
     /// Log format: text or json (RUST_LOG sets the filter).
     #[arg(long, env = "PLAYHEAD_GATEWAY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -82,6 +101,8 @@ async fn main() -> anyhow::Result<()> {
             listen: cli.listen,
             metrics_listen: cli.metrics_listen,
             request_timeout: Duration::from_millis(cli.request_timeout_ms),
+            heartbeat_timeout: Duration::from_millis(cli.heartbeat_timeout_ms),
+            heartbeat_interval: Duration::from_secs(cli.heartbeat_interval_secs),
         },
         shutdown,
         None,

@@ -7,4 +7,6 @@ mod gateway_edges;
 mod harness;
 mod passivation;
 mod player_flow;
+mod playout_edges;
+mod playout_flow;
 mod station_flow;

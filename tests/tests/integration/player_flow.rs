@@ -17,10 +17,11 @@ use playhead_proto::v1::{
     PlayerSession, SessionStatus, SkipDenied, SkipTrack, StartPlaylist,
 };
 use playhead_tests::harness::NatsServer;
-use playhead_tests::harness::process::workspace_binary;
 use playhead_tests::harness::wait::{eventually, within};
 use playhead_tests::player::{start_request, track_request, tracks};
-use playhead_tests::system::{TestGateway, TestNode, metric_value, temp_dir, test_node_config};
+use playhead_tests::system::{
+    TestGateway, TestNode, cli, metric_value, temp_dir, test_node_config,
+};
 use prost::Message;
 use tonic::transport::Channel;
 
@@ -540,22 +541,6 @@ async fn untouched_sessions_expire_while_touched_ones_stay() {
 
     gateway.stop().await;
     node.stop().await;
-}
-
-/// Runs the `playhead` CLI against `grpc_url`; (success, stdout, stderr).
-async fn cli(grpc_url: &str, args: &[&str]) -> (bool, String, String) {
-    let output = tokio::process::Command::new(workspace_binary("playhead"))
-        .args(["--grpc-url", grpc_url])
-        .args(args)
-        .output();
-    let output = within("the playhead CLI", Duration::from_secs(20), output)
-        .await
-        .expect("the CLI runs");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

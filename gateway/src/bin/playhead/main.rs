@@ -1,5 +1,7 @@
 //! `playhead`: the command-line client. See `playhead --help`.
 
+mod playout;
+
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -18,9 +20,9 @@ use playhead_proto::v1::{
 };
 use prost::Message;
 
-/// Try playhead from a terminal: publish song observations as a NATS publisher would, query or
-/// watch stations, and drive a playlist player through the gRPC gateway. Output is proto3
-/// JSON, one per line.
+/// Try playhead from a terminal: publish song observations, catalog tags and entitlements as a
+/// NATS publisher would, query or watch stations, drive a playlist player, and send video
+/// heartbeats through the gRPC gateway. Output is proto3 JSON, one per line.
 ///
 /// Examples:
 ///   playhead publish song --station radio-1 --artist "Nina Simone" --title Sinnerman
@@ -30,6 +32,10 @@ use prost::Message;
 ///   playhead player start --user ann --playlist road-trip --track t1:Nina --track t2 --track t3
 ///   playhead player skip --user ann --playlist road-trip
 ///   playhead player sessions --user ann
+///   playhead publish content --content film-1 --tag premium
+///   playhead publish entitlements --user ann --tag premium --valid-for-secs 86400
+///   playhead playout beat --user ann --device tv --playout p1 --content film-1 --kind start
+///   playhead playout history --user ann
 #[derive(Debug, Parser)]
 #[command(name = "playhead", version, verbatim_doc_comment)]
 struct Cli {
@@ -81,6 +87,10 @@ enum Command {
     /// Drive a listener's playlist player (PlayerService).
     #[command(subcommand)]
     Player(Player),
+    /// Video playouts: heartbeats, live playouts, viewing history, entitlements
+    /// (PlayoutService).
+    #[command(subcommand)]
+    Playout(playout::Playout),
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,6 +139,10 @@ struct SessionArgs {
 enum Publish {
     /// A song observation for a station (`playhead.station.{id}.song`).
     Song(SongArgs),
+    /// Grant or renew a viewer's entitlement tags (`playhead.user.{id}.entitlements`).
+    Entitlements(playout::EntitlementsArgs),
+    /// Set a content item's tags (`playhead.catalog.content.{id}`).
+    Content(playout::ContentArgs),
 }
 
 #[derive(Debug, Args)]
@@ -174,6 +188,26 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Publish(Publish::Song(song)) => publish_song(&cli.nats_url, song).await,
+        Command::Publish(Publish::Entitlements(args)) => {
+            let (subject, payload) = playout::entitlements(args)?;
+            publish(
+                &cli.nats_url,
+                subject,
+                async_nats::HeaderMap::new(),
+                payload,
+            )
+            .await
+        }
+        Command::Publish(Publish::Content(args)) => {
+            let (subject, payload) = playout::content(args)?;
+            publish(
+                &cli.nats_url,
+                subject,
+                async_nats::HeaderMap::new(),
+                payload,
+            )
+            .await
+        }
         Command::NowPlaying { station } => {
             let mut client = grpc(&cli.grpc_url).await?;
             let response = client
@@ -220,6 +254,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Player(command) => player(&cli.grpc_url, command).await,
+        Command::Playout(command) => playout::playout(&cli.grpc_url, command).await,
     }
 }
 
@@ -296,12 +331,6 @@ async fn publish_song(nats_url: &str, song: SongArgs) -> anyhow::Result<()> {
     if song.artist.is_empty() && song.title.is_empty() && song.raw.is_empty() {
         bail!("give --artist and --title, or --raw \"Artist - Title\"");
     }
-    let client = async_nats::ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(5))
-        .connect(nats_url)
-        .await
-        .with_context(|| format!("cannot reach NATS at {nats_url} (is `make run` running?)"))?;
-    let jetstream = async_nats::jetstream::new(client);
     let mut headers = async_nats::HeaderMap::new();
     if let Some(id) = &song.msg_id {
         headers.insert(MSG_ID, id.as_str());
@@ -314,12 +343,30 @@ async fn publish_song(nats_url: &str, song: SongArgs) -> anyhow::Result<()> {
         source: "playhead-cli".into(),
         observed_at: None,
     };
+    publish(
+        nats_url,
+        station_song(&station),
+        headers,
+        payload.encode_to_vec(),
+    )
+    .await
+}
+
+/// Publishes into an inbox and prints the broker's acknowledgement.
+async fn publish(
+    nats_url: &str,
+    subject: String,
+    headers: async_nats::HeaderMap,
+    payload: Vec<u8>,
+) -> anyhow::Result<()> {
+    let client = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(5))
+        .connect(nats_url)
+        .await
+        .with_context(|| format!("cannot reach NATS at {nats_url} (is `make run` running?)"))?;
+    let jetstream = async_nats::jetstream::new(client);
     let ack = jetstream
-        .publish_with_headers(
-            station_song(&station),
-            headers,
-            payload.encode_to_vec().into(),
-        )
+        .publish_with_headers(subject, headers, payload.into())
         .await?
         .await
         .context("the inbox did not acknowledge (is playhead-node running?)")?;

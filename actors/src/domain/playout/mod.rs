@@ -24,16 +24,26 @@
 //!
 //! The first interval after an admission is jittered in [50%, 100%] of `heartbeat_interval`,
 //! from FNV-1a of the playout id (plus a finalizer, see `spread_hash`): heartbeats that all
-//! start together spread out, and replay gives the same answer. Device and playout ids are
-//! plain strings validated with [`playhead_proto::ids::validate`] (the proto crate has no
-//! newtypes for them yet).
+//! start together spread out, and replay gives the same answer.
+//!
+//! Devices, playouts, tags and content are the newtypes of [`playhead_proto::ids`], parsed
+//! where a command is built: an id that could inject a subject token never reaches the decider,
+//! which only rejects what the types cannot rule out ([`PlayoutError`]).
+//!
+//! The types, the state and the events live here; [`PlayoutPolicy::decide`] in `decide`,
+//! [`evolve()`] in `evolve`.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
-use playhead_proto::ids::{self, ContentId, IdError};
+use playhead_proto::ids::{ContentId, DeviceId, PlayoutId, Tag};
 
 use super::time::Timestamp;
+
+mod decide;
+mod evolve;
+
+pub use evolve::evolve;
 
 /// Most entitlement tags kept per user.
 pub const MAX_ENTITLEMENTS: usize = 256;
@@ -79,10 +89,30 @@ pub enum PlayoutPolicyError {
     },
 }
 
+impl PlayoutPolicy {
+    pub fn validate(&self) -> Result<(), PlayoutPolicyError> {
+        if !(1..=MAX_CONCURRENCY_LIMIT).contains(&self.default_concurrency_limit) {
+            return Err(PlayoutPolicyError::ConcurrencyLimit(
+                self.default_concurrency_limit,
+            ));
+        }
+        if self.heartbeat_interval.as_millis() == 0 {
+            return Err(PlayoutPolicyError::ZeroInterval);
+        }
+        if self.slot_timeout <= self.heartbeat_interval {
+            return Err(PlayoutPolicyError::TimeoutNotAboveInterval {
+                timeout: self.slot_timeout,
+                interval: self.heartbeat_interval,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// A tag the user holds until `valid_until` (exclusive).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entitlement {
-    pub tag: String,
+    pub tag: Tag,
     pub valid_until: Timestamp,
 }
 
@@ -102,11 +132,11 @@ pub enum HeartbeatKind {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Heartbeat {
-    pub device_id: String,
-    pub playout_id: String,
+    pub device_id: DeviceId,
+    pub playout_id: PlayoutId,
     pub content_id: ContentId,
     /// The content's tags from the catalog; `None` when the catalog does not know it.
-    pub content_tags: Option<BTreeSet<String>>,
+    pub content_tags: Option<BTreeSet<Tag>>,
     pub kind: HeartbeatKind,
     pub position_ms: u64,
 }
@@ -120,8 +150,8 @@ pub enum PlayoutCommand {
 /// One stream in play, holding a seat of the user's limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Slot {
-    pub device_id: String,
-    pub playout_id: String,
+    pub device_id: DeviceId,
+    pub playout_id: PlayoutId,
     pub content_id: ContentId,
     pub started_at: Timestamp,
     pub last_heartbeat_at: Timestamp,
@@ -193,14 +223,14 @@ pub struct Bookmark {
 /// An answer filed for redeliveries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecentDecision {
-    pub playout_id: String,
+    pub playout_id: PlayoutId,
     pub decision: HeartbeatDecision,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PlayoutState {
     /// Tag → valid until (exclusive); one record per tag.
-    pub entitlements: BTreeMap<String, Timestamp>,
+    pub entitlements: BTreeMap<Tag, Timestamp>,
     /// `None`: the policy's default.
     pub concurrency_limit: Option<u32>,
     /// In admission order, oldest first; unique by device and by playout. Some may have
@@ -220,8 +250,8 @@ pub enum PlayoutEvent {
     },
     /// No heartbeat for `slot_timeout`: the seat is free.
     SlotExpired {
-        device_id: String,
-        playout_id: String,
+        device_id: DeviceId,
+        playout_id: PlayoutId,
         content_id: ContentId,
         last_heartbeat_at: Timestamp,
         at: Timestamp,
@@ -229,23 +259,23 @@ pub enum PlayoutEvent {
     /// The limit fell below the live slots; the newest lose their seat, and their next BEAT
     /// is decided as a re-admission.
     SlotRevoked {
-        device_id: String,
-        playout_id: String,
+        device_id: DeviceId,
+        playout_id: PlayoutId,
         content_id: ContentId,
         at: Timestamp,
     },
     /// The device started another playout: its previous one ends.
     SlotReclaimed {
-        device_id: String,
-        previous_playout_id: String,
+        device_id: DeviceId,
+        previous_playout_id: PlayoutId,
         previous_content_id: ContentId,
-        playout_id: String,
+        playout_id: PlayoutId,
         at: Timestamp,
     },
     /// Admitted: by START, or by a BEAT that had no live slot (`readmitted`).
     PlayoutStarted {
-        device_id: String,
-        playout_id: String,
+        device_id: DeviceId,
+        playout_id: PlayoutId,
         content_id: ContentId,
         position_ms: u64,
         readmitted: bool,
@@ -253,16 +283,16 @@ pub enum PlayoutEvent {
         at: Timestamp,
     },
     HeartbeatRecorded {
-        device_id: String,
-        playout_id: String,
+        device_id: DeviceId,
+        playout_id: PlayoutId,
         content_id: ContentId,
         position_ms: u64,
         next_heartbeat: Duration,
         at: Timestamp,
     },
     PlayoutEnded {
-        device_id: String,
-        playout_id: String,
+        device_id: DeviceId,
+        playout_id: PlayoutId,
         content_id: ContentId,
         position_ms: u64,
         /// Whether the playout held a live slot (an END may come for one never seen).
@@ -272,8 +302,8 @@ pub enum PlayoutEvent {
     },
     /// The only event that stops playback. Frees the playout's slot if it had one.
     PlayoutStopped {
-        device_id: String,
-        playout_id: String,
+        device_id: DeviceId,
+        playout_id: PlayoutId,
         content_id: ContentId,
         /// The refused heartbeat: START or BEAT.
         kind: HeartbeatKind,
@@ -301,7 +331,7 @@ impl PlayoutEvent {
 
     /// The answer this event gives to its heartbeat, with the playout it concerns; `None` for
     /// events that answer nothing (entitlements, slot housekeeping).
-    pub fn decision(&self) -> Option<(&str, HeartbeatDecision)> {
+    pub fn decision(&self) -> Option<(&PlayoutId, HeartbeatDecision)> {
         match self {
             PlayoutEvent::PlayoutStarted {
                 playout_id,
@@ -317,17 +347,14 @@ impl PlayoutEvent {
                 playout_id,
                 next_heartbeat,
                 ..
-            } => Some((
-                playout_id.as_str(),
-                HeartbeatDecision::proceed(*next_heartbeat),
-            )),
+            } => Some((playout_id, HeartbeatDecision::proceed(*next_heartbeat))),
             PlayoutEvent::PlayoutStopped {
                 playout_id,
                 reason,
                 next_heartbeat,
                 ..
             } => Some((
-                playout_id.as_str(),
+                playout_id,
                 HeartbeatDecision {
                     action: HeartbeatAction::Stop,
                     reason: (*reason).into(),
@@ -389,8 +416,6 @@ pub fn decision(events: &[PlayoutEvent]) -> Option<HeartbeatDecision> {
 /// Why a playout command was rejected (bad input: nothing is decided).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlayoutError {
-    #[error(transparent)]
-    InvalidId(#[from] IdError),
     #[error("the user would hold {count} entitlement tags; at most {MAX_ENTITLEMENTS} are allowed")]
     TooManyEntitlements { count: usize },
     #[error(
@@ -422,15 +447,15 @@ impl PlayoutState {
     }
 
     /// The tags valid at `now` (what `CheckEntitlements` answers from).
-    pub fn held_tags(&self, now: Timestamp) -> impl Iterator<Item = &str> {
+    pub fn held_tags(&self, now: Timestamp) -> impl Iterator<Item = &Tag> {
         self.entitlements
             .iter()
             .filter(move |(_, valid_until)| now < **valid_until)
-            .map(|(tag, _)| tag.as_str())
+            .map(|(tag, _)| tag)
     }
 
     /// Whether content with `content_tags` may be watched at `now`; unknown content may not.
-    pub fn is_entitled(&self, content_tags: Option<&BTreeSet<String>>, now: Timestamp) -> bool {
+    pub fn is_entitled(&self, content_tags: Option<&BTreeSet<Tag>>, now: Timestamp) -> bool {
         content_tags.is_some_and(|tags| {
             tags.iter().any(|tag| {
                 self.entitlements
@@ -441,318 +466,14 @@ impl PlayoutState {
     }
 
     /// The latest answer given to `playout_id`, to answer a redelivered heartbeat again.
-    pub fn last_decision(&self, playout_id: &str) -> Option<HeartbeatDecision> {
+    pub fn last_decision(&self, playout_id: &PlayoutId) -> Option<HeartbeatDecision> {
         self.recent_decisions
             .iter()
             .rev()
-            .find(|recent| recent.playout_id == playout_id)
+            .find(|recent| recent.playout_id == *playout_id)
             .map(|recent| recent.decision)
     }
 }
 
-impl PlayoutPolicy {
-    pub fn validate(&self) -> Result<(), PlayoutPolicyError> {
-        if !(1..=MAX_CONCURRENCY_LIMIT).contains(&self.default_concurrency_limit) {
-            return Err(PlayoutPolicyError::ConcurrencyLimit(
-                self.default_concurrency_limit,
-            ));
-        }
-        if self.heartbeat_interval.as_millis() == 0 {
-            return Err(PlayoutPolicyError::ZeroInterval);
-        }
-        if self.slot_timeout <= self.heartbeat_interval {
-            return Err(PlayoutPolicyError::TimeoutNotAboveInterval {
-                timeout: self.slot_timeout,
-                interval: self.heartbeat_interval,
-            });
-        }
-        Ok(())
-    }
-
-    /// The interval after an admission: uniform in [50%, 100%] of `heartbeat_interval`, fixed
-    /// per playout id.
-    pub fn first_heartbeat(&self, playout_id: &str) -> Duration {
-        let interval = self.heartbeat_interval.as_millis() as u64;
-        let spread = interval / 2;
-        // Multiply-high maps the hash's top bits onto 0..=spread.
-        let offset = ((u128::from(spread_hash(playout_id)) * u128::from(spread + 1)) >> 64) as u64;
-        Duration::from_millis(interval - offset)
-    }
-
-    pub fn decide(
-        &self,
-        command: &PlayoutCommand,
-        state: &PlayoutState,
-        now: Timestamp,
-    ) -> Result<Vec<PlayoutEvent>, PlayoutError> {
-        match command {
-            PlayoutCommand::UpdateEntitlements(update) => self.update(update, state, now),
-            PlayoutCommand::Heartbeat(heartbeat) => self.heartbeat(heartbeat, state, now),
-        }
-    }
-
-    fn update(
-        &self,
-        update: &UpdateEntitlements,
-        state: &PlayoutState,
-        now: Timestamp,
-    ) -> Result<Vec<PlayoutEvent>, PlayoutError> {
-        if let Some(limit) = update.concurrency_limit
-            && !(1..=MAX_CONCURRENCY_LIMIT).contains(&limit)
-        {
-            return Err(PlayoutError::InvalidConcurrencyLimit(limit));
-        }
-        if update.entitlements.len() > MAX_ENTITLEMENTS {
-            return Err(PlayoutError::TooManyEntitlements {
-                count: update.entitlements.len(),
-            });
-        }
-        for entitlement in &update.entitlements {
-            ids::validate("entitlement_tag", &entitlement.tag)?;
-        }
-        let mut merged = state.entitlements.clone();
-        merge_entitlements(&mut merged, &update.entitlements, now);
-        if merged.len() > MAX_ENTITLEMENTS {
-            return Err(PlayoutError::TooManyEntitlements {
-                count: merged.len(),
-            });
-        }
-        let mut events = vec![PlayoutEvent::EntitlementsUpdated {
-            entitlements: update.entitlements.clone(),
-            concurrency_limit: update.concurrency_limit,
-            at: now,
-        }];
-        let limit = update
-            .concurrency_limit
-            .unwrap_or_else(|| state.concurrency_limit(self));
-        self.release_slots(state, limit, now, &mut events);
-        Ok(events)
-    }
-
-    fn heartbeat(
-        &self,
-        heartbeat: &Heartbeat,
-        state: &PlayoutState,
-        now: Timestamp,
-    ) -> Result<Vec<PlayoutEvent>, PlayoutError> {
-        ids::validate("device_id", &heartbeat.device_id)?;
-        ids::validate("playout_id", &heartbeat.playout_id)?;
-        let limit = state.concurrency_limit(self);
-        let mut events = Vec::new();
-        let seated = self.release_slots(state, limit, now, &mut events);
-        let own_slot = seated
-            .iter()
-            .find(|slot| slot.playout_id == heartbeat.playout_id);
-        let entitled = state.is_entitled(heartbeat.content_tags.as_ref(), now);
-        let answer = match (heartbeat.kind, own_slot) {
-            (HeartbeatKind::End, _) => PlayoutEvent::PlayoutEnded {
-                device_id: heartbeat.device_id.clone(),
-                playout_id: heartbeat.playout_id.clone(),
-                content_id: heartbeat.content_id.clone(),
-                position_ms: heartbeat.position_ms,
-                freed_slot: own_slot.is_some(),
-                next_heartbeat: self.heartbeat_interval,
-                at: now,
-            },
-            (HeartbeatKind::Beat, Some(_)) if !entitled => {
-                self.stopped(heartbeat, StopReason::NotEntitled, now)
-            }
-            (HeartbeatKind::Beat, Some(_)) => PlayoutEvent::HeartbeatRecorded {
-                device_id: heartbeat.device_id.clone(),
-                playout_id: heartbeat.playout_id.clone(),
-                content_id: heartbeat.content_id.clone(),
-                position_ms: heartbeat.position_ms,
-                next_heartbeat: self.heartbeat_interval,
-                at: now,
-            },
-            (HeartbeatKind::Start | HeartbeatKind::Beat, _) if !entitled => {
-                self.stopped(heartbeat, StopReason::NotEntitled, now)
-            }
-            (HeartbeatKind::Start | HeartbeatKind::Beat, _) => {
-                // The seat of this device, or of this very playout, is taken over, not added.
-                let others = seated
-                    .iter()
-                    .filter(|slot| {
-                        slot.device_id != heartbeat.device_id
-                            && slot.playout_id != heartbeat.playout_id
-                    })
-                    .count();
-                if others >= limit as usize {
-                    self.stopped(heartbeat, StopReason::ConcurrencyLimit, now)
-                } else {
-                    if let Some(previous) = seated.iter().find(|slot| {
-                        slot.device_id == heartbeat.device_id
-                            && slot.playout_id != heartbeat.playout_id
-                    }) {
-                        events.push(PlayoutEvent::SlotReclaimed {
-                            device_id: heartbeat.device_id.clone(),
-                            previous_playout_id: previous.playout_id.clone(),
-                            previous_content_id: previous.content_id.clone(),
-                            playout_id: heartbeat.playout_id.clone(),
-                            at: now,
-                        });
-                    }
-                    PlayoutEvent::PlayoutStarted {
-                        device_id: heartbeat.device_id.clone(),
-                        playout_id: heartbeat.playout_id.clone(),
-                        content_id: heartbeat.content_id.clone(),
-                        position_ms: heartbeat.position_ms,
-                        readmitted: heartbeat.kind == HeartbeatKind::Beat,
-                        next_heartbeat: self.first_heartbeat(&heartbeat.playout_id),
-                        at: now,
-                    }
-                }
-            }
-        };
-        events.push(answer);
-        Ok(events)
-    }
-
-    fn stopped(&self, heartbeat: &Heartbeat, reason: StopReason, now: Timestamp) -> PlayoutEvent {
-        PlayoutEvent::PlayoutStopped {
-            device_id: heartbeat.device_id.clone(),
-            playout_id: heartbeat.playout_id.clone(),
-            content_id: heartbeat.content_id.clone(),
-            kind: heartbeat.kind,
-            reason,
-            position_ms: heartbeat.position_ms,
-            next_heartbeat: self.heartbeat_interval,
-            at: now,
-        }
-    }
-
-    /// Releases the slots expired at `now`, then the newest beyond `limit`; returns the slots
-    /// that keep their seat (at most `limit`).
-    fn release_slots<'a>(
-        &self,
-        state: &'a PlayoutState,
-        limit: u32,
-        now: Timestamp,
-        events: &mut Vec<PlayoutEvent>,
-    ) -> Vec<&'a Slot> {
-        let mut seated = Vec::with_capacity(state.slots.len());
-        for slot in &state.slots {
-            if slot.is_live(now, self) {
-                seated.push(slot);
-            } else {
-                events.push(PlayoutEvent::SlotExpired {
-                    device_id: slot.device_id.clone(),
-                    playout_id: slot.playout_id.clone(),
-                    content_id: slot.content_id.clone(),
-                    last_heartbeat_at: slot.last_heartbeat_at,
-                    at: now,
-                });
-            }
-        }
-        let kept = seated.len().min(limit as usize);
-        for slot in seated.drain(kept..) {
-            events.push(PlayoutEvent::SlotRevoked {
-                device_id: slot.device_id.clone(),
-                playout_id: slot.playout_id.clone(),
-                content_id: slot.content_id.clone(),
-                at: now,
-            });
-        }
-        debug_assert!(seated.len() <= limit as usize);
-        seated
-    }
-}
-
-/// Upserts `update` into `entitlements` and drops the tags no longer valid at `at`: expired
-/// tags cost no room, and a renewal replaces the record instead of adding one.
-fn merge_entitlements(
-    entitlements: &mut BTreeMap<String, Timestamp>,
-    update: &[Entitlement],
-    at: Timestamp,
-) {
-    for entitlement in update {
-        entitlements.insert(entitlement.tag.clone(), entitlement.valid_until);
-    }
-    entitlements.retain(|_, valid_until| at < *valid_until);
-}
-
-pub fn evolve(mut state: PlayoutState, event: &PlayoutEvent) -> PlayoutState {
-    match event {
-        PlayoutEvent::EntitlementsUpdated {
-            entitlements,
-            concurrency_limit,
-            at,
-        } => {
-            merge_entitlements(&mut state.entitlements, entitlements, *at);
-            if concurrency_limit.is_some() {
-                state.concurrency_limit = *concurrency_limit;
-            }
-        }
-        PlayoutEvent::SlotExpired { playout_id, .. }
-        | PlayoutEvent::SlotRevoked { playout_id, .. }
-        | PlayoutEvent::SlotReclaimed {
-            previous_playout_id: playout_id,
-            ..
-        }
-        | PlayoutEvent::PlayoutEnded { playout_id, .. }
-        | PlayoutEvent::PlayoutStopped { playout_id, .. } => {
-            state.slots.retain(|slot| slot.playout_id != *playout_id);
-        }
-        PlayoutEvent::PlayoutStarted {
-            device_id,
-            playout_id,
-            content_id,
-            at,
-            ..
-        } => {
-            state
-                .slots
-                .retain(|slot| slot.device_id != *device_id && slot.playout_id != *playout_id);
-            state.slots.push(Slot {
-                device_id: device_id.clone(),
-                playout_id: playout_id.clone(),
-                content_id: content_id.clone(),
-                started_at: *at,
-                last_heartbeat_at: *at,
-            });
-        }
-        PlayoutEvent::HeartbeatRecorded { playout_id, at, .. } => {
-            if let Some(slot) = state
-                .slots
-                .iter_mut()
-                .find(|slot| slot.playout_id == *playout_id)
-            {
-                // Out-of-order delivery must not age a slot.
-                slot.last_heartbeat_at = slot.last_heartbeat_at.max(*at);
-            }
-        }
-    }
-    if let Some((playout_id, decision)) = event.decision() {
-        state
-            .recent_decisions
-            .retain(|recent| recent.playout_id != playout_id);
-        if state.recent_decisions.len() == MAX_RECENT_DECISIONS {
-            state.recent_decisions.pop_front();
-        }
-        state.recent_decisions.push_back(RecentDecision {
-            playout_id: playout_id.to_owned(),
-            decision,
-        });
-    }
-    state
-}
-
-/// FNV-1a, 64 bits (stable across nodes and releases, unlike `std`'s hasher), then the
-/// murmur3 finalizer: FNV-1a alone barely moves its top bits for ids that differ in the last
-/// byte (`playout-1`, `playout-2`, …), which would bunch their first heartbeats together.
-fn spread_hash(value: &str) -> u64 {
-    const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut hash = value.bytes().fold(FNV_OFFSET, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME)
-    });
-    hash ^= hash >> 33;
-    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    hash ^= hash >> 33;
-    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    hash ^ (hash >> 33)
-}
-
 #[cfg(test)]
-#[path = "playout_tests.rs"]
 mod tests;

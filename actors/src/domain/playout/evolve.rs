@@ -1,0 +1,88 @@
+//! `evolve`: folds one event into the state. Total and policy-free, so replaying the log
+//! rebuilds the state whatever the configuration is now.
+
+use std::collections::BTreeMap;
+
+use playhead_proto::ids::Tag;
+
+use super::{Entitlement, MAX_RECENT_DECISIONS, PlayoutEvent, PlayoutState, RecentDecision, Slot};
+use crate::domain::time::Timestamp;
+
+/// Upserts `update` into `entitlements` and drops the tags no longer valid at `at`: expired
+/// tags cost no room, and a renewal replaces the record instead of adding one.
+pub(super) fn merge_entitlements(
+    entitlements: &mut BTreeMap<Tag, Timestamp>,
+    update: &[Entitlement],
+    at: Timestamp,
+) {
+    for entitlement in update {
+        entitlements.insert(entitlement.tag.clone(), entitlement.valid_until);
+    }
+    entitlements.retain(|_, valid_until| at < *valid_until);
+}
+
+pub fn evolve(mut state: PlayoutState, event: &PlayoutEvent) -> PlayoutState {
+    match event {
+        PlayoutEvent::EntitlementsUpdated {
+            entitlements,
+            concurrency_limit,
+            at,
+        } => {
+            merge_entitlements(&mut state.entitlements, entitlements, *at);
+            if concurrency_limit.is_some() {
+                state.concurrency_limit = *concurrency_limit;
+            }
+        }
+        PlayoutEvent::SlotExpired { playout_id, .. }
+        | PlayoutEvent::SlotRevoked { playout_id, .. }
+        | PlayoutEvent::SlotReclaimed {
+            previous_playout_id: playout_id,
+            ..
+        }
+        | PlayoutEvent::PlayoutEnded { playout_id, .. }
+        | PlayoutEvent::PlayoutStopped { playout_id, .. } => {
+            state.slots.retain(|slot| slot.playout_id != *playout_id);
+        }
+        PlayoutEvent::PlayoutStarted {
+            device_id,
+            playout_id,
+            content_id,
+            at,
+            ..
+        } => {
+            state
+                .slots
+                .retain(|slot| slot.device_id != *device_id && slot.playout_id != *playout_id);
+            state.slots.push(Slot {
+                device_id: device_id.clone(),
+                playout_id: playout_id.clone(),
+                content_id: content_id.clone(),
+                started_at: *at,
+                last_heartbeat_at: *at,
+            });
+        }
+        PlayoutEvent::HeartbeatRecorded { playout_id, at, .. } => {
+            if let Some(slot) = state
+                .slots
+                .iter_mut()
+                .find(|slot| slot.playout_id == *playout_id)
+            {
+                // Out-of-order delivery must not age a slot.
+                slot.last_heartbeat_at = slot.last_heartbeat_at.max(*at);
+            }
+        }
+    }
+    if let Some((playout_id, decision)) = event.decision() {
+        state
+            .recent_decisions
+            .retain(|recent| recent.playout_id != *playout_id);
+        if state.recent_decisions.len() == MAX_RECENT_DECISIONS {
+            state.recent_decisions.pop_front();
+        }
+        state.recent_decisions.push_back(RecentDecision {
+            playout_id: playout_id.clone(),
+            decision,
+        });
+    }
+    state
+}

@@ -1,0 +1,140 @@
+//! `PlayoutService`. `Heartbeat` publishes into the user inbox with a reply subject and waits
+//! for the user actor's decision for at most `heartbeat_timeout`; when no decision comes in
+//! time, or the broker cannot be reached, it **fails open**: CONTINUE with reason DEGRADED
+//! and the normal interval. Only an explicit STOP from the actor stops a stream; a heartbeat
+//! the gateway refuses as malformed is the only error a player sees. The three reads go
+//! through the node's query endpoints.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use playhead_actors::ingest::commands::heartbeat_command;
+use playhead_actors::query::playouts::{entitlements_query, playouts_query, view_history_query};
+use playhead_actors::wire;
+use playhead_proto::ids::UserId;
+use playhead_proto::subjects::{Query, UserKind, user_subject};
+use playhead_proto::v1::playout_service_server::PlayoutService;
+use playhead_proto::v1::{
+    CheckEntitlementsRequest, CheckEntitlementsResponse, Heartbeat, HeartbeatDecision,
+    ListPlayoutsRequest, ListPlayoutsResponse, ListViewHistoryRequest, ListViewHistoryResponse,
+};
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use crate::error::GatewayError;
+use crate::metrics::GatewayMetrics;
+use crate::node_client::{CommandOutcome, NodeClient, command_headers};
+
+pub struct PlayoutApi {
+    pub node: Arc<NodeClient>,
+    pub metrics: Arc<GatewayMetrics>,
+    /// Longest wait for a decision before failing open.
+    pub heartbeat_timeout: Duration,
+    /// The interval a fail-open answer asks for: the nodes' heartbeat interval.
+    pub heartbeat_interval: Duration,
+}
+
+impl PlayoutApi {
+    async fn heartbeat(&self, heartbeat: Heartbeat) -> Result<HeartbeatDecision, GatewayError> {
+        // Refused here as the node's screen would refuse it, so it is never dead-lettered.
+        let user = UserId::parse(heartbeat.user_id.as_str())?;
+        heartbeat_command(heartbeat.clone())
+            .map_err(|letter| GatewayError::InvalidArgument(letter.detail))?;
+        let decided = self
+            .node
+            .command::<HeartbeatDecision>(
+                user_subject(&user, UserKind::Heartbeat),
+                command_headers(None)?,
+                heartbeat.encode_to_vec(),
+                self.heartbeat_timeout,
+            )
+            .await;
+        let (decision, fail_open_cause) = match decided {
+            Ok(CommandOutcome::Decided(decision)) => (decision, None),
+            // Only with a Msg-Id, which heartbeats are not given; fail open all the same.
+            Ok(CommandOutcome::Duplicate) => (self.degraded(), Some("duplicate")),
+            Err(error) => {
+                tracing::warn!(
+                    user = %user,
+                    playout = heartbeat.playout_id.as_str(),
+                    %error,
+                    "no heartbeat decision; failing open (CONTINUE, DEGRADED)"
+                );
+                let cause = match error {
+                    GatewayError::Timeout(_) => "timeout",
+                    GatewayError::Unavailable(_) => "unavailable",
+                    _ => "internal",
+                };
+                (self.degraded(), Some(cause))
+            }
+        };
+        self.metrics.record_heartbeat(&decision, fail_open_cause);
+        Ok(decision)
+    }
+
+    fn degraded(&self) -> HeartbeatDecision {
+        wire::degraded_decision(self.heartbeat_interval)
+    }
+
+    fn finish<T>(
+        &self,
+        method: &'static str,
+        started: Instant,
+        result: Result<T, GatewayError>,
+    ) -> Result<Response<T>, Status> {
+        let result = result.map(Response::new).map_err(Status::from);
+        self.metrics.record(method, started, &result);
+        result
+    }
+}
+
+#[tonic::async_trait]
+impl PlayoutService for PlayoutApi {
+    async fn heartbeat(
+        &self,
+        request: Request<Heartbeat>,
+    ) -> Result<Response<HeartbeatDecision>, Status> {
+        let started = Instant::now();
+        let result = self.heartbeat(request.into_inner()).await;
+        self.finish("Heartbeat", started, result)
+    }
+
+    async fn list_playouts(
+        &self,
+        request: Request<ListPlayoutsRequest>,
+    ) -> Result<Response<ListPlayoutsResponse>, Status> {
+        let started = Instant::now();
+        let request = request.into_inner();
+        let result = match playouts_query(&request) {
+            Ok(_) => self.node.query(Query::ListPlayouts, &request).await,
+            Err(error) => Err(error.into()),
+        };
+        self.finish("ListPlayouts", started, result)
+    }
+
+    async fn list_view_history(
+        &self,
+        request: Request<ListViewHistoryRequest>,
+    ) -> Result<Response<ListViewHistoryResponse>, Status> {
+        let started = Instant::now();
+        let request = request.into_inner();
+        let result = match view_history_query(&request) {
+            Ok(_) => self.node.query(Query::ListViewHistory, &request).await,
+            Err(error) => Err(error.into()),
+        };
+        self.finish("ListViewHistory", started, result)
+    }
+
+    async fn check_entitlements(
+        &self,
+        request: Request<CheckEntitlementsRequest>,
+    ) -> Result<Response<CheckEntitlementsResponse>, Status> {
+        let started = Instant::now();
+        let request = request.into_inner();
+        let result = match entitlements_query(&request) {
+            Ok(_) => self.node.query(Query::CheckEntitlements, &request).await,
+            Err(error) => Err(error.into()),
+        };
+        self.finish("CheckEntitlements", started, result)
+    }
+}
