@@ -2,6 +2,7 @@
 //! itself, the bare pull consumer that is the baseline of every drain, waiting for the node to
 //! have processed an inbox, and the latency figures of a phase of gRPC load.
 
+use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -45,8 +46,91 @@ pub(crate) fn node_config(
     .context("benchmark node configuration")
 }
 
-/// An ephemeral pull consumer of the benchmark's own (the node's consumers are untouched).
-pub(crate) async fn bare_consumer(
+/// The drain benchmark of `inbox`: `publish` stores `count` messages while no node consumes
+/// them; a bare consumer drains them, then bare consumers per partition, then the node started
+/// from `config`, timed from its start until it has processed them all. Returns the times and
+/// the node, still running.
+pub(crate) async fn publish_and_drain(
+    jetstream: &jetstream::Context,
+    config: NodeConfig,
+    inbox: Inbox,
+    (count, what): (u64, &str),
+    publish: impl Future<Output = ()>,
+) -> anyhow::Result<(Drains, TestNode)> {
+    let stream = jetstream.get_stream(inbox.stream_name()).await?;
+    let from = consumer::DeliverPolicy::ByStartSequence {
+        start_sequence: stream.get_info().await?.state.last_sequence + 1,
+    };
+    eprintln!("publishing {count} {what}…");
+    let started = Instant::now();
+    publish.await;
+    let publish = started.elapsed();
+
+    eprintln!("draining {what} with a bare consumer…");
+    let baseline = bare_drain(jetstream, inbox, from, count).await?;
+    eprintln!("draining {what} with bare partition consumers…");
+    let partitions = config.ingest.partitions;
+    let partitioned = bare_partitioned_drain(jetstream, inbox, partitions, from).await?;
+
+    eprintln!("draining {what} with playhead-node…");
+    let started = Instant::now();
+    let node = TestNode::start(config).await;
+    let node_ready = started.elapsed();
+    wait_processed(&node, inbox, count as f64, what).await?;
+    let drains = Drains {
+        publish,
+        baseline,
+        partitioned,
+        node_ready,
+        node_drain: started.elapsed(),
+    };
+    Ok((drains, node))
+}
+
+/// Drains `count` messages of `inbox`, starting `from`, with one ephemeral pull consumer of
+/// its own (the node's consumers are untouched): the broker's best case for these messages.
+async fn bare_drain(
+    jetstream: &jetstream::Context,
+    inbox: Inbox,
+    from: consumer::DeliverPolicy,
+    count: u64,
+) -> anyhow::Result<Duration> {
+    let stream = jetstream.get_stream(inbox.stream_name()).await?;
+    let consumer = bare_consumer(&stream, "bench-bare", String::new(), from).await?;
+    let started = Instant::now();
+    drain(consumer, count).await?;
+    Ok(started.elapsed())
+}
+
+/// Drains `inbox` from `from` on with one ephemeral pull consumer per partition, filtered like
+/// the node's, all at once: what the partitioned layout costs the broker before playhead does
+/// any work.
+async fn bare_partitioned_drain(
+    jetstream: &jetstream::Context,
+    inbox: Inbox,
+    partitions: u32,
+    from: consumer::DeliverPolicy,
+) -> anyhow::Result<Duration> {
+    let stream = jetstream.get_stream(inbox.stream_name()).await?;
+    let mut drains = Vec::with_capacity(partitions as usize);
+    for partition in 0..partitions {
+        let filter = inbox.partition_filter(partition);
+        let mut consumer =
+            bare_consumer(&stream, &format!("bench-bare-p{partition}"), filter, from).await?;
+        let pending = consumer.info().await?.num_pending;
+        drains.push((consumer, pending));
+    }
+    let started = Instant::now();
+    futures::future::try_join_all(
+        drains
+            .into_iter()
+            .map(|(consumer, pending)| drain(consumer, pending)),
+    )
+    .await?;
+    Ok(started.elapsed())
+}
+
+async fn bare_consumer(
     stream: &jetstream::stream::Stream,
     name: &str,
     filter_subject: String,
@@ -66,7 +150,7 @@ pub(crate) async fn bare_consumer(
 }
 
 /// Pulls `count` messages in batches and acks each one, decoding nothing.
-pub(crate) async fn drain(consumer: consumer::PullConsumer, count: u64) -> anyhow::Result<()> {
+async fn drain(consumer: consumer::PullConsumer, count: u64) -> anyhow::Result<()> {
     let mut messages = consumer
         .stream()
         .max_messages_per_batch(BASELINE_BATCH)
@@ -128,29 +212,62 @@ pub(crate) fn inbox_outcomes(metrics: &str, inbox: Inbox) -> Vec<(&'static str, 
         .collect()
 }
 
-/// One line of a drain report: the time `count` messages took, and their rate in `unit`.
-pub(crate) fn print_rate(what: &str, elapsed: Duration, count: f64, unit: &str) {
-    println!(
-        "  {what:<40} {:>8.2} s {:>10.0} {unit}",
-        elapsed.as_secs_f64(),
-        count / elapsed.as_secs_f64()
-    );
+/// The times of one drain benchmark: the same stored messages published, drained bare, and
+/// drained by the node.
+pub(crate) struct Drains {
+    publish: Duration,
+    /// One bare consumer over the whole stream.
+    baseline: Duration,
+    /// One bare consumer per partition, all at once.
+    partitioned: Duration,
+    /// Until the node's start returned, and until it had processed every message.
+    node_ready: Duration,
+    node_drain: Duration,
 }
 
-/// The node's drain of `count` messages, timed from its start, and how much the start took.
-pub(crate) fn print_node_drain(drain: Duration, ready: Duration, count: f64, unit: &str) {
-    print_rate("playhead-node drain (start included)", drain, count, unit);
-    println!(
-        "  {:<40} {:>8.2} s",
-        "  of which start until ready",
-        ready.as_secs_f64()
-    );
+impl Drains {
+    /// The time and rate (`unit`) of each step for `count` messages.
+    pub(crate) fn print_times(&self, count: f64, unit: &str) {
+        let line = |what: &str, elapsed: Duration| {
+            println!(
+                "  {what:<40} {:>8.2} s {:>10.0} {unit}",
+                elapsed.as_secs_f64(),
+                count / elapsed.as_secs_f64()
+            );
+        };
+        line("publish (pipelined, every ack awaited)", self.publish);
+        line("bare consumer drain (pull, ack each)", self.baseline);
+        line("bare drain, one consumer per partition", self.partitioned);
+        line("playhead-node drain (start included)", self.node_drain);
+        println!(
+            "  {:<40} {:>8.2} s",
+            "  of which start until ready",
+            self.node_ready.as_secs_f64()
+        );
+    }
+
+    /// Prints the node's drain rate ÷ the bare ones; returns node ÷ the single bare consumer.
+    pub(crate) fn print_ratios(&self) -> f64 {
+        // Same message count throughout: the rate ratio is the inverse time ratio.
+        let node_over = |bare: Duration| bare.as_secs_f64() / self.node_drain.as_secs_f64();
+        let ratio = node_over(self.baseline);
+        println!("  ratio node ÷ bare drain rate {ratio:.2}");
+        println!(
+            "  ratio node ÷ bare partitioned drain rate {:.2} (the partitioned layout's own cost: {:.2})",
+            node_over(self.partitioned),
+            self.baseline.as_secs_f64() / self.partitioned.as_secs_f64()
+        );
+        ratio
+    }
 }
 
 /// The node's partition batches of one inbox since it started.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Batches {
     count: f64,
     seconds: f64,
+    /// Inbox messages processed, whatever their outcome.
+    pub(crate) messages: f64,
 }
 
 impl Batches {
@@ -159,13 +276,28 @@ impl Batches {
         Self {
             count: metric_value(metrics, "playhead_batch_seconds_count", &label),
             seconds: metric_value(metrics, "playhead_batch_seconds_sum", &label),
+            messages: metric_value(metrics, "playhead_inbox_messages_total", &label),
+        }
+    }
+
+    /// The batches between an `earlier` scrape and this one.
+    pub(crate) fn since(&self, earlier: &Batches) -> Batches {
+        Batches {
+            count: self.count - earlier.count,
+            seconds: self.seconds - earlier.seconds,
+            messages: self.messages - earlier.messages,
         }
     }
 
     /// One report line: how many batches carried `messages`, and their mean size and time.
     pub(crate) fn print(&self, messages: f64) {
+        self.print_as("node batches", messages);
+    }
+
+    /// [`Batches::print`] with another name for the batches.
+    pub(crate) fn print_as(&self, what: &str, messages: f64) {
         println!(
-            "  node batches {:.0}: mean {:.0} messages in {:.1} ms",
+            "  {what} {:.0}: mean {:.0} messages in {:.1} ms",
             self.count,
             messages / self.count,
             self.seconds / self.count * 1_000.0

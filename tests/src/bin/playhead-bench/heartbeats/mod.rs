@@ -45,7 +45,7 @@ pub async fn run(nats: &NatsServer, workload: &Workload) -> anyhow::Result<Heart
     let data = temp_dir();
     let config = node_config(&nats.url(), data.path(), workload.partitions)?;
     let (storm, node) = storm::run(nats, config, &mix).await?;
-    let rpc = rpc::run(&nats.url(), &mix, workload).await;
+    let rpc = rpc::run(&nats.url(), &node, &mix, workload).await;
     node.stop().await;
     Ok(Heartbeats {
         storm,

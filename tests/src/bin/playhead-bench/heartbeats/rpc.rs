@@ -6,7 +6,9 @@
 //! Open loop: requests leave on schedule whether or not earlier ones were answered, so a slow
 //! answer cannot hold back the requests behind it and hide the backlog. Latency runs from the
 //! moment a request leaves; the lag of that moment behind its schedule is reported apart, to
-//! show whether the load generator kept up.
+//! show whether the load generator kept up (tokio's timer ticks in whole milliseconds, so up
+//! to ~2 ms of it is the timer itself). The client runs on a single-threaded runtime of
+//! its own, apart from the in-process node and gateway (the two cores are still shared).
 //!
 //! Every answer is counted by kind: anything but CONTINUE / OK is visible in the report (a
 //! DEGRADED answer is the gateway failing open after its heartbeat timeout).
@@ -16,15 +18,18 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use hdrhistogram::Histogram;
+use playhead_proto::subjects::Inbox;
 use playhead_proto::v1::playout_service_client::PlayoutServiceClient;
 use playhead_proto::v1::{Heartbeat, HeartbeatAction, HeartbeatReason, ListPlayoutsRequest};
-use playhead_tests::system::TestGateway;
+use playhead_tests::playout::{CONTINUE, answer};
+use playhead_tests::system::{TestGateway, TestNode};
 use tonic::transport::Channel;
 
 use super::Workload;
 use super::mix::{BEAT_MS, Mix};
-use crate::common::{Phase, WARM_UP, health_check, latency_histogram};
+use crate::common::{Batches, Phase, WARM_UP, health_check, latency_histogram};
 
 /// Users whose playouts are listed after the storm.
 const SAMPLED_USERS: usize = 100;
@@ -54,52 +59,98 @@ pub(super) struct Rpc {
     sample: Sample,
     health: Paced<()>,
     pub(super) heartbeat: Paced<Answer>,
+    /// The node's user-inbox batches during the Heartbeat phase.
+    node_batches: Batches,
     live_playouts: usize,
 }
 
-pub(super) async fn run(nats_url: &str, mix: &Mix, workload: &Workload) -> anyhow::Result<Rpc> {
+/// The schedule of a paced phase.
+#[derive(Debug, Clone, Copy)]
+struct Pacing {
+    /// Requests per second.
+    rate: u64,
+    /// Measured, after [`WARM_UP`].
+    duration: Duration,
+}
+
+/// Runs both phases against `node`, the node that drained the storm.
+pub(super) async fn run(
+    nats_url: &str,
+    node: &TestNode,
+    mix: &Mix,
+    workload: &Workload,
+) -> anyhow::Result<Rpc> {
     let beats: Arc<[Heartbeat]> = mix.live.values().flatten().cloned().collect();
     anyhow::ensure!(
         !beats.is_empty(),
         "the storm left no live playout to send BEATs for"
     );
-    let gateway = TestGateway::start(nats_url).await;
-    let mut channels = Vec::with_capacity(workload.connections);
-    for _ in 0..workload.connections {
-        channels.push(gateway.channel().await);
-    }
-    let sample = list_playouts(&channels[0], mix).await;
-
-    eprintln!(
-        "heartbeats: loading the health check at {} req/s…",
-        workload.rate
-    );
-    let health = paced(&channels, workload, |channel, _| health_check(channel)).await;
-    eprintln!(
-        "heartbeats: loading Heartbeat (BEAT) at {} req/s…",
-        workload.rate
-    );
     let live_playouts = beats.len();
-    let heartbeat = paced(&channels, workload, move |channel, n| {
-        let mut beat = beats[n % beats.len()].clone();
-        // Each round over the live playouts moves them one interval further.
-        beat.position_ms += (n / beats.len() + 1) as u64 * BEAT_MS;
-        async move {
-            let decision = PlayoutServiceClient::new(channel)
-                .heartbeat(beat)
-                .await?
-                .into_inner();
-            Ok((decision.action(), decision.reason()))
-        }
+    let gateway = TestGateway::start(nats_url).await;
+    let sample = list_playouts(&gateway.channel().await, mix).await;
+
+    let pacing = Pacing {
+        rate: workload.rate,
+        duration: workload.duration,
+    };
+    let (url, connections) = (gateway.grpc_url(), workload.connections);
+    let before = Batches::scrape(&node.metrics().await, Inbox::User);
+    // The client gets a runtime and a thread of its own: on the benchmark's runtime its
+    // schedule and its answers would queue behind the node's and the gateway's tasks.
+    let load = tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("the load generator's runtime")?
+            .block_on(load(url, connections, pacing, beats))
     })
-    .await;
+    .await
+    .context("the load generator's thread")?;
+    // Only the Heartbeat phase reaches the user inbox.
+    let node_batches = Batches::scrape(&node.metrics().await, Inbox::User).since(&before);
     gateway.stop().await;
+    let (health, heartbeat) = load?;
     Ok(Rpc {
         sample,
         health,
         heartbeat,
+        node_batches,
         live_playouts,
     })
+}
+
+/// The health check, then BEATs of the live playouts, each paced over `connections` new
+/// connections to the gateway at `url`.
+async fn load(
+    url: String,
+    connections: usize,
+    pacing: Pacing,
+    beats: Arc<[Heartbeat]>,
+) -> anyhow::Result<(Paced<()>, Paced<Answer>)> {
+    let mut channels = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        channels.push(Channel::from_shared(url.clone())?.connect().await?);
+    }
+    eprintln!(
+        "heartbeats: loading the health check at {} req/s…",
+        pacing.rate
+    );
+    let health = paced(&channels, pacing, |channel, _| health_check(channel)).await;
+    eprintln!(
+        "heartbeats: loading Heartbeat (BEAT) at {} req/s…",
+        pacing.rate
+    );
+    let heartbeat = paced(&channels, pacing, move |channel, n| {
+        let mut beat = beats[n % beats.len()].clone();
+        // Each round over the live playouts moves them one interval further.
+        beat.position_ms += (n / beats.len() + 1) as u64 * BEAT_MS;
+        async move {
+            let decision = PlayoutServiceClient::new(channel).heartbeat(beat).await?;
+            Ok(answer(decision.get_ref()))
+        }
+    })
+    .await;
+    Ok((health, heartbeat))
 }
 
 /// Lists the playouts of [`SAMPLED_USERS`] users spread over the mix and compares them with
@@ -148,9 +199,9 @@ async fn list_playouts(channel: &Channel, mix: &Mix) -> Sample {
     sample
 }
 
-/// Sends `request(channel, n)` for n = 0, 1, … at `workload.rate` per second, round-robin
-/// over the channels, each in its own task: [`WARM_UP`], then `workload.duration` measured.
-async fn paced<F, Fut, A>(channels: &[Channel], workload: &Workload, request: F) -> Paced<A>
+/// Sends `request(channel, n)` for n = 0, 1, … at `pacing.rate` per second, round-robin
+/// over the channels, each in its own task: [`WARM_UP`], then `pacing.duration` measured.
+async fn paced<F, Fut, A>(channels: &[Channel], pacing: Pacing, request: F) -> Paced<A>
 where
     F: Fn(Channel, usize) -> Fut,
     Fut: Future<Output = Result<A, tonic::Status>> + Send + 'static,
@@ -158,16 +209,16 @@ where
 {
     let started = Instant::now();
     let warm_up_until = started + WARM_UP;
-    let stop_at = warm_up_until + workload.duration;
+    let stop_at = warm_up_until + pacing.duration;
     let mut paced = Paced {
-        phase: Phase::new(workload.duration),
+        phase: Phase::new(pacing.duration),
         answers: BTreeMap::new(),
         lag: latency_histogram(),
         first_error: None,
     };
     let mut in_flight = tokio::task::JoinSet::new();
     for n in 0.. {
-        let due = started + Duration::from_secs_f64(n as f64 / workload.rate as f64);
+        let due = started + Duration::from_secs_f64(n as f64 / pacing.rate as f64);
         if due >= stop_at {
             break;
         }
@@ -233,7 +284,7 @@ impl Paced<Answer> {
     pub(super) fn not_ok(&self) -> u64 {
         self.answers
             .iter()
-            .filter(|(answer, _)| **answer != (HeartbeatAction::Continue, HeartbeatReason::Ok))
+            .filter(|(answer, _)| **answer != CONTINUE)
             .map(|(_, count)| count)
             .sum()
     }
@@ -290,6 +341,10 @@ impl Rpc {
             },
             self.heartbeat.not_ok(),
             self.heartbeat.phase.errors
+        );
+        self.node_batches.print_as(
+            "node batches meanwhile (warm-up included)",
+            self.node_batches.messages,
         );
         println!(
             "  ratio Heartbeat ÷ health check p99 {:.2}",

@@ -4,28 +4,29 @@
 //!
 //! Set-up, not measured: the node takes in the catalog and every user's entitlements and is
 //! stopped once it has processed them all. Afterwards the node's own counters say what became
-//! of the storm (answering events per kind against the mix's expectation, dead letters), so
-//! the drain rate cannot be the rate of rejecting garbage.
+//! of the storm (outcomes, dead letters, `PlayoutStarted` / `PlayoutStopped` published against
+//! the mix's expectation), and the RPC part lists a sample of users' playouts, so the drain
+//! rate cannot be the rate of rejecting garbage.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use async_nats::jetstream::{self, consumer};
+use async_nats::jetstream;
 use bytes::Bytes;
 use playhead_actors::broker;
 use playhead_actors::config::NodeConfig;
 use playhead_proto::ids::{ContentId, UserId};
-use playhead_proto::subjects::{Inbox, catalog_content};
-use playhead_proto::v1::{ContentUpdate, Entitlement, EntitlementsUpdate};
+use playhead_proto::subjects::{Inbox, UserKind, catalog_content, user_subject};
+use playhead_proto::v1::ContentUpdate;
 use playhead_tests::harness::NatsServer;
 use playhead_tests::model::publish_pipelined;
+use playhead_tests::playout::entitlements as entitlements_update;
 use playhead_tests::system::{TestNode, metric_value};
 use prost::Message;
 
 use super::mix::{Mix, entitlement};
 use crate::common::{
-    Batches, bare_consumer, drain, format_counts, inbox_outcomes, print_node_drain, print_rate,
-    wait_processed,
+    Batches, Drains, format_counts, inbox_outcomes, publish_and_drain, wait_processed,
 };
 
 /// How long the storm's entitlements stay valid.
@@ -34,13 +35,11 @@ const ENTITLED_FOR: Duration = Duration::from_secs(24 * 3600);
 pub(super) struct Storm {
     setup: Duration,
     setup_outcomes: Vec<(&'static str, f64)>,
-    publish: Duration,
-    baseline: Duration,
-    node_ready: Duration,
-    node_drain: Duration,
+    drains: Drains,
     outcomes: Vec<(&'static str, f64)>,
+    dead_letters: f64,
     /// `playhead_dead_letters_total` lines of the user inbox (reason and count).
-    dead_letters: Vec<String>,
+    dead_letter_reasons: Vec<String>,
     /// (event, published by the node, expected from the mix).
     events: Vec<(&'static str, f64, u64)>,
     batches: Batches,
@@ -74,37 +73,20 @@ pub(super) async fn run(
     node.stop().await;
     let setup = started.elapsed();
 
-    let inbox = jetstream.get_stream(Inbox::User.stream_name()).await?;
-    let first_heartbeat = inbox.get_info().await?.state.last_sequence + 1;
-    let count = mix.heartbeats.len();
-    eprintln!("heartbeats: publishing {count} heartbeats…");
-    let started = Instant::now();
-    publish_pipelined(&jetstream, heartbeats(mix)?).await;
-    let publish = started.elapsed();
-
-    eprintln!("heartbeats: draining with a bare consumer…");
-    let consumer = bare_consumer(
-        &inbox,
-        "bench-bare-heartbeats",
-        String::new(),
-        consumer::DeliverPolicy::ByStartSequence {
-            start_sequence: first_heartbeat,
-        },
+    let count = mix.heartbeats.len() as u64;
+    let (drains, node) = publish_and_drain(
+        &jetstream,
+        config,
+        Inbox::User,
+        (count, "heartbeats"),
+        publish_pipelined(&jetstream, heartbeats(mix)?),
     )
     .await?;
-    let started = Instant::now();
-    drain(consumer, count as u64).await?;
-    let baseline = started.elapsed();
-
-    eprintln!("heartbeats: draining with playhead-node…");
-    let started = Instant::now();
-    let node = TestNode::start(config).await;
-    let node_ready = started.elapsed();
-    wait_processed(&node, Inbox::User, count as f64, "heartbeats").await?;
-    let node_drain = started.elapsed();
 
     let metrics = node.metrics().await;
-    let dead_letters = metrics
+    let user_label = [("inbox", Inbox::User.label())];
+    let dead_letters = metric_value(&metrics, "playhead_dead_letters_total", &user_label);
+    let dead_letter_reasons = metrics
         .lines()
         .filter(|line| line.starts_with("playhead_dead_letters_total{"))
         .filter(|line| line.contains(&format!("inbox=\"{}\"", Inbox::User.label())))
@@ -123,12 +105,10 @@ pub(super) async fn run(
     let storm = Storm {
         setup,
         setup_outcomes,
-        publish,
-        baseline,
-        node_ready,
-        node_drain,
+        drains,
         outcomes: inbox_outcomes(&metrics, Inbox::User),
         dead_letters,
+        dead_letter_reasons,
         events,
         batches: Batches::scrape(&metrics, Inbox::User),
     };
@@ -152,20 +132,12 @@ fn catalog(mix: &Mix) -> anyhow::Result<Vec<(String, Bytes)>> {
 /// Every user's entitlement, valid from now for [`ENTITLED_FOR`] (the node judges validity
 /// at the broker's timestamps, which follow the same wall clock).
 fn entitlements(mix: &Mix) -> anyhow::Result<Vec<(String, Bytes)>> {
-    let valid_until = prost_types::Timestamp::from(std::time::SystemTime::now() + ENTITLED_FOR);
     mix.users
         .iter()
         .enumerate()
         .map(|(n, user)| {
-            let update = EntitlementsUpdate {
-                user_id: user.clone(),
-                entitlements: vec![Entitlement {
-                    tag: entitlement(n),
-                    valid_until: Some(valid_until),
-                }],
-                concurrency_limit: 0,
-            };
-            let subject = user_subject(&UserId::parse(user.as_str())?, "entitlements");
+            let update = entitlements_update(user, &[&entitlement(n)], ENTITLED_FOR, 0);
+            let subject = user_subject(&UserId::parse(user.as_str())?, UserKind::Entitlements);
             Ok((subject, update.encode_to_vec().into()))
         })
         .collect()
@@ -175,22 +147,17 @@ fn heartbeats(mix: &Mix) -> anyhow::Result<Vec<(String, Bytes)>> {
     mix.heartbeats
         .iter()
         .map(|heartbeat| {
-            let subject = user_subject(&UserId::parse(heartbeat.user_id.as_str())?, "heartbeat");
+            let user = UserId::parse(heartbeat.user_id.as_str())?;
+            let subject = user_subject(&user, UserKind::Heartbeat);
             Ok((subject, heartbeat.encode_to_vec().into()))
         })
         .collect()
-}
-
-/// `playhead.user.{user_id}.{kind}`.
-fn user_subject(user: &UserId, kind: &str) -> String {
-    format!("playhead.user.{user}.{kind}")
 }
 
 impl Storm {
     /// Prints the storm's figures; returns the node ÷ bare drain-rate ratio.
     pub(super) fn report(&self, mix: &Mix) -> f64 {
         let count = mix.heartbeats.len() as f64;
-        let rate = |elapsed: Duration| count / elapsed.as_secs_f64();
         println!();
         println!(
             "heartbeat storm: {} heartbeats from {} users ({} STARTs, {} BEATs, {} ENDs), {} content items",
@@ -206,28 +173,10 @@ impl Storm {
             self.setup.as_secs_f64(),
             format_counts(&self.setup_outcomes)
         );
-        let unit = "heartbeats/s";
-        print_rate(
-            "publish (pipelined, every ack awaited)",
-            self.publish,
-            count,
-            unit,
-        );
-        print_rate(
-            "bare consumer drain (pull, ack each)",
-            self.baseline,
-            count,
-            unit,
-        );
-        print_node_drain(self.node_drain, self.node_ready, count, unit);
+        self.drains.print_times(count, "heartbeats/s");
         println!("  outcomes: {}", format_counts(&self.outcomes));
-        let dead_lettered: f64 = self
-            .dead_letters
-            .iter()
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
-        println!("  dead letters: {dead_lettered:.0}");
-        for line in &self.dead_letters {
+        println!("  dead letters: {:.0}", self.dead_letters);
+        for line in &self.dead_letter_reasons {
             println!("    {line}");
         }
         let events: Vec<String> = self
@@ -242,10 +191,12 @@ impl Storm {
                 format!("{event} {published:.0} of {expected}{mark}")
             })
             .collect();
-        println!("  answering events: {}", events.join(", "));
+        // BEAT and END publish no event; a BEAT re-admitted or refused would show up here.
+        println!(
+            "  events published / expected: {} (BEATs and ENDs publish none)",
+            events.join(", ")
+        );
         self.batches.print(count);
-        let ratio = rate(self.node_drain) / rate(self.baseline);
-        println!("  ratio node ÷ bare drain rate {ratio:.2}");
-        ratio
+        self.drains.print_ratios()
     }
 }
