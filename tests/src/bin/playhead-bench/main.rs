@@ -9,8 +9,8 @@
 //! - [`heartbeats`]: video heartbeats: drain rate of a pre-filled heartbeat storm ÷ a bare
 //!   consumer (checked against the admissions the storm must produce), and `Heartbeat` RPC
 //!   latency at a steady paced rate next to the health check at the same rate.
-//! - [`common`]: the node's configuration, the bare drain baseline and latency figures they
-//!   share.
+//! - [`common`]: what they share: the node's configuration, the publish-then-drain sequence
+//!   with its bare baselines, and the figures of a phase of gRPC load.
 //!
 //! Build it in release (`make bench` does); a debug build measures the compiler, not playhead.
 
