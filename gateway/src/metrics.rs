@@ -11,6 +11,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::error::GatewayError;
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabel {
     pub method: &'static str,
@@ -102,6 +104,21 @@ impl GatewayMetrics {
             cached_stations,
             watchers,
         })
+    }
+
+    /// Maps a handler's result to its gRPC answer (errors mapped once, in [`GatewayError`])
+    /// and records it.
+    pub fn finish<T>(
+        &self,
+        method: &'static str,
+        started: Instant,
+        result: Result<T, GatewayError>,
+    ) -> Result<tonic::Response<T>, tonic::Status> {
+        let result = result
+            .map(tonic::Response::new)
+            .map_err(tonic::Status::from);
+        self.record(method, started, &result);
+        result
     }
 
     /// Records one finished request.

@@ -122,18 +122,7 @@ impl PlayerApi {
                 key.as_deref(),
             )
             .await;
-        self.finish(method, started, result)
-    }
-
-    fn finish<T>(
-        &self,
-        method: &'static str,
-        started: Instant,
-        result: Result<T, GatewayError>,
-    ) -> Result<Response<T>, Status> {
-        let result = result.map(Response::new).map_err(Status::from);
-        self.metrics.record(method, started, &result);
-        result
+        self.metrics.finish(method, started, result)
     }
 }
 
@@ -155,7 +144,7 @@ impl PlayerService for PlayerApi {
                 "start is required (playlist_id and tracks)".into(),
             )),
         };
-        self.finish("StartPlaylist", started, result)
+        self.metrics.finish("StartPlaylist", started, result)
     }
 
     async fn next_track(
@@ -184,7 +173,7 @@ impl PlayerService for PlayerApi {
     ) -> Result<Response<PlayerSession>, Status> {
         let started = Instant::now();
         let result = self.get_session(request.into_inner()).await;
-        self.finish("GetSession", started, result)
+        self.metrics.finish("GetSession", started, result)
     }
 
     async fn list_sessions(
@@ -193,6 +182,6 @@ impl PlayerService for PlayerApi {
     ) -> Result<Response<ListSessionsResponse>, Status> {
         let started = Instant::now();
         let result = self.list_sessions(request.into_inner()).await;
-        self.finish("ListSessions", started, result)
+        self.metrics.finish("ListSessions", started, result)
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use playhead_actors::ingest::commands::heartbeat_command;
+use playhead_actors::query::QueryError;
 use playhead_actors::query::playouts::{entitlements_query, playouts_query, view_history_query};
 use playhead_actors::wire;
 use playhead_proto::ids::UserId;
@@ -72,19 +73,25 @@ impl PlayoutApi {
         Ok(decision)
     }
 
-    fn degraded(&self) -> HeartbeatDecision {
-        wire::degraded_decision(self.heartbeat_interval)
-    }
-
-    fn finish<T>(
+    /// A read through the node's query endpoint, checked first with the node's own rules.
+    async fn read<Q: Message, R: Message + Default, V>(
         &self,
         method: &'static str,
-        started: Instant,
-        result: Result<T, GatewayError>,
-    ) -> Result<Response<T>, Status> {
-        let result = result.map(Response::new).map_err(Status::from);
-        self.metrics.record(method, started, &result);
-        result
+        query: Query,
+        request: Request<Q>,
+        check: fn(&Q) -> Result<V, QueryError>,
+    ) -> Result<Response<R>, Status> {
+        let started = Instant::now();
+        let request = request.into_inner();
+        let result = match check(&request) {
+            Ok(_) => self.node.query(query, &request).await,
+            Err(error) => Err(error.into()),
+        };
+        self.metrics.finish(method, started, result)
+    }
+
+    fn degraded(&self) -> HeartbeatDecision {
+        wire::degraded_decision(self.heartbeat_interval)
     }
 }
 
@@ -96,45 +103,40 @@ impl PlayoutService for PlayoutApi {
     ) -> Result<Response<HeartbeatDecision>, Status> {
         let started = Instant::now();
         let result = self.heartbeat(request.into_inner()).await;
-        self.finish("Heartbeat", started, result)
+        self.metrics.finish("Heartbeat", started, result)
     }
 
     async fn list_playouts(
         &self,
         request: Request<ListPlayoutsRequest>,
     ) -> Result<Response<ListPlayoutsResponse>, Status> {
-        let started = Instant::now();
-        let request = request.into_inner();
-        let result = match playouts_query(&request) {
-            Ok(_) => self.node.query(Query::ListPlayouts, &request).await,
-            Err(error) => Err(error.into()),
-        };
-        self.finish("ListPlayouts", started, result)
+        self.read("ListPlayouts", Query::ListPlayouts, request, playouts_query)
+            .await
     }
 
     async fn list_view_history(
         &self,
         request: Request<ListViewHistoryRequest>,
     ) -> Result<Response<ListViewHistoryResponse>, Status> {
-        let started = Instant::now();
-        let request = request.into_inner();
-        let result = match view_history_query(&request) {
-            Ok(_) => self.node.query(Query::ListViewHistory, &request).await,
-            Err(error) => Err(error.into()),
-        };
-        self.finish("ListViewHistory", started, result)
+        self.read(
+            "ListViewHistory",
+            Query::ListViewHistory,
+            request,
+            view_history_query,
+        )
+        .await
     }
 
     async fn check_entitlements(
         &self,
         request: Request<CheckEntitlementsRequest>,
     ) -> Result<Response<CheckEntitlementsResponse>, Status> {
-        let started = Instant::now();
-        let request = request.into_inner();
-        let result = match entitlements_query(&request) {
-            Ok(_) => self.node.query(Query::CheckEntitlements, &request).await,
-            Err(error) => Err(error.into()),
-        };
-        self.finish("CheckEntitlements", started, result)
+        self.read(
+            "CheckEntitlements",
+            Query::CheckEntitlements,
+            request,
+            entitlements_query,
+        )
+        .await
     }
 }

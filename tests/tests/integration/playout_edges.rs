@@ -168,12 +168,13 @@ async fn the_cli_grants_tags_and_sends_heartbeats() {
     let system = PlayoutSystem::start(|_| {}).await;
     let grpc_url = system.gateway.grpc_url();
     let nats_url = system.nats.url();
-    let run = |args: &'static [&'static str]| {
-        let mut full = vec!["--nats-url", nats_url.as_str()];
-        full.extend(args);
+    let run = |args: &[&str]| {
+        let mut full = vec!["--nats-url".to_owned(), nats_url.clone()];
+        full.extend(args.iter().map(|arg| arg.to_string()));
         let grpc_url = grpc_url.clone();
         async move {
-            let (ok, out, err) = cli(&grpc_url, &full).await;
+            let args: Vec<&str> = full.iter().map(String::as_str).collect();
+            let (ok, out, err) = cli(&grpc_url, &args).await;
             assert!(ok, "playhead {args:?}: {err}");
             serde_json::from_str::<serde_json::Value>(&out).expect("JSON output")
         }
@@ -186,7 +187,7 @@ async fn the_cli_grants_tags_and_sends_heartbeats() {
     ]);
     assert_eq!(held.await["heldTags"], serde_json::json!(["kids"]));
 
-    let start = run(&[
+    const BEAT: [&str; 10] = [
         "playout",
         "beat",
         "--user",
@@ -197,28 +198,10 @@ async fn the_cli_grants_tags_and_sends_heartbeats() {
         "p1",
         "--content",
         "show-1",
-        "--kind",
-        "start",
-    ])
-    .await;
+    ];
+    let start = run(&[&BEAT[..], &["--kind", "start"]].concat()).await;
     assert_eq!(start["action"], "HEARTBEAT_ACTION_CONTINUE", "{start}");
-    let end = run(&[
-        "playout",
-        "beat",
-        "--user",
-        "ivy",
-        "--device",
-        "tv",
-        "--playout",
-        "p1",
-        "--content",
-        "show-1",
-        "--kind",
-        "end",
-        "--position-ms",
-        "1234",
-    ])
-    .await;
+    let end = run(&[&BEAT[..], &["--kind", "end", "--position-ms", "1234"]].concat()).await;
     assert_eq!(end["reason"], "HEARTBEAT_REASON_OK", "{end}");
     let history = run(&["playout", "history", "--user", "ivy"]).await;
     assert_eq!(history["records"][0]["contentId"], "show-1", "{history}");

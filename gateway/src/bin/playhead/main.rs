@@ -189,24 +189,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Publish(Publish::Song(song)) => publish_song(&cli.nats_url, song).await,
         Command::Publish(Publish::Entitlements(args)) => {
-            let (subject, payload) = playout::entitlements(args)?;
-            publish(
-                &cli.nats_url,
-                subject,
-                async_nats::HeaderMap::new(),
-                payload,
-            )
-            .await
+            publish_plain(&cli.nats_url, playout::entitlements(args)?).await
         }
         Command::Publish(Publish::Content(args)) => {
-            let (subject, payload) = playout::content(args)?;
-            publish(
-                &cli.nats_url,
-                subject,
-                async_nats::HeaderMap::new(),
-                payload,
-            )
-            .await
+            publish_plain(&cli.nats_url, playout::content(args)?).await
         }
         Command::NowPlaying { station } => {
             let mut client = grpc(&cli.grpc_url).await?;
@@ -350,6 +336,14 @@ async fn publish_song(nats_url: &str, song: SongArgs) -> anyhow::Result<()> {
         payload.encode_to_vec(),
     )
     .await
+}
+
+/// Publishes `(subject, payload)` without headers.
+async fn publish_plain(
+    nats_url: &str,
+    (subject, payload): (String, Vec<u8>),
+) -> anyhow::Result<()> {
+    publish(nats_url, subject, async_nats::HeaderMap::new(), payload).await
 }
 
 /// Publishes into an inbox and prints the broker's acknowledgement.
