@@ -6,6 +6,7 @@
 //! through the node's query endpoints.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use playhead_actors::ingest::commands::heartbeat_command;
@@ -33,7 +34,12 @@ pub struct PlayoutApi {
     pub heartbeat_timeout: Duration,
     /// The interval a fail-open answer asks for: the nodes' heartbeat interval.
     pub heartbeat_interval: Duration,
+    /// Heartbeats answered DEGRADED so far (an outage logs once per [`FAIL_OPEN_LOG_EVERY`]).
+    pub fail_opens: AtomicU64,
 }
+
+/// During an outage every heartbeat fails open: log the first and then one in this many.
+const FAIL_OPEN_LOG_EVERY: u64 = 1000;
 
 impl PlayoutApi {
     async fn heartbeat(&self, heartbeat: Heartbeat) -> Result<HeartbeatDecision, GatewayError> {
@@ -55,12 +61,17 @@ impl PlayoutApi {
             // Only with a Msg-Id, which heartbeats are not given; fail open all the same.
             Ok(CommandOutcome::Duplicate) => (self.degraded(), Some("duplicate")),
             Err(error) => {
-                tracing::warn!(
-                    user = %user,
-                    playout = heartbeat.playout_id.as_str(),
-                    %error,
-                    "no heartbeat decision; failing open (CONTINUE, DEGRADED)"
-                );
+                let so_far = self.fail_opens.fetch_add(1, Ordering::Relaxed) + 1;
+                if so_far % FAIL_OPEN_LOG_EVERY == 1 {
+                    tracing::warn!(
+                        user = %user,
+                        playout = heartbeat.playout_id.as_str(),
+                        %error,
+                        failed_open_so_far = so_far,
+                        "no heartbeat decision; failing open (CONTINUE, DEGRADED); logged once \
+                         per {FAIL_OPEN_LOG_EVERY}, see playhead_gateway_heartbeat_fail_open_total"
+                    );
+                }
                 let cause = match error {
                     GatewayError::Timeout(_) => "timeout",
                     GatewayError::Unavailable(_) => "unavailable",

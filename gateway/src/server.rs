@@ -136,6 +136,7 @@ pub async fn serve(
         metrics,
         heartbeat_timeout: config.heartbeat_timeout,
         heartbeat_interval: config.heartbeat_interval,
+        fail_opens: Default::default(),
     };
     tracing::info!(
         grpc = %endpoints.grpc,
