@@ -43,7 +43,8 @@ impl PlayerApi {
             user_id: user.to_string(),
             command: Some(command),
         };
-        let (playlist, decided) = player_command(&user, wire.clone())
+        let payload = wire.encode_to_vec();
+        let (playlist, decided) = player_command(&user, wire)
             .map_err(|letter| GatewayError::InvalidArgument(letter.detail))?;
         if let DecidedCommand::Start(start) = &decided {
             player::validate_tracks(&start.tracks)
@@ -55,7 +56,7 @@ impl PlayerApi {
             .command::<PlayerReply>(
                 user_subject(&user, UserKind::Player),
                 headers,
-                wire.encode_to_vec(),
+                payload,
                 self.node.request_timeout,
             )
             .await?;

@@ -45,14 +45,15 @@ impl PlayoutApi {
     async fn heartbeat(&self, heartbeat: Heartbeat) -> Result<HeartbeatDecision, GatewayError> {
         // Refused here as the node's screen would refuse it, so it is never dead-lettered.
         let user = UserId::parse(heartbeat.user_id.as_str())?;
-        heartbeat_command(heartbeat.clone())
+        let payload = heartbeat.encode_to_vec();
+        let screened = heartbeat_command(heartbeat)
             .map_err(|letter| GatewayError::InvalidArgument(letter.detail))?;
         let decided = self
             .node
             .command::<HeartbeatDecision>(
                 user_subject(&user, UserKind::Heartbeat),
                 command_headers(None)?,
-                heartbeat.encode_to_vec(),
+                payload,
                 self.heartbeat_timeout,
             )
             .await;
@@ -65,7 +66,7 @@ impl PlayoutApi {
                 if so_far % FAIL_OPEN_LOG_EVERY == 1 {
                     tracing::warn!(
                         user = %user,
-                        playout = heartbeat.playout_id.as_str(),
+                        playout = %screened.playout_id,
                         %error,
                         failed_open_so_far = so_far,
                         "no heartbeat decision; failing open (CONTINUE, DEGRADED); logged once \

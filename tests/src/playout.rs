@@ -1,9 +1,12 @@
 //! Playout fixtures shared by the integration tests and the benchmark.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_nats::jetstream;
 use playhead_actors::config::NodeConfig;
+use playhead_actors::domain::time::Timestamp;
+use playhead_actors::storage::clock::{Clock, SystemClock};
+use playhead_actors::wire;
 use playhead_gateway::server::GatewayConfig;
 use playhead_proto::ids::{ContentId, UserId};
 use playhead_proto::subjects::{Inbox, UserKind, catalog_content, user_subject};
@@ -45,14 +48,8 @@ pub fn heartbeat(
 
 /// A wall-clock instant `from_now` ahead (the broker stamps messages with the same clock).
 pub fn in_wall_clock(from_now: Duration) -> prost_types::Timestamp {
-    let at = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970")
-        + from_now;
-    prost_types::Timestamp {
-        seconds: at.as_secs() as i64,
-        nanos: at.subsec_nanos() as i32,
-    }
+    let from_now = u64::try_from(from_now.as_millis()).expect("a test-sized duration");
+    wire::timestamp(Timestamp::from_millis(SystemClock.now_millis() + from_now))
 }
 
 /// Grants `tags`, each valid for `valid_for`; `concurrency_limit` 0 keeps the current limit.

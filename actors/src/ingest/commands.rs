@@ -1,7 +1,7 @@
 //! Wire messages of the user inbox mapped to decider commands. The node's screen and the
 //! gateway both use these, so the two edges refuse the same input with the same words.
 
-use playhead_proto::ids::{ContentId, DeviceId, IdError, PlaylistId, PlayoutId, Tag, UserId};
+use playhead_proto::ids::{ContentId, DeviceId, PlaylistId, PlayoutId, Tag, UserId};
 use playhead_proto::v1;
 
 use super::screen::{DeadLetter, DeadLetterReason};
@@ -11,10 +11,6 @@ use crate::domain::playout::{
 };
 use crate::domain::time::Timestamp;
 use crate::wire;
-
-fn invalid_id(error: IdError) -> DeadLetter {
-    DeadLetter::new(DeadLetterReason::InvalidId, error.to_string())
-}
 
 fn invalid_command(detail: impl Into<String>) -> DeadLetter {
     DeadLetter::new(DeadLetterReason::InvalidCommand, detail)
@@ -27,7 +23,7 @@ pub fn player_command(
     command: v1::PlayerCommand,
 ) -> Result<(PlaylistId, player::PlayerCommand), DeadLetter> {
     use v1::player_command::Command;
-    let playlist = |id: String| PlaylistId::parse(id).map_err(invalid_id);
+    let playlist = |id: String| PlaylistId::parse(id).map_err(DeadLetter::from);
     match command.command {
         Some(Command::Start(start)) => {
             let playlist_id = playlist(start.playlist_id)?;
@@ -66,9 +62,9 @@ pub fn heartbeat_command(heartbeat: v1::Heartbeat) -> Result<playout::Heartbeat,
         }
     };
     Ok(playout::Heartbeat {
-        device_id: DeviceId::parse(heartbeat.device_id).map_err(invalid_id)?,
-        playout_id: PlayoutId::parse(heartbeat.playout_id).map_err(invalid_id)?,
-        content_id: ContentId::parse(heartbeat.content_id).map_err(invalid_id)?,
+        device_id: DeviceId::parse(heartbeat.device_id)?,
+        playout_id: PlayoutId::parse(heartbeat.playout_id)?,
+        content_id: ContentId::parse(heartbeat.content_id)?,
         content_tags: None,
         kind,
         position_ms: heartbeat.position_ms,
@@ -101,7 +97,7 @@ pub fn entitlements_update(
         .entitlements
         .into_iter()
         .map(|entitlement| {
-            let tag = Tag::parse(entitlement.tag).map_err(invalid_id)?;
+            let tag = Tag::parse(entitlement.tag)?;
             let valid_until = entitlement.valid_until.as_ref().ok_or_else(|| {
                 invalid_command(format!("entitlement {tag:?} has no valid_until"))
             })?;

@@ -51,6 +51,13 @@ pub struct DeadLetter {
     pub detail: String,
 }
 
+/// An id that fails validation dead-letters its message as `invalid_id`.
+impl From<playhead_proto::ids::IdError> for DeadLetter {
+    fn from(error: playhead_proto::ids::IdError) -> Self {
+        DeadLetter::new(DeadLetterReason::InvalidId, error.to_string())
+    }
+}
+
 impl DeadLetter {
     pub fn new(reason: DeadLetterReason, detail: impl Into<String>) -> Self {
         Self {
@@ -115,8 +122,7 @@ pub fn screen_station(
     max_message_bytes: usize,
 ) -> Result<(StationId, StationCommand), DeadLetter> {
     let stored = stored_subject(Inbox::Station, subject, payload, max_message_bytes)?;
-    let station = StationId::parse(stored.entity_token)
-        .map_err(|error| DeadLetter::new(DeadLetterReason::InvalidId, error.to_string()))?;
+    let station = StationId::parse(stored.entity_token)?;
     let observed: v1::SongObserved = decode(headers, payload)?;
     ensure_same_id(StationId::KIND, &observed.station_id, station.as_str())?;
     Ok((station, wire::observe_command(observed)))
@@ -130,8 +136,7 @@ pub fn screen_user(
     max_message_bytes: usize,
 ) -> Result<(UserId, UserCommand), DeadLetter> {
     let stored = stored_subject(Inbox::User, subject, payload, max_message_bytes)?;
-    let user = UserId::parse(stored.entity_token)
-        .map_err(|error| DeadLetter::new(DeadLetterReason::InvalidId, error.to_string()))?;
+    let user = UserId::parse(stored.entity_token)?;
     let Some(kind) = UserKind::from_token(stored.kind_token) else {
         let known: Vec<&str> = UserKind::ALL.iter().map(|kind| kind.token()).collect();
         return Err(DeadLetter::new(
@@ -177,16 +182,14 @@ pub fn screen_catalog(
     max_message_bytes: usize,
 ) -> Result<(ContentId, CatalogCommand), DeadLetter> {
     let stored = stored_subject(Inbox::Catalog, subject, payload, max_message_bytes)?;
-    let content = ContentId::parse(stored.entity_token)
-        .map_err(|error| DeadLetter::new(DeadLetterReason::InvalidId, error.to_string()))?;
+    let content = ContentId::parse(stored.entity_token)?;
     let update: v1::ContentUpdate = decode(headers, payload)?;
     ensure_same_id(ContentId::KIND, &update.content_id, content.as_str())?;
     let tags = update
         .tags
         .into_iter()
         .map(Tag::parse)
-        .collect::<Result<_, _>>()
-        .map_err(|error| DeadLetter::new(DeadLetterReason::InvalidId, error.to_string()))?;
+        .collect::<Result<_, _>>()?;
     Ok((content, CatalogCommand::SetTags(tags)))
 }
 

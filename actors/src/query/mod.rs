@@ -48,6 +48,18 @@ impl QueryError {
     }
 }
 
+impl From<playhead_proto::ids::IdError> for QueryError {
+    fn from(error: playhead_proto::ids::IdError) -> Self {
+        QueryError::InvalidArgument(error.to_string())
+    }
+}
+
+/// Decodes a query's request message.
+fn decode_request<M: prost::Message + Default>(payload: &[u8]) -> Result<M, QueryError> {
+    M::decode(payload)
+        .map_err(|error| QueryError::InvalidArgument(format!("undecodable request: {error}")))
+}
+
 impl From<crate::storage::StorageError> for QueryError {
     fn from(error: crate::storage::StorageError) -> Self {
         QueryError::Internal(error.to_string())

@@ -6,26 +6,16 @@ use std::collections::BTreeSet;
 
 use playhead_proto::ids::{Tag, UserId};
 use playhead_proto::v1;
-use prost::Message;
 
-use super::{QueryContext, QueryError, page_size};
+use super::{QueryContext, QueryError, decode_request, page_size};
 use crate::domain::playout::MAX_ENTITLEMENTS;
 use crate::domain::time::Timestamp;
 use crate::storage::Storage;
 use crate::wire;
 
-fn user(user_id: &str) -> Result<UserId, QueryError> {
-    UserId::parse(user_id).map_err(|error| QueryError::InvalidArgument(error.to_string()))
-}
-
-fn decode<M: Message + Default>(payload: &[u8]) -> Result<M, QueryError> {
-    M::decode(payload)
-        .map_err(|error| QueryError::InvalidArgument(format!("undecodable request: {error}")))
-}
-
 /// Validates a `ListPlayouts` request; shared with the gateway.
 pub fn playouts_query(request: &v1::ListPlayoutsRequest) -> Result<UserId, QueryError> {
-    user(&request.user_id)
+    Ok(UserId::parse(request.user_id.as_str())?)
 }
 
 /// A page of viewing history, newest first.
@@ -42,7 +32,7 @@ pub fn view_history_query(
     request: &v1::ListViewHistoryRequest,
 ) -> Result<ViewHistoryQuery, QueryError> {
     Ok(ViewHistoryQuery {
-        user: user(&request.user_id)?,
+        user: UserId::parse(request.user_id.as_str())?,
         page_size: page_size(request.page_size)?,
         before: request
             .before
@@ -56,7 +46,7 @@ pub fn view_history_query(
 pub fn entitlements_query(
     request: &v1::CheckEntitlementsRequest,
 ) -> Result<(UserId, Vec<Tag>), QueryError> {
-    let user = user(&request.user_id)?;
+    let user = UserId::parse(request.user_id.as_str())?;
     if request.tags.len() > MAX_ENTITLEMENTS {
         return Err(QueryError::InvalidArgument(format!(
             "{} tags asked; at most {MAX_ENTITLEMENTS} per request",
@@ -66,8 +56,7 @@ pub fn entitlements_query(
     let mut seen = BTreeSet::new();
     let mut tags = Vec::with_capacity(request.tags.len());
     for tag in &request.tags {
-        let tag = Tag::parse(tag.as_str())
-            .map_err(|error| QueryError::InvalidArgument(error.to_string()))?;
+        let tag = Tag::parse(tag.as_str())?;
         if seen.insert(tag.clone()) {
             tags.push(tag);
         }
@@ -81,7 +70,7 @@ pub(super) fn list_playouts(
     payload: &[u8],
     now: Timestamp,
 ) -> Result<v1::ListPlayoutsResponse, QueryError> {
-    let user = playouts_query(&decode(payload)?)?;
+    let user = playouts_query(&decode_request(payload)?)?;
     let stored = context.storage.playouts.load(&user)?;
     Ok(v1::ListPlayoutsResponse {
         playouts: stored
@@ -96,7 +85,7 @@ pub(super) fn list_view_history(
     storage: &Storage,
     payload: &[u8],
 ) -> Result<v1::ListViewHistoryResponse, QueryError> {
-    let query = view_history_query(&decode(payload)?)?;
+    let query = view_history_query(&decode_request(payload)?)?;
     let page = storage
         .view_history
         .list(&query.user, query.page_size, query.before)?;
@@ -112,7 +101,7 @@ pub(super) fn check_entitlements(
     payload: &[u8],
     now: Timestamp,
 ) -> Result<v1::CheckEntitlementsResponse, QueryError> {
-    let (user, tags) = entitlements_query(&decode(payload)?)?;
+    let (user, tags) = entitlements_query(&decode_request(payload)?)?;
     let stored = storage.playouts.load(&user)?;
     let held: BTreeSet<&Tag> = stored.state.held_tags(now).collect();
     Ok(v1::CheckEntitlementsResponse {

@@ -2,17 +2,15 @@
 
 use playhead_proto::ids::StationId;
 use playhead_proto::v1;
-use prost::Message;
 
-use super::{QueryError, page_size};
+use super::{QueryError, decode_request, page_size};
 use crate::storage::Storage;
 use crate::storage::station_store::PlaysQuery;
 use crate::wire;
 
 /// Validates a page request; shared with the gateway so both edges agree.
 pub fn plays_query(request: &v1::ListPlaysRequest) -> Result<(StationId, PlaysQuery), QueryError> {
-    let station = StationId::parse(request.station_id.clone())
-        .map_err(|error| QueryError::InvalidArgument(error.to_string()))?;
+    let station = StationId::parse(request.station_id.clone())?;
     Ok((
         station,
         PlaysQuery {
@@ -27,8 +25,7 @@ pub(super) fn list_plays(
     storage: &Storage,
     payload: &[u8],
 ) -> Result<v1::ListPlaysResponse, QueryError> {
-    let request = v1::ListPlaysRequest::decode(payload)
-        .map_err(|error| QueryError::InvalidArgument(format!("undecodable request: {error}")))?;
+    let request = decode_request::<v1::ListPlaysRequest>(payload)?;
     let (station, query) = plays_query(&request)?;
     let stored = storage.stations.load(&station)?;
     if stored.state.last_play_seq == 0 {

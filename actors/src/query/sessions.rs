@@ -4,18 +4,15 @@
 
 use playhead_proto::ids::{PlaylistId, UserId};
 use playhead_proto::v1;
-use prost::Message;
 
-use super::{QueryContext, QueryError, page_size};
+use super::{QueryContext, QueryError, decode_request, page_size};
 use crate::domain::time::Timestamp;
 use crate::wire;
 
 /// Validates a `GetSession` request; shared with the gateway.
 pub fn session_query(request: &v1::GetSessionRequest) -> Result<(UserId, PlaylistId), QueryError> {
-    let user = UserId::parse(request.user_id.clone())
-        .map_err(|error| QueryError::InvalidArgument(error.to_string()))?;
-    let playlist = PlaylistId::parse(request.playlist_id.clone())
-        .map_err(|error| QueryError::InvalidArgument(error.to_string()))?;
+    let user = UserId::parse(request.user_id.clone())?;
+    let playlist = PlaylistId::parse(request.playlist_id.clone())?;
     Ok((user, playlist))
 }
 
@@ -63,8 +60,7 @@ impl SessionCursor {
 
 /// Validates a `ListSessions` request; shared with the gateway.
 pub fn sessions_query(request: &v1::ListSessionsRequest) -> Result<SessionsQuery, QueryError> {
-    let user = UserId::parse(request.user_id.clone())
-        .map_err(|error| QueryError::InvalidArgument(error.to_string()))?;
+    let user = UserId::parse(request.user_id.clone())?;
     let after = match request.page_token.as_str() {
         "" => None,
         token => Some(SessionCursor::parse(token)?),
@@ -81,8 +77,7 @@ pub(super) fn get_session(
     payload: &[u8],
     now: Timestamp,
 ) -> Result<v1::PlayerSession, QueryError> {
-    let request = v1::GetSessionRequest::decode(payload)
-        .map_err(|error| QueryError::InvalidArgument(format!("undecodable request: {error}")))?;
+    let request = decode_request::<v1::GetSessionRequest>(payload)?;
     let (user, playlist) = session_query(&request)?;
     context
         .storage
@@ -110,8 +105,7 @@ pub(super) fn list_sessions(
     payload: &[u8],
     now: Timestamp,
 ) -> Result<v1::ListSessionsResponse, QueryError> {
-    let request = v1::ListSessionsRequest::decode(payload)
-        .map_err(|error| QueryError::InvalidArgument(format!("undecodable request: {error}")))?;
+    let request = decode_request::<v1::ListSessionsRequest>(payload)?;
     let query = sessions_query(&request)?;
     let mut live: Vec<_> = context
         .storage

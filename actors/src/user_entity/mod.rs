@@ -20,6 +20,7 @@ use tracing::Instrument;
 
 use crate::domain::player::{PlayerCommand, PlayerPolicy};
 use crate::domain::playout::{Bookmark, Heartbeat, PlayoutPolicy, UpdateEntitlements};
+use crate::domain::time::Timestamp;
 use crate::events::{self, OutgoingEvent};
 use crate::metrics::NodeMetrics;
 use crate::sharding::{Entity, EntityError, Envelope, Outcome};
@@ -87,6 +88,13 @@ struct Working {
     replies: Vec<PendingReply>,
 }
 
+/// Where a command stands in the inbox: its sequence, and the broker time it is decided at.
+#[derive(Debug, Clone, Copy)]
+struct Position {
+    seq: u64,
+    now: Timestamp,
+}
+
 /// What one command came to.
 struct Decided {
     outcome: Outcome,
@@ -122,24 +130,27 @@ impl Entity for UserEntity {
         async {
             let mut working = Working::default();
             let mut outcomes = Vec::with_capacity(batch.len());
-            for envelope in &batch {
-                let decided = match &envelope.command.message {
+            for envelope in batch {
+                let Envelope {
+                    seq,
+                    now,
+                    command: UserCommand { reply_to, message },
+                    ..
+                } = envelope;
+                let at = Position { seq, now };
+                let decided = match message {
                     UserMessage::Player { playlist, command } => {
-                        self.player(context, &mut working, playlist, command, envelope)?
+                        self.player(context, &mut working, playlist, &command, at)?
                     }
                     UserMessage::Heartbeat(heartbeat) => {
-                        self.heartbeat(context, &mut working, heartbeat, envelope)?
+                        self.heartbeat(context, &mut working, heartbeat, at)?
                     }
                     UserMessage::Entitlements(update) => {
-                        self.entitlements(context, &mut working, update, envelope)?
+                        self.entitlements(context, &mut working, update, at)?
                     }
                 };
-                if let (Some(subject), Some(payload)) = (&envelope.command.reply_to, decided.reply)
-                {
-                    working.replies.push(PendingReply {
-                        subject: subject.clone(),
-                        payload,
-                    });
+                if let (Some(subject), Some(payload)) = (reply_to, decided.reply) {
+                    working.replies.push(PendingReply { subject, payload });
                 }
                 outcomes.push(decided.outcome);
             }

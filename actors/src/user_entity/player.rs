@@ -4,11 +4,11 @@ use playhead_proto::ids::PlaylistId;
 use playhead_proto::v1;
 use prost::Message;
 
-use super::{Decided, UserCommand, UserContext, UserEntity, Working};
+use super::{Decided, Position, UserContext, UserEntity, Working};
 use crate::domain::player::{self, PlayerError, PlayerPolicy, Session};
 use crate::domain::time::Timestamp;
 use crate::events::OutgoingEvent;
-use crate::sharding::{EntityError, Envelope, Outcome};
+use crate::sharding::{EntityError, Outcome};
 use crate::storage::session_store::{LastAnswer, StoredSession};
 use crate::wire;
 
@@ -26,26 +26,26 @@ impl UserEntity {
         &self,
         context: &UserContext,
         working: &mut Working,
-        playlist: &PlaylistId,
+        playlist: PlaylistId,
         command: &player::PlayerCommand,
-        envelope: &Envelope<UserCommand>,
+        at: Position,
     ) -> Result<Decided, EntityError> {
-        if !working.sessions.contains_key(playlist) {
-            let current = self.session(context, playlist)?;
+        if !working.sessions.contains_key(&playlist) {
+            let current = self.session(context, &playlist)?;
             working.sessions.insert(playlist.clone(), current);
         }
-        let current = working.sessions.get_mut(playlist).expect("inserted above");
+        let current = working.sessions.get_mut(&playlist).expect("inserted above");
         let decision = self.decide_player(
             &context.player_policy,
-            playlist,
+            &playlist,
             command,
             current,
-            envelope.seq,
-            envelope.now,
+            at.seq,
+            at.now,
         );
         if let Some(events) = decision.events {
-            if !working.touched_sessions.contains(playlist) {
-                working.touched_sessions.push(playlist.clone());
+            if !working.touched_sessions.contains(&playlist) {
+                working.touched_sessions.push(playlist);
             }
             working.outgoing.extend(events);
         }

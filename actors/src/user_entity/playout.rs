@@ -4,10 +4,10 @@
 use playhead_proto::v1;
 use prost::Message;
 
-use super::{Decided, UserCommand, UserContext, UserEntity, Working};
+use super::{Decided, Position, UserContext, UserEntity, Working};
 use crate::domain::playout::{self, Heartbeat, PlayoutCommand, PlayoutEvent, UpdateEntitlements};
 use crate::events::OutgoingEvent;
-use crate::sharding::{EntityError, Envelope, Outcome};
+use crate::sharding::{EntityError, Outcome};
 use crate::storage::playout_store::StoredPlayouts;
 use crate::wire;
 
@@ -17,11 +17,11 @@ impl UserEntity {
         &self,
         context: &UserContext,
         working: &mut Working,
-        heartbeat: &Heartbeat,
-        envelope: &Envelope<UserCommand>,
+        mut heartbeat: Heartbeat,
+        at: Position,
     ) -> Result<Decided, EntityError> {
         let stored = self.working_playouts(context, working)?;
-        if envelope.seq <= stored.last_applied_seq {
+        if at.seq <= stored.last_applied_seq {
             // A redelivery: the answer filed for the playout, if it is still kept (the newest
             // few are); else fail open as the gateway would.
             let answer = stored
@@ -36,14 +36,8 @@ impl UserEntity {
                 reply: Some(answer.encode_to_vec()),
             });
         }
-        let mut heartbeat = heartbeat.clone();
         heartbeat.content_tags = context.storage.catalog.tags_of(&heartbeat.content_id)?;
-        let decided = self.decide(
-            context,
-            working,
-            &PlayoutCommand::Heartbeat(heartbeat),
-            envelope,
-        );
+        let decided = self.decide(context, working, &PlayoutCommand::Heartbeat(heartbeat), at);
         let reply = decided
             .answer
             .unwrap_or_else(|| wire::degraded_decision(context.playout_policy.heartbeat_interval));
@@ -57,11 +51,11 @@ impl UserEntity {
         &self,
         context: &UserContext,
         working: &mut Working,
-        update: &UpdateEntitlements,
-        envelope: &Envelope<UserCommand>,
+        update: UpdateEntitlements,
+        at: Position,
     ) -> Result<Decided, EntityError> {
         let stored = self.working_playouts(context, working)?;
-        if envelope.seq <= stored.last_applied_seq {
+        if at.seq <= stored.last_applied_seq {
             return Ok(Decided {
                 outcome: Outcome::Duplicate,
                 reply: None,
@@ -70,8 +64,8 @@ impl UserEntity {
         let decided = self.decide(
             context,
             working,
-            &PlayoutCommand::UpdateEntitlements(update.clone()),
-            envelope,
+            &PlayoutCommand::UpdateEntitlements(update),
+            at,
         );
         Ok(Decided {
             outcome: decided.outcome,
@@ -100,12 +94,12 @@ impl UserEntity {
         context: &UserContext,
         working: &mut Working,
         command: &PlayoutCommand,
-        envelope: &Envelope<UserCommand>,
+        at: Position,
     ) -> PlayoutDecision {
         let stored = working.playouts.as_mut().expect("loaded by the caller");
         let events = match context
             .playout_policy
-            .decide(command, &stored.state, envelope.now)
+            .decide(command, &stored.state, at.now)
         {
             Ok(events) => events,
             Err(error) => {
@@ -119,14 +113,14 @@ impl UserEntity {
         };
         let state = std::mem::take(&mut stored.state);
         stored.state = events.iter().fold(state, playout::evolve);
-        stored.last_applied_seq = envelope.seq;
+        stored.last_applied_seq = at.seq;
         working.playouts_touched = true;
         working
             .bookmarks
             .extend(events.iter().filter_map(PlayoutEvent::bookmark));
         working.outgoing.extend(events.iter().filter_map(|event| {
             wire::playout_event_payload(&self.id, event).map(|payload| OutgoingEvent {
-                seq: envelope.seq,
+                seq: at.seq,
                 name: event.name(),
                 payload,
             })

@@ -1,10 +1,11 @@
 //! `playhead playout …` (PlayoutService) and `playhead publish entitlements|content` (the
 //! user and catalog inboxes, as a NATS publisher would).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
 use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
+use playhead_actors::domain::time::Timestamp;
+use playhead_actors::storage::clock::{Clock, SystemClock};
+use playhead_actors::wire;
 use playhead_proto::codec::to_json;
 use playhead_proto::ids::{ContentId, UserId};
 use playhead_proto::subjects::{UserKind, catalog_content, user_subject};
@@ -132,7 +133,7 @@ pub async fn playout(url: &str, command: Playout) -> anyhow::Result<()> {
             let request = ListViewHistoryRequest {
                 user_id: user,
                 page_size,
-                before: before_ms.map(|millis| timestamp(Duration::from_millis(millis))),
+                before: before_ms.map(|millis| wire::timestamp(Timestamp::from_millis(millis))),
             };
             to_json(&client.list_view_history(request).await?.into_inner())
         }
@@ -148,20 +149,14 @@ pub async fn playout(url: &str, command: Playout) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn timestamp(since_epoch: Duration) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: since_epoch.as_secs() as i64,
-        nanos: since_epoch.subsec_nanos() as i32,
-    }
-}
-
 /// The subject and payload of `playhead publish entitlements`.
 pub fn entitlements(args: EntitlementsArgs) -> anyhow::Result<(String, Vec<u8>)> {
     let user = UserId::parse(args.user)?;
-    let valid_until = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .context("the clock is before 1970")?
-        + Duration::from_secs(args.valid_for_secs);
+    let valid_until = wire::timestamp(Timestamp::from_millis(
+        SystemClock
+            .now_millis()
+            .saturating_add(args.valid_for_secs.saturating_mul(1000)),
+    ));
     let update = EntitlementsUpdate {
         user_id: user.to_string(),
         entitlements: args
@@ -169,7 +164,7 @@ pub fn entitlements(args: EntitlementsArgs) -> anyhow::Result<(String, Vec<u8>)>
             .into_iter()
             .map(|tag| Entitlement {
                 tag,
-                valid_until: Some(timestamp(valid_until)),
+                valid_until: Some(valid_until),
             })
             .collect(),
         concurrency_limit: args.concurrency_limit.unwrap_or(0),
