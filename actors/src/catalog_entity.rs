@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use playhead_proto::ids::ContentId;
 
-use crate::domain::catalog::{self, CatalogCommand};
+use crate::domain::catalog::{CatalogCommand, CatalogDecider};
+use crate::domain::decider::Decider;
 use crate::sharding::{Entity, EntityError, Envelope, Outcome};
 use crate::storage::Storage;
 use crate::storage::catalog_store::StoredContent;
@@ -45,13 +46,13 @@ impl Entity for ContentEntity {
                 outcomes.push(Outcome::Duplicate);
                 continue;
             }
-            match catalog::decide(&envelope.command, &next.state) {
+            match CatalogDecider.decide(&envelope.command, &next.state, envelope.now) {
                 Ok(events) if events.is_empty() => outcomes.push(Outcome::Unchanged),
                 Ok(events) => {
                     outcomes.push(Outcome::Applied {
                         events: events.len(),
                     });
-                    next.state = events.iter().fold(next.state, catalog::evolve);
+                    next.state = CatalogDecider::fold(next.state, &events);
                     changed = true;
                 }
                 Err(error) => outcomes.push(Outcome::Rejected {

@@ -11,7 +11,8 @@ use playhead_proto::subjects::EventFamily;
 use prost::Message;
 use tracing::Instrument;
 
-use crate::domain::station::{self, StationCommand, StationEvent};
+use crate::domain::decider::Decider;
+use crate::domain::station::{StationCommand, StationDecider, StationEvent};
 use crate::events::{self, OutgoingEvent};
 use crate::metrics::NodeMetrics;
 use crate::sharding::{Entity, EntityError, Envelope, Outcome};
@@ -65,13 +66,13 @@ impl Entity for StationEntity {
                     continue;
                 }
                 let _decide = tracing::trace_span!("decide", seq = envelope.seq).entered();
-                match station::decide(&envelope.command, &next.state, envelope.now) {
+                match StationDecider.decide(&envelope.command, &next.state, envelope.now) {
                     Ok(events) if events.is_empty() => outcomes.push(Outcome::Unchanged),
                     Ok(events) => {
                         outcomes.push(Outcome::Applied {
                             events: events.len(),
                         });
-                        next.state = events.iter().fold(next.state, station::evolve);
+                        next.state = StationDecider::fold(next.state, &events);
                         decided.extend(events.into_iter().map(|event| (envelope.seq, event)));
                     }
                     Err(error) => outcomes.push(Outcome::Rejected {

@@ -5,6 +5,9 @@ use std::collections::BTreeSet;
 
 use playhead_proto::ids::Tag;
 
+use super::decider::Decider;
+use super::time::Timestamp;
+
 /// Most tags one content item may carry.
 pub const MAX_CONTENT_TAGS: usize = 64;
 
@@ -28,36 +31,51 @@ pub enum CatalogError {
     TooManyTags(usize),
 }
 
-pub fn initial() -> ContentState {
-    None
-}
+/// The catalog decider: no policy, so a unit type.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CatalogDecider;
 
-pub fn decide(
-    command: &CatalogCommand,
-    state: &ContentState,
-) -> Result<Vec<CatalogEvent>, CatalogError> {
-    match command {
-        CatalogCommand::SetTags(tags) => {
-            if tags.len() > MAX_CONTENT_TAGS {
-                return Err(CatalogError::TooManyTags(tags.len()));
+impl Decider for CatalogDecider {
+    type Command = CatalogCommand;
+    type Event = CatalogEvent;
+    type State = ContentState;
+    type Error = CatalogError;
+
+    fn initial() -> ContentState {
+        None
+    }
+
+    /// Time plays no part: a retag takes effect whenever it arrives.
+    fn decide(
+        &self,
+        command: &CatalogCommand,
+        state: &ContentState,
+        _now: Timestamp,
+    ) -> Result<Vec<CatalogEvent>, CatalogError> {
+        match command {
+            CatalogCommand::SetTags(tags) => {
+                if tags.len() > MAX_CONTENT_TAGS {
+                    return Err(CatalogError::TooManyTags(tags.len()));
+                }
+                if state.as_ref() == Some(tags) {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![CatalogEvent::ContentTagged { tags: tags.clone() }])
             }
-            if state.as_ref() == Some(tags) {
-                return Ok(Vec::new());
-            }
-            Ok(vec![CatalogEvent::ContentTagged { tags: tags.clone() }])
         }
     }
-}
 
-pub fn evolve(_state: ContentState, event: &CatalogEvent) -> ContentState {
-    match event {
-        CatalogEvent::ContentTagged { tags } => Some(tags.clone()),
+    fn evolve(_state: ContentState, event: &CatalogEvent) -> ContentState {
+        match event {
+            CatalogEvent::ContentTagged { tags } => Some(tags.clone()),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::decider::Given;
 
     fn tags(names: &[&str]) -> BTreeSet<Tag> {
         names
@@ -66,39 +84,37 @@ mod tests {
             .collect()
     }
 
-    fn given(events: &[CatalogEvent]) -> ContentState {
-        events.iter().fold(initial(), evolve)
+    fn tagged(names: &[&str]) -> CatalogEvent {
+        CatalogEvent::ContentTagged { tags: tags(names) }
     }
+
+    fn given(events: &[CatalogEvent]) -> Given<'static, CatalogDecider> {
+        Given::new(&CatalogDecider, events)
+    }
+
+    const NOW: Timestamp = Timestamp(1_000);
 
     #[test]
     fn given_an_unknown_item_when_tagged_then_it_is_tagged() {
-        let command = CatalogCommand::SetTags(tags(&["premium", "sports"]));
-        let events = decide(&command, &given(&[])).unwrap();
-        assert_eq!(
-            events,
-            vec![CatalogEvent::ContentTagged {
-                tags: tags(&["premium", "sports"])
-            }]
-        );
+        given(&[])
+            .when(CatalogCommand::SetTags(tags(&["premium", "sports"])), NOW)
+            .then(vec![tagged(&["premium", "sports"])]);
     }
 
     #[test]
     fn given_a_tagged_item_when_the_same_tags_arrive_then_nothing_changes() {
-        let state = given(&[CatalogEvent::ContentTagged {
-            tags: tags(&["premium"]),
-        }]);
-        let command = CatalogCommand::SetTags(tags(&["premium"]));
-        assert_eq!(decide(&command, &state).unwrap(), Vec::new());
+        given(&[tagged(&["premium"])])
+            .when(CatalogCommand::SetTags(tags(&["premium"])), NOW)
+            .then(vec![]);
     }
 
     #[test]
     fn given_a_tagged_item_when_new_tags_arrive_then_they_replace_the_old_ones() {
-        let state = given(&[CatalogEvent::ContentTagged {
-            tags: tags(&["premium", "sports"]),
-        }]);
-        let events = decide(&CatalogCommand::SetTags(tags(&["free"])), &state).unwrap();
+        let state = given(&[tagged(&["premium", "sports"])])
+            .when(CatalogCommand::SetTags(tags(&["free"])), NOW)
+            .then(vec![tagged(&["free"])]);
         assert_eq!(
-            events.iter().fold(state, evolve),
+            state,
             Some(tags(&["free"])),
             "a retag is a replacement, not a merge"
         );
@@ -109,9 +125,8 @@ mod tests {
         let many: BTreeSet<Tag> = (0..=MAX_CONTENT_TAGS)
             .map(|n| Tag::parse(format!("t{n}")).unwrap())
             .collect();
-        assert_eq!(
-            decide(&CatalogCommand::SetTags(many), &None),
-            Err(CatalogError::TooManyTags(MAX_CONTENT_TAGS + 1))
-        );
+        given(&[])
+            .when(CatalogCommand::SetTags(many), NOW)
+            .then_refused(CatalogError::TooManyTags(MAX_CONTENT_TAGS + 1));
     }
 }

@@ -342,6 +342,30 @@ pub fn shuffled_order(len: usize, seed: u64) -> Vec<u32> {
     order
 }
 
+impl super::decider::Decider for PlayerPolicy {
+    type Command = PlayerCommand;
+    type Event = PlayerEvent;
+    type State = PlayerState;
+    type Error = PlayerError;
+
+    fn initial() -> PlayerState {
+        initial()
+    }
+
+    fn decide(
+        &self,
+        command: &PlayerCommand,
+        state: &PlayerState,
+        now: Timestamp,
+    ) -> Result<Vec<PlayerEvent>, PlayerError> {
+        PlayerPolicy::decide(self, command, state, now)
+    }
+
+    fn evolve(state: PlayerState, event: &PlayerEvent) -> PlayerState {
+        evolve(state, event)
+    }
+}
+
 #[cfg(test)]
 #[path = "player_tests.rs"]
 mod tests;

@@ -475,5 +475,29 @@ impl PlayoutState {
     }
 }
 
+impl super::decider::Decider for PlayoutPolicy {
+    type Command = PlayoutCommand;
+    type Event = PlayoutEvent;
+    type State = PlayoutState;
+    type Error = PlayoutError;
+
+    fn initial() -> PlayoutState {
+        initial()
+    }
+
+    fn decide(
+        &self,
+        command: &PlayoutCommand,
+        state: &PlayoutState,
+        now: Timestamp,
+    ) -> Result<Vec<PlayoutEvent>, PlayoutError> {
+        PlayoutPolicy::decide(self, command, state, now)
+    }
+
+    fn evolve(state: PlayoutState, event: &PlayoutEvent) -> PlayoutState {
+        evolve(state, event)
+    }
+}
+
 #[cfg(test)]
 mod tests;
