@@ -35,7 +35,7 @@ pub enum BrokerError {
     Setup { what: String, detail: String },
 }
 
-/// Inbox streams, events and dead letters keep this much history (the rebuild window).
+/// Inbox streams keep this much history (the journal, not the inbox, is what rebuilds state).
 const INBOX_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 const DLQ_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 
@@ -139,6 +139,9 @@ fn setup_error(what: impl Into<String>) -> impl FnOnce(String) -> BrokerError {
 pub struct Topology {
     pub now_playing: kv::Store,
     pub consumers: Vec<(Inbox, u32, consumer::PullConsumer)>,
+    /// Names this incarnation of `PLAYHEAD_EVENTS` (its creation time): a store folded from
+    /// another journal must not be served as if it folded this one.
+    pub journal_identity: String,
 }
 
 pub async fn ensure_topology(
@@ -193,22 +196,35 @@ pub async fn ensure_topology(
             consumers.push((inbox, partition, consumer));
         }
     }
-    for (name, capture, max_age) in [
-        (EVENTS_STREAM, EVENTS_CAPTURE, INBOX_MAX_AGE),
-        (DLQ_STREAM, DLQ_CAPTURE, DLQ_MAX_AGE),
-    ] {
-        jetstream
-            .create_or_update_stream(stream::Config {
-                name: name.into(),
-                subjects: vec![capture.into()],
-                max_age,
-                duplicate_window,
-                num_replicas: replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(|error| setup_error(name)(error.to_string()))?;
-    }
+    // The journal: nothing but age removes events (no message or byte limits), and the
+    // retention covers everything no snapshot holds yet (validated with the configuration).
+    // Direct get serves catch-up reads of one entity's journal.
+    let journal = jetstream
+        .create_or_update_stream(stream::Config {
+            name: EVENTS_STREAM.into(),
+            subjects: vec![EVENTS_CAPTURE.into()],
+            max_age: Duration::from_secs(config.journal.retention_secs),
+            allow_direct: true,
+            num_replicas: replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(|error| setup_error(EVENTS_STREAM)(error.to_string()))?;
+    let journal_identity = journal
+        .created
+        .format(&time::format_description::well_known::Rfc3339)
+        .map_err(|error| setup_error(EVENTS_STREAM)(error.to_string()))?;
+    jetstream
+        .create_or_update_stream(stream::Config {
+            name: DLQ_STREAM.into(),
+            subjects: vec![DLQ_CAPTURE.into()],
+            max_age: DLQ_MAX_AGE,
+            duplicate_window,
+            num_replicas: replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(|error| setup_error(DLQ_STREAM)(error.to_string()))?;
     let now_playing = jetstream
         .create_or_update_key_value(kv::Config {
             bucket: NOW_PLAYING_BUCKET.into(),
@@ -222,5 +238,6 @@ pub async fn ensure_topology(
     Ok(Topology {
         now_playing,
         consumers,
+        journal_identity,
     })
 }

@@ -33,6 +33,7 @@ pub struct NodeConfig {
     pub player: PlayerConfig,
     pub playout: PlayoutConfig,
     pub storage: StorageConfig,
+    pub journal: JournalConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
 }
@@ -61,8 +62,12 @@ pub struct IngestConfig {
     pub max_message_bytes: usize,
     /// Redelivery delay of an unacknowledged inbox message.
     pub ack_wait_secs: u64,
-    /// Broker-side duplicate window for `Nats-Msg-Id`.
+    /// Broker-side duplicate window for `Nats-Msg-Id` on the inbox streams (publishers'
+    /// retries). The journal does not rely on it: its appends are exactly-once by sequence.
     pub duplicate_window_secs: u64,
+    /// Failures of one message, for a reason that does not go away, before it is quarantined
+    /// to the dead-letter stream (reason `poison`) and its partition carries on.
+    pub max_attempts: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,6 +130,23 @@ pub struct StorageConfig {
     pub cache_mib: u64,
 }
 
+/// The journal (`PLAYHEAD_EVENTS`) and the snapshots of the folded state.
+///
+/// Rule: the journal must keep every event not yet in a snapshot, so a node can always rebuild
+/// from the latest snapshot plus the journal after it. A snapshot is taken at least every
+/// `snapshot_interval_secs`, so `retention_secs` must be at least two intervals (one failed
+/// snapshot is tolerated) plus an hour of margin; validation refuses less.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalConfig {
+    /// Events older than this leave `PLAYHEAD_EVENTS`.
+    pub retention_secs: u64,
+    /// A snapshot of every kind's folded state goes to the object store this often...
+    pub snapshot_interval_secs: u64,
+    /// ...or sooner, once this many events were appended since the last one (0: by time only).
+    pub snapshot_every_events: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
@@ -159,6 +181,7 @@ impl Default for NodeConfig {
             player: PlayerConfig::default(),
             playout: PlayoutConfig::default(),
             storage: StorageConfig::default(),
+            journal: JournalConfig::default(),
             metrics: MetricsConfig::default(),
             log: LogConfig::default(),
         }
@@ -184,6 +207,17 @@ impl Default for IngestConfig {
             max_message_bytes: 64 * 1024,
             ack_wait_secs: 30,
             duplicate_window_secs: 120,
+            max_attempts: 5,
+        }
+    }
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        Self {
+            retention_secs: 7 * 24 * 3600,
+            snapshot_interval_secs: 3600,
+            snapshot_every_events: 1_000_000,
         }
     }
 }
@@ -281,6 +315,16 @@ pub struct FlagOverrides {
     pub nats_server_bin: Option<PathBuf>,
     pub partitions: Option<u32>,
     pub metrics_listen: Option<SocketAddr>,
+}
+
+impl JournalConfig {
+    /// The shortest retention that keeps every event not yet in a snapshot, tolerating one
+    /// failed snapshot.
+    pub fn minimum_retention_secs(&self) -> u64 {
+        self.snapshot_interval_secs
+            .saturating_mul(2)
+            .saturating_add(3600)
+    }
 }
 
 impl NodeConfig {
@@ -385,6 +429,28 @@ impl NodeConfig {
         }
         if self.ingest.duplicate_window_secs == 0 {
             return invalid("ingest.duplicate_window_secs", 0, "use at least 1 second");
+        }
+        if !(1..=100).contains(&self.ingest.max_attempts) {
+            return invalid(
+                "ingest.max_attempts",
+                self.ingest.max_attempts,
+                "use 1 to 100 (5 is the default)",
+            );
+        }
+        if self.journal.snapshot_interval_secs == 0 {
+            return invalid(
+                "journal.snapshot_interval_secs",
+                0,
+                "use at least 1 second (3600 is the default)",
+            );
+        }
+        if self.journal.retention_secs < self.journal.minimum_retention_secs() {
+            return invalid(
+                "journal.retention_secs",
+                self.journal.retention_secs,
+                "must keep every event not yet in a snapshot: at least \
+                 2 × journal.snapshot_interval_secs + 3600",
+            );
         }
         if self.actors.passivate_after_secs == 0 || self.actors.passivation_check_secs == 0 {
             return invalid(
@@ -494,6 +560,10 @@ impl NodeConfig {
         Ok(())
     }
 
+    pub fn max_attempts(&self) -> u32 {
+        self.ingest.max_attempts
+    }
+
     /// True when the node starts its own nats-server child.
     pub fn embedded_broker(&self) -> bool {
         self.nats.url.is_empty()
@@ -546,6 +616,22 @@ mod tests {
             assert!(!config.embedded_broker());
             Ok(())
         });
+    }
+
+    #[test]
+    fn the_journal_must_outlive_what_no_snapshot_holds() {
+        let mut config = NodeConfig::default();
+        config.journal.snapshot_interval_secs = 24 * 3600;
+        config.journal.retention_secs = 2 * 24 * 3600;
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::Invalid {
+                key: "journal.retention_secs",
+                ..
+            })
+        ));
+        config.journal.retention_secs = 2 * 24 * 3600 + 3600;
+        config.validate().unwrap();
     }
 
     #[test]

@@ -6,11 +6,13 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Parser;
 use playhead_actors::config::{FlagOverrides, NodeConfig};
+use playhead_actors::faults::Faults;
 use playhead_actors::{node, telemetry};
 use tokio_util::sync::CancellationToken;
 
-/// playhead's actor node: consumes the inbox streams, runs station (and later user) actors,
-/// keeps state in sled, publishes domain events, and answers queries over NATS.
+/// playhead's actor node: consumes the inbox streams, runs station, user and content actors,
+/// appends their decisions to the journal (PLAYHEAD_EVENTS), keeps the folded state in sled,
+/// and answers queries over NATS.
 ///
 /// With no --nats-url it starts its own nats-server (JetStream under DATA_DIR/jetstream,
 /// listening on 127.0.0.1:4222). Configuration layers, lowest first: built-in defaults,
@@ -41,6 +43,10 @@ struct Cli {
     /// Load and validate the configuration, print it, and exit.
     #[arg(long)]
     check_config: bool,
+    /// Rebuild the local store from the latest snapshot and the journal before serving (the
+    /// current store is moved aside under the data dir, not deleted). Progress is logged.
+    #[arg(long)]
+    rebuild: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -73,7 +79,18 @@ fn main() -> std::process::ExitCode {
             }
         }
     }
-    match run(config) {
+    let faults = match Faults::from_env() {
+        Ok(faults) => faults,
+        Err(error) => {
+            eprintln!("playhead-node: {error}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let options = node::RunOptions {
+        rebuild: cli.rebuild,
+        faults,
+    };
+    match run(config, options) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("playhead-node: {error:#}");
@@ -83,7 +100,7 @@ fn main() -> std::process::ExitCode {
 }
 
 #[tokio::main]
-async fn run(config: NodeConfig) -> anyhow::Result<()> {
+async fn run(config: NodeConfig, options: node::RunOptions) -> anyhow::Result<()> {
     let _telemetry = telemetry::init("playhead-node", &config.log)?;
     let shutdown = CancellationToken::new();
     let signals = shutdown.clone();
@@ -98,7 +115,7 @@ async fn run(config: NodeConfig) -> anyhow::Result<()> {
         tracing::info!("signal received; stopping");
         signals.cancel();
     });
-    let result = node::run(config, shutdown.clone(), None).await;
+    let result = node::run_with(config, options, shutdown.clone(), None).await;
     shutdown.cancel();
     let _ = signal_task.await;
     result

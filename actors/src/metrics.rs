@@ -39,7 +39,7 @@ pub struct DeadLetterLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct EntityKind {
+pub struct EntityKindLabel {
     pub kind: &'static str,
 }
 
@@ -65,8 +65,8 @@ pub struct NodeMetrics {
     pub batch_seconds: Family<InboxLabel, Histogram, fn() -> Histogram>,
     pub message_latency_seconds: Family<InboxLabel, Histogram, fn() -> Histogram>,
     pub consumer_pending: Family<PartitionLabel, Gauge>,
-    pub entities_live: Family<EntityKind, Gauge>,
-    pub entities_passivated: Family<EntityKind, Counter>,
+    pub entities_live: Family<EntityKindLabel, Gauge>,
+    pub entities_passivated: Family<EntityKindLabel, Counter>,
     pub dead_letters: Family<DeadLetterLabel, Counter>,
     pub events_published: Family<EventLabel, Counter>,
     pub batch_retries: Family<InboxLabel, Counter>,

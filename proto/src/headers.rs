@@ -8,6 +8,13 @@ pub const JSON_CONTENT_TYPE: &str = "application/json";
 /// Broker-side de-duplication key.
 pub const MSG_ID: &str = "Nats-Msg-Id";
 
+/// Journal headers, on every event in `PLAYHEAD_EVENTS`: the inbox sequence of the command
+/// that decided it, its place in that decision (`{index}/{count}`, so a decision cut short by a
+/// crash is recognised), and the schema version of its payload.
+pub const INBOX_SEQUENCE: &str = "Playhead-Inbox-Seq";
+pub const EVENT_INDEX: &str = "Playhead-Event-Index";
+pub const EVENT_VERSION: &str = "Playhead-Event-Version";
+
 /// Dead-letter headers: why, and where the message came from.
 pub const DLQ_REASON: &str = "Playhead-Dlq-Reason";
 pub const DLQ_DETAIL: &str = "Playhead-Dlq-Detail";

@@ -261,10 +261,12 @@ impl ReplySubject {
 }
 
 /// Which kind of entity a domain event belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventFamily {
     Station,
     User,
+    /// Content items of the catalog (their tags).
+    Content,
     Import,
 }
 
@@ -273,8 +275,20 @@ impl EventFamily {
         match self {
             EventFamily::Station => "station",
             EventFamily::User => "user",
+            EventFamily::Content => "content",
             EventFamily::Import => "import",
         }
+    }
+
+    pub fn from_token(token: &str) -> Option<Self> {
+        [
+            EventFamily::Station,
+            EventFamily::User,
+            EventFamily::Content,
+            EventFamily::Import,
+        ]
+        .into_iter()
+        .find(|family| family.token() == token)
     }
 }
 
@@ -285,6 +299,41 @@ pub fn event_subject(family: EventFamily, id: &str, event_name: &str) -> String 
         "{PUBLISH_PREFIX}.events.{}.{id}.{event_name}",
         family.token()
     )
+}
+
+/// `playhead.events.{family}.{id}.*`: every event of one entity, its journal. Appends check
+/// the last sequence on this subject, so two decisions can never both follow the same event.
+pub fn entity_journal(family: EventFamily, id: &str) -> String {
+    debug_assert!(validate("id", id).is_ok(), "unvalidated id {id:?}");
+    format!("{PUBLISH_PREFIX}.events.{}.{id}.*", family.token())
+}
+
+/// A parsed event subject: `playhead.events.{family}.{id}.{EventName}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventSubject<'a> {
+    pub family: EventFamily,
+    /// The entity id token; validate it before use.
+    pub id: &'a str,
+    pub event_name: &'a str,
+}
+
+pub fn parse_event_subject(subject: &str) -> Option<EventSubject<'_>> {
+    let mut tokens = subject.split('.');
+    let (Some(PUBLISH_PREFIX), Some("events"), Some(family), Some(id), Some(event_name), None) = (
+        tokens.next(),
+        tokens.next(),
+        tokens.next(),
+        tokens.next(),
+        tokens.next(),
+        tokens.next(),
+    ) else {
+        return None;
+    };
+    Some(EventSubject {
+        family: EventFamily::from_token(family)?,
+        id,
+        event_name,
+    })
 }
 
 /// Query endpoints of the node's NATS service.
@@ -448,5 +497,31 @@ mod tests {
             Inbox::Station.partition_filter(3),
             "playhead-in.station.3.>"
         );
+    }
+
+    #[test]
+    fn event_subjects_round_trip_and_name_their_entity_journal() {
+        let subject = event_subject(EventFamily::Content, "film-1", "ContentTagged");
+        assert_eq!(subject, "playhead.events.content.film-1.ContentTagged");
+        assert_eq!(
+            parse_event_subject(&subject),
+            Some(EventSubject {
+                family: EventFamily::Content,
+                id: "film-1",
+                event_name: "ContentTagged",
+            })
+        );
+        assert_eq!(
+            entity_journal(EventFamily::User, "ann"),
+            "playhead.events.user.ann.*"
+        );
+        for bad in [
+            "playhead.events.user.ann",
+            "playhead.events.pets.ann.Fed",
+            "playhead.events.user.ann.A.B",
+            "other.events.user.ann.A",
+        ] {
+            assert_eq!(parse_event_subject(bad), None, "{bad}");
+        }
     }
 }

@@ -12,7 +12,7 @@ use playhead_proto::subjects::Inbox;
 
 use super::screen::DeadLetter;
 use crate::metrics::{DeadLetterLabel, NodeMetrics};
-use crate::sharding::EntityError;
+use crate::runtime::EntityError;
 
 /// Longest detail kept in a header.
 const MAX_DETAIL_CHARS: usize = 512;

@@ -1,86 +1,143 @@
 //! Inbox intake: one task per inbox partition pulls batches from its durable consumer,
-//! screens out bad input into the dead-letter stream, hands the rest to the partition's
-//! shard, makes state durable, and only then acknowledges (the consumer acks cumulatively).
-//! A batch that fails for infrastructure reasons is retried in place, never skipped, so a
-//! partition never moves past a message it has not applied.
+//! screens out bad input into the dead-letter stream, hands the rest to the partition's shard,
+//! makes state durable, sends the answers, and only then acknowledges (the consumer acks
+//! cumulatively).
+//!
+//! **Nothing stalls a partition.** A batch that fails for a transient reason (the broker is
+//! away) is retried as it is, never skipped. A batch that fails for a permanent reason is
+//! taken apart: its messages are applied one at a time, so the one that fails is known; after
+//! `max_attempts` failures it is quarantined to the dead-letter stream (reason `poison`, or
+//! `panic` when an actor panicked on it) and the partition carries on. A decider panic is
+//! quarantined at once (the shell catches it).
+//!
+//! The intake owns its shard actor: it spawns it, spawns it again if it dies, and stops it
+//! when the intake stops.
+//!
+//! - [`screen`]: what makes a message unusable, as a dead-letter reason.
+//! - [`commands`]: wire → domain command mapping shared with the gateway.
+//! - [`dead_letter`]: the copies in `PLAYHEAD_DLQ`.
 
 pub mod commands;
 pub mod dead_letter;
 pub mod screen;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use futures::StreamExt;
 use playhead_proto::subjects::Inbox;
-use ractor::ActorRef;
 use ractor::rpc::CallResult;
+use ractor::{Actor, ActorRef};
 use tokio_util::sync::CancellationToken;
 
 use self::dead_letter::DeadLetters;
-use self::screen::{DeadLetter, DeadLetterReason};
+use self::screen::{DeadLetter, DeadLetterReason, Screened};
 use crate::domain::time::Timestamp;
 use crate::metrics::{InboxLabel, InboxOutcome, NodeMetrics, PartitionLabel};
-use crate::sharding::shard::ShardMessage;
-use crate::sharding::{Entity, EntityError, Envelope, Outcome};
+use crate::runtime::shard::{ShardActor, ShardArguments, ShardMessage};
+use crate::runtime::{
+    EntityError, EntityKind, Envelope, Outcome, Processed, QuarantineReason, SliceError,
+};
 use crate::storage::Storage;
+use crate::telemetry;
 
-/// Screens one stored message into its entity id and command.
-pub type Screen<E> = fn(
-    &str,
-    Option<&async_nats::HeaderMap>,
-    &[u8],
-    usize,
-) -> Result<(<E as Entity>::Id, <E as Entity>::Command), DeadLetter>;
+/// Screens one stored message into its entity, command and reply subject.
+pub type Screen<K> =
+    fn(
+        &str,
+        Option<&HeaderMap>,
+        &[u8],
+        usize,
+    ) -> Result<Screened<<K as EntityKind>::Id, <K as EntityKind>::Command>, DeadLetter>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error("the consumer of {consumer} stopped: {detail}")]
     Consumer { consumer: String, detail: String },
+    #[error("the shard of {consumer} cannot start: {detail}")]
+    Shard { consumer: String, detail: String },
 }
 
-pub struct PartitionIntake<E: Entity> {
+/// What an intake needs besides its consumer.
+pub struct IntakeConfig {
+    pub batch_size: usize,
+    pub max_message_bytes: usize,
+    /// Failures of one message, for a reason that does not go away, before it is quarantined.
+    pub max_attempts: u32,
+}
+
+pub struct PartitionIntake<K: EntityKind> {
     pub inbox: Inbox,
     pub partition: u32,
     pub consumer: PullConsumer,
-    pub shard: ActorRef<ShardMessage<E>>,
-    pub screen: Screen<E>,
+    /// How to start (and restart) the partition's shard.
+    pub shard_arguments: Box<dyn Fn() -> ShardArguments<K> + Send + Sync>,
+    pub screen: Screen<K>,
     pub storage: Storage,
     pub dead_letters: DeadLetters,
+    /// Answers go out as core NATS messages.
+    pub client: async_nats::Client,
     pub metrics: Arc<NodeMetrics>,
-    pub batch_size: usize,
-    pub max_message_bytes: usize,
+    pub config: IntakeConfig,
 }
 
 const RETRY_BACKOFF_START: Duration = Duration::from_millis(100);
 const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-impl<E: Entity> PartitionIntake<E> {
-    /// Runs until `stop` is cancelled; the batch in hand is finished (or abandoned unacked
-    /// if it cannot complete) before returning.
+/// A screened message, where it sits in its batch.
+type Accepted<K> = (
+    usize,
+    <K as EntityKind>::Id,
+    Envelope<<K as EntityKind>::Command>,
+);
+
+impl<K: EntityKind> PartitionIntake<K> {
+    /// Runs until `stop` is cancelled (then returns `Ok`: the batch in hand is finished, or
+    /// abandoned unacknowledged if it cannot complete), or until the consumer ends, which is
+    /// an error: the node cannot go on without this partition.
     pub async fn run(self, stop: CancellationToken) -> Result<(), IngestError> {
         let consumer_name = self.inbox.consumer_name(self.partition);
+        let mut shard = Some(self.spawn_shard(&consumer_name).await?);
+        let result = self.pull(&consumer_name, &mut shard, &stop).await;
+        if let Some(shard) = shard {
+            let _ = shard
+                .stop_and_wait(None, Some(Duration::from_secs(30)))
+                .await;
+        }
+        tracing::debug!(consumer = %consumer_name, "intake stopped");
+        result
+    }
+
+    async fn pull(
+        &self,
+        consumer_name: &str,
+        shard: &mut Option<ActorRef<ShardMessage<K>>>,
+        stop: &CancellationToken,
+    ) -> Result<(), IngestError> {
+        let ended = |detail: String| IngestError::Consumer {
+            consumer: consumer_name.to_owned(),
+            detail,
+        };
         let messages = self
             .consumer
             .stream()
-            .max_messages_per_batch(self.batch_size)
+            .max_messages_per_batch(self.config.batch_size)
             .heartbeat(Duration::from_secs(5))
             .expires(Duration::from_secs(30))
             .messages()
             .await
-            .map_err(|error| IngestError::Consumer {
-                consumer: consumer_name.clone(),
-                detail: error.to_string(),
-            })?;
-        let mut batches = messages.ready_chunks(self.batch_size);
+            .map_err(|error| ended(error.to_string()))?;
+        let mut batches = messages.ready_chunks(self.config.batch_size);
         loop {
             let batch = tokio::select! {
                 biased;
-                _ = stop.cancelled() => break,
+                _ = stop.cancelled() => return Ok(()),
                 batch = batches.next() => match batch {
                     Some(batch) => batch,
-                    None => break,
+                    None => return Err(ended("the message stream ended".into())),
                 },
             };
             let mut messages = Vec::with_capacity(batch.len());
@@ -92,18 +149,34 @@ impl<E: Entity> PartitionIntake<E> {
                 }
             }
             if !messages.is_empty() {
-                self.process(messages, &stop).await;
+                self.process(messages, shard, stop).await;
             }
         }
-        tracing::debug!(consumer = %consumer_name, "intake stopped");
-        Ok(())
     }
 
-    async fn process(&self, batch: Vec<jetstream::Message>, stop: &CancellationToken) {
+    async fn spawn_shard(
+        &self,
+        consumer_name: &str,
+    ) -> Result<ActorRef<ShardMessage<K>>, IngestError> {
+        let (shard, _handle) =
+            Actor::spawn(None, ShardActor::<K>::default(), (self.shard_arguments)())
+                .await
+                .map_err(|error| IngestError::Shard {
+                    consumer: consumer_name.to_owned(),
+                    detail: error.to_string(),
+                })?;
+        Ok(shard)
+    }
+
+    async fn process(
+        &self,
+        batch: Vec<jetstream::Message>,
+        shard: &mut Option<ActorRef<ShardMessage<K>>>,
+        stop: &CancellationToken,
+    ) {
         let started = std::time::Instant::now();
         let inbox = self.inbox.label();
-        let mut accepted = Vec::with_capacity(batch.len());
-        let mut accepted_positions = Vec::with_capacity(batch.len());
+        let mut accepted: Vec<Accepted<K>> = Vec::with_capacity(batch.len());
         let mut rejected: Vec<(usize, DeadLetter)> = Vec::new();
         for (position, message) in batch.iter().enumerate() {
             let Ok(info) = message.info() else {
@@ -113,44 +186,66 @@ impl<E: Entity> PartitionIntake<E> {
                 ));
                 continue;
             };
-            let screened = (self.screen)(
+            match (self.screen)(
                 &message.subject,
                 message.headers.as_ref(),
                 &message.payload,
-                self.max_message_bytes,
-            );
-            match screened {
-                Ok((id, command)) => {
-                    accepted_positions.push(position);
-                    accepted.push((
-                        id,
-                        Envelope {
-                            seq: info.stream_sequence,
-                            now: Timestamp::from_millis(
-                                (info.published.unix_timestamp_nanos() / 1_000_000).max(0) as u64,
-                            ),
-                            command,
-                            headers: message.headers.clone(),
-                        },
-                    ));
-                }
+                self.config.max_message_bytes,
+            ) {
+                Ok(Screened {
+                    id,
+                    command,
+                    reply_to,
+                }) => accepted.push((
+                    position,
+                    id,
+                    Envelope {
+                        seq: info.stream_sequence,
+                        now: Timestamp::from_millis(
+                            (info.published.unix_timestamp_nanos() / 1_000_000).max(0) as u64,
+                        ),
+                        command,
+                        reply_to,
+                        headers: message.headers.clone(),
+                    },
+                )),
                 Err(letter) => rejected.push((position, letter)),
             }
         }
-        let Some(outcomes) = self.apply_with_retry(accepted, stop).await else {
+        let replies: Vec<_> = accepted
+            .iter()
+            .map(|(position, _, envelope)| (*position, envelope.reply_to.clone()))
+            .collect();
+        let Some(results) = self.apply(accepted, shard, stop).await else {
             return;
         };
-        let mut counts = std::collections::HashMap::<&'static str, u64>::new();
-        for (position, outcome) in accepted_positions.into_iter().zip(outcomes) {
+        let mut counts = HashMap::<&'static str, u64>::new();
+        let mut answers = Vec::new();
+        for ((position, reply_to), processed) in replies.into_iter().zip(results) {
+            let Processed { outcome, answer } = processed;
+            if let (Some(subject), Some(answer)) = (reply_to, answer) {
+                answers.push((subject, answer));
+            }
             match outcome {
                 // Counted once, as dead-lettered, below.
                 Outcome::Rejected { reason } => rejected.push((
                     position,
                     DeadLetter::new(DeadLetterReason::Rejected, reason),
                 )),
+                Outcome::Quarantined { reason, detail } => rejected.push((
+                    position,
+                    DeadLetter::new(
+                        match reason {
+                            QuarantineReason::Panic => DeadLetterReason::Panic,
+                            QuarantineReason::Poison => DeadLetterReason::Poison,
+                        },
+                        detail,
+                    ),
+                )),
                 outcome => *counts.entry(outcome.label()).or_default() += 1,
             }
         }
+        rejected.sort_by_key(|(position, _)| *position);
         for (position, letter) in &rejected {
             let published = self
                 .retry(stop, "dead letter", || {
@@ -170,33 +265,194 @@ impl<E: Entity> PartitionIntake<E> {
         if flushed.is_none() {
             return;
         }
+        // Only now is every decision of the batch durable: answers may go out.
+        self.send_answers(answers).await;
         let last = batch.last().expect("batches are never empty");
         // Cumulative: acknowledges the whole batch, dead letters included.
         if let Err(error) = last.double_ack().await {
             // Redelivery is harmless: every entity skips what it already applied.
             tracing::warn!(inbox, partition = self.partition, %error, "ack failed");
         }
+        self.record_metrics(&batch, counts, rejected.len(), started);
+    }
+
+    /// Applies the accepted envelopes. A transient failure retries the batch as it is; a
+    /// permanent one applies the messages one by one and quarantines those that keep failing.
+    /// `None` when stopped first.
+    async fn apply(
+        &self,
+        accepted: Vec<Accepted<K>>,
+        shard: &mut Option<ActorRef<ShardMessage<K>>>,
+        stop: &CancellationToken,
+    ) -> Option<Vec<Processed>> {
+        if accepted.is_empty() {
+            return Some(Vec::new());
+        }
+        let batch: Vec<(K::Id, Envelope<K::Command>)> = accepted
+            .into_iter()
+            .map(|(_, id, envelope)| (id, envelope))
+            .collect();
+        let mut backoff = RETRY_BACKOFF_START;
+        loop {
+            match self.call_shard(shard, batch.clone()).await {
+                Ok(results) => return Some(results),
+                Err(failure) if failure.error.is_transient() => {
+                    self.note_retry("apply", &failure.error, backoff);
+                    if !self.pause(stop, &mut backoff).await {
+                        return None;
+                    }
+                }
+                Err(failure) => {
+                    tracing::warn!(
+                        inbox = self.inbox.label(),
+                        partition = self.partition,
+                        error = %failure.error,
+                        at_seq = failure.at_seq,
+                        "a batch failed for a reason that may not go away; applying its messages one by one"
+                    );
+                    break;
+                }
+            }
+        }
+        let mut results = Vec::with_capacity(batch.len());
+        for item in batch {
+            results.push(self.apply_one(item, shard, stop).await?);
+        }
+        Some(results)
+    }
+
+    /// Applies one message, quarantining it once it failed `max_attempts` times for a reason
+    /// that does not go away (the failure of the whole batch counts as the first).
+    async fn apply_one(
+        &self,
+        item: (K::Id, Envelope<K::Command>),
+        shard: &mut Option<ActorRef<ShardMessage<K>>>,
+        stop: &CancellationToken,
+    ) -> Option<Processed> {
+        let seq = item.1.seq;
+        let mut failures = 1;
+        let mut backoff = RETRY_BACKOFF_START;
+        loop {
+            match self.call_shard(shard, vec![item.clone()]).await {
+                Ok(mut results) => return results.pop(),
+                Err(failure) if failure.error.is_transient() => {
+                    self.note_retry("apply", &failure.error, backoff);
+                }
+                Err(failure) => {
+                    failures += 1;
+                    if failures >= self.config.max_attempts {
+                        let reason = match failure.error {
+                            EntityError::Panicked { .. } => QuarantineReason::Panic,
+                            _ => QuarantineReason::Poison,
+                        };
+                        tracing::error!(
+                            inbox = self.inbox.label(),
+                            partition = self.partition,
+                            seq,
+                            failures,
+                            error = %failure.error,
+                            "quarantining a message that keeps failing"
+                        );
+                        return Some(Processed {
+                            outcome: Outcome::Quarantined {
+                                reason,
+                                detail: format!("failed {failures} times; last: {}", failure.error),
+                            },
+                            answer: None,
+                        });
+                    }
+                    self.note_retry("apply", &failure.error, backoff);
+                }
+            }
+            if !self.pause(stop, &mut backoff).await {
+                return None;
+            }
+        }
+    }
+
+    async fn call_shard(
+        &self,
+        shard: &mut Option<ActorRef<ShardMessage<K>>>,
+        batch: Vec<(K::Id, Envelope<K::Command>)>,
+    ) -> Result<Vec<Processed>, SliceError> {
+        let consumer_name = self.inbox.consumer_name(self.partition);
+        let actor = match shard {
+            Some(actor) => actor.clone(),
+            None => {
+                let actor = self.spawn_shard(&consumer_name).await.map_err(|error| {
+                    EntityError::ActorGone {
+                        id: consumer_name.clone(),
+                        detail: error.to_string(),
+                    }
+                })?;
+                *shard = Some(actor.clone());
+                actor
+            }
+        };
+        match actor
+            .call(|reply| ShardMessage::Process(batch, reply), None)
+            .await
+        {
+            Ok(CallResult::Success(result)) => result,
+            other => {
+                // The shard died (a bug, or a panic while routing): start a fresh one; its
+                // entities reload from storage.
+                tracing::error!(consumer = %consumer_name, result = ?other.map(|_| ()), "the shard actor failed; restarting it");
+                actor.stop(None);
+                *shard = None;
+                Err(EntityError::ActorGone {
+                    id: consumer_name,
+                    detail: "the shard actor failed".into(),
+                }
+                .into())
+            }
+        }
+    }
+
+    /// Best effort: a publisher that went away does not hold up the partition.
+    async fn send_answers(&self, answers: Vec<(playhead_proto::subjects::ReplySubject, Vec<u8>)>) {
+        for (subject, answer) in answers {
+            let mut headers = HeaderMap::new();
+            telemetry::inject_context(&mut headers);
+            if let Err(error) = self
+                .client
+                .publish_with_headers(subject.as_str().to_owned(), headers, answer.into())
+                .await
+            {
+                tracing::warn!(subject = subject.as_str(), %error, "cannot publish an answer");
+            }
+        }
+    }
+
+    fn record_metrics(
+        &self,
+        batch: &[jetstream::Message],
+        counts: HashMap<&'static str, u64>,
+        dead_lettered: usize,
+        started: std::time::Instant,
+    ) {
+        let inbox = self.inbox.label();
         for (outcome, count) in counts {
             self.metrics
                 .inbox_messages
                 .get_or_create(&InboxOutcome { inbox, outcome })
                 .inc_by(count);
         }
-        if !rejected.is_empty() {
+        if dead_lettered > 0 {
             self.metrics
                 .inbox_messages
                 .get_or_create(&InboxOutcome {
                     inbox,
                     outcome: "dead_lettered",
                 })
-                .inc_by(rejected.len() as u64);
+                .inc_by(dead_lettered as u64);
         }
         let label = InboxLabel { inbox };
         self.metrics
             .batch_seconds
             .get_or_create(&label)
             .observe(started.elapsed().as_secs_f64());
-        if let Ok(info) = last.info() {
+        if let Some(info) = batch.last().and_then(|last| last.info().ok()) {
             let now_nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
             let age = (now_nanos - info.published.unix_timestamp_nanos()).max(0) as f64 / 1e9;
             self.metrics
@@ -213,31 +469,38 @@ impl<E: Entity> PartitionIntake<E> {
         }
     }
 
-    /// Applies the accepted envelopes, retrying the whole batch on failure (entities skip
-    /// what they already applied). None when stopped before it succeeded.
-    async fn apply_with_retry(
-        &self,
-        accepted: Vec<(E::Id, Envelope<E::Command>)>,
-        stop: &CancellationToken,
-    ) -> Option<Vec<Outcome>> {
-        if accepted.is_empty() {
-            return Some(Vec::new());
-        }
-        self.retry(stop, "apply", || async {
-            let batch = accepted.clone();
-            match self
-                .shard
-                .call(|reply| ShardMessage::Process(batch, reply), None)
-                .await
-            {
-                Ok(CallResult::Success(outcomes)) => outcomes,
-                other => Err(EntityError::ActorGone {
-                    id: format!("shard {}", self.partition),
-                    detail: format!("{other:?}"),
-                }),
+    fn note_retry(&self, what: &str, error: &EntityError, backoff: Duration) {
+        tracing::warn!(
+            inbox = self.inbox.label(),
+            partition = self.partition,
+            %error,
+            retry_in_ms = backoff.as_millis() as u64,
+            "{what} failed; retrying"
+        );
+        self.metrics
+            .batch_retries
+            .get_or_create(&InboxLabel {
+                inbox: self.inbox.label(),
+            })
+            .inc();
+    }
+
+    /// Waits out `backoff` (doubling it); false if `stop` came first.
+    async fn pause(&self, stop: &CancellationToken, backoff: &mut Duration) -> bool {
+        tokio::select! {
+            _ = stop.cancelled() => {
+                tracing::warn!(
+                    inbox = self.inbox.label(),
+                    partition = self.partition,
+                    "stopping with an unfinished batch; it is redelivered after restart"
+                );
+                false
             }
-        })
-        .await
+            _ = tokio::time::sleep(*backoff) => {
+                *backoff = (*backoff * 2).min(RETRY_BACKOFF_MAX);
+                true
+            }
+        }
     }
 
     /// Runs `attempt` until it succeeds, backing off; None if `stop` came first.
@@ -255,34 +518,11 @@ impl<E: Entity> PartitionIntake<E> {
         loop {
             match attempt().await {
                 Ok(value) => return Some(value),
-                Err(error) => {
-                    tracing::warn!(
-                        inbox = self.inbox.label(),
-                        partition = self.partition,
-                        %error,
-                        retry_in_ms = backoff.as_millis() as u64,
-                        "{what} failed; retrying the batch"
-                    );
-                    self.metrics
-                        .batch_retries
-                        .get_or_create(&InboxLabel {
-                            inbox: self.inbox.label(),
-                        })
-                        .inc();
-                }
+                Err(error) => self.note_retry(what, &error, backoff),
             }
-            tokio::select! {
-                _ = stop.cancelled() => {
-                    tracing::warn!(
-                        inbox = self.inbox.label(),
-                        partition = self.partition,
-                        "stopping with an unfinished batch; it is redelivered after restart"
-                    );
-                    return None;
-                }
-                _ = tokio::time::sleep(backoff) => {}
+            if !self.pause(stop, &mut backoff).await {
+                return None;
             }
-            backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
         }
     }
 }

@@ -10,8 +10,9 @@ use playhead_proto::v1;
 
 use super::commands;
 use crate::domain::catalog::CatalogCommand;
+use crate::domain::playout::PlayoutCommand;
 use crate::domain::station::StationCommand;
-use crate::user_entity::{UserCommand, UserMessage};
+use crate::domain::user::UserCommand;
 use crate::wire;
 
 /// Why a message went to the dead-letter stream.
@@ -28,6 +29,10 @@ pub enum DeadLetterReason {
     InvalidReplyTo,
     /// Well-formed, but the decider refused it.
     Rejected,
+    /// A decider (or an entity actor) panicked on it.
+    Panic,
+    /// It failed `ingest.max_attempts` times for a reason that does not go away.
+    Poison,
 }
 
 impl DeadLetterReason {
@@ -41,8 +46,19 @@ impl DeadLetterReason {
             DeadLetterReason::InvalidCommand => "invalid_command",
             DeadLetterReason::InvalidReplyTo => "invalid_reply_to",
             DeadLetterReason::Rejected => "rejected",
+            DeadLetterReason::Panic => "panic",
+            DeadLetterReason::Poison => "poison",
         }
     }
+}
+
+/// A usable inbox message: the entity it addresses, its command, and where the answer goes
+/// when the publisher asked for one (`Playhead-Reply-To`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Screened<I, C> {
+    pub id: I,
+    pub command: C,
+    pub reply_to: Option<ReplySubject>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +118,15 @@ where
         .map_err(|error| DeadLetter::new(DeadLetterReason::Undecodable, error.to_string()))
 }
 
+/// The `Playhead-Reply-To` header, if any, as a subject a decision may be published to.
+fn reply_to(headers: Option<&HeaderMap>) -> Result<Option<ReplySubject>, DeadLetter> {
+    headers
+        .and_then(|headers| headers.get(REPLY_TO))
+        .map(|value| ReplySubject::parse(value.as_str()))
+        .transpose()
+        .map_err(|error| DeadLetter::new(DeadLetterReason::InvalidReplyTo, error.to_string()))
+}
+
 /// A payload naming another entity than its subject is refused (an empty id means "the
 /// subject's").
 fn ensure_same_id(kind: &str, in_payload: &str, in_subject: &str) -> Result<(), DeadLetter> {
@@ -120,12 +145,17 @@ pub fn screen_station(
     headers: Option<&HeaderMap>,
     payload: &[u8],
     max_message_bytes: usize,
-) -> Result<(StationId, StationCommand), DeadLetter> {
+) -> Result<Screened<StationId, StationCommand>, DeadLetter> {
     let stored = stored_subject(Inbox::Station, subject, payload, max_message_bytes)?;
     let station = StationId::parse(stored.entity_token)?;
+    let reply_to = reply_to(headers)?;
     let observed: v1::SongObserved = decode(headers, payload)?;
     ensure_same_id(StationId::KIND, &observed.station_id, station.as_str())?;
-    Ok((station, wire::observe_command(observed)))
+    Ok(Screened {
+        id: station,
+        command: wire::observe_command(observed),
+        reply_to,
+    })
 }
 
 /// Screens a stored user-inbox message into the user it addresses and its command.
@@ -134,7 +164,7 @@ pub fn screen_user(
     headers: Option<&HeaderMap>,
     payload: &[u8],
     max_message_bytes: usize,
-) -> Result<(UserId, UserCommand), DeadLetter> {
+) -> Result<Screened<UserId, UserCommand>, DeadLetter> {
     let stored = stored_subject(Inbox::User, subject, payload, max_message_bytes)?;
     let user = UserId::parse(stored.entity_token)?;
     let Some(kind) = UserKind::from_token(stored.kind_token) else {
@@ -148,30 +178,34 @@ pub fn screen_user(
             ),
         ));
     };
-    let reply_to = headers
-        .and_then(|headers| headers.get(REPLY_TO))
-        .map(|value| ReplySubject::parse(value.as_str()))
-        .transpose()
-        .map_err(|error| DeadLetter::new(DeadLetterReason::InvalidReplyTo, error.to_string()))?;
-    let message = match kind {
+    let reply_to = reply_to(headers)?;
+    let command = match kind {
         UserKind::Player => {
             let command: v1::PlayerCommand = decode(headers, payload)?;
             ensure_same_id(UserId::KIND, &command.user_id, user.as_str())?;
             let (playlist, command) = commands::player_command(&user, command)?;
-            UserMessage::Player { playlist, command }
+            UserCommand::Player { playlist, command }
         }
         UserKind::Heartbeat => {
             let heartbeat: v1::Heartbeat = decode(headers, payload)?;
             ensure_same_id(UserId::KIND, &heartbeat.user_id, user.as_str())?;
-            UserMessage::Heartbeat(commands::heartbeat_command(heartbeat)?)
+            UserCommand::Playout(PlayoutCommand::Heartbeat(commands::heartbeat_command(
+                heartbeat,
+            )?))
         }
         UserKind::Entitlements => {
             let update: v1::EntitlementsUpdate = decode(headers, payload)?;
             ensure_same_id(UserId::KIND, &update.user_id, user.as_str())?;
-            UserMessage::Entitlements(commands::entitlements_update(update)?)
+            UserCommand::Playout(PlayoutCommand::UpdateEntitlements(
+                commands::entitlements_update(update)?,
+            ))
         }
     };
-    Ok((user, UserCommand { reply_to, message }))
+    Ok(Screened {
+        id: user,
+        command,
+        reply_to,
+    })
 }
 
 /// Screens a stored catalog-inbox message into the content item and its new tags.
@@ -180,9 +214,10 @@ pub fn screen_catalog(
     headers: Option<&HeaderMap>,
     payload: &[u8],
     max_message_bytes: usize,
-) -> Result<(ContentId, CatalogCommand), DeadLetter> {
+) -> Result<Screened<ContentId, CatalogCommand>, DeadLetter> {
     let stored = stored_subject(Inbox::Catalog, subject, payload, max_message_bytes)?;
     let content = ContentId::parse(stored.entity_token)?;
+    let reply_to = reply_to(headers)?;
     let update: v1::ContentUpdate = decode(headers, payload)?;
     ensure_same_id(ContentId::KIND, &update.content_id, content.as_str())?;
     let tags = update
@@ -190,7 +225,11 @@ pub fn screen_catalog(
         .into_iter()
         .map(Tag::parse)
         .collect::<Result<_, _>>()?;
-    Ok((content, CatalogCommand::SetTags(tags)))
+    Ok(Screened {
+        id: content,
+        command: CatalogCommand::SetTags(tags),
+        reply_to,
+    })
 }
 
 #[cfg(test)]
@@ -213,16 +252,16 @@ mod tests {
         .encode_to_vec()
     }
 
-    fn reason(result: Result<(StationId, StationCommand), DeadLetter>) -> DeadLetterReason {
+    fn reason(result: Result<Screened<StationId, StationCommand>, DeadLetter>) -> DeadLetterReason {
         result.expect_err("should be dead-lettered").reason
     }
 
     #[test]
     fn a_good_observation_passes_with_its_station() {
-        let (station, command) = screen_station(SUBJECT, None, &song("radio-1"), 1024).unwrap();
-        assert_eq!(station.as_str(), "radio-1");
+        let screened = screen_station(SUBJECT, None, &song("radio-1"), 1024).unwrap();
+        assert_eq!(screened.id.as_str(), "radio-1");
         assert_eq!(
-            command,
+            screened.command,
             StationCommand::ObserveSong(ObserveSong {
                 artist: "Nina Simone".into(),
                 title: "Sinnerman".into(),
@@ -233,8 +272,8 @@ mod tests {
 
     #[test]
     fn the_subject_names_the_station_when_the_payload_does_not() {
-        let (station, _) = screen_station(SUBJECT, None, &song(""), 1024).unwrap();
-        assert_eq!(station.as_str(), "radio-1");
+        let screened = screen_station(SUBJECT, None, &song(""), 1024).unwrap();
+        assert_eq!(screened.id.as_str(), "radio-1");
     }
 
     #[test]
@@ -301,15 +340,16 @@ mod tests {
             .encode_to_vec()
         };
         let subject = "playhead-in.catalog.2.film-1.content";
-        let (content, CatalogCommand::SetTags(tags)) =
+        let screened =
             screen_catalog(subject, None, &update(&["premium", "sports"]), 1024).unwrap();
-        assert_eq!(content.as_str(), "film-1");
+        let CatalogCommand::SetTags(tags) = screened.command;
+        assert_eq!(screened.id.as_str(), "film-1");
         assert_eq!(tags.len(), 2);
         let refused = screen_catalog(subject, None, &update(&["pre mium"]), 1024).unwrap_err();
         assert_eq!(refused.reason, DeadLetterReason::InvalidId);
     }
 
-    fn user_reason(result: Result<(UserId, UserCommand), DeadLetter>) -> DeadLetterReason {
+    fn user_reason(result: Result<Screened<UserId, UserCommand>, DeadLetter>) -> DeadLetterReason {
         result.expect_err("should be dead-lettered").reason
     }
 
@@ -317,11 +357,10 @@ mod tests {
     fn a_player_command_passes_with_its_user_playlist_and_reply_subject() {
         let mut headers = HeaderMap::new();
         headers.insert(REPLY_TO, "_INBOX.app.1");
-        let (user, command) =
-            screen_user(USER_SUBJECT, Some(&headers), &next("", "mix"), 1024).unwrap();
-        assert_eq!(user.as_str(), "ann");
-        assert_eq!(command.reply_to.unwrap().as_str(), "_INBOX.app.1");
-        let UserMessage::Player { playlist, command } = command.message else {
+        let screened = screen_user(USER_SUBJECT, Some(&headers), &next("", "mix"), 1024).unwrap();
+        assert_eq!(screened.id.as_str(), "ann");
+        assert_eq!(screened.reply_to.unwrap().as_str(), "_INBOX.app.1");
+        let UserCommand::Player { playlist, command } = screened.command else {
             panic!("a player command screens as one");
         };
         assert_eq!(playlist.as_str(), "mix");
@@ -382,9 +421,9 @@ mod tests {
             .encode_to_vec()
         };
         let subject = "playhead-in.user.9.ann.heartbeat";
-        let (user, command) = screen_user(subject, None, &heartbeat(""), 1024).unwrap();
-        assert_eq!(user.as_str(), "ann");
-        let UserMessage::Heartbeat(screened) = command.message else {
+        let screened = screen_user(subject, None, &heartbeat(""), 1024).unwrap();
+        assert_eq!(screened.id.as_str(), "ann");
+        let UserCommand::Playout(PlayoutCommand::Heartbeat(screened)) = screened.command else {
             panic!("a heartbeat screens as one");
         };
         assert_eq!(screened.playout_id.as_str(), "p1");
@@ -399,9 +438,10 @@ mod tests {
             concurrency_limit: 3,
         }
         .encode_to_vec();
-        let (_, command) =
+        let screened =
             screen_user("playhead-in.user.9.ann.entitlements", None, &update, 1024).unwrap();
-        let UserMessage::Entitlements(update) = command.message else {
+        let UserCommand::Playout(PlayoutCommand::UpdateEntitlements(update)) = screened.command
+        else {
             panic!("an entitlements update screens as one");
         };
         assert_eq!(update.concurrency_limit, Some(3));

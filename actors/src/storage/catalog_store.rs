@@ -14,13 +14,16 @@ struct ContentRecord {
     last_applied_seq: u64,
     #[prost(string, repeated, tag = "2")]
     tags: Vec<String>,
+    #[prost(uint64, tag = "3")]
+    last_journal_seq: u64,
 }
 
-/// An item's tags and the last inbox sequence folded into them.
+/// An item's tags, the last inbox sequence folded into them and its last journal event.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StoredContent {
     pub state: ContentState,
     pub last_applied_seq: u64,
+    pub last_journal_seq: u64,
 }
 
 #[derive(Clone)]
@@ -53,6 +56,7 @@ impl CatalogStore {
         Ok(StoredContent {
             state: Some(tags),
             last_applied_seq: record.last_applied_seq,
+            last_journal_seq: record.last_journal_seq,
         })
     }
 
@@ -68,6 +72,7 @@ impl CatalogStore {
         let record = ContentRecord {
             last_applied_seq: stored.last_applied_seq,
             tags: tags.iter().map(|tag| tag.to_string()).collect(),
+            last_journal_seq: stored.last_journal_seq,
         };
         self.items
             .insert(content.as_str(), prost::Message::encode_to_vec(&record))?;
@@ -92,6 +97,7 @@ mod tests {
         let stored = StoredContent {
             state: Some(tags.clone()),
             last_applied_seq: 4,
+            last_journal_seq: 9,
         };
         store.commit(&film, &stored).unwrap();
         assert_eq!(store.load(&film).unwrap(), stored);

@@ -8,6 +8,7 @@
 //! - [`catalog_store`]: content items and their tags.
 //! - [`playout_store`]: each user's entitlements, concurrency slots and filed answers.
 //! - [`view_history_store`]: viewing history and bookmarks (sliding TTL, capped per user).
+//! - [`user_meta_store`]: where each user entity stands (inbox and journal sequences).
 //! - [`Durability`]: group commit, so concurrent partitions share one flush.
 
 pub mod catalog_store;
@@ -16,6 +17,7 @@ pub mod keyspace;
 pub mod playout_store;
 pub mod session_store;
 pub mod station_store;
+pub mod user_meta_store;
 pub mod view_history_store;
 
 use std::path::Path;
@@ -28,6 +30,7 @@ use self::keyspace::{CompactionReport, KeyspaceError};
 use self::playout_store::PlayoutStore;
 use self::session_store::SessionStore;
 use self::station_store::StationStore;
+use self::user_meta_store::UserMetaStore;
 use self::view_history_store::ViewHistoryStore;
 use crate::config::NodeConfig;
 
@@ -46,15 +49,45 @@ pub enum StorageError {
     Corrupt { what: &'static str, detail: String },
 }
 
+impl StorageError {
+    /// Whether retrying may succeed: an IO error (a full disk, a hiccup) may pass; a record
+    /// that cannot be decoded stays undecodable.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            StorageError::Sled(sled::Error::Io(_)) | StorageError::InUse { .. }
+        ) || matches!(
+            self,
+            StorageError::Keyspace(KeyspaceError::Sled(sled::Error::Io(_)))
+        )
+    }
+}
+
+/// What the node notes about its own store: whether it was ever initialized, whether the last
+/// run stopped cleanly, and which journal it folds (the `PLAYHEAD_EVENTS` it was built from).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StoreMarks {
+    pub initialized: bool,
+    pub stopped_cleanly: bool,
+    pub journal_identity: Option<String>,
+}
+
+const NODE_META_TREE: &str = "node_meta";
+const MARK_INITIALIZED: &[u8] = b"initialized";
+const MARK_STOPPED_CLEANLY: &[u8] = b"stopped_cleanly";
+const MARK_JOURNAL: &[u8] = b"journal_identity";
+
 /// Everything the node keeps in sled.
 #[derive(Clone)]
 pub struct Storage {
     db: sled::Db,
+    node_meta: sled::Tree,
     pub stations: StationStore,
     pub sessions: SessionStore,
     pub catalog: CatalogStore,
     pub playouts: PlayoutStore,
     pub view_history: ViewHistoryStore,
+    pub user_meta: UserMetaStore,
     durability: Arc<Durability>,
 }
 
@@ -81,15 +114,60 @@ impl Storage {
         let catalog = CatalogStore::open(&db)?;
         let playouts = PlayoutStore::open(&db)?;
         let view_history = ViewHistoryStore::open(&db, &config.playout, clock)?;
+        let user_meta = UserMetaStore::open(&db)?;
         Ok(Self {
             durability: Arc::new(Durability::new(db.clone())),
+            node_meta: db.open_tree(NODE_META_TREE)?,
             db,
             stations,
             sessions,
             catalog,
             playouts,
             view_history,
+            user_meta,
         })
+    }
+
+    pub fn marks(&self) -> Result<StoreMarks, StorageError> {
+        let flag = |key: &[u8]| -> Result<bool, StorageError> {
+            Ok(self
+                .node_meta
+                .get(key)?
+                .is_some_and(|value| value.as_ref() == b"1"))
+        };
+        Ok(StoreMarks {
+            initialized: flag(MARK_INITIALIZED)?,
+            stopped_cleanly: flag(MARK_STOPPED_CLEANLY)?,
+            journal_identity: self
+                .node_meta
+                .get(MARK_JOURNAL)?
+                .map(|value| String::from_utf8_lossy(&value).into_owned()),
+        })
+    }
+
+    /// Notes that the store is in use and folds `journal_identity`; durable before it returns,
+    /// so a crash from here on is seen at the next start.
+    pub fn mark_running(&self, journal_identity: &str) -> Result<(), StorageError> {
+        self.node_meta.insert(MARK_INITIALIZED, b"1".as_slice())?;
+        self.node_meta
+            .insert(MARK_STOPPED_CLEANLY, b"0".as_slice())?;
+        self.node_meta
+            .insert(MARK_JOURNAL, journal_identity.as_bytes())?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Notes a clean stop (everything before is flushed with it).
+    pub fn mark_stopped_cleanly(&self) -> Result<(), StorageError> {
+        self.node_meta
+            .insert(MARK_STOPPED_CLEANLY, b"1".as_slice())?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The sled database (snapshots dump and restore its trees).
+    pub fn db(&self) -> &sled::Db {
+        &self.db
     }
 
     /// Drops the expired buckets of every time-partitioned keyspace, naming each.

@@ -105,14 +105,38 @@ impl SessionStore {
         user: &UserId,
         sessions: &[(&PlaylistId, &StoredSession)],
     ) -> Result<(), StorageError> {
+        let parts: Vec<_> = sessions
+            .iter()
+            .map(|(playlist, stored)| {
+                (
+                    *playlist,
+                    &stored.session,
+                    stored.last_applied_seq,
+                    stored.last_answer,
+                )
+            })
+            .collect();
+        self.save_parts(user, &parts)
+    }
+
+    /// [`SessionStore::save`] from the parts an entity keeps apart: (playlist, session, last
+    /// applied inbox sequence, last answer).
+    pub fn save_parts(
+        &self,
+        user: &UserId,
+        sessions: &[(&PlaylistId, &Session, u64, LastAnswer)],
+    ) -> Result<(), StorageError> {
         if sessions.is_empty() {
             return Ok(());
         }
-        self.sessions.insert_batch(
-            sessions
-                .iter()
-                .map(|(playlist, stored)| (session_key(user, playlist), encode(stored))),
-        )?;
+        self.sessions.insert_batch(sessions.iter().map(
+            |(playlist, session, last_applied_seq, last_answer)| {
+                (
+                    session_key(user, playlist),
+                    encode(session, *last_applied_seq, *last_answer),
+                )
+            },
+        ))?;
         Ok(())
     }
 
@@ -161,10 +185,9 @@ pub fn session_key(user: &UserId, playlist: &PlaylistId) -> Vec<u8> {
     key
 }
 
-fn encode(stored: &StoredSession) -> Vec<u8> {
-    let session = &stored.session;
+fn encode(session: &Session, last_applied_seq: u64, last_answer: LastAnswer) -> Vec<u8> {
     prost::Message::encode_to_vec(&SessionRecord {
-        last_applied_seq: stored.last_applied_seq,
+        last_applied_seq,
         tracks: session
             .tracks
             .iter()
@@ -179,8 +202,8 @@ fn encode(stored: &StoredSession) -> Vec<u8> {
         completed: session.status == SessionStatus::Completed,
         started_at_ms: session.started_at.as_millis(),
         last_touched_at_ms: session.last_touched_at.as_millis(),
-        last_outcome: stored.last_answer.outcome,
-        last_retry_after_ms: stored.last_answer.retry_after_ms,
+        last_outcome: last_answer.outcome,
+        last_retry_after_ms: last_answer.retry_after_ms,
     })
 }
 

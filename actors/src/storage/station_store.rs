@@ -36,13 +36,16 @@ struct StationSnapshot {
     last_play_seq: u64,
     #[prost(message, optional, tag = "3")]
     current: Option<PlayRecord>,
+    #[prost(uint64, tag = "4")]
+    last_journal_seq: u64,
 }
 
-/// A station's state and the last inbox sequence folded into it.
+/// A station's state, the last inbox sequence folded into it and its last journal event.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StoredStation {
     pub state: StationState,
     pub last_applied_seq: u64,
+    pub last_journal_seq: u64,
 }
 
 /// A page request over a station's plays (see `ListPlaysRequest`).
@@ -115,6 +118,7 @@ impl StationStore {
                 last_play_seq: snapshot.last_play_seq,
             },
             last_applied_seq: snapshot.last_applied_seq,
+            last_journal_seq: snapshot.last_journal_seq,
         })
     }
 
@@ -123,7 +127,7 @@ impl StationStore {
     pub fn commit(
         &self,
         station: &StationId,
-        events: &[StationEvent],
+        events: &[&StationEvent],
         stored: &StoredStation,
     ) -> Result<(), StorageError> {
         let mut evicted = Vec::new();
@@ -150,6 +154,7 @@ impl StationStore {
         }
         let snapshot = StationSnapshot {
             last_applied_seq: stored.last_applied_seq,
+            last_journal_seq: stored.last_journal_seq,
             last_play_seq: stored.state.last_play_seq,
             current: stored.state.current.as_ref().map(|play| PlayRecord {
                 play_seq: play.play_seq,

@@ -14,18 +14,18 @@ use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::time::Instant;
 
-use super::entity_actor::{EntityActor, EntityMessage};
-use super::{Entity, EntityError, Envelope, Outcome};
-use crate::metrics::{EntityKind, NodeMetrics};
+use super::entity_actor::{EntityActor, EntityArguments, EntityMessage};
+use super::{EntityError, EntityKind, Envelope, Processed, Runtime, SliceError};
+use crate::metrics::{EntityKindLabel as KindLabel, NodeMetrics};
 
 /// How long passivation waits for an entity to stop.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub enum ShardMessage<E: Entity> {
-    /// Apply envelopes in order; one outcome per envelope, in the same order.
+pub enum ShardMessage<E: EntityKind> {
+    /// Apply envelopes in order; one result per envelope, in the same order.
     Process(
         Vec<(E::Id, Envelope<E::Command>)>,
-        RpcReplyPort<Result<Vec<Outcome>, EntityError>>,
+        RpcReplyPort<Result<Vec<Processed>, SliceError>>,
     ),
     /// Stop entities idle longer than the configured time.
     PassivateIdle,
@@ -33,8 +33,9 @@ pub enum ShardMessage<E: Entity> {
     LiveEntities(RpcReplyPort<usize>),
 }
 
-pub struct ShardArguments<E: Entity> {
+pub struct ShardArguments<E: EntityKind> {
     pub context: Arc<E::Context>,
+    pub runtime: Arc<Runtime>,
     pub metrics: Arc<NodeMetrics>,
     pub passivate_after: Duration,
     pub passivation_check: Duration,
@@ -52,19 +53,19 @@ impl<E> Default for ShardActor<E> {
     }
 }
 
-struct LiveEntity<E: Entity> {
+struct LiveEntity<E: EntityKind> {
     actor: ActorRef<EntityMessage<E>>,
     last_used: Instant,
 }
 
-pub struct ShardState<E: Entity> {
+pub struct ShardState<E: EntityKind> {
     arguments: ShardArguments<E>,
     live: HashMap<E::Id, LiveEntity<E>>,
 }
 
-impl<E: Entity> ShardState<E> {
-    fn kind_label(&self) -> EntityKind {
-        EntityKind { kind: E::KIND }
+impl<E: EntityKind> ShardState<E> {
+    fn kind_label(&self) -> KindLabel {
+        KindLabel { kind: E::KIND }
     }
 
     async fn entity(
@@ -79,7 +80,11 @@ impl<E: Entity> ShardState<E> {
         let (actor, _) = Actor::spawn_linked(
             None,
             EntityActor::<E>::default(),
-            (id.clone(), self.arguments.context.clone()),
+            EntityArguments {
+                id: id.clone(),
+                context: self.arguments.context.clone(),
+                runtime: self.arguments.runtime.clone(),
+            },
             myself.get_cell(),
         )
         .await
@@ -127,7 +132,7 @@ impl<E: Entity> ShardState<E> {
         &mut self,
         myself: &ActorRef<ShardMessage<E>>,
         batch: Vec<(E::Id, Envelope<E::Command>)>,
-    ) -> Result<Vec<Outcome>, EntityError> {
+    ) -> Result<Vec<Processed>, SliceError> {
         let total = batch.len();
         // Group by entity, remembering each envelope's position in the batch.
         let mut slices: HashMap<E::Id, EntitySlice<E::Command>> = HashMap::new();
@@ -138,39 +143,57 @@ impl<E: Entity> ShardState<E> {
         }
         let mut calls = Vec::with_capacity(slices.len());
         for (id, (positions, envelopes)) in slices {
+            let first_seq = envelopes.first().map(|envelope| envelope.seq);
             let actor = self.entity(myself, &id).await?;
             calls.push(async move {
                 let result = actor
                     .call(|reply| EntityMessage::Apply(envelopes, reply), None)
                     .await;
-                (id, positions, result)
+                (id, positions, first_seq, result)
             });
         }
-        let mut outcomes: Vec<Option<Outcome>> = vec![None; total];
+        let mut processed: Vec<Option<Processed>> = vec![None; total];
         let mut failed = Vec::new();
-        let mut first_error = None;
-        for (id, positions, result) in join_all(calls).await {
+        let mut first_error: Option<SliceError> = None;
+        for (id, positions, first_seq, result) in join_all(calls).await {
             let error = match result {
-                Ok(CallResult::Success(Ok(slice_outcomes))) => {
-                    debug_assert_eq!(slice_outcomes.len(), positions.len());
-                    for (position, outcome) in positions.into_iter().zip(slice_outcomes) {
-                        outcomes[position] = Some(outcome);
+                Ok(CallResult::Success(Ok(results))) => {
+                    debug_assert_eq!(results.len(), positions.len());
+                    for (position, result) in positions.into_iter().zip(results) {
+                        processed[position] = Some(result);
                     }
                     continue;
                 }
                 Ok(CallResult::Success(Err(error))) => error,
-                Ok(other) => EntityError::ActorGone {
-                    id: id.to_string(),
-                    detail: format!("{other:?}"),
+                // The actor dropped the reply without answering: it failed (a panic outside
+                // the decider) while applying this slice.
+                Ok(CallResult::SenderError) => SliceError {
+                    error: EntityError::Panicked {
+                        id: id.to_string(),
+                        detail: "the entity actor failed while applying".into(),
+                    },
+                    at_seq: first_seq,
                 },
+                Ok(CallResult::Timeout) => EntityError::ActorGone {
+                    id: id.to_string(),
+                    detail: "timed out".into(),
+                }
+                .into(),
                 Err(error) => EntityError::ActorGone {
                     id: id.to_string(),
                     detail: error.to_string(),
-                },
+                }
+                .into(),
             };
-            tracing::warn!(kind = E::KIND, %id, %error, "entity failed; it reloads from storage");
+            tracing::warn!(kind = E::KIND, %id, error = %error.error, "entity failed; it reloads from storage");
             failed.push(id);
-            first_error.get_or_insert(error);
+            // Report a permanent failure before a transient one: it is what needs isolating.
+            if first_error
+                .as_ref()
+                .is_none_or(|first| first.error.is_transient() && !error.error.is_transient())
+            {
+                first_error = Some(error);
+            }
         }
         // A failed entity restarts from its persisted state when the batch is retried.
         self.stop_entities(failed).await;
@@ -178,9 +201,9 @@ impl<E: Entity> ShardState<E> {
             return Err(error);
         }
         self.enforce_bound().await;
-        Ok(outcomes
+        Ok(processed
             .into_iter()
-            .map(|outcome| outcome.expect("every position has an outcome"))
+            .map(|result| result.expect("every position has a result"))
             .collect())
     }
 
@@ -222,7 +245,7 @@ impl<E: Entity> ShardState<E> {
     }
 }
 
-impl<E: Entity> Actor for ShardActor<E> {
+impl<E: EntityKind> Actor for ShardActor<E> {
     type Msg = ShardMessage<E>;
     type State = ShardState<E>;
     type Arguments = ShardArguments<E>;

@@ -1,0 +1,123 @@
+//! Fault injection for the crash and quarantine tests; off unless asked for.
+//!
+//! `playhead-node` reads `PLAYHEAD_FAULTS` (comma-separated, logged loudly at start):
+//!
+//! - `panic_on=MARK`: the decider panics on a command whose debug form contains `MARK`;
+//! - `poison_on=MARK`: applying such a command fails with a permanent error every time;
+//! - `crash_after_appends=N`: the process aborts right after its `N`th journal append, before
+//!   the local commit (the window exactly-once must survive).
+//!
+//! Nothing here runs unless one of these is set: production paths only test an `Option`.
+
+use std::fmt::Debug;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The environment variable `playhead-node` reads.
+pub const FAULTS_ENV: &str = "PLAYHEAD_FAULTS";
+
+#[derive(Debug, Default)]
+pub struct Faults {
+    panic_on: Option<String>,
+    poison_on: Option<String>,
+    crash_after_appends: Option<u64>,
+    appends: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{FAULTS_ENV}: {0}")]
+pub struct FaultsError(String);
+
+impl Faults {
+    /// Parses `panic_on=MARK,poison_on=MARK,crash_after_appends=N` (any subset, any order).
+    pub fn parse(text: &str) -> Result<Self, FaultsError> {
+        let mut faults = Faults::default();
+        for item in text
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+        {
+            let (key, value) = item
+                .split_once('=')
+                .ok_or_else(|| FaultsError(format!("{item:?} is not key=value")))?;
+            match key {
+                "panic_on" => faults.panic_on = Some(value.to_owned()),
+                "poison_on" => faults.poison_on = Some(value.to_owned()),
+                "crash_after_appends" => {
+                    faults.crash_after_appends = Some(value.parse().map_err(|_| {
+                        FaultsError(format!("crash_after_appends={value:?} is not a count"))
+                    })?)
+                }
+                other => {
+                    return Err(FaultsError(format!(
+                        "unknown fault {other:?}; known: panic_on, poison_on, crash_after_appends"
+                    )));
+                }
+            }
+        }
+        Ok(faults)
+    }
+
+    /// The faults `PLAYHEAD_FAULTS` asks for (none when unset).
+    pub fn from_env() -> Result<Self, FaultsError> {
+        match std::env::var(FAULTS_ENV) {
+            Ok(text) => Self::parse(&text),
+            Err(_) => Ok(Self::default()),
+        }
+    }
+
+    pub fn any(&self) -> bool {
+        self.panic_on.is_some() || self.poison_on.is_some() || self.crash_after_appends.is_some()
+    }
+
+    /// Panics when `command` carries the panic mark (called inside the decider's guard).
+    pub fn panic_if_marked(&self, command: &impl Debug) {
+        if let Some(mark) = &self.panic_on
+            && format!("{command:?}").contains(mark.as_str())
+        {
+            panic!("injected decider panic on {mark}");
+        }
+    }
+
+    /// Whether applying `command` must fail permanently.
+    pub fn poisons(&self, command: &impl Debug) -> bool {
+        self.poison_on
+            .as_ref()
+            .is_some_and(|mark| format!("{command:?}").contains(mark.as_str()))
+    }
+
+    /// Counts a journal append; aborts the process at the configured one.
+    pub fn appended(&self) {
+        if let Some(limit) = self.crash_after_appends {
+            let count = self.appends.fetch_add(1, Ordering::SeqCst) + 1;
+            if count >= limit {
+                eprintln!("playhead-node: injected crash after journal append {count}");
+                std::process::abort();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_parse_and_unknown_ones_are_named() {
+        let faults = Faults::parse("panic_on=BOOM, crash_after_appends=3").unwrap();
+        assert_eq!(faults.panic_on.as_deref(), Some("BOOM"));
+        assert_eq!(faults.crash_after_appends, Some(3));
+        assert!(faults.any());
+        assert!(!Faults::parse("").unwrap().any());
+        assert!(Faults::parse("explode=1").is_err());
+        assert!(Faults::parse("crash_after_appends=x").is_err());
+        assert!(!faults.poisons(&"POISON"));
+    }
+
+    #[test]
+    #[should_panic(expected = "injected decider panic")]
+    fn a_marked_command_panics() {
+        Faults::parse("panic_on=BOOM")
+            .unwrap()
+            .panic_if_marked(&"title BOOM");
+    }
+}

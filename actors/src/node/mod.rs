@@ -1,0 +1,463 @@
+//! The node: starts (or joins) the broker, sets up the JetStream topology, opens (or rebuilds)
+//! the local store, runs an intake per inbox partition, serves queries and metrics, and shuts
+//! all of it down in one fixed order.
+//!
+//! - [`store`]: opening the local store, and deciding whether it must be rebuilt.
+
+pub mod store;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream;
+use async_nats::jetstream::consumer::PullConsumer;
+use playhead_proto::subjects::{EventFamily, Inbox};
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use self::store::StoreState;
+use crate::broker::{self, EmbeddedBroker};
+use crate::config::NodeConfig;
+use crate::domain::user::UserDecider;
+use crate::faults::Faults;
+use crate::ingest::dead_letter::DeadLetters;
+use crate::ingest::{IngestError, IntakeConfig, PartitionIntake, Screen, screen};
+use crate::journal::append::Journal;
+use crate::metrics::{self, KeyspaceLabel, NodeMetrics};
+use crate::query::{self, QueryContext};
+use crate::runtime::kinds::catalog::{CatalogContext, ContentKind};
+use crate::runtime::kinds::station::{StationContext, StationKind};
+use crate::runtime::kinds::user::{UserContext, UserKind};
+use crate::runtime::rebuild::{self, Replay, Replayer};
+use crate::runtime::shard::ShardArguments;
+use crate::runtime::{EntityKind, Runtime};
+use crate::storage::Storage;
+
+/// Where a started node can be reached.
+#[derive(Debug, Clone)]
+pub struct NodeEndpoints {
+    pub nats_url: String,
+    pub metrics: SocketAddr,
+}
+
+/// How to start, beyond the configuration.
+#[derive(Debug, Default)]
+pub struct RunOptions {
+    /// Move the local store aside and rebuild it from the latest snapshot and the journal.
+    pub rebuild: bool,
+    /// Injected faults (tests only).
+    pub faults: Faults,
+}
+
+/// Runs the node until `shutdown` is cancelled, then stops in order. `ready` receives the
+/// endpoints once everything is serving.
+pub async fn run(
+    config: NodeConfig,
+    shutdown: CancellationToken,
+    ready: Option<oneshot::Sender<NodeEndpoints>>,
+) -> anyhow::Result<()> {
+    run_with(config, RunOptions::default(), shutdown, ready).await
+}
+
+/// [`run`] with [`RunOptions`]. Returns an error after the orderly shutdown when a task the
+/// node cannot go on without ended (so a supervisor restarts it).
+pub async fn run_with(
+    config: NodeConfig,
+    options: RunOptions,
+    shutdown: CancellationToken,
+    ready: Option<oneshot::Sender<NodeEndpoints>>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
+    let embedded = if config.embedded_broker() {
+        Some(EmbeddedBroker::start(&config).await?)
+    } else {
+        None
+    };
+    let nats_url = embedded
+        .as_ref()
+        .map_or_else(|| config.nats.url.clone(), |broker| broker.url.clone());
+    let client = broker::connect(&nats_url, "playhead-node").await?;
+    let jetstream = jetstream::new(client.clone());
+    let topology = broker::ensure_topology(&jetstream, &config).await?;
+    tracing::info!(
+        partitions = config.ingest.partitions,
+        consumers = topology.consumers.len(),
+        "jetstream topology ready"
+    );
+    let journal = Journal::open(jetstream.clone()).await?;
+    let node_metrics = NodeMetrics::new();
+
+    if options.rebuild {
+        store::move_aside(&store::state_dir(&config), "before-rebuild")?;
+    }
+    let storage = store::open(&config)?;
+    store::check_identity(&storage, &topology.journal_identity)?;
+    let contexts = Contexts {
+        station: Arc::new(StationContext {
+            storage: storage.clone(),
+            now_playing: topology.now_playing.clone(),
+        }),
+        user: Arc::new(UserContext {
+            storage: storage.clone(),
+            decider: UserDecider {
+                player: config.player_policy(),
+                playout: config.playout_policy(),
+            },
+        }),
+        content: Arc::new(CatalogContext {
+            storage: storage.clone(),
+        }),
+    };
+    let store_state = prepare_store(&storage, &jetstream, &contexts).await?;
+    storage.mark_running(&topology.journal_identity)?;
+    if options.faults.any() {
+        tracing::warn!(faults = ?options.faults, "FAULT INJECTION IS ON: this node is for tests only");
+    }
+    let runtime = Arc::new(Runtime {
+        journal,
+        metrics: node_metrics.clone(),
+        commit_gate: tokio::sync::RwLock::new(()),
+        recovering: store_state == StoreState::Resumed { clean: false },
+        faults: options.faults,
+    });
+    if runtime.recovering {
+        tracing::warn!(
+            "the last run did not stop cleanly: entities check their journal position as they load"
+        );
+    }
+
+    let background_stop = CancellationToken::new();
+    let mut background = JoinSet::new();
+    let metrics_listener = tokio::net::TcpListener::bind(config.metrics.listen)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {}", config.metrics.listen))?;
+    let metrics_address = metrics_listener.local_addr()?;
+    {
+        let node_metrics = node_metrics.clone();
+        let stop = background_stop.clone();
+        background.spawn(async move {
+            metrics::serve(
+                metrics_listener,
+                Arc::new(move || metrics::render(&node_metrics.registry)),
+                stop.cancelled_owned(),
+            )
+            .await
+            .context("metrics endpoint")
+        });
+    }
+    background.spawn(query::serve(
+        client.clone(),
+        QueryContext {
+            storage: storage.clone(),
+            player_policy: config.player_policy(),
+            playout_policy: config.playout_policy(),
+        },
+        background_stop.clone(),
+    ));
+    background.spawn(compact_periodically(
+        storage.clone(),
+        node_metrics.clone(),
+        Duration::from_secs(config.storage.compaction_interval_secs),
+        background_stop.clone(),
+    ));
+
+    let partitions = Partitions {
+        config: &config,
+        storage: &storage,
+        metrics: &node_metrics,
+        runtime: &runtime,
+        client: &client,
+        dead_letters: DeadLetters {
+            jetstream: jetstream.clone(),
+            metrics: node_metrics.clone(),
+        },
+        stop: CancellationToken::new(),
+    };
+    let mut intakes = JoinSet::new();
+    for (inbox, partition, consumer) in topology.consumers {
+        match inbox {
+            Inbox::Station => partitions.start::<StationKind>(
+                &mut intakes,
+                (inbox, partition, consumer),
+                &contexts.station,
+                screen::screen_station,
+            ),
+            Inbox::User => partitions.start::<UserKind>(
+                &mut intakes,
+                (inbox, partition, consumer),
+                &contexts.user,
+                screen::screen_user,
+            ),
+            Inbox::Catalog => partitions.start::<ContentKind>(
+                &mut intakes,
+                (inbox, partition, consumer),
+                &contexts.content,
+                screen::screen_catalog,
+            ),
+        }
+    }
+    let intake_stop = partitions.stop;
+
+    let endpoints = NodeEndpoints {
+        nats_url: nats_url.clone(),
+        metrics: metrics_address,
+    };
+    tracing::info!(
+        nats = %endpoints.nats_url,
+        metrics = %format!("http://{metrics_address}/metrics"),
+        data_dir = %config.data_dir.display(),
+        store = ?store_state,
+        "playhead-node serving"
+    );
+    if let Some(ready) = ready {
+        let _ = ready.send(endpoints);
+    }
+
+    let fatal = tokio::select! {
+        _ = shutdown.cancelled() => {
+            tracing::info!("shutdown requested");
+            None
+        }
+        Some(ended) = intakes.join_next() => {
+            let cause = match ended {
+                Ok(Ok(())) => "a partition intake ended".to_owned(),
+                Ok(Err(error)) => format!("a partition intake ended: {error}"),
+                Err(error) => format!("a partition intake failed: {error}"),
+            };
+            tracing::error!(%cause, "shutting down");
+            Some(cause)
+        }
+        Some(ended) = background.join_next() => {
+            let cause = match ended {
+                Ok(Ok(())) => "a background task ended".to_owned(),
+                Ok(Err(error)) => format!("a background task ended: {error:#}"),
+                Err(error) => format!("a background task failed: {error}"),
+            };
+            tracing::error!(%cause, "shutting down");
+            Some(cause)
+        }
+    };
+    shut_down(ShutdownParts {
+        intake_stop,
+        intakes,
+        background_stop,
+        background,
+        storage,
+        client,
+        embedded,
+    })
+    .await?;
+    match fatal {
+        Some(cause) => Err(anyhow::anyhow!("{cause}; the node stopped")),
+        None => Ok(()),
+    }
+}
+
+/// Every kind's shared context.
+struct Contexts {
+    station: Arc<StationContext>,
+    user: Arc<UserContext>,
+    content: Arc<CatalogContext>,
+}
+
+/// Rebuilds an empty store from the journal when the journal holds state.
+async fn prepare_store(
+    storage: &Storage,
+    jetstream: &jetstream::Context,
+    contexts: &Contexts,
+) -> anyhow::Result<StoreState> {
+    let marks = storage.marks()?;
+    if marks.initialized {
+        return Ok(StoreState::Resumed {
+            clean: marks.stopped_cleanly,
+        });
+    }
+    if !store::journal_has_events(jetstream).await? {
+        return Ok(StoreState::Fresh);
+    }
+    let first = store::journal_first_sequence(jetstream).await?;
+    if first > 1 {
+        anyhow::bail!(
+            "the local store is empty and must be rebuilt, but the journal no longer holds its \
+             first events (it starts at sequence {first}) and no snapshot covers them; \
+             restore the data directory from a backup"
+        );
+    }
+    tracing::warn!("the local store is empty but the journal is not: rebuilding from the journal");
+    let mut replayers: HashMap<EventFamily, Box<dyn Replay + Send>> = HashMap::new();
+    replayers.insert(
+        EventFamily::Station,
+        Box::new(Replayer::<StationKind>::new(contexts.station.clone())),
+    );
+    replayers.insert(
+        EventFamily::User,
+        Box::new(Replayer::<UserKind>::new(contexts.user.clone())),
+    );
+    replayers.insert(
+        EventFamily::Content,
+        Box::new(Replayer::<ContentKind>::new(contexts.content.clone())),
+    );
+    rebuild::replay(jetstream, first, replayers).await?;
+    storage.flush().context("cannot flush the rebuilt store")?;
+    Ok(StoreState::Rebuilt)
+}
+
+/// What starting a partition needs, whatever its entity kind.
+struct Partitions<'a> {
+    config: &'a NodeConfig,
+    storage: &'a Storage,
+    metrics: &'a Arc<NodeMetrics>,
+    runtime: &'a Arc<Runtime>,
+    client: &'a async_nats::Client,
+    dead_letters: DeadLetters,
+    /// Stops every intake.
+    stop: CancellationToken,
+}
+
+impl Partitions<'_> {
+    /// Spawns the partition's intake task (owned by `intakes`), which runs its shard.
+    fn start<K: EntityKind>(
+        &self,
+        intakes: &mut JoinSet<Result<(), IngestError>>,
+        (inbox, partition, consumer): (Inbox, u32, PullConsumer),
+        context: &Arc<K::Context>,
+        screen: Screen<K>,
+    ) {
+        let config = self.config;
+        let (context, runtime, metrics) =
+            (context.clone(), self.runtime.clone(), self.metrics.clone());
+        let passivate_after = config.passivate_after();
+        let passivation_check = Duration::from_secs(config.actors.passivation_check_secs);
+        let max_live_entities = config.actors.max_live_entities_per_shard;
+        let intake = PartitionIntake::<K> {
+            inbox,
+            partition,
+            consumer,
+            shard_arguments: Box::new(move || ShardArguments {
+                context: context.clone(),
+                runtime: runtime.clone(),
+                metrics: metrics.clone(),
+                passivate_after,
+                passivation_check,
+                max_live_entities,
+            }),
+            screen,
+            storage: self.storage.clone(),
+            dead_letters: self.dead_letters.clone(),
+            client: self.client.clone(),
+            metrics: self.metrics.clone(),
+            config: IntakeConfig {
+                batch_size: config.ingest.batch_size,
+                max_message_bytes: config.ingest.max_message_bytes,
+                max_attempts: config.max_attempts(),
+            },
+        };
+        intakes.spawn(intake.run(self.stop.clone()));
+    }
+}
+
+struct ShutdownParts {
+    intake_stop: CancellationToken,
+    intakes: JoinSet<Result<(), IngestError>>,
+    background_stop: CancellationToken,
+    background: JoinSet<anyhow::Result<()>>,
+    storage: Storage,
+    client: async_nats::Client,
+    embedded: Option<EmbeddedBroker>,
+}
+
+/// The one shutdown path: stop intake (each finishes its batch in hand and drains its shard),
+/// stop queries and metrics, flush sled, note the clean stop, drain NATS, stop the embedded
+/// broker.
+async fn shut_down(parts: ShutdownParts) -> anyhow::Result<()> {
+    let ShutdownParts {
+        intake_stop,
+        mut intakes,
+        background_stop,
+        mut background,
+        storage,
+        client,
+        embedded,
+    } = parts;
+    intake_stop.cancel();
+    while let Some(result) = intakes.join_next().await {
+        match result {
+            Ok(Err(error)) => tracing::warn!(%error, "intake ended with an error"),
+            Err(error) => tracing::warn!(%error, "intake task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
+    tracing::info!("intake stopped, actors drained");
+    background_stop.cancel();
+    while let Some(result) = background.join_next().await {
+        if let Ok(Err(error)) = result {
+            tracing::warn!(%error, "background task ended with an error");
+        }
+    }
+    storage.flush().context("final sled flush failed")?;
+    storage
+        .mark_stopped_cleanly()
+        .context("cannot note the clean stop")?;
+    tracing::info!("storage flushed");
+    if let Err(error) = client.drain().await {
+        tracing::warn!(%error, "nats drain failed");
+    }
+    if let Some(embedded) = embedded {
+        embedded.stop().await;
+    }
+    tracing::info!("playhead-node stopped");
+    Ok(())
+}
+
+async fn compact_periodically(
+    storage: Storage,
+    metrics: Arc<NodeMetrics>,
+    every: Duration,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = ticks.tick() => {}
+        }
+        let storage = storage.clone();
+        // Dropping trees is blocking IO; keep it off the async workers.
+        for (keyspace, result) in tokio::task::spawn_blocking(move || storage.compact()).await? {
+            let label = KeyspaceLabel { keyspace };
+            match result {
+                Ok(report) => {
+                    metrics
+                        .keyspace_buckets
+                        .get_or_create(&label)
+                        .set(report.buckets_remaining as i64);
+                    metrics
+                        .keyspace_buckets_dropped
+                        .get_or_create(&label)
+                        .inc_by(report.buckets_dropped as u64);
+                    metrics
+                        .keyspace_compaction_seconds
+                        .get_or_create(&label)
+                        .observe(report.elapsed.as_secs_f64());
+                }
+                Err(error) => {
+                    metrics
+                        .keyspace_compaction_failures
+                        .get_or_create(&label)
+                        .inc();
+                    tracing::warn!(keyspace, %error, "keyspace compaction failed");
+                }
+            }
+        }
+    }
+}

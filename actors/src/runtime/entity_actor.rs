@@ -1,0 +1,74 @@
+//! The ractor actor hosting one entity's [`Shell`]: it loads on start and applies command
+//! slices one at a time. A panic outside the decider (which the shell catches itself) fails
+//! the actor; its shard drops it and the next command starts a fresh one from storage.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use super::shell::Shell;
+use super::{EntityKind, Envelope, Processed, Runtime, SliceError};
+
+pub enum EntityMessage<K: EntityKind> {
+    Apply(
+        Vec<Envelope<K::Command>>,
+        RpcReplyPort<Result<Vec<Processed>, SliceError>>,
+    ),
+}
+
+pub struct EntityActor<K>(PhantomData<fn() -> K>);
+
+impl<K> Default for EntityActor<K> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
+
+pub struct EntityActorState<K: EntityKind> {
+    shell: Shell<K>,
+    context: Arc<K::Context>,
+    runtime: Arc<Runtime>,
+}
+
+pub struct EntityArguments<K: EntityKind> {
+    pub id: K::Id,
+    pub context: Arc<K::Context>,
+    pub runtime: Arc<Runtime>,
+}
+
+impl<K: EntityKind> Actor for EntityActor<K> {
+    type Msg = EntityMessage<K>;
+    type State = EntityActorState<K>;
+    type Arguments = EntityArguments<K>;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        arguments: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        // Loading happens with the first slice, so a load failure is reported (and retried)
+        // with the batch instead of failing the spawn.
+        Ok(EntityActorState {
+            shell: Shell::new(arguments.id),
+            context: arguments.context,
+            runtime: arguments.runtime,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let EntityMessage::Apply(batch, reply) = message;
+        let result = state
+            .shell
+            .apply(&state.runtime, &state.context, batch)
+            .await;
+        // The shard may have given up waiting (shutdown); nothing else to tell.
+        let _ = reply.send(result);
+        Ok(())
+    }
+}

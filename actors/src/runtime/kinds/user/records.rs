@@ -1,0 +1,182 @@
+//! One user's records in memory, loaded lazily: each session it has touched (with the last
+//! inbox sequence folded into it and the answer filed for a redelivery), and the playout record.
+//! Folding updates only the records an event names, and a record already past a replayed
+//! decision's inbox sequence skips it (it was written before a crash cut the commit short).
+
+use std::collections::{BTreeSet, HashMap};
+
+use playhead_proto::ids::{PlaylistId, UserId};
+
+use crate::domain::decider::Decider;
+use crate::domain::player::PlayerEvent;
+use crate::domain::playout::PlayoutEvent;
+use crate::domain::user::{UserDecider, UserEvent, UserState};
+use crate::runtime::EntityError;
+use crate::storage::Storage;
+use crate::storage::session_store::LastAnswer;
+use crate::wire;
+
+/// Bookkeeping of one loaded session (present for every loaded playlist, with or without a
+/// session).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct SessionMeta {
+    pub last_applied_seq: u64,
+    pub last_answer: LastAnswer,
+}
+
+pub struct UserRecords {
+    pub(super) state: UserState,
+    pub(super) sessions: HashMap<PlaylistId, SessionMeta>,
+    /// The playout record's last applied inbox sequence, once it is loaded.
+    pub(super) playouts_seq: Option<u64>,
+}
+
+impl UserRecords {
+    pub(super) fn new() -> Self {
+        Self {
+            state: UserState::default(),
+            sessions: HashMap::new(),
+            playouts_seq: None,
+        }
+    }
+
+    pub(super) fn load_session(
+        &mut self,
+        storage: &Storage,
+        user: &UserId,
+        playlist: &PlaylistId,
+    ) -> Result<(), EntityError> {
+        if self.sessions.contains_key(playlist) {
+            return Ok(());
+        }
+        let (session, meta) = match storage.sessions.load(user, playlist)? {
+            Some(stored) => (
+                Some(stored.session),
+                SessionMeta {
+                    last_applied_seq: stored.last_applied_seq,
+                    last_answer: stored.last_answer,
+                },
+            ),
+            None => (None, SessionMeta::default()),
+        };
+        self.state.sessions.insert(playlist.clone(), session);
+        self.sessions.insert(playlist.clone(), meta);
+        Ok(())
+    }
+
+    pub(super) fn load_playouts(
+        &mut self,
+        storage: &Storage,
+        user: &UserId,
+    ) -> Result<(), EntityError> {
+        if self.playouts_seq.is_some() {
+            return Ok(());
+        }
+        let stored = storage.playouts.load(user)?;
+        self.state.playouts = stored.state;
+        self.playouts_seq = Some(stored.last_applied_seq);
+        Ok(())
+    }
+
+    /// Folds one decision's events into the records they name.
+    pub(super) fn apply(&mut self, inbox_seq: u64, events: &[UserEvent], replayed: bool) {
+        let behind = |seq: u64| !replayed || seq < inbox_seq;
+        let playlists: BTreeSet<&PlaylistId> = events
+            .iter()
+            .filter_map(|event| match event {
+                UserEvent::Player { playlist, .. } => Some(playlist),
+                UserEvent::Playout(_) => None,
+            })
+            .filter(|playlist| {
+                behind(
+                    self.sessions
+                        .get(*playlist)
+                        .map_or(0, |meta| meta.last_applied_seq),
+                )
+            })
+            .collect();
+        let playouts = behind(self.playouts_seq.unwrap_or(0));
+        let mut state = std::mem::take(&mut self.state);
+        for event in events {
+            let folds = match event {
+                UserEvent::Player { playlist, .. } => playlists.contains(playlist),
+                UserEvent::Playout(_) => playouts,
+            };
+            if folds {
+                state = UserDecider::evolve(state, event);
+            }
+        }
+        for playlist in playlists {
+            let player_events: Vec<PlayerEvent> = events
+                .iter()
+                .filter_map(|event| match event {
+                    UserEvent::Player {
+                        playlist: named,
+                        event,
+                    } if named == playlist => Some(event.clone()),
+                    _ => None,
+                })
+                .collect();
+            let last_answer = wire::player_answer(&player_events, state.session(playlist).as_ref());
+            self.sessions.insert(
+                playlist.clone(),
+                SessionMeta {
+                    last_applied_seq: inbox_seq,
+                    last_answer,
+                },
+            );
+        }
+        if playouts
+            && events
+                .iter()
+                .any(|event| matches!(event, UserEvent::Playout(_)))
+        {
+            self.playouts_seq = Some(inbox_seq);
+        }
+        self.state = state;
+    }
+
+    /// Writes the records `applied` touched: sessions, then the viewing history and the
+    /// playout record (history first: a crash in between replays to the same history).
+    pub(super) fn persist(
+        &self,
+        storage: &Storage,
+        user: &UserId,
+        applied: &[(u64, Vec<UserEvent>)],
+    ) -> Result<(), EntityError> {
+        let mut touched: BTreeSet<&PlaylistId> = BTreeSet::new();
+        let mut bookmarks = Vec::new();
+        let mut playouts_touched = false;
+        for event in applied.iter().flat_map(|(_, events)| events) {
+            match event {
+                UserEvent::Player { playlist, .. } => {
+                    touched.insert(playlist);
+                }
+                UserEvent::Playout(event) => {
+                    playouts_touched = true;
+                    bookmarks.extend(PlayoutEvent::bookmark(event));
+                }
+            }
+        }
+        let sessions: Vec<_> = touched
+            .into_iter()
+            .filter_map(|playlist| {
+                let session = self.state.session(playlist).as_ref()?;
+                let meta = self.sessions.get(playlist)?;
+                Some((playlist, session, meta.last_applied_seq, meta.last_answer))
+            })
+            .collect();
+        storage.sessions.save_parts(user, &sessions)?;
+        if playouts_touched {
+            storage.view_history.record(user, &bookmarks)?;
+            storage.playouts.save(
+                user,
+                &crate::storage::playout_store::StoredPlayouts {
+                    state: self.state.playouts.clone(),
+                    last_applied_seq: self.playouts_seq.unwrap_or(0),
+                },
+            )?;
+        }
+        Ok(())
+    }
+}

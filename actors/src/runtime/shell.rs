@@ -1,0 +1,545 @@
+//! The one loop every entity kind runs, for one entity and one slice of its commands:
+//!
+//! 1. skip what was applied (inbox sequence at or below the entity's), answering it again;
+//! 2. decide each command against the records (a decider panic quarantines that command);
+//! 3. fold the events in and collect them;
+//! 4. append them to the journal, expecting the entity's last journal event — exactly once,
+//!    whatever the downtime;
+//! 5. persist the records with the new sequences, then project.
+//!
+//! The answers travel back with the outcomes: the intake sends them only once the slice is
+//! durable (journal acknowledged, sled flushed).
+//!
+//! **Catching up.** When the append is refused because the journal holds events the records
+//! lack (a crash after an append and before the local commit; a store restored from an older
+//! snapshot), the shell drops its records, reloads them from storage, folds the missing events
+//! from the journal and decides the slice again: commands already in the journal are now
+//! skipped and answered from the state. A node that did not stop cleanly also compares each
+//! entity's journal position when the entity loads, so an entity is never served behind its
+//! journal even before its next command.
+//!
+//! **A decision cut short.** Events are appended one by one, so a crash can leave the first
+//! events of a decision in the journal without the rest. Catch-up does not fold such a trailing
+//! part: it waits for its command, which comes back (it was never acknowledged). Deciding it
+//! again from the same state gives the same events (deciders are pure; `now` is the stored
+//! time), so only the missing ones are appended. Should the decision come out differently
+//! (an input from elsewhere changed meanwhile), the part in the journal stands as the
+//! decision: the journal is never contradicted.
+//!
+//! On any failure the records are dropped and reloaded from storage on the next slice, so
+//! nothing decided but not journaled survives in memory.
+
+use std::panic::AssertUnwindSafe;
+
+use crate::domain::decider::Decider;
+use crate::journal::append::{JournalError, JournalRecord, OutgoingEvent};
+use crate::metrics::EventLabel;
+
+use super::{
+    Decided, EntityError, EntityKind, Envelope, Outcome, Processed, QuarantineReason, Runtime,
+    Sequences, SliceError,
+};
+
+/// Catch-ups allowed for one slice before the shell gives up (each one means the journal
+/// moved on between reading it and appending to it).
+const MAX_CATCH_UPS: usize = 3;
+
+pub struct Shell<K: EntityKind> {
+    id: K::Id,
+    /// `None` until loaded, and after a failure.
+    loaded: Option<Loaded<K>>,
+}
+
+struct Loaded<K: EntityKind> {
+    records: K::Records,
+    sequences: Sequences,
+    /// The first part of a decision a crash cut short, waiting for its command.
+    pending: Option<Partial<K::Event>>,
+}
+
+#[derive(Debug)]
+struct Partial<E> {
+    inbox_seq: u64,
+    /// Events the whole decision has.
+    count: usize,
+    /// The ones in the journal.
+    events: Vec<E>,
+}
+
+/// Why deciding a slice did not complete.
+enum Failure {
+    /// The journal holds events the records lack: catch up, then decide again.
+    Behind,
+    Failed(SliceError),
+}
+
+impl From<SliceError> for Failure {
+    fn from(error: SliceError) -> Self {
+        Failure::Failed(error)
+    }
+}
+
+impl From<EntityError> for Failure {
+    fn from(error: EntityError) -> Self {
+        Failure::Failed(error.into())
+    }
+}
+
+impl<K: EntityKind> Shell<K> {
+    pub fn new(id: K::Id) -> Self {
+        Self { id, loaded: None }
+    }
+
+    pub fn id(&self) -> &K::Id {
+        &self.id
+    }
+
+    /// Decides and commits a slice of commands, in order; one [`Processed`] per envelope.
+    pub async fn apply(
+        &mut self,
+        runtime: &Runtime,
+        context: &K::Context,
+        mut batch: Vec<Envelope<K::Command>>,
+    ) -> Result<Vec<Processed>, SliceError> {
+        for _ in 0..MAX_CATCH_UPS {
+            let mut loaded = match self.loaded.take() {
+                Some(loaded) => loaded,
+                None => self.load_records(runtime, context).await?,
+            };
+            match self
+                .decide_and_commit(runtime, context, &mut loaded, &mut batch)
+                .await
+            {
+                Ok(processed) => {
+                    self.loaded = Some(loaded);
+                    return Ok(processed);
+                }
+                Err(Failure::Behind) => {
+                    // The records may hold decisions that never reached the journal.
+                    let (records, sequences) = K::load(context, &self.id)?;
+                    let mut fresh = Loaded {
+                        records,
+                        sequences,
+                        pending: None,
+                    };
+                    self.catch_up(runtime, context, &mut fresh).await?;
+                    self.loaded = Some(fresh);
+                }
+                Err(Failure::Failed(error)) => return Err(error),
+            }
+        }
+        Err(EntityError::Contended {
+            id: self.id.to_string(),
+        }
+        .into())
+    }
+
+    async fn load_records(
+        &self,
+        runtime: &Runtime,
+        context: &K::Context,
+    ) -> Result<Loaded<K>, SliceError> {
+        let (records, sequences) = K::load(context, &self.id)?;
+        let mut loaded = Loaded {
+            records,
+            sequences,
+            pending: None,
+        };
+        if runtime.recovering {
+            let last = runtime
+                .journal
+                .last_sequence(K::FAMILY, self.id.as_ref())
+                .await
+                .map_err(EntityError::from)?;
+            if last != loaded.sequences.last_journal {
+                self.catch_up(runtime, context, &mut loaded).await?;
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// Folds the journal events after the records' last one into them, and persists them.
+    async fn catch_up(
+        &self,
+        runtime: &Runtime,
+        context: &K::Context,
+        loaded: &mut Loaded<K>,
+    ) -> Result<(), SliceError> {
+        let id = self.id.as_ref();
+        let records = runtime
+            .journal
+            .read_after(K::FAMILY, id, loaded.sequences.last_journal)
+            .await
+            .map_err(EntityError::from)?;
+        if records.is_empty() {
+            // Nothing after our last event: it expired with the journal's retention (our
+            // records hold it, a snapshot covers it), so the next append expects what is left.
+            let last = runtime
+                .journal
+                .last_sequence(K::FAMILY, id)
+                .await
+                .map_err(EntityError::from)?;
+            if last < loaded.sequences.last_journal {
+                tracing::info!(
+                    kind = K::KIND,
+                    id,
+                    last,
+                    "the entity's journal expired; appending after what remains"
+                );
+                loaded.sequences.last_journal = last;
+            }
+            return Ok(());
+        }
+        tracing::info!(
+            kind = K::KIND,
+            id,
+            from = loaded.sequences.last_journal,
+            events = records.len(),
+            "catching up from the journal"
+        );
+        let mut applied = Vec::new();
+        let mut decision: Vec<JournalRecord> = Vec::new();
+        for record in records {
+            if decision
+                .first()
+                .is_some_and(|first| first.inbox_seq != record.inbox_seq)
+            {
+                // A decision cut short and followed by others: it stands as it is.
+                self.fold(context, loaded, std::mem::take(&mut decision), &mut applied)?;
+            }
+            if record.index as usize != decision.len() {
+                return Err(EntityError::Journal(JournalError::Malformed {
+                    subject: record.event_name.clone(),
+                    sequence: record.sequence,
+                    detail: format!(
+                        "event {} of its decision follows {} of them",
+                        record.index,
+                        decision.len()
+                    ),
+                })
+                .into());
+            }
+            let ends = record.ends_decision();
+            decision.push(record);
+            if ends {
+                self.fold(context, loaded, std::mem::take(&mut decision), &mut applied)?;
+            }
+        }
+        if let Some(last) = decision.last() {
+            let (inbox_seq, count, sequence) = (last.inbox_seq, last.count as usize, last.sequence);
+            let events = self.decode_all(&decision)?;
+            tracing::warn!(
+                kind = K::KIND,
+                id,
+                inbox_seq,
+                have = events.len(),
+                of = count,
+                "a decision was cut short by a crash; it completes when its command comes back"
+            );
+            loaded.sequences.last_journal = sequence;
+            loaded.pending = Some(Partial {
+                inbox_seq,
+                count,
+                events,
+            });
+        }
+        if !applied.is_empty() {
+            K::persist(
+                context,
+                &self.id,
+                &loaded.records,
+                loaded.sequences,
+                &applied,
+            )?;
+            K::project(context, &self.id, &loaded.records).await?;
+        }
+        Ok(())
+    }
+
+    /// Folds one decision read from the journal.
+    fn fold(
+        &self,
+        context: &K::Context,
+        loaded: &mut Loaded<K>,
+        decision: Vec<JournalRecord>,
+        applied: &mut Vec<(u64, Vec<K::Event>)>,
+    ) -> Result<(), SliceError> {
+        let Some(last) = decision.last() else {
+            return Ok(());
+        };
+        let (inbox_seq, sequence) = (last.inbox_seq, last.sequence);
+        let events = self.decode_all(&decision)?;
+        for event in &events {
+            K::prepare_event(context, &self.id, &mut loaded.records, event)?;
+        }
+        K::apply(&mut loaded.records, inbox_seq, &events, true);
+        loaded.sequences.last_inbox = loaded.sequences.last_inbox.max(inbox_seq);
+        loaded.sequences.last_journal = sequence;
+        applied.push((inbox_seq, events));
+        Ok(())
+    }
+
+    fn decode_all(&self, decision: &[JournalRecord]) -> Result<Vec<K::Event>, SliceError> {
+        decision
+            .iter()
+            .map(|record| {
+                K::decode(&self.id, record).map_err(|source| {
+                    EntityError::Codec {
+                        sequence: record.sequence,
+                        source,
+                    }
+                    .into()
+                })
+            })
+            .collect()
+    }
+
+    async fn decide_and_commit(
+        &self,
+        runtime: &Runtime,
+        context: &K::Context,
+        loaded: &mut Loaded<K>,
+        batch: &mut [Envelope<K::Command>],
+    ) -> Result<Vec<Processed>, Failure> {
+        let decider = K::decider(context);
+        let mut processed = Vec::with_capacity(batch.len());
+        let mut applied: Vec<(u64, Vec<K::Event>)> = Vec::new();
+        let mut outgoing: Vec<OutgoingEvent> = Vec::new();
+        for envelope in batch.iter_mut() {
+            let seq = envelope.seq;
+            if runtime.faults.poisons(&envelope.command) {
+                return Err(SliceError::at(seq)(EntityError::Injected(format!(
+                    "poison on inbox sequence {seq}"
+                )))
+                .into());
+            }
+            K::prepare(
+                context,
+                &self.id,
+                &mut loaded.records,
+                &mut envelope.command,
+            )
+            .map_err(SliceError::at(seq))?;
+            if seq <= loaded.sequences.last_inbox {
+                processed.push(Processed {
+                    outcome: Outcome::Duplicate,
+                    answer: K::answer(
+                        context,
+                        &self.id,
+                        &loaded.records,
+                        &envelope.command,
+                        Decided::Duplicate,
+                        envelope.now,
+                    ),
+                });
+                continue;
+            }
+            if loaded
+                .pending
+                .as_ref()
+                .is_some_and(|partial| partial.inbox_seq < seq)
+            {
+                // Its command is not coming back: the part in the journal is the decision.
+                let partial = loaded.pending.take().expect("checked above");
+                self.stand(context, loaded, partial, &mut applied)
+                    .map_err(SliceError::at(seq))?;
+            }
+            let decision = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                runtime.faults.panic_if_marked(&envelope.command);
+                decider.decide(&envelope.command, K::state(&loaded.records), envelope.now)
+            }));
+            let partial = loaded.pending.take_if(|partial| partial.inbox_seq == seq);
+            let result = match decision {
+                Ok(Ok(events)) if !events.is_empty() || partial.is_some() => {
+                    let (events, fresh_from) = match partial {
+                        Some(partial) => self.reconcile(events, partial),
+                        None => (events, 0),
+                    };
+                    let count = events.len() as u32;
+                    for (index, event) in events.iter().enumerate().skip(fresh_from) {
+                        outgoing.push(OutgoingEvent {
+                            inbox_seq: seq,
+                            index: index as u32,
+                            count,
+                            event: K::encode(&self.id, event),
+                        });
+                    }
+                    K::apply(&mut loaded.records, seq, &events, false);
+                    let answer = K::answer(
+                        context,
+                        &self.id,
+                        &loaded.records,
+                        &envelope.command,
+                        Decided::Events(&events),
+                        envelope.now,
+                    );
+                    applied.push((seq, events));
+                    Processed {
+                        outcome: Outcome::Applied {
+                            events: count as usize,
+                        },
+                        answer,
+                    }
+                }
+                Ok(Ok(_no_events)) => Processed {
+                    outcome: Outcome::Unchanged,
+                    answer: K::answer(
+                        context,
+                        &self.id,
+                        &loaded.records,
+                        &envelope.command,
+                        Decided::Events(&[]),
+                        envelope.now,
+                    ),
+                },
+                Ok(Err(error)) => {
+                    if let Some(partial) = partial {
+                        self.stand(context, loaded, partial, &mut applied)
+                            .map_err(SliceError::at(seq))?;
+                    }
+                    Processed {
+                        outcome: if K::is_bad_input(&error) {
+                            Outcome::Rejected {
+                                reason: error.to_string(),
+                            }
+                        } else {
+                            Outcome::Unchanged
+                        },
+                        answer: K::answer(
+                            context,
+                            &self.id,
+                            &loaded.records,
+                            &envelope.command,
+                            Decided::Refused(&error),
+                            envelope.now,
+                        ),
+                    }
+                }
+                Err(panic) => {
+                    if let Some(partial) = partial {
+                        self.stand(context, loaded, partial, &mut applied)
+                            .map_err(SliceError::at(seq))?;
+                    }
+                    let detail = panic_message(panic.as_ref());
+                    tracing::error!(kind = K::KIND, id = %self.id, seq, %detail, "the decider panicked; the command is quarantined");
+                    Processed {
+                        outcome: Outcome::Quarantined {
+                            reason: QuarantineReason::Panic,
+                            detail,
+                        },
+                        answer: None,
+                    }
+                }
+            };
+            loaded.sequences.last_inbox = seq;
+            processed.push(result);
+        }
+        if applied.is_empty() {
+            // Re-deciding these no-ops after a crash gives the same no-ops: nothing to write.
+            return Ok(processed);
+        }
+        let _gate = runtime.commit_gate.read().await;
+        if !outgoing.is_empty() {
+            let expected = loaded.sequences.last_journal;
+            loaded.sequences.last_journal = match runtime
+                .journal
+                .append(K::FAMILY, self.id.as_ref(), expected, &outgoing)
+                .await
+            {
+                Ok(last) => {
+                    runtime.faults.appended();
+                    last
+                }
+                Err(JournalError::Conflict { .. }) => return Err(Failure::Behind),
+                Err(error) => {
+                    let at_seq = match &error {
+                        JournalError::Refused { inbox_seq, .. } => Some(*inbox_seq),
+                        _ => None,
+                    };
+                    return Err(Failure::Failed(SliceError {
+                        error: error.into(),
+                        at_seq,
+                    }));
+                }
+            };
+            for event in &outgoing {
+                runtime
+                    .metrics
+                    .events_published
+                    .get_or_create(&EventLabel {
+                        event: event.event.name,
+                    })
+                    .inc();
+            }
+        }
+        K::persist(
+            context,
+            &self.id,
+            &loaded.records,
+            loaded.sequences,
+            &applied,
+        )?;
+        K::project(context, &self.id, &loaded.records).await?;
+        Ok(processed)
+    }
+
+    /// The part of a decision in the journal becomes the decision.
+    fn stand(
+        &self,
+        context: &K::Context,
+        loaded: &mut Loaded<K>,
+        partial: Partial<K::Event>,
+        applied: &mut Vec<(u64, Vec<K::Event>)>,
+    ) -> Result<(), EntityError> {
+        tracing::error!(
+            kind = K::KIND,
+            id = %self.id,
+            inbox_seq = partial.inbox_seq,
+            have = partial.events.len(),
+            of = partial.count,
+            "a decision cut short cannot be completed; the part in the journal stands"
+        );
+        for event in &partial.events {
+            K::prepare_event(context, &self.id, &mut loaded.records, event)?;
+        }
+        K::apply(
+            &mut loaded.records,
+            partial.inbox_seq,
+            &partial.events,
+            false,
+        );
+        loaded.sequences.last_inbox = loaded.sequences.last_inbox.max(partial.inbox_seq);
+        applied.push((partial.inbox_seq, partial.events));
+        Ok(())
+    }
+
+    /// The events to fold for a command whose decision is partly in the journal, and the index
+    /// of the first one still to append.
+    fn reconcile(
+        &self,
+        events: Vec<K::Event>,
+        partial: Partial<K::Event>,
+    ) -> (Vec<K::Event>, usize) {
+        let have = partial.events.len();
+        if events.len() == partial.count && events.starts_with(&partial.events) {
+            tracing::info!(kind = K::KIND, id = %self.id, inbox_seq = partial.inbox_seq, have, of = partial.count, "completing a decision cut short");
+            (events, have)
+        } else {
+            tracing::error!(
+                kind = K::KIND,
+                id = %self.id,
+                inbox_seq = partial.inbox_seq,
+                "deciding again gave another decision (an input changed since); the part in the journal stands"
+            );
+            (partial.events, have)
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
