@@ -261,7 +261,7 @@ impl ReplySubject {
 }
 
 /// Which kind of entity a domain event belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EventFamily {
     Station,
     User,

@@ -181,8 +181,19 @@ pub struct NodeProcess {
 }
 
 impl NodeProcess {
-    /// Starts the binary joining `nats_url`, and waits until its consumers exist.
-    pub async fn start(nats_url: &str, data_dir: &Path, extra_env: &[(&str, &str)]) -> Self {
+    /// Starts the binary joining `nats_url` without waiting for it to serve (for runs that are
+    /// meant to end on their own).
+    pub fn spawn(nats_url: &str, data_dir: &Path, extra_env: &[(&str, &str)]) -> Self {
+        Self::spawn_with_args(nats_url, data_dir, &[], extra_env)
+    }
+
+    /// [`NodeProcess::spawn`] with extra command-line arguments.
+    pub fn spawn_with_args(
+        nats_url: &str,
+        data_dir: &Path,
+        extra_args: &[&str],
+        extra_env: &[(&str, &str)],
+    ) -> Self {
         let data_dir = data_dir.display().to_string();
         let partitions = TEST_PARTITIONS.to_string();
         let mut env = vec![("PLAYHEAD_INGEST__ACK_WAIT_SECS", "5")];
@@ -198,10 +209,27 @@ impl NodeProcess {
                 &partitions,
                 "--metrics-listen",
                 "127.0.0.1:0",
-            ],
+            ]
+            .into_iter()
+            .chain(extra_args.iter().copied()),
             &env,
         );
-        let mut node = NodeProcess { process };
+        NodeProcess { process }
+    }
+
+    /// Starts the binary joining `nats_url`, and waits until it serves.
+    pub async fn start(nats_url: &str, data_dir: &Path, extra_env: &[(&str, &str)]) -> Self {
+        Self::start_with_args(nats_url, data_dir, &[], extra_env).await
+    }
+
+    /// [`NodeProcess::start`] with extra command-line arguments.
+    pub async fn start_with_args(
+        nats_url: &str,
+        data_dir: &Path,
+        extra_args: &[&str],
+        extra_env: &[(&str, &str)],
+    ) -> Self {
+        let mut node = Self::spawn_with_args(nats_url, data_dir, extra_args, extra_env);
         let log_path = node.process.log_path().to_owned();
         let serving = eventually(
             "playhead-node to log that it serves",
@@ -265,6 +293,25 @@ pub async fn all_plays(
     loop {
         let page = list_plays_page(client, station, 100, before, None).await;
         plays.extend(plays_of(&page));
+        match page.next_before {
+            Some(cursor) => before = Some(cursor),
+            None => break,
+        }
+    }
+    plays.reverse();
+    plays
+}
+
+/// A station's whole history as the gateway lists it, oldest first.
+pub async fn all_plays_full(
+    client: &mut StationServiceClient<Channel>,
+    station: &str,
+) -> Vec<playhead_proto::v1::Play> {
+    let mut plays = Vec::new();
+    let mut before = None;
+    loop {
+        let page = list_plays_page(client, station, 100, before, None).await;
+        plays.extend(page.plays.iter().cloned());
         match page.next_before {
             Some(cursor) => before = Some(cursor),
             None => break,

@@ -1,0 +1,127 @@
+//! A node whose local store is gone (deleted, or moved aside with `--rebuild`) rebuilds it from
+//! the latest snapshot and the journal before serving, and answers exactly as before.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use playhead_actors::config::NodeConfig;
+use playhead_actors::domain::user::UserDecider;
+use playhead_proto::subjects::{EVENTS_STREAM, Inbox};
+use playhead_tests::harness::NatsServer;
+use playhead_tests::harness::wait::eventually;
+use playhead_tests::mixed::check::{assert_answers_match, assert_journal_matches};
+use playhead_tests::mixed::model::Model;
+use playhead_tests::mixed::workload::{self, Workload};
+use playhead_tests::model::publish_pipelined;
+use playhead_tests::system::{
+    NodeProcess, TEST_PARTITIONS, TestGateway, temp_dir, wait_until_drained,
+};
+
+const DRAIN: Duration = Duration::from_secs(60);
+
+async fn drained(jetstream: &jetstream::Context) {
+    for inbox in Inbox::ALL.iter().copied() {
+        wait_until_drained(jetstream, inbox, TEST_PARTITIONS, DRAIN).await;
+    }
+}
+
+async fn publish(jetstream: &jetstream::Context, workload: &Workload) {
+    publish_pipelined(jetstream, workload.catalog.clone()).await;
+    wait_until_drained(jetstream, Inbox::Catalog, TEST_PARTITIONS, DRAIN).await;
+    publish_pipelined(jetstream, workload.messages.clone()).await;
+    drained(jetstream).await;
+}
+
+async fn journal_len(jetstream: &jetstream::Context) -> u64 {
+    jetstream
+        .get_stream(EVENTS_STREAM)
+        .await
+        .expect("journal")
+        .info()
+        .await
+        .expect("journal info")
+        .state
+        .messages
+}
+
+/// Every answer equals the model, and the journal holds exactly the model's events (the
+/// rebuild appended nothing).
+async fn assert_serves_the_model(
+    nats: &NatsServer,
+    jetstream: &jetstream::Context,
+    workload: &Workload,
+) {
+    let config = NodeConfig::default();
+    let decider = UserDecider {
+        player: config.player_policy(),
+        playout: config.playout_policy(),
+    };
+    let model = Model::from_inboxes(jetstream, &decider, config.ingest.max_message_bytes).await;
+    assert_journal_matches(jetstream, &model).await;
+    let gateway = TestGateway::start(&nats.url()).await;
+    assert_answers_match(
+        &gateway,
+        &model,
+        &workload.stations,
+        &workload.users,
+        &decider.player,
+        &decider.playout,
+    )
+    .await;
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_store_is_rebuilt_from_the_journal_and_answers_as_before() {
+    let nats = NatsServer::start();
+    let data = temp_dir();
+    let jetstream = jetstream::new(nats.connect().await);
+    let workload = workload::generate(3, 10, 20, 3_000);
+    let mut node = NodeProcess::start(&nats.url(), data.path(), &[]).await;
+    publish(&jetstream, &workload).await;
+    assert_serves_the_model(&nats, &jetstream, &workload).await;
+    let status = node.process.terminate_within(Duration::from_secs(30));
+    assert!(status.success(), "graceful stop exits 0: {status}");
+    let events = journal_len(&jetstream).await;
+
+    std::fs::remove_dir_all(data.path().join("state")).expect("delete the local store");
+    let mut node = NodeProcess::start(&nats.url(), data.path(), &[]).await;
+    let log = std::fs::read_to_string(node.process.log_path()).unwrap_or_default();
+    assert!(
+        log.contains("journal replayed"),
+        "the node rebuilt before serving:\n{}",
+        node.process.log_tail(30)
+    );
+    assert_serves_the_model(&nats, &jetstream, &workload).await;
+    assert_eq!(
+        journal_len(&jetstream).await,
+        events,
+        "rebuilding appends nothing"
+    );
+    let status = node.process.terminate_within(Duration::from_secs(30));
+    assert!(status.success(), "graceful stop exits 0: {status}");
+
+    // --rebuild moves a store that looks fine aside and rebuilds it just the same.
+    let mut node =
+        NodeProcess::start_with_args(&nats.url(), data.path(), &["--rebuild"], &[]).await;
+    eventually(
+        "the old store to be moved aside",
+        Duration::from_secs(5),
+        || async {
+            std::fs::read_dir(data.path())
+                .ok()?
+                .filter_map(Result::ok)
+                .any(|entry| {
+                    entry
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with("state.before-rebuild-")
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    assert_serves_the_model(&nats, &jetstream, &workload).await;
+    let status = node.process.terminate_within(Duration::from_secs(30));
+    assert!(status.success(), "graceful stop exits 0: {status}");
+}
