@@ -131,6 +131,7 @@ pub async fn run(
         storage: &storage,
         metrics: &node_metrics,
         dead_letters: DeadLetters {
+            client: client.clone(),
             jetstream: jetstream.clone(),
             metrics: node_metrics.clone(),
         },
