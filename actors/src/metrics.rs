@@ -68,6 +68,7 @@ pub struct NodeMetrics {
     pub entities_live: Family<EntityKindLabel, Gauge>,
     pub entities_passivated: Family<EntityKindLabel, Counter>,
     pub dead_letters: Family<DeadLetterLabel, Counter>,
+    pub dead_letter_failures: Family<InboxLabel, Counter>,
     pub events_published: Family<EventLabel, Counter>,
     pub batch_retries: Family<InboxLabel, Counter>,
     pub keyspace_buckets: Family<KeyspaceLabel, Gauge>,
@@ -87,6 +88,7 @@ impl NodeMetrics {
             entities_live: Family::default(),
             entities_passivated: Family::default(),
             dead_letters: Family::default(),
+            dead_letter_failures: Family::default(),
             events_published: Family::default(),
             batch_retries: Family::default(),
             keyspace_buckets: Family::default(),
@@ -129,6 +131,12 @@ impl NodeMetrics {
             "dead_letters",
             "Inbox messages copied to PLAYHEAD_DLQ, by reason",
             metrics.dead_letters.clone(),
+        );
+        registry.register(
+            "dead_letter_failures",
+            "Dead-letter copies given up (refused for good by the broker, or failing repeatedly); \
+             the original stays in its inbox stream",
+            metrics.dead_letter_failures.clone(),
         );
         registry.register(
             "events_published",

@@ -22,6 +22,11 @@ pub const DLQ_ORIGINAL_SUBJECT: &str = "Playhead-Original-Subject";
 pub const DLQ_STORED_SUBJECT: &str = "Playhead-Stored-Subject";
 pub const DLQ_STREAM: &str = "Playhead-Original-Stream";
 pub const DLQ_STREAM_SEQUENCE: &str = "Playhead-Original-Sequence";
+/// On a dead-letter copy whose payload is only a preview: the original payload's length in
+/// bytes (the whole original stays in its inbox stream, named by the two headers above).
+pub const DLQ_PAYLOAD_BYTES: &str = "Playhead-Dlq-Payload-Bytes";
+/// `true` on a dead-letter copy that carries only the first bytes of the original payload.
+pub const DLQ_TRUNCATED: &str = "Playhead-Dlq-Truncated";
 
 /// W3C trace context, carried from publisher to actor to reply.
 pub const TRACEPARENT: &str = "traceparent";

@@ -247,12 +247,11 @@ impl<K: EntityKind> PartitionIntake<K> {
         }
         rejected.sort_by_key(|(position, _)| *position);
         for (position, letter) in &rejected {
-            let published = self
-                .retry(stop, "dead letter", || {
-                    self.dead_letters
-                        .publish(self.inbox, &batch[*position], letter)
-                })
-                .await;
+            // Copied or given up, the batch moves on; only a failure worth retrying holds it.
+            let copy = self
+                .dead_letters
+                .copy(self.inbox, &batch[*position], letter);
+            let published = self.retry(stop, "dead letter", || copy.attempt()).await;
             if published.is_none() {
                 return;
             }

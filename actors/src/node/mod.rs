@@ -177,6 +177,7 @@ pub async fn run_with(
         runtime: &runtime,
         client: &client,
         dead_letters: DeadLetters {
+            client: client.clone(),
             jetstream: jetstream.clone(),
             metrics: node_metrics.clone(),
         },

@@ -3,6 +3,8 @@
 mod bad_input;
 mod catalog_flow;
 mod crash_restart;
+mod dead_letter_failures;
+mod dead_letter_hygiene;
 mod gateway_edges;
 mod harness;
 mod journal_crashes;
