@@ -1,7 +1,9 @@
 //! The node: starts (or joins) the broker, sets up the JetStream topology, opens storage,
 //! spawns a shard and an intake task per partition, serves queries and metrics, and shuts
-//! all of it down in one fixed order.
+//! all of it down in one fixed order — on request, or when a task it cannot serve without
+//! ends (then `run` returns that cause, so the process exits non-zero and is restarted).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +14,7 @@ use async_nats::jetstream::consumer::PullConsumer;
 use playhead_proto::subjects::Inbox;
 use ractor::{Actor, ActorCell};
 use tokio::sync::oneshot;
-use tokio::task::JoinSet;
+use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{self, EmbeddedBroker};
@@ -37,7 +39,9 @@ pub struct NodeEndpoints {
 }
 
 /// Runs the node until `shutdown` is cancelled, then stops in order. `ready` receives the
-/// endpoints once everything is serving.
+/// endpoints once everything is serving. A partition intake or a background task (metrics,
+/// queries, compaction) that ends before that is fatal: the node stops in the same order and
+/// returns the cause as its error.
 pub async fn run(
     config: NodeConfig,
     shutdown: CancellationToken,
@@ -75,7 +79,7 @@ pub async fn run(
     let node_metrics = NodeMetrics::new();
 
     let background_stop = CancellationToken::new();
-    let mut background = JoinSet::new();
+    let mut background = Background::new();
     let metrics_listener = tokio::net::TcpListener::bind(config.metrics.listen)
         .await
         .with_context(|| format!("cannot listen for metrics on {}", config.metrics.listen))?;
@@ -83,31 +87,39 @@ pub async fn run(
     {
         let node_metrics = node_metrics.clone();
         let stop = background_stop.clone();
-        background.spawn(async move {
+        spawn_background(&mut background, "metrics endpoint", async move {
             metrics::serve(
                 metrics_listener,
                 Arc::new(move || metrics::render(&node_metrics.registry)),
                 stop.cancelled_owned(),
             )
             .await
-            .context("metrics endpoint")
+            .map_err(anyhow::Error::from)
         });
     }
-    background.spawn(query::serve(
-        client.clone(),
-        QueryContext {
-            storage: storage.clone(),
-            player_policy: config.player_policy(),
-            playout_policy: config.playout_policy(),
-        },
-        background_stop.clone(),
-    ));
-    background.spawn(compact_periodically(
-        storage.clone(),
-        node_metrics.clone(),
-        Duration::from_secs(config.storage.compaction_interval_secs),
-        background_stop.clone(),
-    ));
+    spawn_background(
+        &mut background,
+        "query service",
+        query::serve(
+            client.clone(),
+            QueryContext {
+                storage: storage.clone(),
+                player_policy: config.player_policy(),
+                playout_policy: config.playout_policy(),
+            },
+            background_stop.clone(),
+        ),
+    );
+    spawn_background(
+        &mut background,
+        "compaction",
+        compact_periodically(
+            storage.clone(),
+            node_metrics.clone(),
+            Duration::from_secs(config.storage.compaction_interval_secs),
+            background_stop.clone(),
+        ),
+    );
 
     let station_context = Arc::new(StationContext {
         storage: storage.clone(),
@@ -189,13 +201,21 @@ pub async fn run(
         let _ = ready.send(endpoints);
     }
 
-    tokio::select! {
-        _ = shutdown.cancelled() => tracing::info!("shutdown requested"),
-        Some(ended) = intakes.join_next() => {
-            tracing::error!(?ended, "a partition intake ended unexpectedly; shutting down");
+    let fatal = tokio::select! {
+        _ = shutdown.cancelled() => {
+            tracing::info!("shutdown requested");
+            None
         }
+        Some(ended) = intakes.join_next() => Some(intake_ended(ended)),
+        Some(ended) = background.join_next() => Some(background_ended(ended)),
+    };
+    if let Some(cause) = &fatal {
+        tracing::error!(
+            cause = format!("{cause:#}"),
+            "fatal task end; shutting down"
+        );
     }
-    shut_down(ShutdownParts {
+    let stopped = shut_down(ShutdownParts {
         intake_stop,
         intakes,
         shards,
@@ -205,7 +225,48 @@ pub async fn run(
         client,
         embedded,
     })
-    .await
+    .await;
+    let Some(cause) = fatal else {
+        return stopped;
+    };
+    if let Err(error) = stopped {
+        tracing::error!(error = format!("{error:#}"), "the shutdown failed too");
+    }
+    tracing::error!(
+        cause = format!("{cause:#}"),
+        "playhead-node stopped after a fatal task end"
+    );
+    Err(cause)
+}
+
+/// The cause of an intake's end while the node was serving: every intake end is fatal, since
+/// its partition would silently stop being read.
+fn intake_ended(ended: Result<Result<(), IngestError>, JoinError>) -> anyhow::Error {
+    match ended {
+        Ok(Err(error)) => anyhow::Error::new(error).context("a partition intake failed"),
+        Ok(Ok(())) => anyhow::anyhow!("a partition intake ended while the node was serving"),
+        Err(error) => anyhow::Error::new(error).context("a partition intake task failed"),
+    }
+}
+
+/// The cause of a background task's end while the node was serving.
+fn background_ended(ended: Result<(&'static str, anyhow::Result<()>), JoinError>) -> anyhow::Error {
+    match ended {
+        Ok((task, Err(error))) => error.context(format!("the {task} failed")),
+        Ok((task, Ok(()))) => anyhow::anyhow!("the {task} ended while the node was serving"),
+        Err(error) => anyhow::Error::new(error).context("a background task failed"),
+    }
+}
+
+/// Queries, metrics and compaction, each result carrying its task's name.
+type Background = JoinSet<(&'static str, anyhow::Result<()>)>;
+
+fn spawn_background(
+    background: &mut Background,
+    task: &'static str,
+    future: impl Future<Output = anyhow::Result<()>> + Send + 'static,
+) {
+    background.spawn(async move { (task, future.await) });
 }
 
 /// What starting a partition needs, whatever its entity kind.
@@ -266,7 +327,7 @@ struct ShutdownParts {
     intakes: JoinSet<Result<(), IngestError>>,
     shards: Vec<RunningShard>,
     background_stop: CancellationToken,
-    background: JoinSet<anyhow::Result<()>>,
+    background: Background,
     storage: Storage,
     client: async_nats::Client,
     embedded: Option<EmbeddedBroker>,
@@ -301,8 +362,8 @@ async fn shut_down(parts: ShutdownParts) -> anyhow::Result<()> {
     tracing::info!("actors drained");
     background_stop.cancel();
     while let Some(result) = background.join_next().await {
-        if let Ok(Err(error)) = result {
-            tracing::warn!(%error, "background task ended with an error");
+        if let Ok((task, Err(error))) = result {
+            tracing::warn!(task, %error, "background task ended with an error");
         }
     }
     storage.flush().context("final sled flush failed")?;

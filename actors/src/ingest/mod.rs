@@ -11,6 +11,8 @@ pub mod screen;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream::consumer::pull::{MessagesError, MessagesErrorKind};
+use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use futures::StreamExt;
 use playhead_proto::subjects::Inbox;
@@ -38,6 +40,15 @@ pub type Screen<E> = fn(
 pub enum IngestError {
     #[error("the consumer of {consumer} stopped: {detail}")]
     Consumer { consumer: String, detail: String },
+    /// Fatal: the partition cannot be read any more until the topology is set up again.
+    #[error("the consumer {consumer} is gone")]
+    ConsumerGone {
+        consumer: String,
+        #[source]
+        source: MessagesError,
+    },
+    #[error("the message stream of the consumer {consumer} ended")]
+    StreamEnded { consumer: String },
 }
 
 pub struct PartitionIntake<E: Entity> {
@@ -58,7 +69,8 @@ const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 impl<E: Entity> PartitionIntake<E> {
     /// Runs until `stop` is cancelled; the batch in hand is finished (or abandoned unacked
-    /// if it cannot complete) before returning.
+    /// if it cannot complete) before returning. Returns an error, without waiting for `stop`,
+    /// when the consumer is gone: the partition can no longer be read.
     pub async fn run(self, stop: CancellationToken) -> Result<(), IngestError> {
         let consumer_name = self.inbox.consumer_name(self.partition);
         let messages = self
@@ -80,13 +92,20 @@ impl<E: Entity> PartitionIntake<E> {
                 _ = stop.cancelled() => break,
                 batch = batches.next() => match batch {
                     Some(batch) => batch,
-                    None => break,
+                    // async-nats ends the stream only when the consumer became unusable.
+                    None => return Err(IngestError::StreamEnded { consumer: consumer_name }),
                 },
             };
             let mut messages = Vec::with_capacity(batch.len());
             for message in batch {
                 match message {
                     Ok(message) => messages.push(message),
+                    Err(error) if self.consumer_is_gone(&error).await => {
+                        return Err(IngestError::ConsumerGone {
+                            consumer: consumer_name,
+                            source: error,
+                        });
+                    }
                     // Heartbeat gaps and reconnects surface here; the stream carries on.
                     Err(error) => tracing::warn!(consumer = %consumer_name, %error, "pull error"),
                 }
@@ -97,6 +116,21 @@ impl<E: Entity> PartitionIntake<E> {
         }
         tracing::debug!(consumer = %consumer_name, "intake stopped");
         Ok(())
+    }
+
+    /// Whether a pull error means the consumer no longer exists: the server said so (a pull
+    /// pending when it was deleted), or a pull that found no responder or missed heartbeats
+    /// and the API confirms it (a pull sent after the deletion). Anything else (a reconnect,
+    /// a leader change) is transient: warning and pulling on is right.
+    async fn consumer_is_gone(&self, error: &MessagesError) -> bool {
+        match error.kind() {
+            MessagesErrorKind::ConsumerDeleted => true,
+            MessagesErrorKind::NoResponders | MessagesErrorKind::MissingHeartbeat => matches!(
+                self.consumer.get_info().await.map_err(|error| error.kind()),
+                Err(ConsumerInfoErrorKind::NotFound | ConsumerInfoErrorKind::StreamNotFound)
+            ),
+            _ => false,
+        }
     }
 
     async fn process(&self, batch: Vec<jetstream::Message>, stop: &CancellationToken) {

@@ -3,6 +3,7 @@
 mod bad_input;
 mod catalog_flow;
 mod crash_restart;
+mod fatal_exit;
 mod gateway_edges;
 mod harness;
 mod passivation;
