@@ -11,8 +11,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::player::PlayerPolicy;
-use crate::domain::playout::{MAX_CONCURRENCY_LIMIT, PlayoutPolicy};
+use crate::domain::player::{PlayerPolicy, PlayerPolicyError};
+use crate::domain::playout::{PlayoutPolicy, PlayoutPolicyError};
 
 /// Configuration version this build reads.
 pub const CONFIG_VERSION: u32 = 1;
@@ -95,7 +95,8 @@ pub struct StationConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PlayerConfig {
-    /// Skips granted per rolling `skip_window_secs`.
+    /// Skips granted per rolling `skip_window_secs`; 0 disables skipping (every skip is
+    /// denied with `retry_after` = the window).
     pub skip_limit: u32,
     pub skip_window_secs: u64,
     /// A session untouched this long is gone (sliding: every command refreshes it).
@@ -478,8 +479,22 @@ impl NodeConfig {
                 "must be at least station.history_bucket_secs, which must be positive",
             );
         }
-        if self.player.skip_window_secs == 0 {
-            return invalid("player.skip_window_secs", 0, "use at least 1 second");
+        // The policies own their rules; only how the values are stored is checked here.
+        if let Err(error) = self.player_policy().validate() {
+            return match error {
+                PlayerPolicyError::ZeroSkipWindow => invalid(
+                    "player.skip_window_secs",
+                    self.player.skip_window_secs,
+                    "use at least 1 second (3600 is the default); to disable skipping, set \
+                     player.skip_limit = 0 instead",
+                ),
+                PlayerPolicyError::ZeroSessionTtl => invalid(
+                    "player.session_ttl_secs",
+                    self.player.session_ttl_secs,
+                    "use at least 1 second (30 days is the default), or every session is gone \
+                     as soon as it starts",
+                ),
+            };
         }
         if self.player.session_bucket_secs == 0
             || self.player.session_ttl_secs < self.player.session_bucket_secs
@@ -498,27 +513,25 @@ impl NodeConfig {
             );
         }
         let playout = &self.playout;
-        if !(1..=MAX_CONCURRENCY_LIMIT).contains(&playout.concurrency_limit) {
-            return invalid(
-                "playout.concurrency_limit",
-                playout.concurrency_limit,
-                "use 1 to 16 streams per account",
-            );
-        }
-        if playout.heartbeat_interval_secs == 0 {
-            return invalid(
-                "playout.heartbeat_interval_secs",
-                0,
-                "use at least 1 second (600 is the default)",
-            );
-        }
-        if playout.slot_timeout_secs <= playout.heartbeat_interval_secs {
-            return invalid(
-                "playout.slot_timeout_secs",
-                playout.slot_timeout_secs,
-                "must be longer than playout.heartbeat_interval_secs, or every slot expires \
-                 between two heartbeats (2.5 intervals tolerates one lost heartbeat)",
-            );
+        if let Err(error) = self.playout_policy().validate() {
+            return match error {
+                PlayoutPolicyError::ConcurrencyLimit(limit) => invalid(
+                    "playout.concurrency_limit",
+                    limit,
+                    "use 1 to 16 streams per account",
+                ),
+                PlayoutPolicyError::ZeroInterval => invalid(
+                    "playout.heartbeat_interval_secs",
+                    playout.heartbeat_interval_secs,
+                    "use at least 1 second (600 is the default)",
+                ),
+                PlayoutPolicyError::TimeoutNotAboveInterval { .. } => invalid(
+                    "playout.slot_timeout_secs",
+                    playout.slot_timeout_secs,
+                    "must be longer than playout.heartbeat_interval_secs, or every slot expires \
+                     between two heartbeats (2.5 intervals tolerates one lost heartbeat)",
+                ),
+            };
         }
         if !(1..=100_000).contains(&playout.history_cap) {
             return invalid(
@@ -684,6 +697,31 @@ mod tests {
         for (expected_key, spoil) in cases {
             let mut config = NodeConfig::default();
             spoil(&mut config.playout);
+            match config.validate() {
+                Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, expected_key),
+                other => panic!("expected {expected_key} to be rejected, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_player_policy_rules_name_their_keys_and_a_zero_skip_limit_passes() {
+        let mut config = NodeConfig::default();
+        config.player.skip_limit = 0;
+        config.validate().unwrap();
+        assert_eq!(config.player_policy().skip_limit, 0);
+        type Spoil = fn(&mut PlayerConfig);
+        let cases: [(&str, Spoil); 2] = [
+            ("player.skip_window_secs", |player| {
+                player.skip_window_secs = 0
+            }),
+            ("player.session_ttl_secs", |player| {
+                player.session_ttl_secs = 0
+            }),
+        ];
+        for (expected_key, spoil) in cases {
+            let mut config = NodeConfig::default();
+            spoil(&mut config.player);
             match config.validate() {
                 Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, expected_key),
                 other => panic!("expected {expected_key} to be rejected, got {other:?}"),

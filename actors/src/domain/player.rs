@@ -1,7 +1,8 @@
 //! Player decider: one playlist session of one listener. The server picks the order (a
 //! seeded shuffle the listener never sees ahead), advances on `Next`, grants at most
-//! `skip_limit` skips per rolling `skip_window`, marks the session completed once every track
-//! has been played, and treats a session untouched for `session_ttl` as gone.
+//! `skip_limit` skips per rolling `skip_window` (`skip_limit = 0` disables skipping), marks the
+//! session completed once every track has been played, and treats a session untouched for
+//! `session_ttl` as gone.
 //!
 //! Pure: the policy and `now` are arguments; the order is derived from the seed in `evolve`,
 //! so folding the events always reproduces the state.
@@ -21,11 +22,15 @@ pub struct Track {
     pub artist: String,
 }
 
-/// Limits of the player, from configuration.
+/// Limits of the player, from configuration ([`PlayerPolicy::validate`] says which are usable).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlayerPolicy {
+    /// Skips granted per rolling `skip_window`. 0 disables skipping: every Skip is answered
+    /// `SkipDenied` with `retry_after = skip_window` (nothing frees a place, so the client is
+    /// told to wait one whole window before asking again), and `Next` still plays on.
     pub skip_limit: u32,
     pub skip_window: Duration,
+    /// A session untouched this long is gone (sliding: every command touches it).
     pub session_ttl: Duration,
 }
 
@@ -36,6 +41,34 @@ impl Default for PlayerPolicy {
             skip_window: Duration::from_secs(60 * 60),
             session_ttl: Duration::from_secs(30 * 24 * 60 * 60),
         }
+    }
+}
+
+/// Why a player policy is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlayerPolicyError {
+    #[error(
+        "skip_window must be at least 1 ms: a window that holds no skip never limits any \
+         (set skip_limit to 0 to disable skipping)"
+    )]
+    ZeroSkipWindow,
+    #[error("session_ttl must be at least 1 ms, or every session is gone as soon as it starts")]
+    ZeroSessionTtl,
+}
+
+impl PlayerPolicy {
+    /// Refuses the values that would make the player meaningless; `decide` never panics on
+    /// them either, so a policy that bypassed this check degrades, not crashes. Any
+    /// `skip_limit` is usable, 0 included (skipping disabled).
+    pub fn validate(&self) -> Result<(), PlayerPolicyError> {
+        // Timestamps are milliseconds: a shorter duration is zero to the decider.
+        if self.skip_window.as_millis() == 0 {
+            return Err(PlayerPolicyError::ZeroSkipWindow);
+        }
+        if self.session_ttl.as_millis() == 0 {
+            return Err(PlayerPolicyError::ZeroSessionTtl);
+        }
+        Ok(())
     }
 }
 
@@ -218,17 +251,24 @@ impl PlayerPolicy {
                 if session.status == SessionStatus::Completed {
                     return Ok(Vec::new());
                 }
+                let limit = self.skip_limit as usize;
                 let in_window = session.skips_in_window(now, self);
-                if in_window.len() >= self.skip_limit as usize {
-                    // The oldest skip in the window leaves it first.
-                    let frees_at = in_window[in_window.len() - self.skip_limit as usize]
-                        .saturating_add(self.skip_window);
-                    return Ok(vec![PlayerEvent::SkipDenied {
-                        retry_after: frees_at.saturating_duration_since(now),
-                        at: now,
-                    }]);
+                if in_window.len() < limit {
+                    return Ok(advance(session, true, now));
                 }
-                Ok(advance(session, true, now))
+                let retry_after = if limit == 0 {
+                    // Skipping is disabled: no skip leaving the window frees a place.
+                    self.skip_window
+                } else {
+                    // A place frees when the `limit`-th newest skip leaves the window.
+                    in_window[in_window.len() - limit]
+                        .saturating_add(self.skip_window)
+                        .saturating_duration_since(now)
+                };
+                Ok(vec![PlayerEvent::SkipDenied {
+                    retry_after,
+                    at: now,
+                }])
             }
         }
     }

@@ -59,7 +59,11 @@ fn given(events: &[PlayerEvent]) -> Given {
 
 impl Given {
     fn when(self, command: PlayerCommand, now: u64) -> Then {
-        let decision = policy().decide(&command, &self.0, at(now));
+        self.when_under(&policy(), command, now)
+    }
+
+    fn when_under(self, policy: &PlayerPolicy, command: PlayerCommand, now: u64) -> Then {
+        let decision = policy.decide(&command, &self.0, at(now));
         Then {
             state: self.0,
             decision,
@@ -138,6 +142,31 @@ fn the_order_is_deterministic_per_seed_and_a_permutation() {
     let mut sorted = order.clone();
     sorted.sort_unstable();
     assert_eq!(sorted, (0..12).collect::<Vec<u32>>());
+}
+
+/// Pinned on purpose: a stored session keeps only its seed and re-derives its order on load
+/// (`evolve`), and a session without a seed takes `default_seed`. Changing either function
+/// silently reorders every live session mid-playlist; if one must change, version the seed
+/// instead of editing these values.
+#[test]
+fn the_shuffle_and_the_default_seed_give_pinned_outputs() {
+    assert_eq!(shuffled_order(10, 42), vec![0, 9, 5, 8, 6, 4, 7, 2, 1, 3]);
+    assert_eq!(
+        shuffled_order(12, 7),
+        vec![10, 11, 5, 1, 7, 4, 8, 2, 9, 6, 0, 3]
+    );
+    assert_eq!(shuffled_order(5, 0), vec![2, 3, 1, 4, 0]);
+    assert_eq!(shuffled_order(1, 7), vec![0]);
+    assert_eq!(shuffled_order(0, 7), Vec::<u32>::new());
+    let seed = |user: &str, playlist: &str| {
+        default_seed(
+            &UserId::parse(user).unwrap(),
+            &PlaylistId::parse(playlist).unwrap(),
+        )
+    };
+    assert_eq!(seed("ann", "road-trip"), 0xb72e_2380_67cc_d5f1);
+    assert_eq!(seed("bob", "road-trip"), 0x23b7_77c1_2ce4_35e5);
+    assert_eq!(seed("user-1", "playlist-1"), 0xd067_d6f3_0e29_1755);
 }
 
 #[test]
@@ -355,6 +384,51 @@ fn given_skips_at_the_limit_when_the_window_rolls_then_one_more_is_granted() {
 }
 
 #[test]
+fn given_skipping_disabled_when_skip_then_it_is_denied_for_a_whole_window() {
+    let disabled = PlayerPolicy {
+        skip_limit: 0,
+        ..policy()
+    };
+    let state = given(&[started(12, 0)]).0;
+    let current = current_id(&state);
+    let state = Given(state)
+        .when_under(&disabled, PlayerCommand::Skip, MINUTE)
+        .then(vec![PlayerEvent::SkipDenied {
+            retry_after: disabled.skip_window,
+            at: at(MINUTE),
+        }]);
+    assert_eq!(current_id(&state), current, "a denied skip keeps the track");
+    // Finishing a track still plays on.
+    Given(state)
+        .when_under(&disabled, PlayerCommand::Next, 2 * MINUTE)
+        .then(vec![PlayerEvent::TrackAdvanced {
+            track_id: current,
+            skipped: false,
+            at: at(2 * MINUTE),
+        }]);
+}
+
+#[test]
+fn a_policy_with_a_zero_window_or_ttl_is_refused_and_a_zero_skip_limit_is_not() {
+    assert_eq!(policy().validate(), Ok(()));
+    let disabled = PlayerPolicy {
+        skip_limit: 0,
+        ..policy()
+    };
+    assert_eq!(disabled.validate(), Ok(()));
+    let no_window = PlayerPolicy {
+        skip_window: Duration::from_micros(999),
+        ..policy()
+    };
+    assert_eq!(no_window.validate(), Err(PlayerPolicyError::ZeroSkipWindow));
+    let no_ttl = PlayerPolicy {
+        session_ttl: Duration::ZERO,
+        ..policy()
+    };
+    assert_eq!(no_ttl.validate(), Err(PlayerPolicyError::ZeroSessionTtl));
+}
+
+#[test]
 fn finished_tracks_do_not_count_as_skips() {
     let state = given(&[started(12, 0)]).0;
     let after_five = (1..=5).fold(state, |state, minute| {
@@ -430,19 +504,27 @@ fn step() -> impl Strategy<Value = (u64, Step)> {
     )
 }
 
-/// Runs `steps` from a fresh 20-track session; returns every accepted event and the state
-/// reached step by step.
+/// Runs `steps` from a fresh 20-track session under the default policy; returns every
+/// accepted event and the state reached step by step.
 fn run(steps: &[(u64, Step)]) -> (Vec<PlayerEvent>, PlayerState) {
-    let policy = policy();
+    run_under(&policy(), 20, steps)
+}
+
+/// Runs `steps` under `policy` from a fresh session of `count` tracks started at 0.
+fn run_under(
+    policy: &PlayerPolicy,
+    count: usize,
+    steps: &[(u64, Step)],
+) -> (Vec<PlayerEvent>, PlayerState) {
     let mut now = 0;
-    let mut events = vec![started(20, 0)];
+    let mut events = vec![started(count, 0)];
     let mut state = given(&events).0;
     for (gap, step) in steps {
         now += gap;
         let command = match step {
             Step::Next => PlayerCommand::Next,
             Step::Skip => PlayerCommand::Skip,
-            Step::Start { restart } => start_with(tracks(20), Some(42), *restart),
+            Step::Start { restart } => start_with(tracks(count), Some(42), *restart),
         };
         if let Ok(decided) = policy.decide(&command, &state, at(now)) {
             state = decided.iter().fold(state, evolve);
@@ -450,6 +532,59 @@ fn run(steps: &[(u64, Step)]) -> (Vec<PlayerEvent>, PlayerState) {
         }
     }
     (events, state)
+}
+
+/// Independent of the decider: no rolling window of `policy.skip_window` holds more than
+/// `policy.skip_limit` granted skips.
+fn check_skips_within_limit(
+    policy: &PlayerPolicy,
+    events: &[PlayerEvent],
+) -> Result<(), TestCaseError> {
+    let granted: Vec<u64> = events
+        .iter()
+        .filter_map(|event| match event {
+            PlayerEvent::TrackAdvanced {
+                skipped: true, at, ..
+            } => Some(at.as_millis()),
+            _ => None,
+        })
+        .collect();
+    let window = policy.skip_window.as_millis() as u64;
+    for end in &granted {
+        let in_window = granted
+            .iter()
+            .filter(|at| **at <= *end && end - **at < window)
+            .count();
+        prop_assert!(
+            in_window <= policy.skip_limit as usize,
+            "{in_window} skips in one window under {policy:?}"
+        );
+    }
+    Ok(())
+}
+
+/// Any policy, zeros included: `decide` must not panic on what `validate` would refuse either
+/// (a node must never die on a policy, and the deciders are used beyond the config path).
+fn any_policy() -> impl Strategy<Value = PlayerPolicy> {
+    let millis = || prop_oneof![1 => Just(0u64), 4 => 1..10_000u64];
+    (0..5u32, millis(), millis()).prop_map(|(skip_limit, window, ttl)| PlayerPolicy {
+        skip_limit,
+        skip_window: Duration::from_millis(window),
+        session_ttl: Duration::from_millis(ttl),
+    })
+}
+
+/// Steps a few seconds apart, so skips fall in and out of second-long windows and sessions
+/// outlive or outlast second-long TTLs.
+fn short_step() -> impl Strategy<Value = (u64, Step)> {
+    (
+        0..3_000u64,
+        prop_oneof![
+            4 => Just(Step::Next),
+            4 => Just(Step::Skip),
+            1 => any::<bool>().prop_map(|restart| Step::Start { restart }),
+        ],
+    )
 }
 
 proptest! {
@@ -463,23 +598,18 @@ proptest! {
     fn skips_granted_in_any_window_never_exceed_the_limit(
         steps in proptest::collection::vec(step(), 0..120),
     ) {
-        let policy = policy();
         let (events, _) = run(&steps);
-        let granted: Vec<u64> = events
-            .iter()
-            .filter_map(|event| match event {
-                PlayerEvent::TrackAdvanced { skipped: true, at, .. } => Some(at.as_millis()),
-                _ => None,
-            })
-            .collect();
-        let window = policy.skip_window.as_millis() as u64;
-        for end in &granted {
-            let in_window = granted
-                .iter()
-                .filter(|at| **at <= *end && end - **at < window)
-                .count();
-            prop_assert!(in_window <= policy.skip_limit as usize, "{in_window} skips in one window");
-        }
+        check_skips_within_limit(&policy(), &events)?;
+    }
+
+    #[test]
+    fn the_decider_never_panics_and_keeps_the_limit_under_any_policy(
+        policy in any_policy(),
+        count in 1..6usize,
+        steps in proptest::collection::vec(short_step(), 0..60),
+    ) {
+        let (events, _) = run_under(&policy, count, &steps);
+        check_skips_within_limit(&policy, &events)?;
     }
 
     #[test]

@@ -26,6 +26,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::pull::{MessagesError, MessagesErrorKind};
+use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use futures::StreamExt;
 use playhead_proto::subjects::Inbox;
@@ -57,6 +59,15 @@ pub type Screen<K> =
 pub enum IngestError {
     #[error("the consumer of {consumer} stopped: {detail}")]
     Consumer { consumer: String, detail: String },
+    /// Fatal: the partition cannot be read any more until the topology is set up again.
+    #[error("the consumer {consumer} is gone")]
+    ConsumerGone {
+        consumer: String,
+        #[source]
+        source: MessagesError,
+    },
+    #[error("the message stream of the consumer {consumer} ended")]
+    StreamEnded { consumer: String },
     #[error("the shard of {consumer} cannot start: {detail}")]
     Shard { consumer: String, detail: String },
 }
@@ -137,13 +148,20 @@ impl<K: EntityKind> PartitionIntake<K> {
                 _ = stop.cancelled() => return Ok(()),
                 batch = batches.next() => match batch {
                     Some(batch) => batch,
-                    None => return Err(ended("the message stream ended".into())),
+                    // async-nats ends the stream only when the consumer became unusable.
+                    None => return Err(IngestError::StreamEnded { consumer: consumer_name.to_owned() }),
                 },
             };
             let mut messages = Vec::with_capacity(batch.len());
             for message in batch {
                 match message {
                     Ok(message) => messages.push(message),
+                    Err(error) if self.consumer_is_gone(&error).await => {
+                        return Err(IngestError::ConsumerGone {
+                            consumer: consumer_name.to_owned(),
+                            source: error,
+                        });
+                    }
                     // Heartbeat gaps and reconnects surface here; the stream carries on.
                     Err(error) => tracing::warn!(consumer = %consumer_name, %error, "pull error"),
                 }
@@ -151,6 +169,21 @@ impl<K: EntityKind> PartitionIntake<K> {
             if !messages.is_empty() {
                 self.process(messages, shard, stop).await;
             }
+        }
+    }
+
+    /// Whether a pull error means the consumer no longer exists: the server said so (a pull
+    /// pending when it was deleted), or a pull that found no responder or missed heartbeats
+    /// and the API confirms it (a pull sent after the deletion). Anything else (a reconnect,
+    /// a leader change) is transient: warning and pulling on is right.
+    async fn consumer_is_gone(&self, error: &MessagesError) -> bool {
+        match error.kind() {
+            MessagesErrorKind::ConsumerDeleted => true,
+            MessagesErrorKind::NoResponders | MessagesErrorKind::MissingHeartbeat => matches!(
+                self.consumer.get_info().await.map_err(|error| error.kind()),
+                Err(ConsumerInfoErrorKind::NotFound | ConsumerInfoErrorKind::StreamNotFound)
+            ),
+            _ => false,
         }
     }
 

@@ -244,6 +244,22 @@ fn the_first_interval_is_jittered_in_half_to_full_and_fixed_per_playout() {
     assert!((2..=3).contains(&short.first_heartbeat(&playout_id("p1")).as_millis()));
 }
 
+/// Pinned on purpose: the first interval comes from `spread_hash` of the playout id, and a
+/// refactor of the hash or of the mapping onto [50%, 100%] would silently move every player's
+/// first heartbeat (and could bunch them again: see the uniformity test above). Answers already
+/// given are in the journal and keep their value; a change here must be deliberate.
+#[test]
+fn the_first_interval_gives_pinned_outputs() {
+    let ten_minutes = PlayoutPolicy {
+        heartbeat_interval: Duration::from_secs(600),
+        ..policy()
+    };
+    let first = |playout: &str| ten_minutes.first_heartbeat(&playout_id(playout));
+    assert_eq!(first("p1"), Duration::from_millis(384_039));
+    assert_eq!(first("p2"), Duration::from_millis(560_045));
+    assert_eq!(first("a-long-playout-id"), Duration::from_millis(490_020));
+}
+
 #[test]
 fn a_redelivered_heartbeat_is_answered_from_the_state() {
     let state = given(&[

@@ -1,6 +1,7 @@
 //! Invariants over generated runs of heartbeats and entitlement updates: slots never exceed
 //! the limit, every STOP names a rule that was really broken, folding the events reproduces the
-//! state, and the first interval stays within its bounds.
+//! state, and the first interval stays within its bounds; and the decider neither panics nor
+//! breaks those invariants under any policy [`PlayoutPolicy::validate`] accepts.
 
 use std::collections::HashSet;
 
@@ -122,8 +123,8 @@ fn really_entitled(state: &PlayoutState, content_tags: &Option<BTreeSet<Tag>>, n
 }
 
 /// Independent of the decider: the slots holding a seat at `now`.
-fn really_live(state: &PlayoutState, now: u64) -> Vec<&Slot> {
-    let timeout = policy().slot_timeout.as_millis() as u64;
+fn really_live<'a>(state: &'a PlayoutState, policy: &PlayoutPolicy, now: u64) -> Vec<&'a Slot> {
+    let timeout = policy.slot_timeout.as_millis() as u64;
     state
         .slots
         .iter()
@@ -136,9 +137,13 @@ struct Run {
     state: PlayoutState,
 }
 
-/// Decides every step against the state folded so far, checking the per-step invariants.
-fn run(monotonic: bool, steps: &[(u64, Step)]) -> Result<Run, TestCaseError> {
-    let policy = policy();
+/// Decides every step under `policy` against the state folded so far, checking the per-step
+/// invariants.
+fn run(
+    policy: &PlayoutPolicy,
+    monotonic: bool,
+    steps: &[(u64, Step)],
+) -> Result<Run, TestCaseError> {
     let mut now = 0;
     let mut state = initial();
     let mut events = Vec::new();
@@ -161,11 +166,11 @@ fn run(monotonic: bool, steps: &[(u64, Step)]) -> Result<Run, TestCaseError> {
                     StopReason::NotEntitled => prop_assert!(!entitled, "entitled, yet stopped"),
                     StopReason::ConcurrencyLimit => {
                         prop_assert!(entitled, "entitlement is checked first");
-                        let others = really_live(&state, now)
+                        let others = really_live(&state, policy, now)
                             .into_iter()
                             .filter(|slot| slot.device_id != heartbeat.device_id)
                             .count();
-                        let limit = state.concurrency_limit(&policy) as usize;
+                        let limit = state.concurrency_limit(policy) as usize;
                         prop_assert!(others >= limit, "{others} other slots, limit {limit}");
                     }
                 }
@@ -187,14 +192,14 @@ fn run(monotonic: bool, steps: &[(u64, Step)]) -> Result<Run, TestCaseError> {
             if heartbeat.kind == HeartbeatKind::Start
                 && really_entitled(&state, &heartbeat.content_tags, now)
             {
-                let others = really_live(&state, now)
+                let others = really_live(&state, policy, now)
                     .into_iter()
                     .filter(|slot| {
                         slot.device_id != heartbeat.device_id
                             && slot.playout_id != heartbeat.playout_id
                     })
                     .count();
-                if others < state.concurrency_limit(&policy) as usize {
+                if others < state.concurrency_limit(policy) as usize {
                     prop_assert_eq!(
                         decision(&decided).map(|answer| answer.action),
                         Some(HeartbeatAction::Continue)
@@ -204,9 +209,9 @@ fn run(monotonic: bool, steps: &[(u64, Step)]) -> Result<Run, TestCaseError> {
         }
         state = decided.iter().fold(state, evolve);
         events.extend(decided);
-        let limit = state.concurrency_limit(&policy) as usize;
+        let limit = state.concurrency_limit(policy) as usize;
         prop_assert!(
-            really_live(&state, now).len() <= limit,
+            really_live(&state, policy, now).len() <= limit,
             "live slots over the limit"
         );
         prop_assert!(state.slots.len() <= limit, "slots over the limit");
@@ -225,6 +230,25 @@ fn run(monotonic: bool, steps: &[(u64, Step)]) -> Result<Run, TestCaseError> {
     Ok(Run { events, state })
 }
 
+/// Any policy [`PlayoutPolicy::validate`] accepts, drawn from a range that also holds what it
+/// refuses (a default limit of 0 or above [`MAX_CONCURRENCY_LIMIT`], a heartbeat interval
+/// under 1 ms, a slot timeout not longer than the interval), so the filter is the refusal rule
+/// itself. Timeouts reach 40 minutes against steps up to 22 minutes apart (monotonic runs), so
+/// slots both expire and survive.
+fn any_valid_policy() -> impl Strategy<Value = PlayoutPolicy> {
+    (
+        0..=MAX_CONCURRENCY_LIMIT + 4,
+        0..20 * MINUTE,
+        0..40 * MINUTE,
+    )
+        .prop_map(|(limit, interval, timeout)| PlayoutPolicy {
+            default_concurrency_limit: limit,
+            heartbeat_interval: Duration::from_millis(interval),
+            slot_timeout: Duration::from_millis(timeout),
+        })
+        .prop_filter("refused by validate", |policy| policy.validate().is_ok())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -232,12 +256,20 @@ proptest! {
     fn live_slots_never_exceed_the_limit_and_every_stop_names_a_broken_rule(
         (monotonic, steps) in run_steps(),
     ) {
-        run(monotonic, &steps)?;
+        run(&policy(), monotonic, &steps)?;
+    }
+
+    #[test]
+    fn under_any_valid_policy_the_decider_never_panics_and_keeps_its_invariants(
+        policy in any_valid_policy(),
+        (monotonic, steps) in run_steps(),
+    ) {
+        run(&policy, monotonic, &steps)?;
     }
 
     #[test]
     fn folding_the_events_reproduces_the_state((monotonic, steps) in run_steps()) {
-        let Run { events, state } = run(monotonic, &steps)?;
+        let Run { events, state } = run(&policy(), monotonic, &steps)?;
         prop_assert_eq!(events.iter().fold(initial(), evolve), state);
     }
 
