@@ -49,6 +49,11 @@ pub struct KeyspaceLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SnapshotLabel {
+    pub kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventLabel {
     pub event: &'static str,
 }
@@ -75,6 +80,11 @@ pub struct NodeMetrics {
     pub keyspace_buckets_dropped: Family<KeyspaceLabel, Counter>,
     pub keyspace_compaction_seconds: Family<KeyspaceLabel, Histogram, fn() -> Histogram>,
     pub keyspace_compaction_failures: Family<KeyspaceLabel, Counter>,
+    pub journal_catch_ups: Family<EntityKindLabel, Counter>,
+    pub snapshot_seconds: Family<SnapshotLabel, Histogram, fn() -> Histogram>,
+    pub snapshot_failures: Family<SnapshotLabel, Counter>,
+    pub snapshot_last_success: Family<SnapshotLabel, Gauge>,
+    pub snapshot_journal_sequence: Family<SnapshotLabel, Gauge>,
 }
 
 impl NodeMetrics {
@@ -95,6 +105,11 @@ impl NodeMetrics {
             keyspace_buckets_dropped: Family::default(),
             keyspace_compaction_seconds: Family::new_with_constructor(latency_histogram),
             keyspace_compaction_failures: Family::default(),
+            journal_catch_ups: Family::default(),
+            snapshot_seconds: Family::new_with_constructor(latency_histogram),
+            snapshot_failures: Family::default(),
+            snapshot_last_success: Family::default(),
+            snapshot_journal_sequence: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -167,6 +182,31 @@ impl NodeMetrics {
             "keyspace_compaction_failures",
             "Compactions that failed (retried at the next interval)",
             metrics.keyspace_compaction_failures.clone(),
+        );
+        registry.register(
+            "journal_catch_ups",
+            "Entities that folded journal events their local records lacked (after a crash or a restore)",
+            metrics.journal_catch_ups.clone(),
+        );
+        registry.register(
+            "snapshot_seconds",
+            "Time to copy one kind's folded state to the object store",
+            metrics.snapshot_seconds.clone(),
+        );
+        registry.register(
+            "snapshot_failures",
+            "Snapshots that failed (tried again at the next check)",
+            metrics.snapshot_failures.clone(),
+        );
+        registry.register(
+            "snapshot_last_success_timestamp_seconds",
+            "Unix time of each kind's last successful snapshot",
+            metrics.snapshot_last_success.clone(),
+        );
+        registry.register(
+            "snapshot_journal_sequence",
+            "Journal sequence the latest snapshot of each kind covers",
+            metrics.snapshot_journal_sequence.clone(),
         );
         Arc::new(Self {
             registry,

@@ -128,6 +128,7 @@ pub async fn run_with(
         commit_gate: tokio::sync::RwLock::new(()),
         recovering: store_state == StoreState::Resumed { clean: false },
         faults: options.faults,
+        appended: std::sync::atomic::AtomicU64::new(0),
     });
     if runtime.recovering {
         tracing::warn!(

@@ -187,6 +187,8 @@ pub struct Runtime {
     pub recovering: bool,
     /// Injected faults (tests only; none unless `PLAYHEAD_FAULTS` is set).
     pub faults: crate::faults::Faults,
+    /// Events appended since start (snapshots are also taken by event count).
+    pub appended: std::sync::atomic::AtomicU64,
 }
 
 /// How the shell should answer a command it did not apply this time.

@@ -33,7 +33,7 @@ use std::panic::AssertUnwindSafe;
 
 use crate::domain::decider::Decider;
 use crate::journal::append::{JournalError, JournalRecord, OutgoingEvent};
-use crate::metrics::EventLabel;
+use crate::metrics::{EntityKindLabel, EventLabel};
 
 use super::{
     Decided, EntityError, EntityKind, Envelope, Outcome, Processed, QuarantineReason, Runtime,
@@ -197,6 +197,11 @@ impl<K: EntityKind> Shell<K> {
             events = records.len(),
             "catching up from the journal"
         );
+        runtime
+            .metrics
+            .journal_catch_ups
+            .get_or_create(&EntityKindLabel { kind: K::KIND })
+            .inc();
         let mut applied = Vec::new();
         let mut decision: Vec<JournalRecord> = Vec::new();
         for record in records {
@@ -462,6 +467,9 @@ impl<K: EntityKind> Shell<K> {
                     }));
                 }
             };
+            runtime
+                .appended
+                .fetch_add(outgoing.len() as u64, std::sync::atomic::Ordering::Relaxed);
             for event in &outgoing {
                 runtime
                     .metrics

@@ -49,6 +49,34 @@ pub enum StorageError {
     Corrupt { what: &'static str, detail: String },
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::time::Timestamp;
+    use crate::storage::clock::ManualClock;
+
+    /// Every tree the store creates belongs to exactly one kind's snapshot (or is the node's
+    /// own bookkeeping), so a snapshot never misses a record nor copies one twice.
+    #[test]
+    fn every_tree_belongs_to_one_kind() {
+        let directory = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_000_000).as_millis()));
+        let storage = Storage::open(directory.path(), &NodeConfig::default(), clock).unwrap();
+        for tree in storage.db().tree_names() {
+            if tree.as_ref() == b"__sled__default" || tree.as_ref() == NODE_META_TREE.as_bytes() {
+                continue;
+            }
+            let owners = [STATION_TREES, USER_TREES, CONTENT_TREES]
+                .iter()
+                .filter(|trees| owns_tree(trees, &tree))
+                .count();
+            assert_eq!(owners, 1, "{}", String::from_utf8_lossy(&tree));
+        }
+        assert!(owns_tree(USER_TREES, b"ks/player_sessions/00000000000000000007"));
+        assert!(!owns_tree(USER_TREES, b"ks/player_sessions_v2/meta"));
+    }
+}
+
 impl StorageError {
     /// Whether retrying may succeed: an IO error (a full disk, a hiccup) may pass; a record
     /// that cannot be decoded stays undecodable.
@@ -73,6 +101,25 @@ pub struct StoreMarks {
 }
 
 const NODE_META_TREE: &str = "node_meta";
+
+/// The sled trees holding each kind's records — a name, or a keyspace's `ks/{name}` prefix —
+/// which its snapshot copies (see [`owns_tree`]).
+pub const STATION_TREES: &[&str] = &["station_state", "ks/station_plays"];
+pub const USER_TREES: &[&str] = &[
+    "user_meta",
+    "user_playouts",
+    "ks/player_sessions",
+    "ks/view_history",
+];
+pub const CONTENT_TREES: &[&str] = &["catalog_content"];
+
+/// Whether the sled tree `name` is one of `trees` (a tree name, or a keyspace's prefix).
+pub fn owns_tree(trees: &[&str], name: &[u8]) -> bool {
+    trees.iter().any(|tree| {
+        let tree = tree.as_bytes();
+        name == tree || (name.starts_with(tree) && name.get(tree.len()) == Some(&b'/'))
+    })
+}
 const MARK_INITIALIZED: &[u8] = b"initialized";
 const MARK_STOPPED_CLEANLY: &[u8] = b"stopped_cleanly";
 const MARK_JOURNAL: &[u8] = b"journal_identity";
