@@ -3,6 +3,7 @@
 //! - [`config`]: the node configuration tree, loaded and validated at start.
 //! - [`domain`]: pure deciders (`initial` / `decide` / `evolve`), no IO.
 //! - [`storage`]: sled, time-partitioned keyspaces, group commit.
+//! - [`journal`]: the durable log sled is folded from, and snapshots of sled in the object store.
 //! - [`sharding`]: shard actors per partition, entity actors, passivation.
 //! - [`station_entity`], [`user_entity`], [`catalog_entity`]: the actor shells around the
 //!   deciders.
@@ -20,6 +21,7 @@ pub mod config;
 pub mod domain;
 pub mod events;
 pub mod ingest;
+pub mod journal;
 pub mod metrics;
 pub mod node;
 pub mod query;

@@ -2,6 +2,7 @@
 //! acknowledged.
 //!
 //! - [`clock`]: the clock keyspaces read (injected, so tests do not sleep).
+//! - [`dump`]: raw copies of selected trees to a checksummed stream and back (snapshots).
 //! - [`keyspace`]: time-partitioned keyspaces: TTL expiry by dropping whole trees.
 //! - [`station_store`]: station state and play history.
 //! - [`session_store`]: player sessions (sliding TTL).
@@ -12,6 +13,7 @@
 
 pub mod catalog_store;
 pub mod clock;
+pub mod dump;
 pub mod keyspace;
 pub mod playout_store;
 pub mod session_store;

@@ -9,4 +9,5 @@ mod passivation;
 mod player_flow;
 mod playout_edges;
 mod playout_flow;
+mod snapshots;
 mod station_flow;
