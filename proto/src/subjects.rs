@@ -4,7 +4,7 @@
 //! partitioned prefix `playhead-in.…` through a subject transform; the stored prefix must differ
 //! from the publish prefix, or the broker would apply the transform again.
 
-use crate::ids::{ContentId, StationId, UserId, validate};
+use crate::ids::{ContentId, IdError, StationId, UserId, validate};
 
 pub const PUBLISH_PREFIX: &str = "playhead";
 pub const STORED_PREFIX: &str = "playhead-in";
@@ -15,6 +15,9 @@ pub const DLQ_STREAM: &str = "PLAYHEAD_DLQ";
 pub const DLQ_CAPTURE: &str = "playhead.dlq.>";
 /// KV bucket holding the now-playing projection, one key per station id.
 pub const NOW_PLAYING_BUCKET: &str = "PLAYHEAD_NOW_PLAYING";
+/// Object-store bucket holding the current snapshot of each (kind, group) of folded sled state;
+/// see [`snapshot_object`].
+pub const SNAPSHOT_BUCKET: &str = "PLAYHEAD_SNAPSHOTS";
 /// NATS service (micro) name of the node's query endpoints; `$SRV.PING.playhead` finds them.
 pub const QUERY_SERVICE: &str = "playhead";
 /// Queue group of the query endpoints.
@@ -207,6 +210,14 @@ pub fn catalog_content(content: &ContentId) -> String {
 /// `playhead.user.{user_id}.{kind}`.
 pub fn user_subject(user: &UserId, kind: UserKind) -> String {
     format!("{PUBLISH_PREFIX}.user.{user}.{}", kind.token())
+}
+
+/// `snapshot.{kind}.g{group:03}`: the object holding the current snapshot of one kind of state
+/// for one group of partitions. `kind` follows the id rules (`[A-Za-z0-9_-]{1,128}`), so the
+/// name stays one readable dotted path.
+pub fn snapshot_object(kind: &str, group: u32) -> Result<String, IdError> {
+    validate("snapshot kind", kind)?;
+    Ok(format!("snapshot.{kind}.g{group:03}"))
 }
 
 /// Longest `Playhead-Reply-To` subject accepted.
@@ -523,5 +534,19 @@ mod tests {
         ] {
             assert_eq!(parse_event_subject(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn names_snapshot_objects_by_kind_and_group() {
+        assert_eq!(snapshot_object("user", 7).unwrap(), "snapshot.user.g007");
+        assert_eq!(
+            snapshot_object("station", 1234).unwrap(),
+            "snapshot.station.g1234"
+        );
+        assert!(matches!(
+            snapshot_object("user.x", 0),
+            Err(IdError::InvalidCharacter { found: '.', .. })
+        ));
+        assert!(matches!(snapshot_object("", 0), Err(IdError::Empty { .. })));
     }
 }

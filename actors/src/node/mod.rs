@@ -3,7 +3,9 @@
 //! all of it down in one fixed order.
 //!
 //! - [`store`]: opening the local store, and deciding whether it must be rebuilt.
+//! - [`snapshots`]: snapshots of every kind's state, taken on a schedule and restored.
 
+pub mod snapshots;
 pub mod store;
 
 use std::collections::HashMap;
@@ -14,6 +16,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_nats::jetstream;
 use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::jetstream::kv;
+use async_nats::jetstream::object_store::ObjectStore;
 use playhead_proto::subjects::{EventFamily, Inbox};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
@@ -27,6 +31,7 @@ use crate::faults::Faults;
 use crate::ingest::dead_letter::DeadLetters;
 use crate::ingest::{IngestError, IntakeConfig, PartitionIntake, Screen, screen};
 use crate::journal::append::Journal;
+use crate::journal::snapshot;
 use crate::metrics::{self, KeyspaceLabel, NodeMetrics};
 use crate::query::{self, QueryContext};
 use crate::runtime::kinds::catalog::{CatalogContext, ContentKind};
@@ -96,28 +101,18 @@ pub async fn run_with(
     let journal = Journal::open(jetstream.clone()).await?;
     let node_metrics = NodeMetrics::new();
 
+    let snapshot_bucket = snapshot::ensure_bucket(&jetstream, config.nats.replicas).await?;
     if options.rebuild {
         store::move_aside(&store::state_dir(&config), "before-rebuild")?;
     }
-    let storage = store::open(&config)?;
-    store::check_identity(&storage, &topology.journal_identity)?;
-    let contexts = Contexts {
-        station: Arc::new(StationContext {
-            storage: storage.clone(),
-            now_playing: topology.now_playing.clone(),
-        }),
-        user: Arc::new(UserContext {
-            storage: storage.clone(),
-            decider: UserDecider {
-                player: config.player_policy(),
-                playout: config.playout_policy(),
-            },
-        }),
-        content: Arc::new(CatalogContext {
-            storage: storage.clone(),
-        }),
-    };
-    let store_state = prepare_store(&storage, &jetstream, &contexts).await?;
+    let (storage, contexts, store_state) = prepare_store(
+        &config,
+        &jetstream,
+        &snapshot_bucket,
+        &topology.journal_identity,
+        &topology.now_playing,
+    )
+    .await?;
     storage.mark_running(&topology.journal_identity)?;
     if options.faults.any() {
         tracing::warn!(faults = ?options.faults, "FAULT INJECTION IS ON: this node is for tests only");
@@ -162,6 +157,14 @@ pub async fn run_with(
             player_policy: config.player_policy(),
             playout_policy: config.playout_policy(),
         },
+        background_stop.clone(),
+    ));
+    background.spawn(snapshots::snapshot_periodically(
+        storage.clone(),
+        runtime.clone(),
+        jetstream.clone(),
+        snapshot_bucket,
+        Arc::new(config.clone()),
         background_stop.clone(),
     ));
     background.spawn(compact_periodically(
@@ -271,46 +274,118 @@ struct Contexts {
     content: Arc<CatalogContext>,
 }
 
-/// Rebuilds an empty store from the journal when the journal holds state.
+impl Contexts {
+    fn new(config: &NodeConfig, storage: &Storage, now_playing: &kv::Store) -> Self {
+        Self {
+            station: Arc::new(StationContext {
+                storage: storage.clone(),
+                now_playing: now_playing.clone(),
+            }),
+            user: Arc::new(UserContext {
+                storage: storage.clone(),
+                decider: UserDecider {
+                    player: config.player_policy(),
+                    playout: config.playout_policy(),
+                },
+            }),
+            content: Arc::new(CatalogContext {
+                storage: storage.clone(),
+            }),
+        }
+    }
+}
+
+/// Opens the local store; an empty one is rebuilt from the latest snapshots and the journal
+/// when they hold state, before anything is served.
 async fn prepare_store(
-    storage: &Storage,
+    config: &NodeConfig,
     jetstream: &jetstream::Context,
-    contexts: &Contexts,
-) -> anyhow::Result<StoreState> {
+    bucket: &ObjectStore,
+    journal_identity: &str,
+    now_playing: &kv::Store,
+) -> anyhow::Result<(Storage, Contexts, StoreState)> {
+    let storage = store::open(config)?;
+    store::check_identity(&storage, journal_identity)?;
     let marks = storage.marks()?;
     if marks.initialized {
-        return Ok(StoreState::Resumed {
+        let contexts = Contexts::new(config, &storage, now_playing);
+        let state = StoreState::Resumed {
             clean: marks.stopped_cleanly,
-        });
+        };
+        return Ok((storage, contexts, state));
     }
-    if !store::journal_has_events(jetstream).await? {
-        return Ok(StoreState::Fresh);
+    let has_snapshot = snapshots::any_snapshot(bucket).await?;
+    if !has_snapshot && !store::journal_has_events(jetstream).await? {
+        let contexts = Contexts::new(config, &storage, now_playing);
+        return Ok((storage, contexts, StoreState::Fresh));
     }
+    tracing::warn!(
+        has_snapshot,
+        "the local store is empty but the broker holds state: rebuilding"
+    );
+    let started = std::time::Instant::now();
+    // Snapshots are raw sled trees: restore them into the closed store, then reopen it so its
+    // keyspaces see the restored buckets.
+    let covered = if has_snapshot {
+        drop(storage);
+        snapshots::restore_all(&store::state_dir(config), bucket, config).await?
+    } else {
+        drop(storage);
+        snapshots::KINDS.iter().map(|kind| (*kind, None)).collect()
+    };
+    let storage = store::open(config)?;
+    let contexts = Contexts::new(config, &storage, now_playing);
+    let covered_by = |name: &str| {
+        covered
+            .iter()
+            .find(|(kind, _)| kind.name == name)
+            .and_then(|(_, sequence)| *sequence)
+            .unwrap_or(0)
+    };
+    let from = covered
+        .iter()
+        .map(|(_, sequence)| sequence.unwrap_or(0))
+        .min()
+        .unwrap_or(0)
+        + 1;
     let first = store::journal_first_sequence(jetstream).await?;
-    if first > 1 {
+    if first > from {
         anyhow::bail!(
-            "the local store is empty and must be rebuilt, but the journal no longer holds its \
-             first events (it starts at sequence {first}) and no snapshot covers them; \
-             restore the data directory from a backup"
+            "the local store must be rebuilt from journal sequence {from}, but the journal now \
+             starts at {first}: the events in between expired before a snapshot covered them \
+             (journal.retention_secs must exceed twice journal.snapshot_interval_secs). \
+             Restore the data directory from a backup"
         );
     }
-    tracing::warn!("the local store is empty but the journal is not: rebuilding from the journal");
     let mut replayers: HashMap<EventFamily, Box<dyn Replay + Send>> = HashMap::new();
     replayers.insert(
         EventFamily::Station,
-        Box::new(Replayer::<StationKind>::new(contexts.station.clone())),
+        Box::new(
+            Replayer::<StationKind>::new(contexts.station.clone())
+                .skipping_through(covered_by("station")),
+        ),
     );
     replayers.insert(
         EventFamily::User,
-        Box::new(Replayer::<UserKind>::new(contexts.user.clone())),
+        Box::new(
+            Replayer::<UserKind>::new(contexts.user.clone()).skipping_through(covered_by("user")),
+        ),
     );
     replayers.insert(
         EventFamily::Content,
-        Box::new(Replayer::<ContentKind>::new(contexts.content.clone())),
+        Box::new(
+            Replayer::<ContentKind>::new(contexts.content.clone())
+                .skipping_through(covered_by("content")),
+        ),
     );
-    rebuild::replay(jetstream, first, replayers).await?;
+    let report = rebuild::replay(jetstream, from, replayers).await?;
     storage.flush().context("cannot flush the rebuilt store")?;
-    Ok(StoreState::Rebuilt)
+    tracing::info!(
+        seconds = started.elapsed().as_secs_f64(),
+        replayed = report.events,
+        "the local store is rebuilt"
+    );
+    Ok((storage, contexts, StoreState::Rebuilt))
 }
 
 /// What starting a partition needs, whatever its entity kind.

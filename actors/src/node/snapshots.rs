@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::NodeConfig;
 use crate::journal::snapshot::{self, SnapshotMeta};
-use crate::metrics::{NodeMetrics, SnapshotLabel};
+use crate::metrics::SnapshotLabel;
 use crate::runtime::Runtime;
 use crate::storage::{self, Storage};
 
@@ -97,16 +97,13 @@ pub async fn take_all(
             storage.db(),
             kind.select(),
             bucket,
-            SnapshotMeta {
-                kind: kind.name.to_owned(),
-                group: GROUP,
-                journal_seq: covered,
-                partitions: config.ingest.partitions,
-                taken_at_ms: time::OffsetDateTime::now_utc().unix_timestamp() as u64 * 1000,
-                entries: 0,
-                bytes: 0,
-                format: 0,
-            },
+            SnapshotMeta::new(
+                kind.name,
+                GROUP,
+                covered,
+                config.ingest.partitions,
+                (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as u64,
+            ),
             &scratch,
         )
         .await;
@@ -129,7 +126,11 @@ pub async fn take_all(
                     .set(meta.journal_seq as i64);
             }
             Err(error) => {
-                runtime.metrics.snapshot_failures.get_or_create(&label).inc();
+                runtime
+                    .metrics
+                    .snapshot_failures
+                    .get_or_create(&label)
+                    .inc();
                 return Err(error).with_context(|| format!("snapshot of the {} kind", kind.name));
             }
         }
@@ -159,7 +160,8 @@ pub async fn snapshot_periodically(
             _ = tokio::time::sleep(check) => {}
         }
         let appended = runtime.appended.load(Ordering::Relaxed);
-        let by_count = every_events > 0 && appended.saturating_sub(appended_at_last) >= every_events;
+        let by_count =
+            every_events > 0 && appended.saturating_sub(appended_at_last) >= every_events;
         if last.elapsed() < interval && !by_count {
             continue;
         }
@@ -205,7 +207,12 @@ pub async fn restore_all(
                 meta.partitions,
                 config.ingest.partitions
             );
-            tracing::info!(kind = kind.name, covers = meta.journal_seq, entries = meta.entries, "snapshot restored");
+            tracing::info!(
+                kind = kind.name,
+                covers = meta.journal_seq,
+                entries = meta.entries,
+                "snapshot restored"
+            );
         }
         covered.push((kind, restored.map(|meta| meta.journal_seq)));
     }

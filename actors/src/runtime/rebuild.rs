@@ -51,6 +51,8 @@ pub struct Replayer<K: EntityKind> {
     context: Arc<K::Context>,
     entities: HashMap<K::Id, Replaying<K>>,
     written: u64,
+    /// Events up to here are in the restored snapshot.
+    skip_through: u64,
 }
 
 struct Replaying<K: EntityKind> {
@@ -67,10 +69,20 @@ impl<K: EntityKind> Replayer<K> {
             context,
             entities: HashMap::new(),
             written: 0,
+            skip_through: 0,
         }
     }
 
+    /// Skips the events up to `sequence`: the restored snapshot of this kind holds them.
+    pub fn skipping_through(mut self, sequence: u64) -> Self {
+        self.skip_through = sequence;
+        self
+    }
+
     fn push(&mut self, id: K::Id, record: JournalRecord) -> Result<(), RebuildError> {
+        if record.sequence <= self.skip_through {
+            return Ok(());
+        }
         if !self.entities.contains_key(&id) {
             if self.entities.len() >= CHUNK_ENTITIES {
                 self.write_settled()?;

@@ -2,6 +2,7 @@
 //! acknowledged.
 //!
 //! - [`clock`]: the clock keyspaces read (injected, so tests do not sleep).
+//! - [`dump`]: raw copies of selected trees to a checksummed stream and back (snapshots).
 //! - [`keyspace`]: time-partitioned keyspaces: TTL expiry by dropping whole trees.
 //! - [`station_store`]: station state and play history.
 //! - [`session_store`]: player sessions (sliding TTL).
@@ -13,6 +14,7 @@
 
 pub mod catalog_store;
 pub mod clock;
+pub mod dump;
 pub mod keyspace;
 pub mod playout_store;
 pub mod session_store;
@@ -60,7 +62,9 @@ mod tests {
     #[test]
     fn every_tree_belongs_to_one_kind() {
         let directory = tempfile::tempdir().unwrap();
-        let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_000_000).as_millis()));
+        let clock = Arc::new(ManualClock::new(
+            Timestamp::from_millis(1_000_000).as_millis(),
+        ));
         let storage = Storage::open(directory.path(), &NodeConfig::default(), clock).unwrap();
         for tree in storage.db().tree_names() {
             if tree.as_ref() == b"__sled__default" || tree.as_ref() == NODE_META_TREE.as_bytes() {
@@ -72,7 +76,10 @@ mod tests {
                 .count();
             assert_eq!(owners, 1, "{}", String::from_utf8_lossy(&tree));
         }
-        assert!(owns_tree(USER_TREES, b"ks/player_sessions/00000000000000000007"));
+        assert!(owns_tree(
+            USER_TREES,
+            b"ks/player_sessions/00000000000000000007"
+        ));
         assert!(!owns_tree(USER_TREES, b"ks/player_sessions_v2/meta"));
     }
 }

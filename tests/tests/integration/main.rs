@@ -14,4 +14,5 @@ mod player_flow;
 mod playout_edges;
 mod playout_flow;
 mod rebuild;
+mod snapshots;
 mod station_flow;
