@@ -7,6 +7,7 @@
 //! - [`station_entity`], [`user_entity`], [`catalog_entity`]: the actor shells around the
 //!   deciders.
 //! - [`events`]: publishing domain events.
+//! - [`journal`]: the journal of every entity's events (codec and versions).
 //! - [`ingest`]: partition intake, screening, dead letters.
 //! - [`query`]: per-entity queries over the NATS service API.
 //! - [`broker`]: embedded nats-server and the JetStream topology.
@@ -20,6 +21,7 @@ pub mod config;
 pub mod domain;
 pub mod events;
 pub mod ingest;
+pub mod journal;
 pub mod metrics;
 pub mod node;
 pub mod query;

@@ -73,10 +73,13 @@ impl<'d, D: Decider> Given<'d, D> {
     }
 }
 
+/// What `decide` returned.
+pub type Decision<D> = Result<Vec<<D as Decider>::Event>, <D as Decider>::Error>;
+
 /// The decision of [`Given::when`], to be checked.
 pub struct When<D: Decider> {
     state: D::State,
-    decision: Result<Vec<D::Event>, D::Error>,
+    decision: Decision<D>,
 }
 
 impl<D: Decider> When<D>
@@ -106,7 +109,7 @@ where
     }
 
     /// The raw decision, for tests that check more than equality.
-    pub fn decision(self) -> (D::State, Result<Vec<D::Event>, D::Error>) {
+    pub fn decision(self) -> (D::State, Decision<D>) {
         (self.state, self.decision)
     }
 }
