@@ -9,6 +9,8 @@ use crate::domain::playout::{
 };
 use crate::domain::station::{ObserveSong, Song, StationCommand, StationEvent, StationState};
 use crate::domain::time::Timestamp;
+use crate::domain::user::UserEvent;
+use crate::journal::codec;
 use crate::storage::session_store::LastAnswer;
 use crate::storage::station_store::PlayRecord;
 use crate::storage::view_history_store::ViewRecord;
@@ -21,8 +23,11 @@ pub fn timestamp(at: Timestamp) -> prost_types::Timestamp {
     }
 }
 
+/// Saturating: a client's far-future timestamp must not overflow (a panic in debug builds).
 pub fn timestamp_millis(at: &prost_types::Timestamp) -> u64 {
-    (at.seconds.max(0) as u64) * 1000 + (at.nanos.max(0) as u64) / 1_000_000
+    (at.seconds.max(0) as u64)
+        .saturating_mul(1000)
+        .saturating_add((at.nanos.max(0) as u64) / 1_000_000)
 }
 
 fn song(song: &Song) -> v1::Song {
@@ -40,35 +45,10 @@ pub fn observe_command(observed: v1::SongObserved) -> StationCommand {
     })
 }
 
-/// The protobuf payload of a station event.
+/// The protobuf payload of a station event (the journal codec's; kept until its callers use
+/// [`crate::journal::codec`] directly).
 pub fn station_event_payload(station: &StationId, event: &StationEvent) -> Vec<u8> {
-    use prost::Message;
-    match event {
-        StationEvent::SongStarted {
-            play_seq,
-            song: started,
-            started_at,
-        } => v1::SongStarted {
-            station_id: station.to_string(),
-            play_seq: *play_seq,
-            song: Some(song(started)),
-            started_at: Some(timestamp(*started_at)),
-        }
-        .encode_to_vec(),
-        StationEvent::SongEnded {
-            play_seq,
-            song: ended,
-            started_at,
-            ended_at,
-        } => v1::SongEnded {
-            station_id: station.to_string(),
-            play_seq: *play_seq,
-            song: Some(song(ended)),
-            started_at: Some(timestamp(*started_at)),
-            ended_at: Some(timestamp(*ended_at)),
-        }
-        .encode_to_vec(),
-    }
+    codec::encode_station(station, event).payload
 }
 
 /// The now-playing projection of a station state (None before its first song).
@@ -152,51 +132,14 @@ pub fn player_answer(events: &[PlayerEvent], session: Option<&Session>) -> LastA
     }
 }
 
-/// The protobuf payload of a player event.
+/// The protobuf payload of a player event (the journal codec's; kept until its callers use
+/// [`crate::journal::codec`] directly).
 pub fn player_event_payload(user: &UserId, playlist: &PlaylistId, event: &PlayerEvent) -> Vec<u8> {
-    use prost::Message;
-    let user_id = user.to_string();
-    let playlist_id = playlist.to_string();
-    match event {
-        PlayerEvent::SessionStarted { tracks, at, .. } => v1::SessionStarted {
-            user_id,
-            playlist_id,
-            track_count: tracks.len() as u32,
-            at: Some(timestamp(*at)),
-        }
-        .encode_to_vec(),
-        PlayerEvent::SessionResumed { at } => v1::SessionResumed {
-            user_id,
-            playlist_id,
-            at: Some(timestamp(*at)),
-        }
-        .encode_to_vec(),
-        PlayerEvent::TrackAdvanced {
-            track_id,
-            skipped,
-            at,
-        } => v1::TrackAdvanced {
-            user_id,
-            playlist_id,
-            track_id: track_id.clone(),
-            skipped: *skipped,
-            at: Some(timestamp(*at)),
-        }
-        .encode_to_vec(),
-        PlayerEvent::SkipDenied { retry_after, at } => v1::SkipDenied {
-            user_id,
-            playlist_id,
-            retry_after_ms: retry_after.as_millis().try_into().unwrap_or(u64::MAX),
-            at: Some(timestamp(*at)),
-        }
-        .encode_to_vec(),
-        PlayerEvent::SessionCompleted { at } => v1::SessionCompleted {
-            user_id,
-            playlist_id,
-            at: Some(timestamp(*at)),
-        }
-        .encode_to_vec(),
-    }
+    let event = UserEvent::Player {
+        playlist: playlist.clone(),
+        event: event.clone(),
+    };
+    codec::encode_user(user, &event).payload
 }
 
 /// A playlist track as the decider sees it.
@@ -244,50 +187,21 @@ pub fn duration_millis(duration: std::time::Duration) -> u64 {
 }
 
 /// The published form of a playout event; `None` for the events that stay inside the actor
-/// (its answers and bookkeeping: the stream carries admissions, reclaims and stops).
+/// (its answers and bookkeeping: the stream carries admissions, reclaims and stops). The
+/// payload is the journal codec's; kept until its callers use [`crate::journal::codec`].
 pub fn playout_event_payload(user: &UserId, event: &PlayoutEvent) -> Option<Vec<u8>> {
-    use prost::Message;
-    let user_id = user.to_string();
-    let payload = match event {
-        PlayoutEvent::PlayoutStarted {
-            device_id,
-            playout_id,
-            content_id,
-            ..
-        } => v1::PlayoutStarted {
-            user_id,
-            device_id: device_id.to_string(),
-            playout_id: playout_id.to_string(),
-            content_id: content_id.to_string(),
+    match event {
+        PlayoutEvent::PlayoutStarted { .. }
+        | PlayoutEvent::SlotReclaimed { .. }
+        | PlayoutEvent::PlayoutStopped { .. } => {
+            Some(codec::encode_user(user, &UserEvent::Playout(event.clone())).payload)
         }
-        .encode_to_vec(),
-        PlayoutEvent::SlotReclaimed {
-            device_id,
-            previous_playout_id,
-            playout_id,
-            ..
-        } => v1::SlotReclaimed {
-            user_id,
-            device_id: device_id.to_string(),
-            previous_playout_id: previous_playout_id.to_string(),
-            playout_id: playout_id.to_string(),
-        }
-        .encode_to_vec(),
-        PlayoutEvent::PlayoutStopped {
-            playout_id, reason, ..
-        } => v1::PlayoutStopped {
-            user_id,
-            playout_id: playout_id.to_string(),
-            reason: heartbeat_reason((*reason).into()) as i32,
-        }
-        .encode_to_vec(),
         PlayoutEvent::EntitlementsUpdated { .. }
         | PlayoutEvent::SlotExpired { .. }
         | PlayoutEvent::SlotRevoked { .. }
         | PlayoutEvent::HeartbeatRecorded { .. }
-        | PlayoutEvent::PlayoutEnded { .. } => return None,
-    };
-    Some(payload)
+        | PlayoutEvent::PlayoutEnded { .. } => None,
+    }
 }
 
 pub fn playout(slot: &Slot) -> v1::Playout {

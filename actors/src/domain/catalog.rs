@@ -20,9 +20,19 @@ pub enum CatalogCommand {
 /// `None` until the item was first described.
 pub type ContentState = Option<BTreeSet<Tag>>;
 
+/// Catalog domain events, named in the past tense (version 1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CatalogEvent {
     ContentTagged { tags: BTreeSet<Tag> },
+}
+
+impl CatalogEvent {
+    /// The event name used in subjects.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CatalogEvent::ContentTagged { .. } => "ContentTagged",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -140,6 +140,7 @@ impl PlayoutPolicy {
                         readmitted: heartbeat.kind == HeartbeatKind::Beat,
                         next_heartbeat: self.first_heartbeat(&heartbeat.playout_id),
                         at: now,
+                        content_tags: heartbeat.content_tags.clone(),
                     }
                 }
             }

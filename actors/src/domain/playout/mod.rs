@@ -240,7 +240,7 @@ pub struct PlayoutState {
     pub recent_decisions: VecDeque<RecentDecision>,
 }
 
-/// Playout domain events, named in the past tense (version 1).
+/// Playout domain events, named in the past tense (version 1; `PlayoutStarted` version 2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlayoutEvent {
     EntitlementsUpdated {
@@ -281,6 +281,9 @@ pub enum PlayoutEvent {
         readmitted: bool,
         next_heartbeat: Duration,
         at: Timestamp,
+        /// The catalog tags the admission was decided on (`None`: unknown content), recorded
+        /// so the decision is auditable and replay never needs the catalog (version 2).
+        content_tags: Option<BTreeSet<Tag>>,
     },
     HeartbeatRecorded {
         device_id: DeviceId,

@@ -38,6 +38,19 @@ fn given_any_tag_in_common_when_started_then_it_is_entitled() {
 }
 
 #[test]
+fn an_admission_records_the_tags_it_was_decided_on() {
+    let mut command = heartbeat(HeartbeatKind::Start, "tv", "p1");
+    command.content_tags = tags(&["movies", "sports"]);
+    let mut admitted = started("tv", "p1", 1);
+    if let PlayoutEvent::PlayoutStarted { content_tags, .. } = &mut admitted {
+        *content_tags = tags(&["movies", "sports"]);
+    }
+    given(&[entitled()])
+        .when(PlayoutCommand::Heartbeat(command), 1)
+        .then(vec![admitted]);
+}
+
+#[test]
 fn given_unknown_content_when_started_then_it_is_not_entitled() {
     let mut command = heartbeat(HeartbeatKind::Start, "tv", "p1");
     command.content_tags = None;

@@ -116,6 +116,7 @@ fn started(device: &str, playout: &str, when: u64) -> PlayoutEvent {
         readmitted: false,
         next_heartbeat: jittered(playout),
         at: at(when),
+        content_tags: tags(&["sports"]),
     }
 }
 
@@ -128,6 +129,7 @@ fn readmitted(device: &str, playout: &str, position_ms: u64, when: u64) -> Playo
         readmitted: true,
         next_heartbeat: jittered(playout),
         at: at(when),
+        content_tags: tags(&["sports"]),
     }
 }
 
