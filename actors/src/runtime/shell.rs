@@ -230,6 +230,18 @@ impl<K: EntityKind> Shell<K> {
                 self.fold(context, loaded, std::mem::take(&mut decision), &mut applied)?;
             }
         }
+        if !applied.is_empty() {
+            // Persisted before a part cut short is noted: the stored position never points
+            // into a decision that is not whole.
+            K::persist(
+                context,
+                &self.id,
+                &loaded.records,
+                loaded.sequences,
+                &applied,
+            )?;
+            K::project(context, &self.id, &loaded.records).await?;
+        }
         if let Some(last) = decision.last() {
             let (inbox_seq, count, sequence) = (last.inbox_seq, last.count as usize, last.sequence);
             let events = self.decode_all(&decision)?;
@@ -241,22 +253,13 @@ impl<K: EntityKind> Shell<K> {
                 of = count,
                 "a decision was cut short by a crash; it completes when its command comes back"
             );
+            // The next append goes after the part in the journal.
             loaded.sequences.last_journal = sequence;
             loaded.pending = Some(Partial {
                 inbox_seq,
                 count,
                 events,
             });
-        }
-        if !applied.is_empty() {
-            K::persist(
-                context,
-                &self.id,
-                &loaded.records,
-                loaded.sequences,
-                &applied,
-            )?;
-            K::project(context, &self.id, &loaded.records).await?;
         }
         Ok(())
     }

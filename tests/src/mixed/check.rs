@@ -2,6 +2,7 @@
 //! the journal event by event.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
@@ -16,6 +17,7 @@ use playhead_proto::subjects::{EVENTS_STREAM, EventFamily, parse_event_subject};
 use playhead_proto::v1;
 
 use super::model::{Model, ModelEvent};
+use crate::harness::wait::eventually;
 use crate::system::{TestGateway, all_plays_full};
 
 /// Every event of `PLAYHEAD_EVENTS`, per entity, in order: (inbox sequence, name, version,
@@ -156,14 +158,28 @@ pub async fn assert_answers_match(
             .stations
             .get(station)
             .and_then(|state| wire::now_playing(&id, state));
-        let now_playing = station_client
-            .get_now_playing(v1::GetNowPlayingRequest {
-                station_id: station.clone(),
-            })
-            .await
-            .map(|response| response.into_inner().now_playing)
-            .unwrap_or(None);
-        assert_eq!(now_playing, expected_now, "now playing on {station}");
+        // The gateway's cache follows the now-playing bucket: give a fresh one a moment.
+        let asked = station_client.clone();
+        let settled = eventually(
+            &format!("now playing on {station} to match the model"),
+            Duration::from_secs(10),
+            || {
+                let mut client = asked.clone();
+                let (station, expected_now) = (station.clone(), expected_now.clone());
+                async move {
+                    let now_playing = client
+                        .get_now_playing(v1::GetNowPlayingRequest {
+                            station_id: station,
+                        })
+                        .await
+                        .map(|response| response.into_inner().now_playing)
+                        .unwrap_or(None);
+                    (now_playing == expected_now).then_some(now_playing)
+                }
+            },
+        )
+        .await;
+        assert_eq!(settled, expected_now, "now playing on {station}");
     }
     let mut players = gateway.players().await;
     let mut playouts = gateway.playouts().await;

@@ -10,6 +10,7 @@ use playhead_actors::config::NodeConfig;
 use playhead_actors::domain::user::UserDecider;
 use playhead_proto::subjects::Inbox;
 use playhead_tests::harness::NatsServer;
+use playhead_tests::harness::wait::eventually;
 use playhead_tests::mixed::check::{assert_answers_match, assert_journal_matches};
 use playhead_tests::mixed::model::Model;
 use playhead_tests::mixed::workload::{self, Workload};
@@ -81,36 +82,32 @@ async fn twenty_sigkills_during_a_mixed_workload_lose_and_repeat_nothing() {
     let data = temp_dir();
     let jetstream = jetstream::new(nats.connect().await);
     let workload = workload::generate(21, 24, 60, 20_000);
-    let mut node = NodeProcess::start(&nats.url(), data.path(), &[]).await;
+    let node = NodeProcess::start(&nats.url(), data.path(), &[]).await;
     publish_pipelined(&jetstream, workload.catalog.clone()).await;
     wait_until_drained(&jetstream, Inbox::Catalog, TEST_PARTITIONS, DRAIN).await;
+    drop(node);
 
-    // Publish while the node is being killed, so kills land at every stage of the work.
-    let publisher = {
-        let jetstream = jetstream.clone();
-        let messages = workload.messages.clone();
-        tokio::spawn(async move {
-            for chunk in messages.chunks(1_000) {
-                publish_pipelined(&jetstream, chunk.to_vec()).await;
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-        })
-    };
+    // Each round leaves a backlog while the node is down, starts it, and kills it (SIGKILL) at a
+    // random point of the work.
     let mut rng = Rng::new(7);
     let mut kills_mid_work = 0;
-    for _ in 0..20 {
+    for chunk in workload
+        .messages
+        .chunks(workload.messages.len().div_ceil(20))
+    {
+        publish_pipelined(&jetstream, chunk.to_vec()).await;
+        let mut node = NodeProcess::start(&nats.url(), data.path(), &[]).await;
         // The kill point is what is random here; nothing is waited for.
-        tokio::time::sleep(Duration::from_millis(150 + rng.below(600))).await;
+        tokio::time::sleep(Duration::from_millis(10 + rng.below(200))).await;
         node.process.kill();
         if unfinished(&jetstream).await > 0 {
             kills_mid_work += 1;
         }
-        node = NodeProcess::start(&nats.url(), data.path(), &[]).await;
     }
-    publisher.await.expect("publisher");
+    let mut node = NodeProcess::start(&nats.url(), data.path(), &[]).await;
     drained(&jetstream).await;
     assert!(
-        kills_mid_work >= 15,
+        kills_mid_work >= 12,
         "only {kills_mid_work} of 20 kills came with work in hand; raise the message count"
     );
     assert_matches_model(&nats, &jetstream, &workload).await;
@@ -132,18 +129,37 @@ async fn a_node_down_longer_than_the_duplicate_window_after_an_append_repeats_no
     drop(node);
     publish_pipelined(&jetstream, workload.messages.clone()).await;
     // Each run appends a few decisions, then dies before committing them locally; it stays
-    // down past the duplicate window, and the next run must find them in the journal.
-    for _ in 0..5 {
+    // down past the duplicate window, and the next run must find them in the journal. A run
+    // that finds too little left to do to reach its crash is stopped once the inboxes drained.
+    let mut crashes = 0;
+    for _ in 0..6 {
         let mut env = window.to_vec();
-        env.push(("PLAYHEAD_FAULTS", "crash_after_appends=7"));
+        env.push(("PLAYHEAD_FAULTS", "crash_after_appends=3"));
         let mut node = NodeProcess::spawn(&nats.url(), data.path(), &env);
-        let status = node.process.wait_for_exit(Duration::from_secs(60));
-        assert!(
-            !status.success(),
-            "the injected crash aborts the node: {status}"
-        );
+        let crashed = eventually("the node to crash or finish", DRAIN, || {
+            let done = node
+                .process
+                .try_exit_status()
+                .map(|status| !status.success());
+            let jetstream = jetstream.clone();
+            async move {
+                match done {
+                    Some(crashed) => Some(crashed),
+                    None => (unfinished(&jetstream).await == 0).then_some(false),
+                }
+            }
+        })
+        .await;
+        if !crashed {
+            break;
+        }
+        crashes += 1;
         tokio::time::sleep(Duration::from_millis(2_500)).await;
     }
+    assert!(
+        crashes >= 3,
+        "only {crashes} runs crashed between an append and its commit"
+    );
     let mut node = NodeProcess::start(&nats.url(), data.path(), &window).await;
     drained(&jetstream).await;
     assert_matches_model(&nats, &jetstream, &workload).await;
