@@ -148,13 +148,13 @@ pub fn screen_station(
 ) -> Result<Screened<StationId, StationCommand>, DeadLetter> {
     let stored = stored_subject(Inbox::Station, subject, payload, max_message_bytes)?;
     let station = StationId::parse(stored.entity_token)?;
-    let reply_to = reply_to(headers)?;
     let observed: v1::SongObserved = decode(headers, payload)?;
     ensure_same_id(StationId::KIND, &observed.station_id, station.as_str())?;
+    // A station answers nothing: a reply subject is ignored, as it was.
     Ok(Screened {
         id: station,
         command: wire::observe_command(observed),
-        reply_to,
+        reply_to: None,
     })
 }
 
@@ -217,7 +217,6 @@ pub fn screen_catalog(
 ) -> Result<Screened<ContentId, CatalogCommand>, DeadLetter> {
     let stored = stored_subject(Inbox::Catalog, subject, payload, max_message_bytes)?;
     let content = ContentId::parse(stored.entity_token)?;
-    let reply_to = reply_to(headers)?;
     let update: v1::ContentUpdate = decode(headers, payload)?;
     ensure_same_id(ContentId::KIND, &update.content_id, content.as_str())?;
     let tags = update
@@ -225,10 +224,11 @@ pub fn screen_catalog(
         .into_iter()
         .map(Tag::parse)
         .collect::<Result<_, _>>()?;
+    // A catalog update answers nothing: a reply subject is ignored.
     Ok(Screened {
         id: content,
         command: CatalogCommand::SetTags(tags),
-        reply_to,
+        reply_to: None,
     })
 }
 
