@@ -82,7 +82,9 @@ async fn twenty_sigkills_during_a_mixed_workload_lose_and_repeat_nothing() {
     let data = temp_dir();
     let jetstream = jetstream::new(nats.connect().await);
     let workload = workload::generate(21, 24, 60, 20_000);
-    let node = NodeProcess::start(&nats.url(), data.path(), &[]).await;
+    // Snapshots every second, so some are taken while the node works and is killed.
+    let env = [("PLAYHEAD_JOURNAL__SNAPSHOT_INTERVAL_SECS", "1")];
+    let node = NodeProcess::start(&nats.url(), data.path(), &env).await;
     publish_pipelined(&jetstream, workload.catalog.clone()).await;
     wait_until_drained(&jetstream, Inbox::Catalog, TEST_PARTITIONS, DRAIN).await;
     drop(node);
@@ -96,7 +98,7 @@ async fn twenty_sigkills_during_a_mixed_workload_lose_and_repeat_nothing() {
         .chunks(workload.messages.len().div_ceil(20))
     {
         publish_pipelined(&jetstream, chunk.to_vec()).await;
-        let mut node = NodeProcess::start(&nats.url(), data.path(), &[]).await;
+        let mut node = NodeProcess::start(&nats.url(), data.path(), &env).await;
         // The kill point is what is random here; nothing is waited for.
         tokio::time::sleep(Duration::from_millis(10 + rng.below(200))).await;
         node.process.kill();
@@ -104,12 +106,19 @@ async fn twenty_sigkills_during_a_mixed_workload_lose_and_repeat_nothing() {
             kills_mid_work += 1;
         }
     }
-    let mut node = NodeProcess::start(&nats.url(), data.path(), &[]).await;
+    let mut node = NodeProcess::start(&nats.url(), data.path(), &env).await;
     drained(&jetstream).await;
     assert!(
         kills_mid_work >= 12,
         "only {kills_mid_work} of 20 kills came with work in hand; raise the message count"
     );
+    assert_matches_model(&nats, &jetstream, &workload).await;
+    let status = node.process.terminate_within(Duration::from_secs(30));
+    assert!(status.success(), "graceful stop exits 0: {status}");
+
+    // The snapshots taken through all that, plus the journal after them, rebuild the same.
+    std::fs::remove_dir_all(data.path().join("state")).expect("delete the local store");
+    let mut node = NodeProcess::start(&nats.url(), data.path(), &[]).await;
     assert_matches_model(&nats, &jetstream, &workload).await;
     let status = node.process.terminate_within(Duration::from_secs(30));
     assert!(status.success(), "graceful stop exits 0: {status}");

@@ -13,6 +13,7 @@ mod passivation;
 mod player_flow;
 mod playout_edges;
 mod playout_flow;
+mod quarantine;
 mod rebuild;
 mod snapshots;
 mod station_flow;

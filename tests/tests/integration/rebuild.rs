@@ -125,3 +125,92 @@ async fn a_deleted_store_is_rebuilt_from_the_journal_and_answers_as_before() {
     let status = node.process.terminate_within(Duration::from_secs(30));
     assert!(status.success(), "graceful stop exits 0: {status}");
 }
+
+/// The plain text of a node's log (no terminal colours).
+fn plain_log(node: &NodeProcess) -> String {
+    let text = std::fs::read_to_string(node.process.log_path()).unwrap_or_default();
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_taken_while_serving_bound_the_replay_and_the_rebuild_answers_as_before() {
+    let nats = NatsServer::start();
+    let data = temp_dir();
+    let jetstream = jetstream::new(nats.connect().await);
+    let workload = workload::generate(9, 10, 20, 4_000);
+    // A snapshot every 2 s: several are taken while the workload is being applied.
+    let env = [("PLAYHEAD_JOURNAL__SNAPSHOT_INTERVAL_SECS", "2")];
+    let mut node = NodeProcess::start(&nats.url(), data.path(), &env).await;
+    publish_pipelined(&jetstream, workload.catalog.clone()).await;
+    wait_until_drained(&jetstream, Inbox::Catalog, TEST_PARTITIONS, DRAIN).await;
+    let (covered, tail) = workload.messages.split_at(workload.messages.len() * 3 / 4);
+    publish_pipelined(&jetstream, covered.to_vec()).await;
+    drained(&jetstream).await;
+    // One more snapshot once everything so far is applied.
+    let taken = plain_log(&node).matches("snapshots taken").count();
+    eventually(
+        "a snapshot after the covered part",
+        Duration::from_secs(20),
+        || {
+            let now = plain_log(&node).matches("snapshots taken").count();
+            async move { (now > taken).then_some(()) }
+        },
+    )
+    .await;
+    let status = node.process.terminate_within(Duration::from_secs(30));
+    assert!(status.success(), "graceful stop exits 0: {status}");
+    let covered_events = journal_len(&jetstream).await;
+
+    // The tail is applied by a node that takes no snapshot: only the journal holds it.
+    let mut node = NodeProcess::start(&nats.url(), data.path(), &[]).await;
+    publish_pipelined(&jetstream, tail.to_vec()).await;
+    drained(&jetstream).await;
+    let status = node.process.terminate_within(Duration::from_secs(30));
+    assert!(status.success(), "graceful stop exits 0: {status}");
+    let events = journal_len(&jetstream).await;
+    assert!(events > covered_events, "the tail decided something");
+
+    std::fs::remove_dir_all(data.path().join("state")).expect("delete the local store");
+    let mut node = NodeProcess::start(&nats.url(), data.path(), &env).await;
+    let log = plain_log(&node);
+    assert_eq!(
+        log.lines()
+            .filter(|line| line.contains("snapshot restored") && line.contains("covers="))
+            .count(),
+        3,
+        "every kind's snapshot was restored:\n{}",
+        node.process.log_tail(30)
+    );
+    let replayed_from = log
+        .lines()
+        .find(|line| line.contains("replaying the journal"))
+        .and_then(|line| line.split("from=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|from| from.parse::<u64>().ok());
+    assert!(
+        replayed_from.is_some_and(|from| from > covered_events / 2 && from <= covered_events + 1),
+        "the replay starts where the snapshots end, not at the beginning: {replayed_from:?}, \
+         snapshots taken up to about {covered_events} of {events}"
+    );
+    assert_serves_the_model(&nats, &jetstream, &workload).await;
+    assert_eq!(
+        journal_len(&jetstream).await,
+        events,
+        "rebuilding appends nothing"
+    );
+    let status = node.process.terminate_within(Duration::from_secs(30));
+    assert!(status.success(), "graceful stop exits 0: {status}");
+}

@@ -1,0 +1,224 @@
+//! Nothing stalls a partition: a command its decider panics on is quarantined at once, one
+//! that fails for a reason that does not go away is quarantined after `ingest.max_attempts`,
+//! and the commands around it — on the same station — are applied.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer};
+use futures::StreamExt;
+use playhead_proto::headers::{DLQ_DETAIL, DLQ_REASON, DLQ_STREAM_SEQUENCE};
+use playhead_proto::ids::StationId;
+use playhead_proto::subjects::{DLQ_STREAM, station_song};
+use playhead_proto::v1::{ListPlaysRequest, SongObserved};
+use playhead_tests::harness::NatsServer;
+use playhead_tests::harness::wait::{eventually, within};
+use playhead_tests::system::{NodeProcess, TestGateway, metric_value, temp_dir};
+use prost::Message;
+
+const WITHIN: Duration = Duration::from_secs(10);
+
+fn song(station: &str, title: &str) -> Vec<u8> {
+    SongObserved {
+        station_id: station.into(),
+        artist: "Quarantine".into(),
+        title: title.into(),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// Publishes a song; returns its inbox sequence.
+async fn publish(jetstream: &jetstream::Context, station: &str, title: &str) -> u64 {
+    let subject = station_song(&StationId::parse(station).expect("valid id"));
+    jetstream
+        .publish(subject, song(station, title).into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored")
+        .sequence
+}
+
+/// The dead-letter copy of inbox message `sequence`: (reason, detail).
+async fn dead_letter_of(jetstream: &jetstream::Context, sequence: u64) -> (String, String) {
+    let stream = jetstream.get_stream(DLQ_STREAM).await.expect("dlq");
+    let mut letters = stream
+        .create_consumer(consumer::pull::Config {
+            ack_policy: consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .expect("dlq reader")
+        .messages()
+        .await
+        .expect("dlq messages");
+    let wanted = sequence.to_string();
+    within(
+        &format!("the quarantined copy of inbox message {sequence}"),
+        WITHIN,
+        async {
+            loop {
+                let letter = letters
+                    .next()
+                    .await
+                    .expect("dlq open")
+                    .expect("dlq message");
+                let headers = letter.headers.clone().unwrap_or_default();
+                let header = |name: &str| {
+                    headers
+                        .get(name)
+                        .map(|value| value.to_string())
+                        .unwrap_or_default()
+                };
+                if header(DLQ_STREAM_SEQUENCE) == wanted {
+                    return (header(DLQ_REASON), header(DLQ_DETAIL));
+                }
+            }
+        },
+    )
+    .await
+}
+
+/// The titles listed for `station`, oldest first, once there are `count` of them.
+async fn plays(gateway: &TestGateway, station: &str, count: usize) -> Vec<String> {
+    let client = gateway.stations().await;
+    eventually(&format!("{count} plays on {station}"), WITHIN, || {
+        let mut client = client.clone();
+        let station = station.to_owned();
+        async move {
+            let plays = client
+                .list_plays(ListPlaysRequest {
+                    station_id: station,
+                    page_size: 100,
+                    ..Default::default()
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .plays;
+            (plays.len() >= count).then(|| {
+                plays
+                    .iter()
+                    .rev()
+                    .map(|play| play.song.clone().unwrap_or_default().title)
+                    .collect()
+            })
+        }
+    })
+    .await
+}
+
+/// The log without terminal colour codes.
+fn strip_ansi(text: &str) -> String {
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}
+
+async fn node_metrics(node: &NodeProcess) -> String {
+    let log = strip_ansi(&std::fs::read_to_string(node.process.log_path()).unwrap_or_default());
+    let address = log
+        .lines()
+        .find_map(|line| {
+            let start = line.find("metrics=http://")? + "metrics=http://".len();
+            let rest = &line[start..];
+            Some(rest[..rest.find('/')?].to_owned())
+        })
+        .expect("the node logs its metrics address");
+    let mut stream = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("metrics endpoint");
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(format!("GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
+        .await
+        .expect("request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("response");
+    response
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decider_panic_is_quarantined_at_once_and_the_station_carries_on() {
+    let nats = NatsServer::start();
+    let data = temp_dir();
+    let jetstream = jetstream::new(nats.connect().await);
+    let node = NodeProcess::start(
+        &nats.url(),
+        data.path(),
+        &[("PLAYHEAD_FAULTS", "panic_on=BOOM")],
+    )
+    .await;
+    let gateway = TestGateway::start(&nats.url()).await;
+    publish(&jetstream, "radio-q", "Before").await;
+    let boom = publish(&jetstream, "radio-q", "BOOM").await;
+    publish(&jetstream, "radio-q", "After").await;
+
+    let (reason, detail) = dead_letter_of(&jetstream, boom).await;
+    assert_eq!(reason, "panic");
+    assert!(detail.contains("injected decider panic"), "{detail}");
+    assert_eq!(plays(&gateway, "radio-q", 2).await, ["Before", "After"]);
+    let metrics = node_metrics(&node).await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "playhead_dead_letters_total",
+            &[("reason", "panic")]
+        ),
+        1.0,
+        "quarantined once"
+    );
+    assert_eq!(
+        metric_value(&metrics, "playhead_batch_retries_total", &[]),
+        0.0,
+        "a decider panic is not retried"
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_keeps_failing_is_quarantined_after_max_attempts_and_the_station_carries_on()
+{
+    let nats = NatsServer::start();
+    let data = temp_dir();
+    let jetstream = jetstream::new(nats.connect().await);
+    let node = NodeProcess::start(
+        &nats.url(),
+        data.path(),
+        &[
+            ("PLAYHEAD_FAULTS", "poison_on=POISON"),
+            ("PLAYHEAD_INGEST__MAX_ATTEMPTS", "4"),
+        ],
+    )
+    .await;
+    let gateway = TestGateway::start(&nats.url()).await;
+    publish(&jetstream, "radio-p", "Before").await;
+    let poison = publish(&jetstream, "radio-p", "POISON").await;
+    publish(&jetstream, "radio-p", "After").await;
+
+    let (reason, detail) = dead_letter_of(&jetstream, poison).await;
+    assert_eq!(reason, "poison");
+    assert!(detail.starts_with("failed 4 times"), "{detail}");
+    assert_eq!(plays(&gateway, "radio-p", 2).await, ["Before", "After"]);
+    let log = std::fs::read_to_string(node.process.log_path()).unwrap_or_default();
+    assert!(
+        log.contains("quarantining a message that keeps failing"),
+        "{}",
+        node.process.log_tail(20)
+    );
+    gateway.stop().await;
+}
