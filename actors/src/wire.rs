@@ -4,13 +4,9 @@ use playhead_proto::ids::{PlaylistId, StationId, UserId};
 use playhead_proto::v1;
 
 use crate::domain::player::{PlayerEvent, PlayerPolicy, Session, SessionStatus, Track};
-use crate::domain::playout::{
-    HeartbeatAction, HeartbeatDecision, HeartbeatReason, PlayoutEvent, Slot,
-};
-use crate::domain::station::{ObserveSong, Song, StationCommand, StationEvent, StationState};
+use crate::domain::playout::{HeartbeatAction, HeartbeatDecision, HeartbeatReason, Slot};
+use crate::domain::station::{ObserveSong, Song, StationCommand, StationState};
 use crate::domain::time::Timestamp;
-use crate::domain::user::UserEvent;
-use crate::journal::codec;
 use crate::storage::session_store::LastAnswer;
 use crate::storage::station_store::PlayRecord;
 use crate::storage::view_history_store::ViewRecord;
@@ -43,12 +39,6 @@ pub fn observe_command(observed: v1::SongObserved) -> StationCommand {
         title: observed.title,
         raw: observed.raw,
     })
-}
-
-/// The protobuf payload of a station event (the journal codec's; kept until its callers use
-/// [`crate::journal::codec`] directly).
-pub fn station_event_payload(station: &StationId, event: &StationEvent) -> Vec<u8> {
-    codec::encode_station(station, event).payload
 }
 
 /// The now-playing projection of a station state (None before its first song).
@@ -132,16 +122,6 @@ pub fn player_answer(events: &[PlayerEvent], session: Option<&Session>) -> LastA
     }
 }
 
-/// The protobuf payload of a player event (the journal codec's; kept until its callers use
-/// [`crate::journal::codec`] directly).
-pub fn player_event_payload(user: &UserId, playlist: &PlaylistId, event: &PlayerEvent) -> Vec<u8> {
-    let event = UserEvent::Player {
-        playlist: playlist.clone(),
-        event: event.clone(),
-    };
-    codec::encode_user(user, &event).payload
-}
-
 /// A playlist track as the decider sees it.
 pub fn track(track: v1::PlaylistTrack) -> Track {
     Track {
@@ -184,24 +164,6 @@ pub fn degraded_decision(interval: std::time::Duration) -> v1::HeartbeatDecision
 
 pub fn duration_millis(duration: std::time::Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// The published form of a playout event; `None` for the events that stay inside the actor
-/// (its answers and bookkeeping: the stream carries admissions, reclaims and stops). The
-/// payload is the journal codec's; kept until its callers use [`crate::journal::codec`].
-pub fn playout_event_payload(user: &UserId, event: &PlayoutEvent) -> Option<Vec<u8>> {
-    match event {
-        PlayoutEvent::PlayoutStarted { .. }
-        | PlayoutEvent::SlotReclaimed { .. }
-        | PlayoutEvent::PlayoutStopped { .. } => {
-            Some(codec::encode_user(user, &UserEvent::Playout(event.clone())).payload)
-        }
-        PlayoutEvent::EntitlementsUpdated { .. }
-        | PlayoutEvent::SlotExpired { .. }
-        | PlayoutEvent::SlotRevoked { .. }
-        | PlayoutEvent::HeartbeatRecorded { .. }
-        | PlayoutEvent::PlayoutEnded { .. } => None,
-    }
 }
 
 pub fn playout(slot: &Slot) -> v1::Playout {

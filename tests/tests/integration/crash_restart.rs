@@ -93,7 +93,7 @@ async fn interrupted_ingest_loses_and_duplicates_nothing(interruption: Interrupt
             "{station}"
         );
     }
-    // Events were not published twice either (the broker drops redelivered copies).
+    // Events were not appended twice either (the journal appends are exactly-once).
     let events = jetstream.get_stream(EVENTS_STREAM).await.expect("events");
     let mut started_per_station = BTreeMap::new();
     let mut counts = events
