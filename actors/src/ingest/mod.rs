@@ -13,10 +13,12 @@
 //! The intake owns its shard actor: it spawns it, spawns it again if it dies, and stops it
 //! when the intake stops.
 //!
+//! - `apply`: the batch through the shard, retries, isolation and quarantine.
 //! - [`screen`]: what makes a message unusable, as a dead-letter reason.
 //! - [`commands`]: wire → domain command mapping shared with the gateway.
 //! - [`dead_letter`]: the copies in `PLAYHEAD_DLQ`.
 
+mod apply;
 pub mod commands;
 pub mod dead_letter;
 pub mod screen;
@@ -31,7 +33,6 @@ use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use futures::StreamExt;
 use playhead_proto::subjects::Inbox;
-use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
 use tokio_util::sync::CancellationToken;
 
@@ -40,9 +41,7 @@ use self::screen::{DeadLetter, DeadLetterReason, Screened};
 use crate::domain::time::Timestamp;
 use crate::metrics::{InboxLabel, InboxOutcome, NodeMetrics, PartitionLabel};
 use crate::runtime::shard::{ShardActor, ShardArguments, ShardMessage};
-use crate::runtime::{
-    EntityError, EntityKind, Envelope, Outcome, Processed, QuarantineReason, SliceError,
-};
+use crate::runtime::{EntityError, EntityKind, Envelope, Outcome, Processed, QuarantineReason};
 use crate::storage::Storage;
 use crate::telemetry;
 
@@ -94,9 +93,6 @@ pub struct PartitionIntake<K: EntityKind> {
     pub metrics: Arc<NodeMetrics>,
     pub config: IntakeConfig,
 }
-
-const RETRY_BACKOFF_START: Duration = Duration::from_millis(100);
-const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// A screened message, where it sits in its batch.
 type Accepted<K> = (
@@ -308,139 +304,6 @@ impl<K: EntityKind> PartitionIntake<K> {
         self.record_metrics(&batch, counts, rejected.len(), started);
     }
 
-    /// Applies the accepted envelopes. A transient failure retries the batch as it is; a
-    /// permanent one applies the messages one by one and quarantines those that keep failing.
-    /// `None` when stopped first.
-    async fn apply(
-        &self,
-        accepted: Vec<Accepted<K>>,
-        shard: &mut Option<ActorRef<ShardMessage<K>>>,
-        stop: &CancellationToken,
-    ) -> Option<Vec<Processed>> {
-        if accepted.is_empty() {
-            return Some(Vec::new());
-        }
-        let batch: Vec<(K::Id, Envelope<K::Command>)> = accepted
-            .into_iter()
-            .map(|(_, id, envelope)| (id, envelope))
-            .collect();
-        let mut backoff = RETRY_BACKOFF_START;
-        loop {
-            match self.call_shard(shard, batch.clone()).await {
-                Ok(results) => return Some(results),
-                Err(failure) if failure.error.is_transient() => {
-                    self.note_retry("apply", &failure.error, backoff);
-                    if !self.pause(stop, &mut backoff).await {
-                        return None;
-                    }
-                }
-                Err(failure) => {
-                    tracing::warn!(
-                        inbox = self.inbox.label(),
-                        partition = self.partition,
-                        error = %failure.error,
-                        at_seq = failure.at_seq,
-                        "a batch failed for a reason that may not go away; applying its messages one by one"
-                    );
-                    break;
-                }
-            }
-        }
-        let mut results = Vec::with_capacity(batch.len());
-        for item in batch {
-            results.push(self.apply_one(item, shard, stop).await?);
-        }
-        Some(results)
-    }
-
-    /// Applies one message, quarantining it once it failed `max_attempts` times for a reason
-    /// that does not go away (the failure of the whole batch counts as the first).
-    async fn apply_one(
-        &self,
-        item: (K::Id, Envelope<K::Command>),
-        shard: &mut Option<ActorRef<ShardMessage<K>>>,
-        stop: &CancellationToken,
-    ) -> Option<Processed> {
-        let seq = item.1.seq;
-        let mut failures = 1;
-        let mut backoff = RETRY_BACKOFF_START;
-        loop {
-            match self.call_shard(shard, vec![item.clone()]).await {
-                Ok(mut results) => return results.pop(),
-                Err(failure) if failure.error.is_transient() => {
-                    self.note_retry("apply", &failure.error, backoff);
-                }
-                Err(failure) => {
-                    failures += 1;
-                    if failures >= self.config.max_attempts {
-                        let reason = match failure.error {
-                            EntityError::Panicked { .. } => QuarantineReason::Panic,
-                            _ => QuarantineReason::Poison,
-                        };
-                        tracing::error!(
-                            inbox = self.inbox.label(),
-                            partition = self.partition,
-                            seq,
-                            failures,
-                            error = %failure.error,
-                            "quarantining a message that keeps failing"
-                        );
-                        return Some(Processed {
-                            outcome: Outcome::Quarantined {
-                                reason,
-                                detail: format!("failed {failures} times; last: {}", failure.error),
-                            },
-                            answer: None,
-                        });
-                    }
-                    self.note_retry("apply", &failure.error, backoff);
-                }
-            }
-            if !self.pause(stop, &mut backoff).await {
-                return None;
-            }
-        }
-    }
-
-    async fn call_shard(
-        &self,
-        shard: &mut Option<ActorRef<ShardMessage<K>>>,
-        batch: Vec<(K::Id, Envelope<K::Command>)>,
-    ) -> Result<Vec<Processed>, SliceError> {
-        let consumer_name = self.inbox.consumer_name(self.partition);
-        let actor = match shard {
-            Some(actor) => actor.clone(),
-            None => {
-                let actor = self.spawn_shard(&consumer_name).await.map_err(|error| {
-                    EntityError::ActorGone {
-                        id: consumer_name.clone(),
-                        detail: error.to_string(),
-                    }
-                })?;
-                *shard = Some(actor.clone());
-                actor
-            }
-        };
-        match actor
-            .call(|reply| ShardMessage::Process(batch, reply), None)
-            .await
-        {
-            Ok(CallResult::Success(result)) => result,
-            other => {
-                // The shard died (a bug, or a panic while routing): start a fresh one; its
-                // entities reload from storage.
-                tracing::error!(consumer = %consumer_name, result = ?other.map(|_| ()), "the shard actor failed; restarting it");
-                actor.stop(None);
-                *shard = None;
-                Err(EntityError::ActorGone {
-                    id: consumer_name,
-                    detail: "the shard actor failed".into(),
-                }
-                .into())
-            }
-        }
-    }
-
     /// Best effort: a publisher that went away does not hold up the partition.
     async fn send_answers(&self, answers: Vec<(playhead_proto::subjects::ReplySubject, Vec<u8>)>) {
         for (subject, answer) in answers {
@@ -498,63 +361,6 @@ impl<K: EntityKind> PartitionIntake<K> {
                     partition: self.partition,
                 })
                 .set(info.pending as i64);
-        }
-    }
-
-    fn note_retry(&self, what: &str, error: &EntityError, backoff: Duration) {
-        tracing::warn!(
-            inbox = self.inbox.label(),
-            partition = self.partition,
-            %error,
-            retry_in_ms = backoff.as_millis() as u64,
-            "{what} failed; retrying"
-        );
-        self.metrics
-            .batch_retries
-            .get_or_create(&InboxLabel {
-                inbox: self.inbox.label(),
-            })
-            .inc();
-    }
-
-    /// Waits out `backoff` (doubling it); false if `stop` came first.
-    async fn pause(&self, stop: &CancellationToken, backoff: &mut Duration) -> bool {
-        tokio::select! {
-            _ = stop.cancelled() => {
-                tracing::warn!(
-                    inbox = self.inbox.label(),
-                    partition = self.partition,
-                    "stopping with an unfinished batch; it is redelivered after restart"
-                );
-                false
-            }
-            _ = tokio::time::sleep(*backoff) => {
-                *backoff = (*backoff * 2).min(RETRY_BACKOFF_MAX);
-                true
-            }
-        }
-    }
-
-    /// Runs `attempt` until it succeeds, backing off; None if `stop` came first.
-    async fn retry<F, Fut, T>(
-        &self,
-        stop: &CancellationToken,
-        what: &str,
-        mut attempt: F,
-    ) -> Option<T>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, EntityError>>,
-    {
-        let mut backoff = RETRY_BACKOFF_START;
-        loop {
-            match attempt().await {
-                Ok(value) => return Some(value),
-                Err(error) => self.note_retry(what, &error, backoff),
-            }
-            if !self.pause(stop, &mut backoff).await {
-                return None;
-            }
         }
     }
 }

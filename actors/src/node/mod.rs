@@ -2,13 +2,13 @@
 //! the local store, runs an intake per inbox partition, serves queries and metrics, and shuts
 //! all of it down in one fixed order.
 //!
-//! - [`store`]: opening the local store, and deciding whether it must be rebuilt.
+//! - [`store`]: opening the local store, and rebuilding it when it cannot be trusted.
 //! - [`snapshots`]: snapshots of every kind's state, taken on a schedule and restored.
 
+mod compaction;
 pub mod snapshots;
 pub mod store;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,9 +16,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_nats::jetstream;
 use async_nats::jetstream::consumer::PullConsumer;
-use async_nats::jetstream::kv;
-use async_nats::jetstream::object_store::ObjectStore;
-use playhead_proto::subjects::{EventFamily, Inbox};
+use playhead_proto::subjects::Inbox;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -26,18 +24,16 @@ use tokio_util::sync::CancellationToken;
 use self::store::StoreState;
 use crate::broker::{self, EmbeddedBroker};
 use crate::config::NodeConfig;
-use crate::domain::user::UserDecider;
 use crate::faults::Faults;
 use crate::ingest::dead_letter::DeadLetters;
 use crate::ingest::{IngestError, IntakeConfig, PartitionIntake, Screen, screen};
 use crate::journal::append::Journal;
 use crate::journal::snapshot;
-use crate::metrics::{self, KeyspaceLabel, NodeMetrics};
+use crate::metrics::{self, NodeMetrics};
 use crate::query::{self, QueryContext};
-use crate::runtime::kinds::catalog::{CatalogContext, ContentKind};
-use crate::runtime::kinds::station::{StationContext, StationKind};
-use crate::runtime::kinds::user::{UserContext, UserKind};
-use crate::runtime::rebuild::{self, Replay, Replayer};
+use crate::runtime::kinds::catalog::ContentKind;
+use crate::runtime::kinds::station::StationKind;
+use crate::runtime::kinds::user::UserKind;
 use crate::runtime::shard::ShardArguments;
 use crate::runtime::{EntityKind, Runtime};
 use crate::storage::Storage;
@@ -105,7 +101,7 @@ pub async fn run_with(
     if options.rebuild {
         store::move_aside(&store::state_dir(&config), "before-rebuild")?;
     }
-    let (storage, contexts, store_state) = prepare_store(
+    let (storage, contexts, store_state) = store::prepare_store(
         &config,
         &jetstream,
         &snapshot_bucket,
@@ -167,7 +163,7 @@ pub async fn run_with(
         Arc::new(config.clone()),
         background_stop.clone(),
     ));
-    background.spawn(compact_periodically(
+    background.spawn(compaction::compact_periodically(
         storage.clone(),
         node_metrics.clone(),
         Duration::from_secs(config.storage.compaction_interval_secs),
@@ -265,127 +261,6 @@ pub async fn run_with(
         Some(cause) => Err(anyhow::anyhow!("{cause}; the node stopped")),
         None => Ok(()),
     }
-}
-
-/// Every kind's shared context.
-struct Contexts {
-    station: Arc<StationContext>,
-    user: Arc<UserContext>,
-    content: Arc<CatalogContext>,
-}
-
-impl Contexts {
-    fn new(config: &NodeConfig, storage: &Storage, now_playing: &kv::Store) -> Self {
-        Self {
-            station: Arc::new(StationContext {
-                storage: storage.clone(),
-                now_playing: now_playing.clone(),
-            }),
-            user: Arc::new(UserContext {
-                storage: storage.clone(),
-                decider: UserDecider {
-                    player: config.player_policy(),
-                    playout: config.playout_policy(),
-                },
-            }),
-            content: Arc::new(CatalogContext {
-                storage: storage.clone(),
-            }),
-        }
-    }
-}
-
-/// Opens the local store; an empty one is rebuilt from the latest snapshots and the journal
-/// when they hold state, before anything is served.
-async fn prepare_store(
-    config: &NodeConfig,
-    jetstream: &jetstream::Context,
-    bucket: &ObjectStore,
-    journal_identity: &str,
-    now_playing: &kv::Store,
-) -> anyhow::Result<(Storage, Contexts, StoreState)> {
-    let storage = store::open(config)?;
-    store::check_identity(&storage, journal_identity)?;
-    let marks = storage.marks()?;
-    if marks.initialized {
-        let contexts = Contexts::new(config, &storage, now_playing);
-        let state = StoreState::Resumed {
-            clean: marks.stopped_cleanly,
-        };
-        return Ok((storage, contexts, state));
-    }
-    let has_snapshot = snapshots::any_snapshot(bucket).await?;
-    if !has_snapshot && !store::journal_has_events(jetstream).await? {
-        let contexts = Contexts::new(config, &storage, now_playing);
-        return Ok((storage, contexts, StoreState::Fresh));
-    }
-    tracing::warn!(
-        has_snapshot,
-        "the local store is empty but the broker holds state: rebuilding"
-    );
-    let started = std::time::Instant::now();
-    // Snapshots are raw sled trees: restore them into the closed store, then reopen it so its
-    // keyspaces see the restored buckets.
-    let covered = if has_snapshot {
-        drop(storage);
-        snapshots::restore_all(&store::state_dir(config), bucket, config).await?
-    } else {
-        drop(storage);
-        snapshots::KINDS.iter().map(|kind| (*kind, None)).collect()
-    };
-    let storage = store::open(config)?;
-    let contexts = Contexts::new(config, &storage, now_playing);
-    let covered_by = |name: &str| {
-        covered
-            .iter()
-            .find(|(kind, _)| kind.name == name)
-            .and_then(|(_, sequence)| *sequence)
-            .unwrap_or(0)
-    };
-    let from = covered
-        .iter()
-        .map(|(_, sequence)| sequence.unwrap_or(0))
-        .min()
-        .unwrap_or(0)
-        + 1;
-    let first = store::journal_first_sequence(jetstream).await?;
-    if first > from {
-        anyhow::bail!(
-            "the local store must be rebuilt from journal sequence {from}, but the journal now \
-             starts at {first}: the events in between expired before a snapshot covered them \
-             (journal.retention_secs must exceed twice journal.snapshot_interval_secs). \
-             Restore the data directory from a backup"
-        );
-    }
-    let mut replayers: HashMap<EventFamily, Box<dyn Replay + Send>> = HashMap::new();
-    replayers.insert(
-        EventFamily::Station,
-        Box::new(
-            Replayer::<StationKind>::new(contexts.station.clone())
-                .skipping_through(covered_by("station")),
-        ),
-    );
-    replayers.insert(
-        EventFamily::User,
-        Box::new(
-            Replayer::<UserKind>::new(contexts.user.clone()).skipping_through(covered_by("user")),
-        ),
-    );
-    replayers.insert(
-        EventFamily::Content,
-        Box::new(
-            Replayer::<ContentKind>::new(contexts.content.clone())
-                .skipping_through(covered_by("content")),
-        ),
-    );
-    let report = rebuild::replay(jetstream, from, replayers).await?;
-    storage.flush().context("cannot flush the rebuilt store")?;
-    tracing::info!(
-        seconds = started.elapsed().as_secs_f64(),
-        replayed = report.events,
-        "the local store is rebuilt"
-    );
-    Ok((storage, contexts, StoreState::Rebuilt))
 }
 
 /// What starting a partition needs, whatever its entity kind.
@@ -493,48 +368,4 @@ async fn shut_down(parts: ShutdownParts) -> anyhow::Result<()> {
     }
     tracing::info!("playhead-node stopped");
     Ok(())
-}
-
-async fn compact_periodically(
-    storage: Storage,
-    metrics: Arc<NodeMetrics>,
-    every: Duration,
-    stop: CancellationToken,
-) -> anyhow::Result<()> {
-    let mut ticks = tokio::time::interval(every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
-            _ = ticks.tick() => {}
-        }
-        let storage = storage.clone();
-        // Dropping trees is blocking IO; keep it off the async workers.
-        for (keyspace, result) in tokio::task::spawn_blocking(move || storage.compact()).await? {
-            let label = KeyspaceLabel { keyspace };
-            match result {
-                Ok(report) => {
-                    metrics
-                        .keyspace_buckets
-                        .get_or_create(&label)
-                        .set(report.buckets_remaining as i64);
-                    metrics
-                        .keyspace_buckets_dropped
-                        .get_or_create(&label)
-                        .inc_by(report.buckets_dropped as u64);
-                    metrics
-                        .keyspace_compaction_seconds
-                        .get_or_create(&label)
-                        .observe(report.elapsed.as_secs_f64());
-                }
-                Err(error) => {
-                    metrics
-                        .keyspace_compaction_failures
-                        .get_or_create(&label)
-                        .inc();
-                    tracing::warn!(keyspace, %error, "keyspace compaction failed");
-                }
-            }
-        }
-    }
 }

@@ -11,14 +11,23 @@
 //! - **resume**: otherwise. When the last run did not stop cleanly the store may be behind the
 //!   journal, so every entity checks its journal position when it loads (`Runtime::recovering`).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use async_nats::jetstream;
-use playhead_proto::subjects::EVENTS_STREAM;
+use async_nats::jetstream::kv;
+use async_nats::jetstream::object_store::ObjectStore;
+use playhead_proto::subjects::{EVENTS_STREAM, EventFamily};
 
+use super::snapshots;
 use crate::config::NodeConfig;
+use crate::domain::user::UserDecider;
+use crate::runtime::kinds::catalog::{CatalogContext, ContentKind};
+use crate::runtime::kinds::station::{StationContext, StationKind};
+use crate::runtime::kinds::user::{UserContext, UserKind};
+use crate::runtime::rebuild::{self, Replay, Replayer};
 use crate::storage::clock::SystemClock;
 use crate::storage::{Storage, StorageError};
 
@@ -114,4 +123,125 @@ pub fn check_identity(storage: &Storage, journal_identity: &str) -> anyhow::Resu
         ),
         _ => Ok(()),
     }
+}
+
+/// Every kind's shared context.
+pub(super) struct Contexts {
+    pub(super) station: Arc<StationContext>,
+    pub(super) user: Arc<UserContext>,
+    pub(super) content: Arc<CatalogContext>,
+}
+
+impl Contexts {
+    fn new(config: &NodeConfig, storage: &Storage, now_playing: &kv::Store) -> Self {
+        Self {
+            station: Arc::new(StationContext {
+                storage: storage.clone(),
+                now_playing: now_playing.clone(),
+            }),
+            user: Arc::new(UserContext {
+                storage: storage.clone(),
+                decider: UserDecider {
+                    player: config.player_policy(),
+                    playout: config.playout_policy(),
+                },
+            }),
+            content: Arc::new(CatalogContext {
+                storage: storage.clone(),
+            }),
+        }
+    }
+}
+
+/// Opens the local store; an empty one is rebuilt from the latest snapshots and the journal
+/// when they hold state, before anything is served.
+pub(super) async fn prepare_store(
+    config: &NodeConfig,
+    jetstream: &jetstream::Context,
+    bucket: &ObjectStore,
+    journal_identity: &str,
+    now_playing: &kv::Store,
+) -> anyhow::Result<(Storage, Contexts, StoreState)> {
+    let storage = open(config)?;
+    check_identity(&storage, journal_identity)?;
+    let marks = storage.marks()?;
+    if marks.initialized {
+        let contexts = Contexts::new(config, &storage, now_playing);
+        let state = StoreState::Resumed {
+            clean: marks.stopped_cleanly,
+        };
+        return Ok((storage, contexts, state));
+    }
+    let has_snapshot = snapshots::any_snapshot(bucket).await?;
+    if !has_snapshot && !journal_has_events(jetstream).await? {
+        let contexts = Contexts::new(config, &storage, now_playing);
+        return Ok((storage, contexts, StoreState::Fresh));
+    }
+    tracing::warn!(
+        has_snapshot,
+        "the local store is empty but the broker holds state: rebuilding"
+    );
+    let started = std::time::Instant::now();
+    // Snapshots are raw sled trees: restore them into the closed store, then reopen it so its
+    // keyspaces see the restored buckets.
+    let covered = if has_snapshot {
+        drop(storage);
+        snapshots::restore_all(&state_dir(config), bucket, config).await?
+    } else {
+        drop(storage);
+        snapshots::KINDS.iter().map(|kind| (*kind, None)).collect()
+    };
+    let storage = open(config)?;
+    let contexts = Contexts::new(config, &storage, now_playing);
+    let covered_by = |name: &str| {
+        covered
+            .iter()
+            .find(|(kind, _)| kind.name == name)
+            .and_then(|(_, sequence)| *sequence)
+            .unwrap_or(0)
+    };
+    let from = covered
+        .iter()
+        .map(|(_, sequence)| sequence.unwrap_or(0))
+        .min()
+        .unwrap_or(0)
+        + 1;
+    let first = journal_first_sequence(jetstream).await?;
+    if first > from {
+        anyhow::bail!(
+            "the local store must be rebuilt from journal sequence {from}, but the journal now \
+             starts at {first}: the events in between expired before a snapshot covered them \
+             (journal.retention_secs must exceed twice journal.snapshot_interval_secs). \
+             Restore the data directory from a backup"
+        );
+    }
+    let mut replayers: HashMap<EventFamily, Box<dyn Replay + Send>> = HashMap::new();
+    replayers.insert(
+        EventFamily::Station,
+        Box::new(
+            Replayer::<StationKind>::new(contexts.station.clone())
+                .skipping_through(covered_by("station")),
+        ),
+    );
+    replayers.insert(
+        EventFamily::User,
+        Box::new(
+            Replayer::<UserKind>::new(contexts.user.clone()).skipping_through(covered_by("user")),
+        ),
+    );
+    replayers.insert(
+        EventFamily::Content,
+        Box::new(
+            Replayer::<ContentKind>::new(contexts.content.clone())
+                .skipping_through(covered_by("content")),
+        ),
+    );
+    let report = rebuild::replay(jetstream, from, replayers).await?;
+    storage.flush().context("cannot flush the rebuilt store")?;
+    tracing::info!(
+        seconds = started.elapsed().as_secs_f64(),
+        replayed = report.events,
+        "the local store is rebuilt"
+    );
+    Ok((storage, contexts, StoreState::Rebuilt))
 }
