@@ -20,11 +20,13 @@ use super::model::{Model, ModelEvent};
 use crate::harness::wait::eventually;
 use crate::system::{TestGateway, all_plays_full};
 
-/// Every event of `PLAYHEAD_EVENTS`, per entity, in order: (inbox sequence, name, version,
-/// payload).
+/// One journal event: (inbox sequence, name, version, payload).
+pub type JournalEntry = (u64, String, u32, Vec<u8>);
+
+/// Every event of `PLAYHEAD_EVENTS`, per entity, in order.
 pub async fn read_journal(
     jetstream: &jetstream::Context,
-) -> BTreeMap<(EventFamily, String), Vec<(u64, String, u32, Vec<u8>)>> {
+) -> BTreeMap<(EventFamily, String), Vec<JournalEntry>> {
     let stream = jetstream.get_stream(EVENTS_STREAM).await.expect("journal");
     let last = stream.cached_info().state.last_sequence;
     let mut journal: BTreeMap<_, Vec<_>> = BTreeMap::new();
@@ -74,7 +76,7 @@ pub async fn assert_journal_matches(jetstream: &jetstream::Context, model: &Mode
         .journal
         .iter()
         .map(|(entity, events)| {
-            let events: Vec<(u64, String, u32, Vec<u8>)> = events
+            let events: Vec<JournalEntry> = events
                 .iter()
                 .map(|(inbox_seq, event): &ModelEvent| {
                     (
@@ -92,7 +94,7 @@ pub async fn assert_journal_matches(jetstream: &jetstream::Context, model: &Mode
     for entity in expected.keys().chain(journal.keys()) {
         let (want, got) = (expected.get(entity), journal.get(entity));
         if want != got {
-            let names = |events: Option<&Vec<(u64, String, u32, Vec<u8>)>>| -> Vec<(u64, String)> {
+            let names = |events: Option<&Vec<JournalEntry>>| -> Vec<(u64, String)> {
                 events
                     .map(|events| {
                         events

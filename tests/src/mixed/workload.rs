@@ -126,7 +126,7 @@ fn player(user: &str, viewer: &mut Viewer, rng: &mut Rng) -> Outgoing {
         v1::player_command::Command::Start(v1::StartPlaylist {
             playlist_id,
             tracks: tracks(6 + playlist * 2),
-            seed: (roll % 2 == 0).then_some(rng.below(1_000)),
+            seed: roll.is_multiple_of(2).then_some(rng.below(1_000)),
             restart: roll < 4,
         })
     } else if roll < 65 {
@@ -181,7 +181,7 @@ fn heartbeat(user: &str, viewer: &mut Viewer, rng: &mut Rng) -> Outgoing {
 
 fn entitlements(user: &str, index: usize, rng: &mut Rng) -> Outgoing {
     let mut tags = vec!["free"];
-    if index % 2 == 0 {
+    if index.is_multiple_of(2) {
         tags.push("premium");
     }
     let id = UserId::parse(user).expect("valid user id");
