@@ -494,6 +494,12 @@ impl NodeConfig {
                     "use at least 1 second (30 days is the default), or every session is gone \
                      as soon as it starts",
                 ),
+                PlayerPolicyError::TtlShorterThanSkipWindow { .. } => invalid(
+                    "player.session_ttl_secs",
+                    self.player.session_ttl_secs,
+                    "must be at least player.skip_window_secs: an expired session must hold no \
+                     skip that still counts when the listener starts over",
+                ),
             };
         }
         if self.player.session_bucket_secs == 0

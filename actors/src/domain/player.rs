@@ -54,6 +54,18 @@ pub enum PlayerPolicyError {
     ZeroSkipWindow,
     #[error("session_ttl must be at least 1 ms, or every session is gone as soon as it starts")]
     ZeroSessionTtl,
+    /// A restart carries the skips still in the window from the previous session, even an
+    /// expired one; the store forgets an expired session on its own schedule, so with a TTL
+    /// shorter than the window the same restart would be decided differently from sled than
+    /// from memory or the journal.
+    #[error(
+        "session_ttl ({ttl:?}) must be at least skip_window ({window:?}), so an expired \
+         session holds no skip that still counts"
+    )]
+    TtlShorterThanSkipWindow {
+        ttl: std::time::Duration,
+        window: std::time::Duration,
+    },
 }
 
 impl PlayerPolicy {
@@ -67,6 +79,12 @@ impl PlayerPolicy {
         }
         if self.session_ttl.as_millis() == 0 {
             return Err(PlayerPolicyError::ZeroSessionTtl);
+        }
+        if self.session_ttl < self.skip_window {
+            return Err(PlayerPolicyError::TtlShorterThanSkipWindow {
+                ttl: self.session_ttl,
+                window: self.skip_window,
+            });
         }
         Ok(())
     }

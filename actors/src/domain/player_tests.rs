@@ -428,6 +428,15 @@ fn a_policy_with_a_zero_window_or_ttl_is_refused_and_a_zero_skip_limit_is_not() 
         ..policy()
     };
     assert_eq!(no_ttl.validate(), Err(PlayerPolicyError::ZeroSessionTtl));
+    let ttl_inside_window = PlayerPolicy {
+        session_ttl: Duration::from_secs(60),
+        skip_window: Duration::from_secs(61),
+        ..policy()
+    };
+    assert!(matches!(
+        ttl_inside_window.validate(),
+        Err(PlayerPolicyError::TtlShorterThanSkipWindow { .. })
+    ));
 }
 
 #[test]

@@ -473,6 +473,7 @@ async fn untouched_sessions_expire_while_touched_ones_stay() {
     let data = temp_dir();
     let mut config = test_node_config(&nats.url(), data.path());
     config.player.session_ttl_secs = 3;
+    config.player.skip_window_secs = 3;
     config.player.session_bucket_secs = 1;
     config.storage.compaction_interval_secs = 1;
     let node = TestNode::start(config).await;

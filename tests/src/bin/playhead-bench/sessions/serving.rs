@@ -89,6 +89,7 @@ pub(super) async fn serving(
     config.storage.compaction_interval_secs = COMPACTION_INTERVAL.as_secs();
     config.player.session_bucket_secs = BUCKET_MS / 1000;
     config.player.session_ttl_secs = TTL_MS / 1000;
+    config.player.skip_window_secs = TTL_MS / 1000;
 
     // Place the bucket so that T leaves room for the fill, the set-up and the baseline.
     let fill_estimate = Duration::from_secs_f64(workload.sessions as f64 / fill_rate * 1.5 + 2.0);
