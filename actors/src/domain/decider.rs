@@ -64,8 +64,14 @@ impl<'d, D: Decider> Given<'d, D> {
         Self { decider, state }
     }
 
-    pub fn when(self, command: D::Command, now: Timestamp) -> When<D> {
-        let decision = self.decider.decide(&command, &self.state, now);
+    /// The given state itself (the fold of the given events).
+    pub fn into_state(self) -> D::State {
+        self.state
+    }
+
+    /// Decides `command` at `now` (a [`Timestamp`], or epoch milliseconds).
+    pub fn when(self, command: D::Command, now: impl Into<Timestamp>) -> When<D> {
+        let decision = self.decider.decide(&command, &self.state, now.into());
         When {
             state: self.state,
             decision,

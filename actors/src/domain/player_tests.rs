@@ -8,6 +8,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::*;
+use crate::domain::decider::Given;
 
 const MINUTE: u64 = 60_000;
 const DAY: u64 = 24 * 60 * MINUTE;
@@ -52,42 +53,25 @@ fn started(count: usize, when: u64) -> PlayerEvent {
     }
 }
 
-/// given(events).when(command, now) → the decision.
-struct Given(PlayerState);
+/// The default policy, for the shared given/when/then harness.
+static POLICY: PlayerPolicy = PlayerPolicy {
+    skip_limit: 3,
+    skip_window: Duration::from_secs(60 * 60),
+    session_ttl: Duration::from_secs(30 * 24 * 60 * 60),
+};
 
-fn given(events: &[PlayerEvent]) -> Given {
-    Given(events.iter().fold(initial(), evolve))
+/// given(events).when(command, now) → the decision, under the default policy.
+fn given(events: &[PlayerEvent]) -> Given<'static, PlayerPolicy> {
+    Given::new(&POLICY, events)
 }
 
-impl Given {
-    fn when(self, command: PlayerCommand, now: u64) -> Then {
-        self.when_under(&policy(), command, now)
-    }
-
-    fn when_under(self, policy: &PlayerPolicy, command: PlayerCommand, now: u64) -> Then {
-        let decision = policy.decide(&command, &self.0, at(now));
-        Then {
-            state: self.0,
-            decision,
-        }
-    }
+fn given_state(state: PlayerState) -> Given<'static, PlayerPolicy> {
+    Given::state(&POLICY, state)
 }
 
-struct Then {
-    state: PlayerState,
-    decision: Result<Vec<PlayerEvent>, PlayerError>,
-}
-
-impl Then {
-    fn then(self, expected: Vec<PlayerEvent>) -> PlayerState {
-        let events = self.decision.expect("decision accepted");
-        assert_eq!(events, expected);
-        events.iter().fold(self.state, evolve)
-    }
-
-    fn then_rejected(self, expected: PlayerError) {
-        assert_eq!(self.decision, Err(expected));
-    }
+#[test]
+fn the_harness_policy_is_the_default() {
+    assert_eq!(POLICY, PlayerPolicy::default());
 }
 
 /// The track the session would play now, read through the public view.
@@ -173,7 +157,7 @@ fn the_shuffle_and_the_default_seed_give_pinned_outputs() {
 
 #[test]
 fn given_a_started_session_then_the_first_track_is_the_first_of_the_seeded_order() {
-    let state = given(&[started(12, 0)]).0;
+    let state = given(&[started(12, 0)]).into_state();
     let first = shuffled_order(12, 42)[0] as usize;
     assert_eq!(current_id(&state), tracks(12)[first].track_id);
 }
@@ -189,7 +173,7 @@ fn given_a_live_session_when_started_again_then_it_resumes_where_it_was() {
             skipped: false,
             at: at(MINUTE),
         }]);
-    let resumed = Given(state.clone())
+    let resumed = given_state(state.clone())
         .when(start(12), 20 * DAY)
         .then(vec![PlayerEvent::SessionResumed { at: at(20 * DAY) }]);
     let resumed = resumed.unwrap();
@@ -245,7 +229,7 @@ fn given_a_session_touched_recently_then_its_ttl_slides() {
         started(12, 0),
         PlayerEvent::SessionResumed { at: at(ttl - 1) },
     ])
-    .0;
+    .into_state();
     assert!(state.as_ref().unwrap().is_live(at(2 * ttl - 2), &policy()));
     assert!(!state.as_ref().unwrap().is_live(at(2 * ttl - 1), &policy()));
 }
@@ -255,37 +239,37 @@ fn given_an_expired_session_when_next_then_there_is_no_session() {
     let ttl = policy().session_ttl.as_millis() as u64;
     given(&[started(3, 0)])
         .when(PlayerCommand::Next, ttl + 1)
-        .then_rejected(PlayerError::NoSession);
+        .then_refused(PlayerError::NoSession);
 }
 
 #[test]
 fn given_no_session_when_next_or_skip_then_there_is_no_session() {
     given(&[])
         .when(PlayerCommand::Next, 0)
-        .then_rejected(PlayerError::NoSession);
+        .then_refused(PlayerError::NoSession);
     given(&[])
         .when(PlayerCommand::Skip, 0)
-        .then_rejected(PlayerError::NoSession);
+        .then_refused(PlayerError::NoSession);
 }
 
 #[test]
 fn given_bad_playlists_when_started_then_they_are_rejected() {
     given(&[])
         .when(start(0), 0)
-        .then_rejected(PlayerError::EmptyPlaylist);
+        .then_refused(PlayerError::EmptyPlaylist);
     given(&[])
         .when(start(MAX_TRACKS + 1), 0)
-        .then_rejected(PlayerError::TooManyTracks(MAX_TRACKS + 1));
+        .then_refused(PlayerError::TooManyTracks(MAX_TRACKS + 1));
     let mut twice = tracks(3);
     twice[2].track_id = "track-0".into();
     given(&[])
         .when(start_with(twice, None, false), 0)
-        .then_rejected(PlayerError::DuplicateTrack("track-0".into()));
+        .then_refused(PlayerError::DuplicateTrack("track-0".into()));
     let mut unnamed = tracks(2);
     unnamed[1].track_id.clear();
     given(&[])
         .when(start_with(unnamed, None, false), 0)
-        .then_rejected(PlayerError::EmptyTrackId);
+        .then_refused(PlayerError::EmptyTrackId);
 }
 
 #[test]
@@ -298,7 +282,7 @@ fn given_the_last_track_when_next_then_the_session_completes() {
             skipped: false,
             at: at(1),
         }]);
-    let state = Given(state).when(PlayerCommand::Next, 2).then(vec![
+    let state = given_state(state).when(PlayerCommand::Next, 2).then(vec![
         PlayerEvent::TrackAdvanced {
             track_id: tracks(2)[order[1] as usize].track_id.clone(),
             skipped: false,
@@ -311,18 +295,18 @@ fn given_the_last_track_when_next_then_the_session_completes() {
     assert_eq!(session.current_track(), None);
     assert_eq!(session.tracks_remaining(), 0);
     // A completed session stays completed: nothing more to play or skip.
-    Given(state.clone())
+    given_state(state.clone())
         .when(PlayerCommand::Next, 3)
         .then(vec![]);
-    Given(state).when(PlayerCommand::Skip, 3).then(vec![]);
+    given_state(state).when(PlayerCommand::Skip, 3).then(vec![]);
 }
 
 #[test]
 fn given_skips_up_to_the_limit_when_one_more_then_it_is_denied_with_the_wait() {
-    let mut state = given(&[started(12, 0)]).0;
+    let mut state = given(&[started(12, 0)]).into_state();
     for minute in 1..=3 {
         let current = current_id(&state);
-        state = Given(state)
+        state = given_state(state)
             .when(PlayerCommand::Skip, minute * MINUTE)
             .then(vec![PlayerEvent::TrackAdvanced {
                 track_id: current,
@@ -331,7 +315,7 @@ fn given_skips_up_to_the_limit_when_one_more_then_it_is_denied_with_the_wait() {
             }]);
     }
     let current = current_id(&state);
-    let state = Given(state)
+    let state = given_state(state)
         .when(PlayerCommand::Skip, 10 * MINUTE)
         .then(vec![PlayerEvent::SkipDenied {
             // The skip at minute 1 leaves the 60-minute window at minute 61.
@@ -368,7 +352,7 @@ fn given_skips_at_the_limit_when_the_window_rolls_then_one_more_is_granted() {
             at: at(3 * MINUTE),
         },
     ];
-    let state = given(&events).0;
+    let state = given(&events).into_state();
     let current = current_id(&state);
     given(&events)
         .when(PlayerCommand::Skip, 61 * MINUTE)
@@ -378,9 +362,11 @@ fn given_skips_at_the_limit_when_the_window_rolls_then_one_more_is_granted() {
             at: at(61 * MINUTE),
         }]);
     // One minute earlier the window still held all three.
-    let denied = given(&events).when(PlayerCommand::Skip, 61 * MINUTE - 1);
+    let (_, denied) = given(&events)
+        .when(PlayerCommand::Skip, 61 * MINUTE - 1)
+        .decision();
     assert!(matches!(
-        denied.decision.as_deref(),
+        denied.as_deref(),
         Ok([PlayerEvent::SkipDenied { retry_after, .. }]) if *retry_after == Duration::from_millis(1)
     ));
 }
@@ -391,18 +377,18 @@ fn given_skipping_disabled_when_skip_then_it_is_denied_for_a_whole_window() {
         skip_limit: 0,
         ..policy()
     };
-    let state = given(&[started(12, 0)]).0;
+    let state = given(&[started(12, 0)]).into_state();
     let current = current_id(&state);
-    let state = Given(state)
-        .when_under(&disabled, PlayerCommand::Skip, MINUTE)
+    let state = Given::state(&disabled, state)
+        .when(PlayerCommand::Skip, MINUTE)
         .then(vec![PlayerEvent::SkipDenied {
             retry_after: disabled.skip_window,
             at: at(MINUTE),
         }]);
     assert_eq!(current_id(&state), current, "a denied skip keeps the track");
     // Finishing a track still plays on.
-    Given(state)
-        .when_under(&disabled, PlayerCommand::Next, 2 * MINUTE)
+    Given::state(&disabled, state)
+        .when(PlayerCommand::Next, 2 * MINUTE)
         .then(vec![PlayerEvent::TrackAdvanced {
             track_id: current,
             skipped: false,
@@ -441,7 +427,7 @@ fn a_policy_with_a_zero_window_or_ttl_is_refused_and_a_zero_skip_limit_is_not() 
 
 #[test]
 fn finished_tracks_do_not_count_as_skips() {
-    let state = given(&[started(12, 0)]).0;
+    let state = given(&[started(12, 0)]).into_state();
     let after_five = (1..=5).fold(state, |state, minute| {
         let events = policy()
             .decide(&PlayerCommand::Next, &state, at(minute * MINUTE))
@@ -476,7 +462,7 @@ fn the_view_shows_played_tracks_in_order_and_not_the_upcoming_ones() {
             at: at(2),
         },
     ])
-    .0
+    .into_state()
     .unwrap();
     let played: Vec<&str> = state
         .played_tracks()
@@ -525,7 +511,7 @@ fn run(steps: &[(u64, Step)]) -> Vec<PlayerEvent> {
 fn run_under(policy: &PlayerPolicy, count: usize, steps: &[(u64, Step)]) -> Vec<PlayerEvent> {
     let mut now = 0;
     let mut events = vec![started(count, 0)];
-    let mut state = given(&events).0;
+    let mut state = given(&events).into_state();
     for (gap, step) in steps {
         now += gap;
         let command = match step {

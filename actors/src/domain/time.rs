@@ -23,3 +23,10 @@ impl Timestamp {
         Duration::from_millis(self.0.saturating_sub(earlier.0))
     }
 }
+
+/// Epoch milliseconds, as tests and fixtures write them.
+impl From<u64> for Timestamp {
+    fn from(millis: u64) -> Self {
+        Self(millis)
+    }
+}

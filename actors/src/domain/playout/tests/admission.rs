@@ -7,7 +7,7 @@ use super::*;
 fn given_an_entitled_user_when_started_then_it_is_admitted_with_a_jittered_interval() {
     let state = given(&[entitled()])
         .when(start("tv", "p1"), 1_000)
-        .then(vec![started("tv", "p1", 1_000)]);
+        .then_filed(vec![started("tv", "p1", 1_000)]);
     assert_eq!(seats(&state), vec![("tv", "p1")]);
     assert_eq!(state.slots[0].started_at, at(1_000));
     given(&[entitled()])
@@ -23,7 +23,7 @@ fn given_the_limit_reached_when_another_device_starts_then_it_stops_at_the_limit
         started("phone", "p2", 0),
     ])
     .when(start("tablet", "p3"), MINUTE)
-    .then(vec![stopped(
+    .then_filed(vec![stopped(
         HeartbeatKind::Start,
         StopReason::ConcurrencyLimit,
         "tablet",
@@ -38,7 +38,7 @@ fn given_the_limit_reached_when_another_device_starts_then_it_stops_at_the_limit
 fn given_one_slot_free_when_another_device_starts_then_it_is_admitted() {
     let state = given(&[entitled(), started("tv", "p1", 0)])
         .when(start("phone", "p2"), MINUTE)
-        .then(vec![started("phone", "p2", MINUTE)]);
+        .then_filed(vec![started("phone", "p2", MINUTE)]);
     assert_eq!(seats(&state), vec![("tv", "p1"), ("phone", "p2")]);
 }
 
@@ -64,7 +64,7 @@ fn given_a_device_holding_a_slot_when_it_starts_again_then_it_reclaims_its_slot(
         started("phone", "p2", 0),
     ])
     .when(start("tv", "p3"), MINUTE)
-    .then(vec![
+    .then_filed(vec![
         PlayoutEvent::SlotReclaimed {
             device_id: device_id("tv"),
             previous_playout_id: playout_id("p1"),
@@ -85,7 +85,7 @@ fn given_a_live_playout_when_started_again_then_it_keeps_its_one_slot() {
         started("phone", "p2", 0),
     ])
     .when(start("tv", "p1"), MINUTE)
-    .then(vec![started("tv", "p1", MINUTE)]);
+    .then_filed(vec![started("tv", "p1", MINUTE)]);
     assert_eq!(seats(&state), vec![("phone", "p2"), ("tv", "p1")]);
 }
 
@@ -110,7 +110,7 @@ fn given_slots_silent_for_the_timeout_then_their_capacity_is_free() {
         .then_answer(stop(HeartbeatReason::ConcurrencyLimit));
     let state = given(&history)
         .when(start("tablet", "p3"), timeout)
-        .then(vec![
+        .then_filed(vec![
             expired("tv", "p1", 0, timeout),
             started("tablet", "p3", timeout),
         ]);
@@ -128,9 +128,9 @@ fn given_a_higher_limit_then_more_devices_are_admitted() {
     .when(update(&[], Some(3)), MINUTE)
     .then_answer_state();
     assert_eq!(state.concurrency_limit(&policy()), 3);
-    Given(state)
+    given_state(state)
         .when(start("tablet", "p3"), 2 * MINUTE)
-        .then(vec![started("tablet", "p3", 2 * MINUTE)]);
+        .then_filed(vec![started("tablet", "p3", 2 * MINUTE)]);
     // An update without a limit keeps the one set.
     let state = given(&[PlayoutEvent::EntitlementsUpdated {
         entitlements: vec![],
@@ -156,7 +156,7 @@ fn given_a_lower_limit_then_the_newest_slots_lose_their_seat_at_once() {
         started("tablet", "p3", 2),
     ])
     .when(update(&[], Some(1)), MINUTE)
-    .then(vec![
+    .then_filed(vec![
         PlayoutEvent::EntitlementsUpdated {
             entitlements: vec![],
             concurrency_limit: Some(1),
@@ -177,10 +177,10 @@ fn given_a_lower_limit_then_the_newest_slots_lose_their_seat_at_once() {
     ]);
     assert_eq!(seats(&state), vec![("tv", "p1")]);
     // The oldest plays on; the others are stopped at their next BEAT.
-    Given(state.clone())
+    given_state(state.clone())
         .when(beat("tv", "p1", 1), 2 * MINUTE)
         .then_answer(proceed(interval()));
-    Given(state)
+    given_state(state)
         .when(beat("phone", "p2", 1), 2 * MINUTE)
         .then_answer(stop(HeartbeatReason::ConcurrencyLimit));
 }

@@ -11,7 +11,7 @@ fn given_tags_that_do_not_match_when_started_then_it_stops_not_entitled() {
     command.content_tags = tags(&["movies", "kids"]);
     let state = given(&[entitled()])
         .when(PlayoutCommand::Heartbeat(command), 1)
-        .then(vec![PlayoutEvent::PlayoutStopped {
+        .then_filed(vec![PlayoutEvent::PlayoutStopped {
             device_id: device_id("tv"),
             playout_id: playout_id("p1"),
             content_id: film(),
@@ -47,7 +47,7 @@ fn an_admission_records_the_tags_it_was_decided_on() {
     }
     given(&[entitled()])
         .when(PlayoutCommand::Heartbeat(command), 1)
-        .then(vec![admitted]);
+        .then_filed(vec![admitted]);
 }
 
 #[test]
@@ -56,7 +56,7 @@ fn given_unknown_content_when_started_then_it_is_not_entitled() {
     command.content_tags = None;
     given(&[entitled()])
         .when(PlayoutCommand::Heartbeat(command.clone()), 1)
-        .then(vec![stopped(
+        .then_filed(vec![stopped(
             HeartbeatKind::Start,
             StopReason::NotEntitled,
             "tv",
@@ -89,7 +89,7 @@ fn given_an_entitlement_that_ended_when_started_then_it_is_not_entitled() {
 fn given_an_entitlement_that_lapsed_since_start_when_beat_then_it_stops_and_frees_the_slot() {
     let state = given(&[sports_until(5 * MINUTE), started("tv", "p1", 0)])
         .when(beat("tv", "p1", 600_000), 10 * MINUTE)
-        .then(vec![stopped(
+        .then_filed(vec![stopped(
             HeartbeatKind::Beat,
             StopReason::NotEntitled,
             "tv",
@@ -104,7 +104,7 @@ fn given_an_entitlement_that_lapsed_since_start_when_beat_then_it_stops_and_free
 fn given_a_renewal_then_the_tag_keeps_one_record_with_the_new_end() {
     let state = given(&[sports_until(DAY)])
         .when(update(&[("sports", 2 * DAY)], None), MINUTE)
-        .then(vec![PlayoutEvent::EntitlementsUpdated {
+        .then_filed(vec![PlayoutEvent::EntitlementsUpdated {
             entitlements: vec![Entitlement {
                 tag: tag("sports"),
                 valid_until: at(2 * DAY),
@@ -118,7 +118,7 @@ fn given_a_renewal_then_the_tag_keeps_one_record_with_the_new_end() {
         state.held_tags(at(DAY + 1)).collect::<Vec<_>>(),
         vec![&tag("sports")]
     );
-    Given(state)
+    given_state(state)
         .when(start("tv", "p1"), DAY + 1)
         .then_answer(proceed(jittered("p1")));
 }
@@ -166,10 +166,10 @@ fn bad_input_is_rejected_with_its_rule() {
     );
     given(&[])
         .when(update(&[], Some(0)), 0)
-        .then_rejected(PlayoutError::InvalidConcurrencyLimit(0));
+        .then_refused(PlayoutError::InvalidConcurrencyLimit(0));
     given(&[])
         .when(update(&[], Some(MAX_CONCURRENCY_LIMIT + 1)), 0)
-        .then_rejected(PlayoutError::InvalidConcurrencyLimit(
+        .then_refused(PlayoutError::InvalidConcurrencyLimit(
             MAX_CONCURRENCY_LIMIT + 1,
         ));
     given(&[])
@@ -183,7 +183,7 @@ fn entitlement_tags_are_bounded_per_user() {
     let all: Vec<(&str, u64)> = names.iter().map(|name| (name.as_str(), DAY)).collect();
     given(&[])
         .when(update(&all, None), 0)
-        .then_rejected(PlayoutError::TooManyEntitlements {
+        .then_refused(PlayoutError::TooManyEntitlements {
             count: MAX_ENTITLEMENTS + 1,
         });
     let state = given(&[])
@@ -191,15 +191,15 @@ fn entitlement_tags_are_bounded_per_user() {
         .then_answer_state();
     assert_eq!(state.entitlements.len(), MAX_ENTITLEMENTS);
     // One more distinct tag overflows; a renewal or a lapsed tag does not.
-    Given(state.clone())
+    given_state(state.clone())
         .when(update(&[("extra", DAY)], None), 1)
-        .then_rejected(PlayoutError::TooManyEntitlements {
+        .then_refused(PlayoutError::TooManyEntitlements {
             count: MAX_ENTITLEMENTS + 1,
         });
-    Given(state.clone())
+    given_state(state.clone())
         .when(update(&[("tag-0", 2 * DAY)], None), 1)
         .then_answer_state();
-    Given(state)
+    given_state(state)
         .when(update(&[("tag-0", 0), ("extra", DAY)], None), 1)
         .then_answer_state();
 }

@@ -7,7 +7,8 @@ use super::*;
 fn given_a_live_slot_when_beat_then_the_slot_and_bookmark_are_refreshed() {
     let events = given(&[entitled(), started("tv", "p1", 0)])
         .when(beat("tv", "p1", 42_000), 10 * MINUTE)
-        .decided
+        .decision()
+        .1
         .unwrap();
     assert_eq!(
         events,
@@ -56,7 +57,7 @@ fn given_an_expired_slot_when_beat_with_room_then_it_is_readmitted() {
     let timeout = policy().slot_timeout.as_millis() as u64;
     let state = given(&[entitled(), started("tv", "p1", 0)])
         .when(beat("tv", "p1", 5_000), timeout)
-        .then(vec![
+        .then_filed(vec![
             expired("tv", "p1", 0, timeout),
             readmitted("tv", "p1", 5_000, timeout),
         ]);
@@ -72,7 +73,7 @@ fn given_an_unknown_playout_when_beat_with_room_then_it_is_readmitted() {
     // The actor lost nothing, but the START may have been decided elsewhere or never arrived.
     given(&[entitled()])
         .when(beat("tv", "p1", 7), MINUTE)
-        .then(vec![readmitted("tv", "p1", 7, MINUTE)]);
+        .then_filed(vec![readmitted("tv", "p1", 7, MINUTE)]);
 }
 
 #[test]
@@ -83,7 +84,8 @@ fn given_a_full_limit_when_an_unknown_playout_beats_then_it_stops_at_the_limit()
         started("phone", "p2", 0),
     ])
     .when(beat("tablet", "p3", 9_000), MINUTE)
-    .decided
+    .decision()
+    .1
     .unwrap();
     assert_eq!(
         events,
@@ -119,7 +121,7 @@ fn given_an_expired_slot_taken_by_others_when_it_beats_then_it_stops_at_the_limi
         started("tablet", "p3", timeout),
     ])
     .when(beat("tv", "p1", 1), timeout + MINUTE)
-    .then(vec![stopped(
+    .then_filed(vec![stopped(
         HeartbeatKind::Beat,
         StopReason::ConcurrencyLimit,
         "tv",
@@ -137,7 +139,7 @@ fn given_a_device_with_a_slot_when_an_unknown_playout_beats_then_it_reclaims() {
         started("phone", "p2", 0),
     ])
     .when(beat("tv", "p9", 3), MINUTE)
-    .then(vec![
+    .then_filed(vec![
         PlayoutEvent::SlotReclaimed {
             device_id: device_id("tv"),
             previous_playout_id: playout_id("p1"),
@@ -158,7 +160,8 @@ fn given_a_live_slot_when_ended_then_the_slot_is_freed_and_the_bookmark_kept() {
         started("phone", "p2", 0),
     ])
     .when(end("tv", "p1", 3_600_000), 20 * MINUTE)
-    .decided
+    .decision()
+    .1
     .unwrap();
     assert_eq!(
         events,
@@ -194,16 +197,16 @@ fn given_a_live_slot_when_ended_then_the_slot_is_freed_and_the_bookmark_kept() {
         Some(proceed(interval()))
     );
     // The freed seat is taken at once by another device.
-    Given(state)
+    given_state(state)
         .when(start("tablet", "p3"), 21 * MINUTE)
-        .then(vec![started("tablet", "p3", 21 * MINUTE)]);
+        .then_filed(vec![started("tablet", "p3", 21 * MINUTE)]);
 }
 
 #[test]
 fn given_an_unknown_playout_when_ended_then_the_bookmark_is_still_recorded() {
     let state = given(&[entitled()])
         .when(end("tv", "p1", 77), MINUTE)
-        .then(vec![PlayoutEvent::PlayoutEnded {
+        .then_filed(vec![PlayoutEvent::PlayoutEnded {
             device_id: device_id("tv"),
             playout_id: playout_id("p1"),
             content_id: film(),
@@ -282,7 +285,7 @@ fn a_redelivered_heartbeat_is_answered_from_the_state() {
     let many: Vec<PlayoutEvent> = (0..MAX_RECENT_DECISIONS + 5)
         .map(|index| started("tv", &format!("q{index}"), index as u64))
         .collect();
-    let state = given(&many).0;
+    let state = given(&many).into_state();
     assert_eq!(state.recent_decisions.len(), MAX_RECENT_DECISIONS);
     assert_eq!(state.last_decision(&playout_id("q0")), None);
     assert!(

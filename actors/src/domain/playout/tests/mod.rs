@@ -3,6 +3,7 @@
 //! scenario.
 
 use super::*;
+use crate::domain::decider::{Given, When};
 
 mod admission;
 mod entitlements;
@@ -187,55 +188,61 @@ fn seats(state: &PlayoutState) -> Vec<(&str, &str)> {
         .collect()
 }
 
-/// given(events).when(command, now) → the decision.
-struct Given(PlayoutState);
+/// The default policy, for the shared given/when/then harness.
+static POLICY: PlayoutPolicy = PlayoutPolicy {
+    default_concurrency_limit: 2,
+    slot_timeout: Duration::from_secs(25 * 60),
+    heartbeat_interval: Duration::from_secs(10 * 60),
+};
 
-fn given(events: &[PlayoutEvent]) -> Given {
-    Given(events.iter().fold(initial(), evolve))
+/// given(events).when(command, now) → the decision, under the default policy.
+fn given(events: &[PlayoutEvent]) -> Given<'static, PlayoutPolicy> {
+    Given::new(&POLICY, events)
 }
 
-impl Given {
-    fn when(self, command: PlayoutCommand, now: u64) -> Then {
-        let decided = policy().decide(&command, &self.0, at(now));
-        Then {
-            state: self.0,
-            decided,
-        }
-    }
+fn given_state(state: PlayoutState) -> Given<'static, PlayoutPolicy> {
+    Given::state(&POLICY, state)
 }
 
-struct Then {
-    state: PlayoutState,
-    decided: Result<Vec<PlayoutEvent>, PlayoutError>,
+#[test]
+fn the_harness_policy_is_the_default() {
+    assert_eq!(POLICY, PlayoutPolicy::default());
 }
 
-impl Then {
+/// What the playout tests check beyond the shared harness: the answer a heartbeat gets, and
+/// that it is the one filed for redeliveries.
+trait ThenAnswer {
     /// Asserts the events and, for a heartbeat, that the answer derived from them is the one
     /// filed for redeliveries; returns the state they lead to.
-    fn then(self, expected: Vec<PlayoutEvent>) -> PlayoutState {
-        let events = self.decided.expect("command accepted");
-        assert_eq!(events, expected);
-        let state = events.iter().fold(self.state, evolve);
-        if let Some((playout, answer)) = events.iter().rev().find_map(PlayoutEvent::decision) {
+    fn then_filed(self, expected: Vec<PlayoutEvent>) -> PlayoutState;
+    fn then_answer(self, expected: HeartbeatDecision) -> PlayoutState;
+    /// For an entitlements update: accepted, answering no heartbeat.
+    fn then_answer_state(self) -> PlayoutState;
+}
+
+impl ThenAnswer for When<PlayoutPolicy> {
+    #[track_caller]
+    fn then_filed(self, expected: Vec<PlayoutEvent>) -> PlayoutState {
+        let state = self.then(expected.clone());
+        if let Some((playout, answer)) = expected.iter().rev().find_map(PlayoutEvent::decision) {
             assert_eq!(state.last_decision(playout), Some(answer));
         }
         state
     }
 
+    #[track_caller]
     fn then_answer(self, expected: HeartbeatDecision) -> PlayoutState {
-        let events = self.decided.expect("command accepted");
+        let (state, decided) = self.decision();
+        let events = decided.expect("command accepted");
         assert_eq!(decision(&events), Some(expected));
-        events.iter().fold(self.state, evolve)
+        events.iter().fold(state, evolve)
     }
 
-    /// For an entitlements update: accepted, answering no heartbeat.
+    #[track_caller]
     fn then_answer_state(self) -> PlayoutState {
-        let events = self.decided.expect("command accepted");
+        let (state, decided) = self.decision();
+        let events = decided.expect("command accepted");
         assert_eq!(decision(&events), None, "an update answers no heartbeat");
-        events.iter().fold(self.state, evolve)
-    }
-
-    fn then_rejected(self, expected: PlayoutError) {
-        assert_eq!(self.decided, Err(expected));
+        events.iter().fold(state, evolve)
     }
 }
