@@ -146,15 +146,16 @@ pub async fn run_with(
             .context("metrics endpoint")
         });
     }
-    background.spawn(query::serve(
+    let queries = query::start(
         client.clone(),
         QueryContext {
             storage: storage.clone(),
             player_policy: config.player_policy(),
             playout_policy: config.playout_policy(),
         },
-        background_stop.clone(),
-    ));
+    )
+    .await?;
+    background.spawn(queries.run(background_stop.clone()));
     background.spawn(snapshots::snapshot_periodically(
         storage.clone(),
         runtime.clone(),

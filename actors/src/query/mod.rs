@@ -116,12 +116,19 @@ fn wall_clock() -> Timestamp {
     Timestamp::from_millis(SystemClock.now_millis())
 }
 
-/// Serves every query endpoint until `stop` is cancelled.
-pub async fn serve(
+/// The query service, subscribed and ready to answer (see [`start`]).
+pub struct QueryService {
+    service: service::Service,
+    requests: SelectAll<futures::stream::BoxStream<'static, (Query, service::Request)>>,
+    context: QueryContext,
+}
+
+/// Starts the query service: when this returns, the broker routes queries to it, so a node
+/// that says it serves answers them.
+pub async fn start(
     client: async_nats::Client,
     context: QueryContext,
-    stop: CancellationToken,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<QueryService> {
     let service = client
         .service_builder()
         .description("playhead per-entity queries")
@@ -139,31 +146,51 @@ pub async fn serve(
             .map_err(|error| {
                 anyhow::anyhow!("cannot add the {} endpoint: {error}", query.endpoint_name())
             })?;
-        requests.push(endpoint.map(move |request| (query, request)));
+        requests.push(endpoint.map(move |request| (query, request)).boxed());
     }
-    loop {
-        let (query, request) = tokio::select! {
-            _ = stop.cancelled() => break,
-            next = requests.next() => match next {
-                Some(next) => next,
-                None => break,
-            },
-        };
-        // Reads are short sled lookups; answering inline keeps them in arrival order.
-        let response = context
-            .answer(query, &request.message.payload)
-            .map(Bytes::from)
-            .map_err(|error| service::error::Error {
-                code: error.code(),
-                status: error.to_string(),
-            });
-        if let Err(error) = request.respond(response).await {
-            tracing::warn!(endpoint = query.endpoint_name(), %error, "cannot answer a query");
-        }
-    }
-    service
-        .stop()
+    client
+        .flush()
         .await
-        .map_err(|error| anyhow::anyhow!("cannot stop the query service: {error}"))?;
-    Ok(())
+        .map_err(|error| anyhow::anyhow!("cannot register the query endpoints: {error}"))?;
+    Ok(QueryService {
+        service,
+        requests,
+        context,
+    })
+}
+
+impl QueryService {
+    /// Answers queries until `stop` is cancelled.
+    pub async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
+        let QueryService {
+            service,
+            mut requests,
+            context,
+        } = self;
+        loop {
+            let (query, request) = tokio::select! {
+                _ = stop.cancelled() => break,
+                next = requests.next() => match next {
+                    Some(next) => next,
+                    None => break,
+                },
+            };
+            // Reads are short sled lookups; answering inline keeps them in arrival order.
+            let response = context
+                .answer(query, &request.message.payload)
+                .map(Bytes::from)
+                .map_err(|error| service::error::Error {
+                    code: error.code(),
+                    status: error.to_string(),
+                });
+            if let Err(error) = request.respond(response).await {
+                tracing::warn!(endpoint = query.endpoint_name(), %error, "cannot answer a query");
+            }
+        }
+        service
+            .stop()
+            .await
+            .map_err(|error| anyhow::anyhow!("cannot stop the query service: {error}"))?;
+        Ok(())
+    }
 }
