@@ -180,7 +180,8 @@ pub async fn snapshot_periodically(
 }
 
 /// Restores the latest snapshot of every kind into the store at `state_dir` (which must not be
-/// open); returns, per kind, the journal sequence its snapshot covers (`None`: no snapshot).
+/// open), the kinds side by side; returns, per kind, the journal sequence its snapshot covers
+/// (`None`: no snapshot).
 pub async fn restore_all(
     state_dir: &Path,
     bucket: &ObjectStore,
@@ -189,33 +190,33 @@ pub async fn restore_all(
     let scratch = scratch_dir(config);
     std::fs::create_dir_all(&scratch)
         .with_context(|| format!("cannot create {}", scratch.display()))?;
-    let db = sled::Config::new()
-        .path(state_dir)
-        .open()
-        .with_context(|| format!("cannot open {}", state_dir.display()))?;
-    let mut covered = Vec::new();
-    for kind in KINDS {
-        let restored = snapshot::restore(&db, bucket, kind.name, GROUP, &scratch)
-            .await
-            .with_context(|| format!("cannot restore the {} snapshot", kind.name))?;
-        if let Some(meta) = &restored {
-            anyhow::ensure!(
-                meta.partitions == config.ingest.partitions,
-                "the {} snapshot was taken with {} partitions, this node runs {}; partitions are \
-                 fixed per deployment",
-                kind.name,
-                meta.partitions,
-                config.ingest.partitions
-            );
-            tracing::info!(
-                kind = kind.name,
-                covers = meta.journal_seq,
-                entries = meta.entries,
-                "snapshot restored"
-            );
+    let db = super::store::open_sled(state_dir).await?;
+    let restores = KINDS.iter().map(|kind| {
+        let (db, scratch) = (&db, &scratch);
+        async move {
+            let restored = snapshot::restore(db, bucket, kind.name, GROUP, scratch)
+                .await
+                .with_context(|| format!("cannot restore the {} snapshot", kind.name))?;
+            if let Some(meta) = &restored {
+                anyhow::ensure!(
+                    meta.partitions == config.ingest.partitions,
+                    "the {} snapshot was taken with {} partitions, this node runs {}; \
+                     partitions are fixed per deployment",
+                    kind.name,
+                    meta.partitions,
+                    config.ingest.partitions
+                );
+                tracing::info!(
+                    kind = kind.name,
+                    covers = meta.journal_seq,
+                    entries = meta.entries,
+                    "snapshot restored"
+                );
+            }
+            Ok((*kind, restored.map(|meta| meta.journal_seq)))
         }
-        covered.push((kind, restored.map(|meta| meta.journal_seq)));
-    }
+    });
+    let covered = futures::future::try_join_all(restores).await?;
     db.flush().context("cannot flush the restored store")?;
     Ok(covered)
 }

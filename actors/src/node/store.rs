@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream;
@@ -68,19 +69,60 @@ pub fn move_aside(dir: &Path, why: &str) -> anyhow::Result<Option<PathBuf>> {
     Ok(Some(aside))
 }
 
+/// How long an open waits for a store this process just closed: sled's flusher thread lets go
+/// of the file lock a moment after the last handle is dropped.
+const LOCK_RELEASE_WAIT: Duration = Duration::from_secs(10);
+
 /// Opens sled; a store sled reports as corrupt is moved aside and an empty one opened.
-pub fn open(config: &NodeConfig) -> anyhow::Result<Storage> {
+pub async fn open(config: &NodeConfig) -> anyhow::Result<Storage> {
     let dir = state_dir(config);
-    match Storage::open(&dir, config, Arc::new(SystemClock)) {
+    let open = || retry_while_locked(|| Storage::open(&dir, config, Arc::new(SystemClock)));
+    match open().await {
         Ok(storage) => Ok(storage),
         Err(StorageError::Sled(sled::Error::Corruption { .. })) => {
             tracing::error!(store = %dir.display(), "the local store is corrupt; it is rebuilt from the journal");
             move_aside(&dir, "corrupt")?;
-            Storage::open(&dir, config, Arc::new(SystemClock))
+            open()
+                .await
                 .with_context(|| format!("cannot open storage under {}", dir.display()))
         }
         Err(error) => {
             Err(error).with_context(|| format!("cannot open storage under {}", dir.display()))
+        }
+    }
+}
+
+/// Opens the bare sled database at `dir` (to restore snapshots into it).
+pub async fn open_sled(dir: &Path) -> anyhow::Result<sled::Db> {
+    retry_while_locked(|| {
+        sled::Config::new()
+            .path(dir)
+            .open()
+            .map_err(|error| match error {
+                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                    StorageError::InUse {
+                        path: dir.to_owned(),
+                    }
+                }
+                error => StorageError::Sled(error),
+            })
+    })
+    .await
+    .with_context(|| format!("cannot open {}", dir.display()))
+}
+
+/// Retries `open` while the store is locked, for at most [`LOCK_RELEASE_WAIT`]: another
+/// process would hold it longer, and then the error says so.
+async fn retry_while_locked<T>(
+    mut open: impl FnMut() -> Result<T, StorageError>,
+) -> Result<T, StorageError> {
+    let deadline = tokio::time::Instant::now() + LOCK_RELEASE_WAIT;
+    loop {
+        match open() {
+            Err(StorageError::InUse { .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            result => return result,
         }
     }
 }
@@ -162,7 +204,7 @@ pub(super) async fn prepare_store(
     journal_identity: &str,
     now_playing: &kv::Store,
 ) -> anyhow::Result<(Storage, Contexts, StoreState)> {
-    let storage = open(config)?;
+    let storage = open(config).await?;
     check_identity(&storage, journal_identity)?;
     let marks = storage.marks()?;
     if marks.initialized {
@@ -191,7 +233,7 @@ pub(super) async fn prepare_store(
         drop(storage);
         snapshots::KINDS.iter().map(|kind| (*kind, None)).collect()
     };
-    let storage = open(config)?;
+    let storage = open(config).await?;
     let contexts = Contexts::new(config, &storage, now_playing);
     let covered_by = |name: &str| {
         covered
@@ -215,26 +257,32 @@ pub(super) async fn prepare_store(
              Restore the data directory from a backup"
         );
     }
-    let mut replayers: HashMap<EventFamily, Box<dyn Replay + Send>> = HashMap::new();
+    // One replayer thread for stations and content, two for users (the most events).
+    let mut replayers: HashMap<EventFamily, Vec<Box<dyn Replay + Send>>> = HashMap::new();
     replayers.insert(
         EventFamily::Station,
-        Box::new(
+        vec![Box::new(
             Replayer::<StationKind>::new(contexts.station.clone())
                 .skipping_through(covered_by("station")),
-        ),
+        )],
     );
     replayers.insert(
         EventFamily::User,
-        Box::new(
-            Replayer::<UserKind>::new(contexts.user.clone()).skipping_through(covered_by("user")),
-        ),
+        (0..2)
+            .map(|_| {
+                Box::new(
+                    Replayer::<UserKind>::new(contexts.user.clone())
+                        .skipping_through(covered_by("user")),
+                ) as Box<dyn Replay + Send>
+            })
+            .collect(),
     );
     replayers.insert(
         EventFamily::Content,
-        Box::new(
+        vec![Box::new(
             Replayer::<ContentKind>::new(contexts.content.clone())
                 .skipping_through(covered_by("content")),
-        ),
+        )],
     );
     let report = rebuild::replay(jetstream, from, replayers).await?;
     storage.flush().context("cannot flush the rebuilt store")?;

@@ -34,6 +34,8 @@ pub enum RebuildError {
     Entity(#[from] EntityError),
     #[error("journal event {sequence} names an invalid entity: {detail}")]
     BadEntity { sequence: u64, detail: String },
+    #[error("a replayer thread failed: {0}")]
+    Replayer(#[from] tokio::task::JoinError),
 }
 
 /// What a rebuild replayed.
@@ -217,14 +219,79 @@ impl<K: EntityKind> Replay for Replayer<K> {
     }
 }
 
+/// Events in flight to one replayer thread.
+const REPLAYER_QUEUE: usize = 4_096;
+
 /// Replays `PLAYHEAD_EVENTS` from `from_sequence` up to its last event at the start, handing
-/// each event to the replayer of its family (families without one are skipped).
+/// each event to a replayer of its family (families without one are skipped). Each replayer
+/// runs on a thread of its own; a family with several spreads its entities over them by hash,
+/// so one entity's events stay in order on one thread while the kinds (and the entities of a
+/// kind) fold side by side.
 pub async fn replay(
     jetstream: &jetstream::Context,
     from_sequence: u64,
-    mut replayers: HashMap<EventFamily, Box<dyn Replay + Send>>,
+    replayers: HashMap<EventFamily, Vec<Box<dyn Replay + Send>>>,
 ) -> Result<ReplayReport, RebuildError> {
     let started = Instant::now();
+    let mut lanes: HashMap<EventFamily, Vec<tokio::sync::mpsc::Sender<(String, JournalRecord)>>> =
+        HashMap::new();
+    let mut threads = Vec::new();
+    for (family, family_replayers) in replayers {
+        for mut replayer in family_replayers {
+            let (sender, mut events) =
+                tokio::sync::mpsc::channel::<(String, JournalRecord)>(REPLAYER_QUEUE);
+            lanes.entry(family).or_default().push(sender);
+            threads.push(tokio::task::spawn_blocking(move || {
+                while let Some((id, record)) = events.blocking_recv() {
+                    replayer.take(&id, record)?;
+                }
+                replayer.finish()
+            }));
+        }
+    }
+    let read = read_journal(jetstream, from_sequence, &lanes).await;
+    // Closing the lanes lets every replayer finish what it holds.
+    drop(lanes);
+    let mut report = ReplayReport::default();
+    // A replayer's own error explains a read that stopped early better than the read can.
+    let mut replayer_error = None;
+    for thread in threads {
+        match thread
+            .await
+            .map_err(RebuildError::from)
+            .and_then(|finished| finished)
+        {
+            Ok((written, cut_short)) => {
+                report.entities_written += written;
+                report.cut_short += cut_short;
+            }
+            Err(error) => {
+                replayer_error.get_or_insert(error);
+            }
+        }
+    }
+    if let Some(error) = replayer_error {
+        return Err(error);
+    }
+    report.events = read?;
+    report.elapsed = started.elapsed();
+    tracing::info!(
+        events = report.events,
+        entities = report.entities_written,
+        cut_short = report.cut_short,
+        seconds = report.elapsed.as_secs_f64(),
+        "journal replayed"
+    );
+    Ok(report)
+}
+
+/// Reads the journal from `from_sequence` to its last event now, sending each event down the
+/// lane of its entity; returns how many events were read.
+async fn read_journal(
+    jetstream: &jetstream::Context,
+    from_sequence: u64,
+    lanes: &HashMap<EventFamily, Vec<tokio::sync::mpsc::Sender<(String, JournalRecord)>>>,
+) -> Result<u64, RebuildError> {
     let unavailable = |detail: String| JournalError::Unavailable { detail };
     let mut stream = jetstream
         .get_stream(EVENTS_STREAM)
@@ -236,76 +303,72 @@ pub async fn replay(
         .map_err(|error| unavailable(error.to_string()))?
         .state
         .last_sequence;
-    let mut report = ReplayReport::default();
-    if last >= from_sequence {
-        tracing::info!(
-            from = from_sequence,
-            to = last,
-            events = last - from_sequence + 1,
-            "replaying the journal"
-        );
-        let consumer = stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: from_sequence,
-                },
-                filter_subject: playhead_proto::subjects::EVENTS_CAPTURE.into(),
-                ..Default::default()
-            })
-            .await
+    if last < from_sequence {
+        return Ok(0);
+    }
+    tracing::info!(
+        from = from_sequence,
+        to = last,
+        events = last - from_sequence + 1,
+        "replaying the journal"
+    );
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: from_sequence,
+            },
+            filter_subject: playhead_proto::subjects::EVENTS_CAPTURE.into(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|error| unavailable(error.to_string()))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|error| unavailable(error.to_string()))?;
+    let mut read = 0;
+    let mut last_progress = Instant::now();
+    while let Some(message) = messages.next().await {
+        let message = message.map_err(|error| unavailable(error.to_string()))?;
+        let info = message
+            .info()
             .map_err(|error| unavailable(error.to_string()))?;
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|error| unavailable(error.to_string()))?;
-        let mut last_progress = Instant::now();
-        while let Some(message) = messages.next().await {
-            let message = message.map_err(|error| unavailable(error.to_string()))?;
-            let info = message
-                .info()
-                .map_err(|error| unavailable(error.to_string()))?;
-            let sequence = info.stream_sequence;
-            let published = info.published;
-            if let Some(subject) = parse_event_subject(&message.subject)
-                && let Some(replayer) = replayers.get_mut(&subject.family)
+        let (sequence, published) = (info.stream_sequence, info.published);
+        if let Some(subject) = parse_event_subject(&message.subject)
+            && let Some(family_lanes) = lanes.get(&subject.family)
+        {
+            let headers = message.headers.clone().unwrap_or_default();
+            let journal_record = record(
+                &message.subject,
+                sequence,
+                &headers,
+                message.payload.clone(),
+                published,
+            )?;
+            let lane = playhead_proto::partition::fnv1a_32(subject.id.as_bytes()) as usize
+                % family_lanes.len();
+            if family_lanes[lane]
+                .send((subject.id.to_owned(), journal_record))
+                .await
+                .is_err()
             {
-                let headers = message.headers.clone().unwrap_or_default();
-                let journal_record = record(
-                    &message.subject,
-                    sequence,
-                    &headers,
-                    message.payload.clone(),
-                    published,
-                )?;
-                replayer.take(subject.id, journal_record)?;
-            }
-            report.events += 1;
-            if last_progress.elapsed() >= PROGRESS_EVERY {
-                last_progress = Instant::now();
-                tracing::info!(
-                    at = sequence,
-                    to = last,
-                    replayed = report.events,
-                    "replaying the journal"
-                );
-            }
-            if sequence >= last {
+                // The replayer stopped on an error; it is reported when its thread is joined.
                 break;
             }
         }
+        read += 1;
+        if last_progress.elapsed() >= PROGRESS_EVERY {
+            last_progress = Instant::now();
+            tracing::info!(
+                at = sequence,
+                to = last,
+                replayed = read,
+                "replaying the journal"
+            );
+        }
+        if sequence >= last {
+            break;
+        }
     }
-    for (_, replayer) in replayers {
-        let (written, cut_short) = replayer.finish()?;
-        report.entities_written += written;
-        report.cut_short += cut_short;
-    }
-    report.elapsed = started.elapsed();
-    tracing::info!(
-        events = report.events,
-        entities = report.entities_written,
-        cut_short = report.cut_short,
-        seconds = report.elapsed.as_secs_f64(),
-        "journal replayed"
-    );
-    Ok(report)
+    Ok(read)
 }
