@@ -39,6 +39,9 @@ pub fn test_node_config(nats_url: &str, data_dir: &Path) -> NodeConfig {
     config
 }
 
+/// How long a service started in this process may take to report its endpoints.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A service task running in this process until its shutdown token is cancelled.
 struct InProcess {
     what: &'static str,
@@ -47,9 +50,10 @@ struct InProcess {
 }
 
 impl InProcess {
-    /// Spawns `run(shutdown, ready)` and waits until it reports its endpoints.
+    /// Spawns `run(shutdown, ready)` and waits up to `timeout` until it reports its endpoints.
     async fn start<E, F>(
         what: &'static str,
+        timeout: Duration,
         run: impl FnOnce(CancellationToken, oneshot::Sender<E>) -> F,
     ) -> (Self, E)
     where
@@ -58,10 +62,10 @@ impl InProcess {
         let shutdown = CancellationToken::new();
         let (ready_tx, ready_rx) = oneshot::channel();
         let task = tokio::spawn(run(shutdown.clone(), ready_tx));
-        let endpoints = match tokio::time::timeout(Duration::from_secs(30), ready_rx).await {
+        let endpoints = match tokio::time::timeout(timeout, ready_rx).await {
             Ok(Ok(endpoints)) => endpoints,
             Ok(Err(_)) => panic!("{what} failed to start: {:?}", task.await),
-            Err(_) => panic!("{what} not ready within 30 s"),
+            Err(_) => panic!("{what} not ready within {timeout:?}"),
         };
         (
             Self {
@@ -93,7 +97,13 @@ pub struct TestNode {
 
 impl TestNode {
     pub async fn start(config: NodeConfig) -> TestNode {
-        let (running, endpoints) = InProcess::start("node", |shutdown, ready| {
+        Self::start_within(config, START_TIMEOUT).await
+    }
+
+    /// [`TestNode::start`] for a start that may take longer than usual (a rebuild of a large
+    /// store): panics if the node does not serve within `timeout`.
+    pub async fn start_within(config: NodeConfig, timeout: Duration) -> TestNode {
+        let (running, endpoints) = InProcess::start("node", timeout, |shutdown, ready| {
             node::run(config, shutdown, Some(ready))
         })
         .await;
@@ -135,7 +145,7 @@ impl TestGateway {
     }
 
     pub async fn start_with(config: GatewayConfig) -> TestGateway {
-        let (running, endpoints) = InProcess::start("gateway", |shutdown, ready| {
+        let (running, endpoints) = InProcess::start("gateway", START_TIMEOUT, |shutdown, ready| {
             server::serve(config, shutdown, Some(ready))
         })
         .await;

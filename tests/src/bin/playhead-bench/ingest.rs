@@ -95,7 +95,22 @@ impl Ingested {
             format_counts(&self.outcomes),
             self.events
         );
+        if let Some(events) = self.events_per_decision() {
+            println!(
+                "  events per decision: {events:.2} (events published ÷ applied observations)"
+            );
+        }
         self.batches.print(count);
         self.drains.print_ratios()
+    }
+
+    /// Journal events per applied observation (`None` when none was applied).
+    pub fn events_per_decision(&self) -> Option<f64> {
+        let applied = self
+            .outcomes
+            .iter()
+            .find(|(outcome, _)| *outcome == "applied")
+            .map_or(0.0, |(_, count)| *count);
+        (applied > 0.0).then(|| self.events as f64 / applied)
     }
 }

@@ -1,6 +1,6 @@
 //! `make bench`: playhead's benchmark program. It starts a real nats-server (the harness's, on a
 //! random port with a temporary store), measures playhead against a bare baseline in the same
-//! run, and prints figures and ratios next to the targets of DESIGN.md §8.
+//! run, and prints figures and ratios next to the targets of DESIGN.md §10.
 //!
 //! - [`ingest`]: drain rate of a pre-filled station inbox, playhead-node ÷ a bare consumer.
 //! - [`reads`]: `GetNowPlaying` throughput and latency ÷ the gateway's own health check.
@@ -9,27 +9,44 @@
 //! - [`heartbeats`]: video heartbeats: drain rate of a pre-filled heartbeat storm ÷ a bare
 //!   consumer (checked against the admissions the storm must produce), and `Heartbeat` RPC
 //!   latency at a steady paced rate next to the health check at the same rate.
+//! - [`journal`]: the cost of appending each decision to the journal (`Journal::append` of one-
+//!   and two-event decisions) ÷ plain JetStream publishes of the same payloads.
+//! - [`rebuild`]: a node whose store is deleted restores the snapshots of 1M sessions and 100k
+//!   stations and replays a journal tail: time until it serves, and a spot check that it
+//!   answers as before (on a broker of its own).
 //! - [`common`]: what they share: the node's configuration, the publish-then-drain sequence
 //!   with its bare baselines, and the figures of a phase of gRPC load.
+//! - [`cpu`], [`node_log`]: the CPU shares of node and broker during a phase, and the node's
+//!   own log records of a rebuild.
 //!
 //! Build it in release (`make bench` does); a debug build measures the compiler, not playhead.
 
 mod common;
+mod cpu;
 mod heartbeats;
 mod ingest;
+mod journal;
+mod node_log;
 mod reads;
+mod rebuild;
 mod sessions;
 
 use std::time::Duration;
 
 use clap::Parser;
 use playhead_tests::harness::NatsServer;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// Benchmarks playhead against bare baselines measured in the same run.
 ///
 /// Needs the nats-server binary: `make bench` installs it and sets PLAYHEAD_NATS_SERVER.
+/// With no `--*-only` flag every phase runs: ingest, reads, sessions, heartbeats, journal,
+/// rebuild.
 #[derive(Debug, Parser)]
 #[command(name = "playhead-bench", version)]
+#[command(group(clap::ArgGroup::new("only").multiple(false)))]
 struct Args {
     /// Song observations pre-filled into the station inbox.
     #[arg(long, default_value_t = 100_000)]
@@ -54,7 +71,7 @@ struct Args {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
     connections: u64,
     /// Measure ingest only (quicker when tuning the node).
-    #[arg(long, conflicts_with_all = ["sessions_only", "heartbeats_only"])]
+    #[arg(long, group = "only")]
     ingest_only: bool,
     /// Player sessions in the bucket that is compacted and persisted across a restart.
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -72,7 +89,7 @@ struct Args {
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..))]
     churn_per_day: u64,
     /// Measure player sessions only.
-    #[arg(long, conflicts_with = "heartbeats_only")]
+    #[arg(long, group = "only")]
     sessions_only: bool,
     /// Users of the heartbeat storm, each entitled to one package of content.
     #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -85,18 +102,58 @@ struct Args {
     #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     heartbeat_rate: u64,
     /// Measure video heartbeats only.
-    #[arg(long)]
+    #[arg(long, group = "only")]
     heartbeats_only: bool,
+    /// Decisions appended per variant and round in the journal phase.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
+    journal_decisions: u64,
+    /// Entities appending at once in the journal phase (each one decision at a time).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    journal_entities: u64,
+    /// Rounds of the journal phase (the median round is reported).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=100))]
+    journal_rounds: u64,
+    /// Measure the journal append cost only.
+    #[arg(long, group = "only")]
+    journal_only: bool,
+    /// Player sessions in the snapshot a rebuild restores.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    rebuild_sessions: u64,
+    /// Sessions of each listener in that snapshot (playlists per user).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1_000))]
+    rebuild_sessions_per_user: u64,
+    /// Stations in the snapshot a rebuild restores.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    rebuild_stations: u64,
+    /// Song observations of each station before the snapshot (each a play unless it repeats).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=1_000))]
+    rebuild_plays: u64,
+    /// Song observations in the journal tail the rebuild replays.
+    #[arg(long, default_value_t = 50_000)]
+    rebuild_observations: u64,
+    /// Player commands in the journal tail the rebuild replays.
+    #[arg(long, default_value_t = 50_000)]
+    rebuild_commands: u64,
+    /// `GetSession` and `ListPlays` requests (each) compared before and after the rebuild.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    rebuild_checks: u64,
+    /// Measure the rebuild only.
+    #[arg(long, group = "only")]
+    rebuild_only: bool,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+    let stderr_filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(stderr_filter),
         )
-        .with_writer(std::io::stderr)
+        .with(node_log::layer())
         .init();
     if cfg!(debug_assertions) {
         eprintln!("warning: this is a debug build; run `make bench` for figures worth reporting");
@@ -124,12 +181,29 @@ async fn main() -> anyhow::Result<()> {
         duration: Duration::from_secs(args.read_secs),
         connections: args.connections as usize,
     };
+    let journal_workload = journal::Workload {
+        decisions: args.journal_decisions as usize,
+        entities: args.journal_entities as usize,
+        rounds: args.journal_rounds as usize,
+        partitions: args.partitions,
+    };
+    let rebuild_workload = rebuild::Workload {
+        sessions: args.rebuild_sessions as usize,
+        sessions_per_user: args.rebuild_sessions_per_user as usize,
+        stations: args.rebuild_stations as usize,
+        plays_per_station: args.rebuild_plays as usize,
+        observations: args.rebuild_observations as usize,
+        player_commands: args.rebuild_commands as usize,
+        repeat_percent: args.repeat_percent,
+        partitions: args.partitions,
+        checks: args.rebuild_checks as usize,
+    };
     if args.heartbeats_only {
         let figures = heartbeats::run(&nats, &heartbeat_workload)
             .await?
             .report(&heartbeat_workload);
         println!();
-        println!("summary (DESIGN.md §8)");
+        println!("summary (DESIGN.md §10)");
         heartbeat_verdicts(&figures, &heartbeat_workload);
         return Ok(());
     }
@@ -138,8 +212,26 @@ async fn main() -> anyhow::Result<()> {
             .await?
             .report(&session_workload);
         println!();
-        println!("summary (DESIGN.md §8)");
+        println!("summary (DESIGN.md §10)");
         session_verdicts(&figures);
+        return Ok(());
+    }
+    if args.journal_only {
+        let figures = journal::run(&nats, &journal_workload)
+            .await?
+            .report(&journal_workload, None);
+        println!();
+        println!("summary (DESIGN.md §10)");
+        journal_verdicts(&figures);
+        return Ok(());
+    }
+    if args.rebuild_only {
+        let figures = rebuild::run(&rebuild_workload)
+            .await?
+            .report(&rebuild_workload);
+        println!();
+        println!("summary (DESIGN.md §10)");
+        rebuild_verdicts(&figures);
         return Ok(());
     }
 
@@ -170,6 +262,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let read = reads::run(&nats.url(), &ingested.stations, &load).await?;
     let (ratio_reads, p99) = read.report(&load);
+    let ingest_events_per_decision = ingested.events_per_decision();
     ingested.node.stop().await;
     let figures = sessions::run(&nats.url(), &session_workload)
         .await?
@@ -177,9 +270,15 @@ async fn main() -> anyhow::Result<()> {
     let heartbeat_figures = heartbeats::run(&nats, &heartbeat_workload)
         .await?
         .report(&heartbeat_workload);
+    let journal_figures = journal::run(&nats, &journal_workload)
+        .await?
+        .report(&journal_workload, ingest_events_per_decision);
+    let rebuild_figures = rebuild::run(&rebuild_workload)
+        .await?
+        .report(&rebuild_workload);
 
     println!();
-    println!("summary (DESIGN.md §8)");
+    println!("summary (DESIGN.md §10)");
     verdict(
         "ingest: node ÷ bare drain rate",
         ratio_ingest,
@@ -195,7 +294,47 @@ async fn main() -> anyhow::Result<()> {
     verdict("GetNowPlaying p99 (ms)", p99, "≤ 3", p99 <= 3.0);
     session_verdicts(&figures);
     heartbeat_verdicts(&heartbeat_figures, &heartbeat_workload);
+    journal_verdicts(&journal_figures);
+    rebuild_verdicts(&rebuild_figures);
     Ok(())
+}
+
+fn journal_verdicts(figures: &journal::Figures) {
+    println!(
+        "  {:<36} {:>8.2}   (reported; decisions/s ÷ bare publishes)",
+        "journal append, 1-event ÷ bare", figures.one_event_ratio
+    );
+    println!(
+        "  {:<36} {:>8.2}   (reported; decisions/s ÷ bare publishes)",
+        "journal append, 2-event ÷ bare", figures.two_event_ratio
+    );
+}
+
+fn rebuild_verdicts(figures: &rebuild::Figures) {
+    verdict(
+        "rebuild to serving (s)",
+        figures.to_serving,
+        "≤ 30",
+        figures.to_serving <= 30.0,
+    );
+    println!(
+        "  {:<36} {:>8.0}   (reported)",
+        "  snapshot entries restored", figures.restored
+    );
+    println!(
+        "  {:<36} {:>8.0}   (reported)",
+        "  journal events replayed", figures.replayed
+    );
+    println!(
+        "  {:<36} {:>8}   (must be 0){}",
+        "rebuild spot check: answers differing",
+        figures.differences,
+        if figures.differences == 0 {
+            ""
+        } else {
+            "   !!!!! FAILED"
+        }
+    );
 }
 
 fn session_verdicts(figures: &sessions::Figures) {

@@ -37,19 +37,21 @@ pub(super) struct Expected {
     pub(super) admitted: u64,
     /// STARTs refused (`PlayoutStopped`).
     pub(super) refused: u64,
-    /// BEATs of a live playout (`HeartbeatRecorded`, not published).
+    /// BEATs of a live playout (`HeartbeatRecorded`).
     pub(super) beats: u64,
-    /// ENDs (`PlayoutEnded`, not published).
+    /// ENDs (`PlayoutEnded`).
     pub(super) ends: u64,
 }
 
 impl Expected {
-    /// (published domain event, how many the storm must produce). BEATs and ENDs publish none,
-    /// but a BEAT the node re-admitted or refused would add to these.
-    pub(super) fn events(&self) -> [(&'static str, u64); 2] {
+    /// (journaled domain event, how many the storm must produce). A BEAT the node re-admitted
+    /// or refused would add to the first two and take from `HeartbeatRecorded`.
+    pub(super) fn events(&self) -> [(&'static str, u64); 4] {
         [
             ("PlayoutStarted", self.admitted),
             ("PlayoutStopped", self.refused),
+            ("HeartbeatRecorded", self.beats),
+            ("PlayoutEnded", self.ends),
         ]
     }
 }

@@ -191,11 +191,8 @@ impl Storm {
                 format!("{event} {published:.0} of {expected}{mark}")
             })
             .collect();
-        // BEAT and END publish no event; a BEAT re-admitted or refused would show up here.
-        println!(
-            "  events published / expected: {} (BEATs and ENDs publish none)",
-            events.join(", ")
-        );
+        // Every decision is journaled: a BEAT re-admitted or refused would show up here.
+        println!("  events journaled / expected: {}", events.join(", "));
         self.batches.print(count);
         self.drains.print_ratios()
     }

@@ -7,21 +7,21 @@ use playhead_actors::domain::time::Timestamp;
 use playhead_actors::storage::session_store::{LastAnswer, SessionStore, StoredSession};
 use playhead_proto::ids::{PlaylistId, UserId};
 
-pub(super) const DAY_MS: u64 = 24 * 3600 * 1000;
+pub(crate) const DAY_MS: u64 = 24 * 3600 * 1000;
 /// An arbitrary fixed day, so storage-level runs are identical from one run to the next.
-pub(super) const EPOCH_DAY: u64 = 20_000;
+pub(crate) const EPOCH_DAY: u64 = 20_000;
 /// Sessions saved per call (one user's batch) when filling a bucket.
-pub(super) const SESSIONS_PER_SAVE: usize = 1_000;
+pub(crate) const SESSIONS_PER_SAVE: usize = 1_000;
 /// Tracks of each pre-filled session (sets the record size, ~200 bytes).
-pub(super) const PREFILLED_TRACKS: usize = 10;
+pub(crate) const PREFILLED_TRACKS: usize = 10;
 
 /// When compaction may drop bucket `index` (expired for one more bucket width).
-pub(super) fn droppable_at(index: u64, width: u64, ttl: u64) -> u64 {
+pub(crate) fn droppable_at(index: u64, width: u64, ttl: u64) -> u64 {
     (index + 2) * width + ttl
 }
 
 /// A playing session of `tracks` tracks, started (and touched) at `at_ms`.
-pub(super) fn stored_session(tracks: usize, at_ms: u64) -> StoredSession {
+pub(crate) fn stored_session(tracks: usize, at_ms: u64) -> StoredSession {
     let tracks = (0..tracks)
         .map(|n| Track {
             track_id: format!("t{n:02}"),
@@ -42,30 +42,51 @@ pub(super) fn stored_session(tracks: usize, at_ms: u64) -> StoredSession {
 }
 
 /// The `n`th filled session: user `{prefix}{n / 1000}`, playlist `pl{n % 1000}`.
-pub(super) fn prefilled_ids(prefix: &str, n: usize) -> anyhow::Result<(UserId, PlaylistId)> {
+pub(crate) fn prefilled_ids(prefix: &str, n: usize) -> anyhow::Result<(UserId, PlaylistId)> {
+    spread_ids(prefix, n, SESSIONS_PER_SAVE)
+}
+
+/// The `n`th session filled with `per_user` sessions a user: user `{prefix}{n / per_user}`,
+/// playlist `pl{n % per_user}`.
+pub(crate) fn spread_ids(
+    prefix: &str,
+    n: usize,
+    per_user: usize,
+) -> anyhow::Result<(UserId, PlaylistId)> {
     Ok((
-        UserId::parse(format!("{prefix}{:07}", n / SESSIONS_PER_SAVE))?,
-        PlaylistId::parse(format!("pl{:04}", n % SESSIONS_PER_SAVE))?,
+        UserId::parse(format!("{prefix}{:07}", n / per_user))?,
+        PlaylistId::parse(format!("pl{:04}", n % per_user))?,
     ))
 }
 
 /// Saves `count` copies of `session` under the ids of [`prefilled_ids`], one batch per user,
 /// reporting progress on stderr; returns the time it took.
-pub(super) fn fill(
+pub(crate) fn fill(
     store: &SessionStore,
     prefix: &str,
     count: usize,
     session: &StoredSession,
 ) -> anyhow::Result<Duration> {
-    let playlists = (0..SESSIONS_PER_SAVE.min(count))
-        .map(|n| Ok(prefilled_ids(prefix, n)?.1))
+    fill_spread(store, (prefix, SESSIONS_PER_SAVE), count, session)
+}
+
+/// [`fill`] with `per_user` sessions a user (the ids of [`spread_ids`]).
+pub(crate) fn fill_spread(
+    store: &SessionStore,
+    (prefix, per_user): (&str, usize),
+    count: usize,
+    session: &StoredSession,
+) -> anyhow::Result<Duration> {
+    anyhow::ensure!(per_user > 0, "at least one session a user");
+    let playlists = (0..per_user.min(count))
+        .map(|n| Ok(spread_ids(prefix, n, per_user)?.1))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let started = Instant::now();
     let step = (count / 10).max(1);
     let mut saved = 0;
     while saved < count {
-        let (user, _) = prefilled_ids(prefix, saved)?;
-        let in_batch = (count - saved).min(SESSIONS_PER_SAVE);
+        let (user, _) = spread_ids(prefix, saved, per_user)?;
+        let in_batch = (count - saved).min(per_user);
         let batch: Vec<_> = playlists[..in_batch]
             .iter()
             .map(|playlist| (playlist, session))
@@ -83,6 +104,6 @@ pub(super) fn fill(
     Ok(started.elapsed())
 }
 
-pub(super) fn mib(bytes: u64) -> f64 {
+pub(crate) fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }

@@ -17,7 +17,7 @@
 
 mod churn;
 mod compaction;
-mod fixtures;
+pub(crate) mod fixtures;
 mod restart;
 mod serving;
 

@@ -1,0 +1,385 @@
+//! Journal append cost per decision: what writing every decision to `PLAYHEAD_EVENTS` costs,
+//! against plain JetStream publishes of the same payloads, in one run and the same way.
+//!
+//! K entities append at once, each one decision at a time (as an entity actor does: the next
+//! decision waits for the previous one's acknowledgement); every variant publishes the same
+//! number of decisions of station events (`SongStarted`, and `SongEnded` + `SongStarted`) to the
+//! journal stream, each entity on subjects of its own:
+//!
+//! - bare: a plain publish per event, its ack awaited (the baseline);
+//! - bare, chained: the same with the two expected-last-subject-sequence headers the journal
+//!   sets, so the broker checks the entity's last sequence (no playhead code);
+//! - `Journal::append` of one-event decisions, and of two-event decisions (each event its own
+//!   chained publish, as the journal writes them).
+//!
+//! The variants run in turn, round after round (the broker's store keeps growing, so no variant
+//! always runs on the smaller stream); the median round is reported with the range.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use async_nats::HeaderMap;
+use async_nats::jetstream;
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use playhead_actors::broker;
+use playhead_actors::domain::station::{Song, StationEvent};
+use playhead_actors::domain::time::Timestamp;
+use playhead_actors::journal::append::{Journal, OutgoingEvent};
+use playhead_actors::journal::codec::{EncodedEvent, encode_station};
+use playhead_proto::ids::StationId;
+use playhead_proto::subjects::{EventFamily, entity_journal, event_subject};
+use playhead_tests::harness::NatsServer;
+use playhead_tests::system::temp_dir;
+use tokio::sync::Barrier;
+use tokio::task::JoinSet;
+
+use crate::common::{latency_histogram, node_config};
+
+const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
+const EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
+/// Decisions appended before the first round, not measured.
+const WARM_UP_DECISIONS: usize = 2_000;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Workload {
+    /// Decisions per variant and round.
+    pub decisions: usize,
+    /// Entities appending at once.
+    pub entities: usize,
+    pub rounds: usize,
+    pub partitions: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    Bare,
+    BareChained,
+    AppendOne,
+    AppendTwo,
+}
+
+impl Variant {
+    const ALL: [Variant; 4] = [
+        Variant::Bare,
+        Variant::BareChained,
+        Variant::AppendOne,
+        Variant::AppendTwo,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Variant::Bare => "(a) bare publish, ack awaited",
+            Variant::BareChained => "(a2) bare + expected-sequence headers",
+            Variant::AppendOne => "(b) Journal::append, 1-event decisions",
+            Variant::AppendTwo => "(c) Journal::append, 2-event decisions",
+        }
+    }
+
+    fn token(self) -> &'static str {
+        match self {
+            Variant::Bare => "bare",
+            Variant::BareChained => "chained",
+            Variant::AppendOne => "one",
+            Variant::AppendTwo => "two",
+        }
+    }
+
+    fn events(self) -> usize {
+        match self {
+            Variant::AppendTwo => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// One variant's rounds.
+struct Measured {
+    variant: Variant,
+    /// Wall time of each round.
+    rounds: Vec<Duration>,
+    /// Round trip of every decision of every round, µs.
+    latency: Histogram<u64>,
+}
+
+pub struct JournalCost {
+    measured: Vec<Measured>,
+    stream_messages: u64,
+}
+
+pub async fn run(nats: &NatsServer, workload: &Workload) -> anyhow::Result<JournalCost> {
+    anyhow::ensure!(
+        workload.entities > 0 && workload.decisions >= workload.entities && workload.rounds > 0,
+        "the journal phase needs at least one decision per entity and one round"
+    );
+    let data = temp_dir();
+    let config = node_config(&nats.url(), data.path(), workload.partitions)?;
+    let jetstream = jetstream::new(nats.connect().await);
+    broker::ensure_topology(&jetstream, &config)
+        .await
+        .context("creating the journal stream")?;
+    let journal = Journal::open(jetstream.clone()).await?;
+
+    eprintln!("journal: warming up…");
+    let warm_up = Workload {
+        decisions: WARM_UP_DECISIONS.max(workload.entities),
+        ..*workload
+    };
+    for variant in Variant::ALL {
+        append_round(&jetstream, &journal, variant, "warm", &warm_up).await?;
+    }
+    let mut measured: Vec<Measured> = Variant::ALL
+        .iter()
+        .map(|&variant| Measured {
+            variant,
+            rounds: Vec::new(),
+            latency: latency_histogram(),
+        })
+        .collect();
+    for round in 0..workload.rounds {
+        for entry in &mut measured {
+            eprintln!(
+                "journal: round {} of {}: {}…",
+                round + 1,
+                workload.rounds,
+                entry.variant.label()
+            );
+            let (elapsed, latency) = append_round(
+                &jetstream,
+                &journal,
+                entry.variant,
+                &format!("r{round}"),
+                workload,
+            )
+            .await?;
+            entry.rounds.push(elapsed);
+            entry.latency.add(latency)?;
+        }
+    }
+    let stream_messages = journal_messages(&jetstream).await?;
+    Ok(JournalCost {
+        measured,
+        stream_messages,
+    })
+}
+
+/// Appends `workload.decisions` decisions of `variant` from `workload.entities` entities at
+/// once; returns the wall time and each decision's round trip.
+async fn append_round(
+    jetstream: &jetstream::Context,
+    journal: &Journal,
+    variant: Variant,
+    round: &str,
+    workload: &Workload,
+) -> anyhow::Result<(Duration, Histogram<u64>)> {
+    let start = Arc::new(Barrier::new(workload.entities + 1));
+    let mut entities = JoinSet::new();
+    for entity in 0..workload.entities {
+        // Spread the decisions as evenly as they divide.
+        let decisions = workload.decisions / workload.entities
+            + usize::from(entity < workload.decisions % workload.entities);
+        let id = StationId::parse(format!("jbench-{round}-{}-{entity}", variant.token()))?;
+        let appender = Appender::new(jetstream.clone(), journal.clone(), variant, id);
+        let start = start.clone();
+        entities.spawn(async move {
+            start.wait().await;
+            appender.append_all(decisions).await
+        });
+    }
+    start.wait().await;
+    let started = Instant::now();
+    let mut latency = latency_histogram();
+    while let Some(joined) = entities.join_next().await {
+        latency.add(joined??)?;
+    }
+    Ok((started.elapsed(), latency))
+}
+
+/// One entity appending its decisions one after the other.
+struct Appender {
+    jetstream: jetstream::Context,
+    journal: Journal,
+    variant: Variant,
+    id: StationId,
+    /// `SongEnded`, `SongStarted` of a typical song change.
+    ended: EncodedEvent,
+    started: EncodedEvent,
+}
+
+impl Appender {
+    fn new(
+        jetstream: jetstream::Context,
+        journal: Journal,
+        variant: Variant,
+        id: StationId,
+    ) -> Self {
+        let song = |n: u64| Song {
+            artist: format!("Artist {n}"),
+            title: format!("Song Title {n}"),
+        };
+        let at = Timestamp::from_millis(1_790_000_000_000);
+        let ended = encode_station(
+            &id,
+            &StationEvent::SongEnded {
+                play_seq: 41,
+                song: song(7),
+                started_at: at,
+                ended_at: at.saturating_add(Duration::from_secs(200)),
+            },
+        );
+        let started = encode_station(
+            &id,
+            &StationEvent::SongStarted {
+                play_seq: 42,
+                song: song(8),
+                started_at: at.saturating_add(Duration::from_secs(200)),
+            },
+        );
+        Self {
+            jetstream,
+            journal,
+            variant,
+            id,
+            ended,
+            started,
+        }
+    }
+
+    async fn append_all(&self, decisions: usize) -> anyhow::Result<Histogram<u64>> {
+        let subject = event_subject(EventFamily::Station, self.id.as_str(), self.started.name);
+        let journal_subject = entity_journal(EventFamily::Station, self.id.as_str());
+        let payload = Bytes::from(self.started.payload.clone());
+        let mut latency = latency_histogram();
+        let mut last = 0;
+        for decision in 0..decisions {
+            let began = Instant::now();
+            last = match self.variant {
+                Variant::Bare => {
+                    self.jetstream
+                        .publish(subject.clone(), payload.clone())
+                        .await?
+                        .await?
+                        .sequence
+                }
+                Variant::BareChained => {
+                    let mut headers = HeaderMap::new();
+                    headers.insert(EXPECTED_LAST_SUBJECT_SEQUENCE, last.to_string().as_str());
+                    headers.insert(
+                        EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT,
+                        journal_subject.as_str(),
+                    );
+                    self.jetstream
+                        .publish_with_headers(subject.clone(), headers, payload.clone())
+                        .await?
+                        .await?
+                        .sequence
+                }
+                Variant::AppendOne | Variant::AppendTwo => {
+                    let events = self.decision(decision as u64 + 1);
+                    self.journal
+                        .append(EventFamily::Station, self.id.as_str(), last, &events)
+                        .await?
+                }
+            };
+            latency.record(began.elapsed().as_micros().max(1) as u64)?;
+        }
+        Ok(latency)
+    }
+
+    /// The events of one decision, as the shell hands them to the journal.
+    fn decision(&self, inbox_seq: u64) -> Vec<OutgoingEvent> {
+        let events: Vec<&EncodedEvent> = match self.variant {
+            Variant::AppendTwo => vec![&self.ended, &self.started],
+            _ => vec![&self.started],
+        };
+        let count = events.len() as u32;
+        events
+            .into_iter()
+            .enumerate()
+            .map(|(index, event)| OutgoingEvent {
+                inbox_seq,
+                index: index as u32,
+                count,
+                event: event.clone(),
+            })
+            .collect()
+    }
+}
+
+async fn journal_messages(jetstream: &jetstream::Context) -> anyhow::Result<u64> {
+    Ok(jetstream
+        .get_stream(playhead_proto::subjects::EVENTS_STREAM)
+        .await?
+        .info()
+        .await?
+        .state
+        .messages)
+}
+
+/// The figures the summary reports: decisions/s of each append variant ÷ the bare publish's.
+pub struct Figures {
+    pub one_event_ratio: f64,
+    pub two_event_ratio: f64,
+}
+
+impl JournalCost {
+    /// Prints the table; `ingest_events_per_decision` is the ingest phase's, when it ran.
+    pub fn report(&self, workload: &Workload, ingest_events_per_decision: Option<f64>) -> Figures {
+        println!();
+        println!(
+            "journal: {} decisions per variant from {} entities at once (one decision at a time \
+             each), median of {} rounds [range]; journal stream {} messages at the end",
+            workload.decisions, workload.entities, workload.rounds, self.stream_messages
+        );
+        let median = |measured: &Measured| {
+            let mut rounds = measured.rounds.clone();
+            rounds.sort();
+            (
+                rounds[rounds.len() / 2],
+                rounds[0],
+                rounds[rounds.len() - 1],
+            )
+        };
+        let rate = |elapsed: Duration| workload.decisions as f64 / elapsed.as_secs_f64();
+        let bare = rate(median(&self.measured[0]).0);
+        let mut ratios = [0.0; 4];
+        for (slot, measured) in self.measured.iter().enumerate() {
+            let (middle, fastest, slowest) = median(measured);
+            let per_decision =
+                |elapsed: Duration| elapsed.as_secs_f64() * 1e6 / workload.decisions as f64;
+            ratios[slot] = rate(middle) / bare;
+            println!(
+                "  {:<40} {:>6.1} µs/decision [{:.1}–{:.1}]  {:>6.0} decisions/s  ÷ bare {:.2}  round trip p50 {:.2} ms, p99 {:.2} ms",
+                measured.variant.label(),
+                per_decision(middle),
+                per_decision(fastest),
+                per_decision(slowest),
+                rate(middle),
+                ratios[slot],
+                measured.latency.value_at_quantile(0.5) as f64 / 1_000.0,
+                measured.latency.value_at_quantile(0.99) as f64 / 1_000.0,
+            );
+            if measured.variant.events() > 1 {
+                println!(
+                    "  {:<40} {:>6.1} µs/event, {:.0} events/s",
+                    "",
+                    per_decision(middle) / measured.variant.events() as f64,
+                    rate(middle) * measured.variant.events() as f64
+                );
+            }
+        }
+        match ingest_events_per_decision {
+            Some(events) => println!(
+                "  the ingest phase's decisions carried {events:.2} events each (events published ÷ applied observations)"
+            ),
+            None => {
+                println!("  (the ingest phase did not run: its events per decision are unknown)")
+            }
+        }
+        Figures {
+            one_event_ratio: ratios[2],
+            two_event_ratio: ratios[3],
+        }
+    }
+}
