@@ -1,6 +1,6 @@
 //! The broker side of the node: the embedded nats-server child (when no URL is configured)
 //! and the JetStream topology (inbox streams with the partitioning transform, events,
-//! dead letters, the now-playing bucket, one durable consumer per partition), created or
+//! dead letters, the now-playing bucket, one durable consumer per ownership group), created or
 //! updated idempotently at every start.
 
 use std::path::PathBuf;
@@ -8,6 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, kv, stream};
+use futures::StreamExt;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use playhead_proto::subjects::{
@@ -16,6 +17,7 @@ use playhead_proto::subjects::{
 use tokio::process::{Child, Command};
 
 use crate::config::NodeConfig;
+use crate::ingest::group::GroupId;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -135,24 +137,23 @@ fn setup_error(what: impl Into<String>) -> impl FnOnce(String) -> BrokerError {
     move |detail| BrokerError::Setup { what, detail }
 }
 
-/// Streams, bucket and consumers of this deployment, created or updated idempotently.
+/// Streams and bucket of this deployment, created or updated idempotently. The consumers come
+/// after ownership: [`ensure_consumers`].
 pub struct Topology {
     pub now_playing: kv::Store,
-    pub consumers: Vec<(Inbox, u32, consumer::PullConsumer)>,
     /// Names this incarnation of `PLAYHEAD_EVENTS` (its creation time): a store folded from
     /// another journal must not be served as if it folded this one.
     pub journal_identity: String,
 }
 
-pub async fn ensure_topology(
+pub async fn ensure_streams(
     jetstream: &jetstream::Context,
     config: &NodeConfig,
 ) -> Result<Topology, BrokerError> {
     let replicas = config.nats.replicas;
     let duplicate_window = Duration::from_secs(config.ingest.duplicate_window_secs);
-    let mut consumers = Vec::new();
     for inbox in Inbox::ALL.iter().copied() {
-        let stream = jetstream
+        jetstream
             .create_or_update_stream(stream::Config {
                 name: inbox.stream_name().into(),
                 subjects: vec![inbox.capture_subject().into()],
@@ -167,34 +168,6 @@ pub async fn ensure_topology(
             })
             .await
             .map_err(|error| setup_error(inbox.stream_name())(error.to_string()))?;
-        let stream = jetstream
-            .get_stream(&stream.config.name)
-            .await
-            .map_err(|error| setup_error(inbox.stream_name())(error.to_string()))?;
-        for partition in 0..config.ingest.partitions {
-            let name = inbox.consumer_name(partition);
-            let consumer = stream
-                .create_consumer(consumer::pull::Config {
-                    durable_name: Some(name.clone()),
-                    filter_subject: inbox.partition_filter(partition),
-                    ack_policy: consumer::AckPolicy::All,
-                    ack_wait: Duration::from_secs(config.ingest.ack_wait_secs),
-                    max_ack_pending: (config.ingest.batch_size * 4) as i64,
-                    max_deliver: -1,
-                    num_replicas: replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|error| setup_error(format!("consumer {name}"))(error.to_string()))?;
-            // Messages a previous run received but never acknowledged would otherwise come back
-            // only after ack_wait, behind newer ones; entities would then skip them as already
-            // applied. Rewinding to the ack floor keeps each partition in order.
-            stream
-                .reset_consumer(&name, None)
-                .await
-                .map_err(|error| setup_error(format!("reset of {name}"))(error.to_string()))?;
-            consumers.push((inbox, partition, consumer));
-        }
     }
     // The journal: nothing but age removes events (no message or byte limits), and the
     // retention covers everything no snapshot holds yet (validated with the configuration).
@@ -237,7 +210,99 @@ pub async fn ensure_topology(
         .map_err(|error| setup_error(NOW_PLAYING_BUCKET)(error.to_string()))?;
     Ok(Topology {
         now_playing,
-        consumers,
         journal_identity,
     })
+}
+
+/// The durable consumer of each group in `owned` (one inbox or several), created or updated,
+/// then rewound to its ack floor: messages a previous run received but never acknowledged
+/// would otherwise come back only after ack_wait, behind newer ones, and entities would skip
+/// them as already applied. Only the groups this node owns are touched.
+///
+/// A group consumer created next to consumers of an earlier layout (one per partition, or
+/// another group count) starts at their lowest ack floor, so nothing is skipped and nothing
+/// acknowledged is read again (beyond what entities skip); once every group of the inbox has
+/// its consumer, the earlier ones are deleted.
+pub async fn ensure_consumers(
+    jetstream: &jetstream::Context,
+    config: &NodeConfig,
+    owned: &[GroupId],
+) -> Result<Vec<(GroupId, consumer::PullConsumer)>, BrokerError> {
+    let mut consumers = Vec::with_capacity(owned.len());
+    for inbox in Inbox::ALL.iter().copied() {
+        let groups: Vec<GroupId> = owned
+            .iter()
+            .copied()
+            .filter(|group| group.inbox == inbox)
+            .collect();
+        if groups.is_empty() {
+            continue;
+        }
+        let stream = jetstream
+            .get_stream(inbox.stream_name())
+            .await
+            .map_err(|error| setup_error(inbox.stream_name())(error.to_string()))?;
+        let wanted: Vec<String> = groups.iter().map(GroupId::consumer_name).collect();
+        let mut earlier = Vec::new();
+        let mut existing = Vec::new();
+        let mut names = stream.consumer_names();
+        while let Some(name) = names.next().await {
+            let name = name.map_err(|error| setup_error(inbox.stream_name())(error.to_string()))?;
+            if wanted.contains(&name) {
+                existing.push(name);
+            } else if inbox.is_playhead_consumer(&name) {
+                earlier.push(name);
+            }
+        }
+        let mut resume_at: Option<u64> = None;
+        for name in &earlier {
+            let info = stream
+                .consumer_info(name)
+                .await
+                .map_err(|error| setup_error(format!("consumer {name}"))(error.to_string()))?;
+            let next = info.ack_floor.stream_sequence + 1;
+            resume_at = Some(resume_at.map_or(next, |at: u64| at.min(next)));
+        }
+        for group in &groups {
+            let name = group.consumer_name();
+            let deliver_policy = match resume_at {
+                Some(start_sequence) if !existing.contains(&name) => {
+                    tracing::info!(consumer = %name, start_sequence, earlier = ?earlier, "new group consumer starts at the earlier consumers' ack floor");
+                    consumer::DeliverPolicy::ByStartSequence { start_sequence }
+                }
+                _ => consumer::DeliverPolicy::All,
+            };
+            let consumer = stream
+                .create_consumer(consumer::pull::Config {
+                    durable_name: Some(name.clone()),
+                    filter_subjects: group.filter_subjects(config.ingest.partitions),
+                    deliver_policy,
+                    ack_policy: consumer::AckPolicy::All,
+                    ack_wait: Duration::from_secs(config.ingest.ack_wait_secs),
+                    max_ack_pending: (config.ingest.batch_size * 4) as i64,
+                    max_deliver: -1,
+                    num_replicas: config.nats.replicas,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|error| setup_error(format!("consumer {name}"))(error.to_string()))?;
+            stream
+                .reset_consumer(&name, None)
+                .await
+                .map_err(|error| setup_error(format!("reset of {name}"))(error.to_string()))?;
+            consumers.push((*group, consumer));
+        }
+        let owns_every_group =
+            GroupId::all(inbox, config.ingest.groups).all(|group| groups.contains(&group));
+        if owns_every_group {
+            for name in earlier {
+                stream
+                    .delete_consumer(&name)
+                    .await
+                    .map_err(|error| setup_error(format!("deleting {name}"))(error.to_string()))?;
+                tracing::info!(consumer = %name, "deleted a consumer of an earlier layout");
+            }
+        }
+    }
+    Ok(consumers)
 }

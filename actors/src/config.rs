@@ -18,6 +18,9 @@ use crate::domain::playout::{PlayoutPolicy, PlayoutPolicyError};
 pub const CONFIG_VERSION: u32 = 1;
 
 /// Keys outside any section, as they may appear in `PLAYHEAD_{KEY}`.
+/// Ownership groups per inbox unless configured (chosen by measurement, see the README).
+pub const DEFAULT_GROUPS: u32 = 4;
+
 const TOP_LEVEL_KEYS: &[&str] = &["version", "data_dir"];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,6 +71,13 @@ pub struct IngestConfig {
     /// Failures of one message, for a reason that does not go away, before it is quarantined
     /// to the dead-letter stream (reason `poison`) and its partition carries on.
     pub max_attempts: u32,
+    /// Ownership groups per inbox: the partitions are dealt to this many groups (partition
+    /// `p` belongs to group `p mod groups`), each read by one durable consumer. The group is
+    /// what a node owns; fewer groups mean fuller batches.
+    pub groups: u32,
+    /// A node holds each group it processes by a lease in the broker, renewed every third of
+    /// this; another node waits (stands by) until the lease has lapsed.
+    pub ownership_lease_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,7 +87,8 @@ pub struct ActorsConfig {
     pub passivate_after_secs: u64,
     /// How often shards look for idle entities.
     pub passivation_check_secs: u64,
-    /// Bound on live entity actors per shard; the least recently used go first.
+    /// Bound on live entity actors per shard (one shard per ownership group); the least
+    /// recently used go first.
     pub max_live_entities_per_shard: usize,
 }
 
@@ -209,6 +220,8 @@ impl Default for IngestConfig {
             ack_wait_secs: 30,
             duplicate_window_secs: 120,
             max_attempts: 5,
+            groups: DEFAULT_GROUPS,
+            ownership_lease_secs: 15,
         }
     }
 }
@@ -228,7 +241,7 @@ impl Default for ActorsConfig {
         Self {
             passivate_after_secs: 300,
             passivation_check_secs: 30,
-            max_live_entities_per_shard: 4096,
+            max_live_entities_per_shard: 65_536,
         }
     }
 }
@@ -430,6 +443,20 @@ impl NodeConfig {
         }
         if self.ingest.duplicate_window_secs == 0 {
             return invalid("ingest.duplicate_window_secs", 0, "use at least 1 second");
+        }
+        if self.ingest.groups == 0 || self.ingest.groups > self.ingest.partitions {
+            return invalid(
+                "ingest.groups",
+                self.ingest.groups,
+                "use 1 to ingest.partitions (each group owns at least one partition)",
+            );
+        }
+        if !(3..=600).contains(&self.ingest.ownership_lease_secs) {
+            return invalid(
+                "ingest.ownership_lease_secs",
+                self.ingest.ownership_lease_secs,
+                "use 3 to 600 seconds (15 is the default)",
+            );
         }
         if !(1..=100).contains(&self.ingest.max_attempts) {
             return invalid(

@@ -27,9 +27,10 @@ pub struct InboxLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PartitionLabel {
+pub struct GroupLabel {
     pub inbox: &'static str,
-    pub partition: u32,
+    /// The ownership group's index.
+    pub group: u32,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -69,7 +70,7 @@ pub struct NodeMetrics {
     pub inbox_messages: Family<InboxOutcome, Counter>,
     pub batch_seconds: Family<InboxLabel, Histogram, fn() -> Histogram>,
     pub message_latency_seconds: Family<InboxLabel, Histogram, fn() -> Histogram>,
-    pub consumer_pending: Family<PartitionLabel, Gauge>,
+    pub consumer_pending: Family<GroupLabel, Gauge>,
     pub entities_live: Family<EntityKindLabel, Gauge>,
     pub entities_passivated: Family<EntityKindLabel, Counter>,
     pub dead_letters: Family<DeadLetterLabel, Counter>,
@@ -129,7 +130,7 @@ impl NodeMetrics {
         );
         registry.register(
             "consumer_pending",
-            "Inbox messages not yet delivered to the partition consumer",
+            "Inbox messages not yet delivered to the ownership group's consumer",
             metrics.consumer_pending.clone(),
         );
         registry.register(

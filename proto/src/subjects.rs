@@ -125,9 +125,18 @@ impl Inbox {
         format!("{STORED_PREFIX}.{}.{partition}.>", self.label())
     }
 
-    /// Durable consumer name of one partition.
-    pub fn consumer_name(self, partition: u32) -> String {
-        format!("{}-p{partition:03}", self.label())
+    /// Durable consumer name of ownership group `group` of `groups` (the unit a node owns;
+    /// the group count is part of the name, so a changed count gets fresh consumers).
+    pub fn consumer_name(self, group: u32, groups: u32) -> String {
+        format!("{}-g{group:03}of{groups:03}", self.label())
+    }
+
+    /// Whether `name` is a durable consumer name playhead gives on this inbox (by partition,
+    /// as before ownership groups, or by group).
+    pub fn is_playhead_consumer(self, name: &str) -> bool {
+        name.strip_prefix(self.label())
+            .and_then(|rest| rest.strip_prefix('-'))
+            .is_some_and(|rest| rest.starts_with('p') || rest.starts_with('g'))
     }
 
     /// Subject the dead-letter copy of a rejected message of this inbox is published on.

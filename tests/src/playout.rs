@@ -21,8 +21,7 @@ use tonic::transport::Channel;
 
 use crate::harness::NatsServer;
 use crate::system::{
-    TEST_PARTITIONS, TestGateway, TestNode, temp_dir, test_gateway_config, test_node_config,
-    wait_until_drained,
+    TestGateway, TestNode, temp_dir, test_gateway_config, test_node_config, wait_until_drained,
 };
 
 /// Longest a playout test waits for the system to settle.
@@ -137,7 +136,7 @@ impl PlayoutSystem {
             publish_content(&jetstream, film, &["premium"]).await;
         }
         publish_content(&jetstream, "match-1", &["sports"]).await;
-        wait_until_drained(&jetstream, Inbox::Catalog, TEST_PARTITIONS, WAIT).await;
+        wait_until_drained(&jetstream, Inbox::Catalog, WAIT).await;
         let client = gateway.playouts().await;
         Self {
             nats,

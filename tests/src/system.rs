@@ -331,29 +331,28 @@ pub async fn all_plays_full(
     plays
 }
 
-/// Waits until every partition consumer of `inbox` has nothing pending or unacknowledged.
-pub async fn wait_until_drained(
-    jetstream: &jetstream::Context,
-    inbox: Inbox,
-    partitions: u32,
-    timeout: Duration,
-) {
+/// Inbox messages of `inbox` not yet acknowledged (pending or in flight), over every consumer
+/// of its stream (one per ownership group); `None` when the broker cannot be asked.
+pub async fn unfinished_messages(jetstream: &jetstream::Context, inbox: Inbox) -> Option<u64> {
+    let stream = jetstream.get_stream(inbox.stream_name()).await.ok()?;
+    let mut names = stream.consumer_names();
+    let mut total = 0;
+    let mut consumers = 0;
+    while let Some(name) = futures::StreamExt::next(&mut names).await {
+        let info = stream.consumer_info(name.ok()?).await.ok()?;
+        total += info.num_pending + info.num_ack_pending as u64;
+        consumers += 1;
+    }
+    // Before the node made its consumers nothing is processed.
+    (consumers > 0).then_some(total)
+}
+
+/// Waits until every consumer of `inbox` has nothing pending or unacknowledged.
+pub async fn wait_until_drained(jetstream: &jetstream::Context, inbox: Inbox, timeout: Duration) {
     eventually(
         &format!("{} inbox to be fully processed", inbox.label()),
         timeout,
-        || async {
-            let stream = jetstream.get_stream(inbox.stream_name()).await.ok()?;
-            for partition in 0..partitions {
-                let info = stream
-                    .consumer_info(inbox.consumer_name(partition))
-                    .await
-                    .ok()?;
-                if info.num_pending > 0 || info.num_ack_pending > 0 {
-                    return None;
-                }
-            }
-            Some(())
-        },
+        || async { (unfinished_messages(jetstream, inbox).await? == 0).then_some(()) },
     )
     .await
 }

@@ -8,7 +8,7 @@ use ractor::ActorRef;
 use ractor::rpc::CallResult;
 use tokio_util::sync::CancellationToken;
 
-use super::{Accepted, PartitionIntake};
+use super::{Accepted, GroupIntake};
 use crate::metrics::InboxLabel;
 use crate::runtime::shard::ShardMessage;
 use crate::runtime::{
@@ -18,7 +18,7 @@ use crate::runtime::{
 const RETRY_BACKOFF_START: Duration = Duration::from_millis(100);
 const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-impl<K: EntityKind> PartitionIntake<K> {
+impl<K: EntityKind> GroupIntake<K> {
     /// Applies the accepted envelopes. A transient failure retries the batch as it is; a
     /// permanent one applies the messages one by one and quarantines those that keep failing.
     /// `None` when stopped first.
@@ -47,8 +47,8 @@ impl<K: EntityKind> PartitionIntake<K> {
                 }
                 Err(failure) => {
                     tracing::warn!(
-                        inbox = self.inbox.label(),
-                        partition = self.partition,
+                        inbox = self.group.inbox.label(),
+                        group = %self.group,
                         error = %failure.error,
                         at_seq = failure.at_seq,
                         "a batch failed for a reason that may not go away; applying its messages one by one"
@@ -89,8 +89,8 @@ impl<K: EntityKind> PartitionIntake<K> {
                             _ => QuarantineReason::Poison,
                         };
                         tracing::error!(
-                            inbox = self.inbox.label(),
-                            partition = self.partition,
+                            inbox = self.group.inbox.label(),
+                            group = %self.group,
                             seq,
                             failures,
                             error = %failure.error,
@@ -118,7 +118,7 @@ impl<K: EntityKind> PartitionIntake<K> {
         shard: &mut Option<ActorRef<ShardMessage<K>>>,
         batch: Vec<(K::Id, Envelope<K::Command>)>,
     ) -> Result<Vec<Processed>, SliceError> {
-        let consumer_name = self.inbox.consumer_name(self.partition);
+        let consumer_name = self.group.consumer_name();
         let actor = match shard {
             Some(actor) => actor.clone(),
             None => {
@@ -154,8 +154,8 @@ impl<K: EntityKind> PartitionIntake<K> {
 
     fn note_retry(&self, what: &str, error: &EntityError, backoff: Duration) {
         tracing::warn!(
-            inbox = self.inbox.label(),
-            partition = self.partition,
+            inbox = self.group.inbox.label(),
+            group = %self.group,
             %error,
             retry_in_ms = backoff.as_millis() as u64,
             "{what} failed; retrying"
@@ -163,7 +163,7 @@ impl<K: EntityKind> PartitionIntake<K> {
         self.metrics
             .batch_retries
             .get_or_create(&InboxLabel {
-                inbox: self.inbox.label(),
+                inbox: self.group.inbox.label(),
             })
             .inc();
     }
@@ -173,8 +173,8 @@ impl<K: EntityKind> PartitionIntake<K> {
         tokio::select! {
             _ = stop.cancelled() => {
                 tracing::warn!(
-                    inbox = self.inbox.label(),
-                    partition = self.partition,
+                    inbox = self.group.inbox.label(),
+                    group = %self.group,
                     "stopping with an unfinished batch; it is redelivered after restart"
                 );
                 false

@@ -1,5 +1,6 @@
-//! Inbox intake: one task per inbox partition pulls batches from its durable consumer,
-//! screens out bad input into the dead-letter stream, hands the rest to the partition's shard,
+//! Inbox intake: one task per ownership group (see [`group`]) pulls batches from the group's
+//! durable consumer, screens out bad input into the dead-letter stream, hands the rest to the
+//! group's shard,
 //! makes state durable, sends the answers, and only then acknowledges (the consumer acks
 //! cumulatively).
 //!
@@ -21,6 +22,7 @@
 mod apply;
 pub mod commands;
 pub mod dead_letter;
+pub mod group;
 pub mod screen;
 
 use std::collections::HashMap;
@@ -32,14 +34,14 @@ use async_nats::jetstream::consumer::pull::{MessagesError, MessagesErrorKind};
 use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use futures::StreamExt;
-use playhead_proto::subjects::Inbox;
 use ractor::{Actor, ActorRef};
 use tokio_util::sync::CancellationToken;
 
 use self::dead_letter::DeadLetters;
+use self::group::GroupId;
 use self::screen::{DeadLetter, DeadLetterReason, Screened};
 use crate::domain::time::Timestamp;
-use crate::metrics::{InboxLabel, InboxOutcome, NodeMetrics, PartitionLabel};
+use crate::metrics::{GroupLabel, InboxLabel, InboxOutcome, NodeMetrics};
 use crate::runtime::shard::{ShardActor, ShardArguments, ShardMessage};
 use crate::runtime::{EntityError, EntityKind, Envelope, Outcome, Processed, QuarantineReason};
 use crate::storage::Storage;
@@ -79,9 +81,8 @@ pub struct IntakeConfig {
     pub max_attempts: u32,
 }
 
-pub struct PartitionIntake<K: EntityKind> {
-    pub inbox: Inbox,
-    pub partition: u32,
+pub struct GroupIntake<K: EntityKind> {
+    pub group: GroupId,
     pub consumer: PullConsumer,
     /// How to start (and restart) the partition's shard.
     pub shard_arguments: Box<dyn Fn() -> ShardArguments<K> + Send + Sync>,
@@ -101,12 +102,12 @@ type Accepted<K> = (
     Envelope<<K as EntityKind>::Command>,
 );
 
-impl<K: EntityKind> PartitionIntake<K> {
+impl<K: EntityKind> GroupIntake<K> {
     /// Runs until `stop` is cancelled (then returns `Ok`: the batch in hand is finished, or
     /// abandoned unacknowledged if it cannot complete), or until the consumer ends, which is
     /// an error: the node cannot go on without this partition.
     pub async fn run(self, stop: CancellationToken) -> Result<(), IngestError> {
-        let consumer_name = self.inbox.consumer_name(self.partition);
+        let consumer_name = self.group.consumer_name();
         let mut shard = Some(self.spawn_shard(&consumer_name).await?);
         let result = self.pull(&consumer_name, &mut shard, &stop).await;
         if let Some(shard) = shard {
@@ -204,7 +205,7 @@ impl<K: EntityKind> PartitionIntake<K> {
         stop: &CancellationToken,
     ) {
         let started = std::time::Instant::now();
-        let inbox = self.inbox.label();
+        let inbox = self.group.inbox.label();
         let mut accepted: Vec<Accepted<K>> = Vec::with_capacity(batch.len());
         let mut rejected: Vec<(usize, DeadLetter)> = Vec::new();
         for (position, message) in batch.iter().enumerate() {
@@ -279,7 +280,7 @@ impl<K: EntityKind> PartitionIntake<K> {
             // Copied or given up, the batch moves on; only a failure worth retrying holds it.
             let copy = self
                 .dead_letters
-                .copy(self.inbox, &batch[*position], letter);
+                .copy(self.group.inbox, &batch[*position], letter);
             let published = self.retry(stop, "dead letter", || copy.attempt()).await;
             if published.is_none() {
                 return;
@@ -299,7 +300,7 @@ impl<K: EntityKind> PartitionIntake<K> {
         // Cumulative: acknowledges the whole batch, dead letters included.
         if let Err(error) = last.double_ack().await {
             // Redelivery is harmless: every entity skips what it already applied.
-            tracing::warn!(inbox, partition = self.partition, %error, "ack failed");
+            tracing::warn!(inbox, group = %self.group, %error, "ack failed");
         }
         self.record_metrics(&batch, counts, rejected.len(), started);
     }
@@ -326,7 +327,7 @@ impl<K: EntityKind> PartitionIntake<K> {
         dead_lettered: usize,
         started: std::time::Instant,
     ) {
-        let inbox = self.inbox.label();
+        let inbox = self.group.inbox.label();
         for (outcome, count) in counts {
             self.metrics
                 .inbox_messages
@@ -356,9 +357,9 @@ impl<K: EntityKind> PartitionIntake<K> {
                 .observe(age);
             self.metrics
                 .consumer_pending
-                .get_or_create(&PartitionLabel {
+                .get_or_create(&GroupLabel {
                     inbox,
-                    partition: self.partition,
+                    group: self.group.index,
                 })
                 .set(info.pending as i64);
         }

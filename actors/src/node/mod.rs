@@ -1,11 +1,14 @@
 //! The node: starts (or joins) the broker, sets up the JetStream topology, opens (or rebuilds)
-//! the local store, runs an intake per inbox partition, serves queries and metrics, and shuts
-//! all of it down in one fixed order.
+//! the local store, runs an intake per inbox ownership group it owns, serves queries and metrics,
+//! and shuts all of it down in one fixed order.
+//!
+//! - [`ownership`]: the leases by which a node owns the inbox groups (a second node stands by).
 //!
 //! - [`store`]: opening the local store, and rebuilding it when it cannot be trusted.
 //! - [`snapshots`]: snapshots of every kind's state, taken on a schedule and restored.
 
 mod compaction;
+pub mod ownership;
 pub mod snapshots;
 pub mod store;
 
@@ -21,12 +24,14 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use self::ownership::Ownership;
 use self::store::StoreState;
 use crate::broker::{self, EmbeddedBroker};
 use crate::config::NodeConfig;
 use crate::faults::Faults;
 use crate::ingest::dead_letter::DeadLetters;
-use crate::ingest::{IngestError, IntakeConfig, PartitionIntake, Screen, screen};
+use crate::ingest::group::GroupId;
+use crate::ingest::{GroupIntake, IngestError, IntakeConfig, Screen, screen};
 use crate::journal::append::Journal;
 use crate::journal::snapshot;
 use crate::metrics::{self, NodeMetrics};
@@ -78,6 +83,7 @@ pub async fn run_with(
             config.data_dir.display()
         )
     })?;
+    let data_dir_lock = ownership::lock_data_dir(&config.data_dir)?;
     let embedded = if config.embedded_broker() {
         Some(EmbeddedBroker::start(&config).await?)
     } else {
@@ -88,10 +94,32 @@ pub async fn run_with(
         .map_or_else(|| config.nats.url.clone(), |broker| broker.url.clone());
     let client = broker::connect(&nats_url, "playhead-node").await?;
     let jetstream = jetstream::new(client.clone());
-    let topology = broker::ensure_topology(&jetstream, &config).await?;
+    let topology = broker::ensure_streams(&jetstream, &config).await?;
+    let groups = Inbox::ALL
+        .iter()
+        .flat_map(|inbox| GroupId::all(*inbox, config.ingest.groups))
+        .collect();
+    // Nothing below touches a consumer or the store before this node owns the groups.
+    let Some(ownership) = Ownership::acquire(
+        &jetstream,
+        &config,
+        &data_dir_lock.node_id,
+        groups,
+        &shutdown,
+    )
+    .await?
+    else {
+        tracing::info!("shutdown requested while standing by");
+        if let Some(embedded) = embedded {
+            embedded.stop().await;
+        }
+        return Ok(());
+    };
+    let consumers = broker::ensure_consumers(&jetstream, &config, &ownership.groups()).await?;
     tracing::info!(
         partitions = config.ingest.partitions,
-        consumers = topology.consumers.len(),
+        groups_per_inbox = config.ingest.groups,
+        consumers = consumers.len(),
         "jetstream topology ready"
     );
     let journal = Journal::open(jetstream.clone()).await?;
@@ -107,6 +135,7 @@ pub async fn run_with(
         &snapshot_bucket,
         &topology.journal_identity,
         &topology.now_playing,
+        ownership.another_node_owned_since(),
     )
     .await?;
     storage.mark_running(&topology.journal_identity)?;
@@ -129,6 +158,8 @@ pub async fn run_with(
 
     let background_stop = CancellationToken::new();
     let mut background = JoinSet::new();
+    // Released on the way out, after intake has stopped (background tasks stop after it).
+    background.spawn(ownership.keep(background_stop.clone()));
     let metrics_listener = tokio::net::TcpListener::bind(config.metrics.listen)
         .await
         .with_context(|| format!("cannot listen for metrics on {}", config.metrics.listen))?;
@@ -171,7 +202,7 @@ pub async fn run_with(
         background_stop.clone(),
     ));
 
-    let partitions = Partitions {
+    let groups = Groups {
         config: &config,
         storage: &storage,
         metrics: &node_metrics,
@@ -185,29 +216,29 @@ pub async fn run_with(
         stop: CancellationToken::new(),
     };
     let mut intakes = JoinSet::new();
-    for (inbox, partition, consumer) in topology.consumers {
-        match inbox {
-            Inbox::Station => partitions.start::<StationKind>(
+    for (group, consumer) in consumers {
+        match group.inbox {
+            Inbox::Station => groups.start::<StationKind>(
                 &mut intakes,
-                (inbox, partition, consumer),
+                (group, consumer),
                 &contexts.station,
                 screen::screen_station,
             ),
-            Inbox::User => partitions.start::<UserKind>(
+            Inbox::User => groups.start::<UserKind>(
                 &mut intakes,
-                (inbox, partition, consumer),
+                (group, consumer),
                 &contexts.user,
                 screen::screen_user,
             ),
-            Inbox::Catalog => partitions.start::<ContentKind>(
+            Inbox::Catalog => groups.start::<ContentKind>(
                 &mut intakes,
-                (inbox, partition, consumer),
+                (group, consumer),
                 &contexts.content,
                 screen::screen_catalog,
             ),
         }
     }
-    let intake_stop = partitions.stop;
+    let intake_stop = groups.stop;
 
     let endpoints = NodeEndpoints {
         nats_url: nats_url.clone(),
@@ -254,18 +285,20 @@ pub async fn run_with(
         background_stop,
         background,
         storage,
+        jetstream,
         client,
         embedded,
     })
     .await?;
+    drop(data_dir_lock);
     match fatal {
         Some(cause) => Err(anyhow::anyhow!("{cause}; the node stopped")),
         None => Ok(()),
     }
 }
 
-/// What starting a partition needs, whatever its entity kind.
-struct Partitions<'a> {
+/// What starting a group's intake needs, whatever its entity kind.
+struct Groups<'a> {
     config: &'a NodeConfig,
     storage: &'a Storage,
     metrics: &'a Arc<NodeMetrics>,
@@ -276,12 +309,12 @@ struct Partitions<'a> {
     stop: CancellationToken,
 }
 
-impl Partitions<'_> {
-    /// Spawns the partition's intake task (owned by `intakes`), which runs its shard.
+impl Groups<'_> {
+    /// Spawns the group's intake task (owned by `intakes`), which runs its shard.
     fn start<K: EntityKind>(
         &self,
         intakes: &mut JoinSet<Result<(), IngestError>>,
-        (inbox, partition, consumer): (Inbox, u32, PullConsumer),
+        (group, consumer): (GroupId, PullConsumer),
         context: &Arc<K::Context>,
         screen: Screen<K>,
     ) {
@@ -291,9 +324,8 @@ impl Partitions<'_> {
         let passivate_after = config.passivate_after();
         let passivation_check = Duration::from_secs(config.actors.passivation_check_secs);
         let max_live_entities = config.actors.max_live_entities_per_shard;
-        let intake = PartitionIntake::<K> {
-            inbox,
-            partition,
+        let intake = GroupIntake::<K> {
+            group,
             consumer,
             shard_arguments: Box::new(move || ShardArguments {
                 context: context.clone(),
@@ -324,6 +356,7 @@ struct ShutdownParts {
     background_stop: CancellationToken,
     background: JoinSet<anyhow::Result<()>>,
     storage: Storage,
+    jetstream: jetstream::Context,
     client: async_nats::Client,
     embedded: Option<EmbeddedBroker>,
 }
@@ -338,6 +371,7 @@ async fn shut_down(parts: ShutdownParts) -> anyhow::Result<()> {
         background_stop,
         mut background,
         storage,
+        jetstream,
         client,
         embedded,
     } = parts;
@@ -357,9 +391,15 @@ async fn shut_down(parts: ShutdownParts) -> anyhow::Result<()> {
         }
     }
     storage.flush().context("final sled flush failed")?;
-    storage
-        .mark_stopped_cleanly()
-        .context("cannot note the clean stop")?;
+    // Without the journal's end the next start checks every entity against the journal.
+    match store::journal_last_sequence(&jetstream).await {
+        Ok(end) => storage
+            .mark_stopped_cleanly(end)
+            .context("cannot note the clean stop")?,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the journal's end; the next start checks each entity against it")
+        }
+    }
     tracing::info!("storage flushed");
     if let Err(error) = client.drain().await {
         tracing::warn!(%error, "nats drain failed");

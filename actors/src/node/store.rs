@@ -8,6 +8,9 @@
 //!   the journal after them, then serve — never empty state silently;
 //! - **refuse**: the store folds another incarnation of `PLAYHEAD_EVENTS` (the stream was
 //!   recreated): serving it would mix two histories, so the node stops and says how to rebuild;
+//! - **stale → rebuild**: another node owned the groups since this store last ran, or the
+//!   journal moved on after its clean stop: the store misses that work, so it is moved aside
+//!   and rebuilt;
 //! - **resume**: otherwise. When the last run did not stop cleanly the store may be behind the
 //!   journal, so every entity checks its journal position when it loads (`Runtime::recovering`).
 
@@ -129,6 +132,11 @@ async fn retry_while_locked<T>(
 
 /// Whether the journal holds anything a store would have to fold.
 pub async fn journal_has_events(jetstream: &jetstream::Context) -> anyhow::Result<bool> {
+    Ok(journal_last_sequence(jetstream).await? > 0)
+}
+
+/// The journal's last sequence (0 while it is empty).
+pub async fn journal_last_sequence(jetstream: &jetstream::Context) -> anyhow::Result<u64> {
     let mut stream = jetstream
         .get_stream(EVENTS_STREAM)
         .await
@@ -137,7 +145,7 @@ pub async fn journal_has_events(jetstream: &jetstream::Context) -> anyhow::Resul
         .info()
         .await
         .context("cannot read the journal stream")?;
-    Ok(info.state.last_sequence > 0)
+    Ok(info.state.last_sequence)
 }
 
 /// The first sequence the journal still holds (1 if nothing expired yet).
@@ -203,10 +211,34 @@ pub(super) async fn prepare_store(
     bucket: &ObjectStore,
     journal_identity: &str,
     now_playing: &kv::Store,
+    another_owner: bool,
 ) -> anyhow::Result<(Storage, Contexts, StoreState)> {
-    let storage = open(config).await?;
+    let mut storage = open(config).await?;
     check_identity(&storage, journal_identity)?;
-    let marks = storage.marks()?;
+    let mut marks = storage.marks()?;
+    if marks.initialized {
+        // Another writer since this store stopped: it misses that work, whichever entities
+        // it touched, so it is rebuilt (a redelivery would only bring back this node's own
+        // unacknowledged messages).
+        let journal_end = journal_last_sequence(jetstream).await?;
+        // (A store stopped by a version that did not note the journal's end is trusted.)
+        let moved_on = marks.stopped_cleanly
+            && marks
+                .journal_end_at_stop
+                .is_some_and(|at_stop| at_stop != journal_end);
+        if another_owner || moved_on {
+            tracing::warn!(
+                another_owner,
+                journal_end_at_stop = ?marks.journal_end_at_stop,
+                journal_end,
+                "another node wrote the journal since this store last ran: rebuilding it"
+            );
+            drop(storage);
+            move_aside(&state_dir(config), "stale")?;
+            storage = open(config).await?;
+            marks = storage.marks()?;
+        }
+    }
     if marks.initialized {
         let contexts = Contexts::new(config, &storage, now_playing);
         let state = StoreState::Resumed {

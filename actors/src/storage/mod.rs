@@ -24,7 +24,6 @@ pub mod view_history_store;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use self::catalog_store::CatalogStore;
 use self::clock::Clock;
@@ -49,6 +48,8 @@ pub enum StorageError {
     Keyspace(#[from] KeyspaceError),
     #[error("stored {what} cannot be decoded: {detail}")]
     Corrupt { what: &'static str, detail: String },
+    #[error("sled flush failed: {0}")]
+    Flush(String),
 }
 
 #[cfg(test)]
@@ -90,7 +91,9 @@ impl StorageError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            StorageError::Sled(sled::Error::Io(_)) | StorageError::InUse { .. }
+            StorageError::Sled(sled::Error::Io(_))
+                | StorageError::InUse { .. }
+                | StorageError::Flush(_)
         ) || matches!(
             self,
             StorageError::Keyspace(KeyspaceError::Sled(sled::Error::Io(_)))
@@ -105,6 +108,8 @@ pub struct StoreMarks {
     pub initialized: bool,
     pub stopped_cleanly: bool,
     pub journal_identity: Option<String>,
+    /// The journal's last sequence when the store was last stopped cleanly.
+    pub journal_end_at_stop: Option<u64>,
 }
 
 const NODE_META_TREE: &str = "node_meta";
@@ -130,6 +135,7 @@ pub fn owns_tree(trees: &[&str], name: &[u8]) -> bool {
 const MARK_INITIALIZED: &[u8] = b"initialized";
 const MARK_STOPPED_CLEANLY: &[u8] = b"stopped_cleanly";
 const MARK_JOURNAL: &[u8] = b"journal_identity";
+const MARK_JOURNAL_END: &[u8] = b"journal_end_at_stop";
 
 /// Everything the node keeps in sled.
 #[derive(Clone)]
@@ -196,6 +202,11 @@ impl Storage {
                 .node_meta
                 .get(MARK_JOURNAL)?
                 .map(|value| String::from_utf8_lossy(&value).into_owned()),
+            journal_end_at_stop: self
+                .node_meta
+                .get(MARK_JOURNAL_END)?
+                .and_then(|value| <[u8; 8]>::try_from(value.as_ref()).ok())
+                .map(u64::from_be_bytes),
         })
     }
 
@@ -211,8 +222,12 @@ impl Storage {
         Ok(())
     }
 
-    /// Notes a clean stop (everything before is flushed with it).
-    pub fn mark_stopped_cleanly(&self) -> Result<(), StorageError> {
+    /// Notes a clean stop (everything before is flushed with it) and the journal's last
+    /// sequence then: a journal that moved on before the next start was written by another
+    /// node, and this store may be behind it.
+    pub fn mark_stopped_cleanly(&self, journal_end: u64) -> Result<(), StorageError> {
+        self.node_meta
+            .insert(MARK_JOURNAL_END, journal_end.to_be_bytes().as_slice())?;
         self.node_meta
             .insert(MARK_STOPPED_CLEANLY, b"1".as_slice())?;
         self.db.flush()?;
@@ -249,36 +264,42 @@ impl Storage {
     }
 }
 
-/// Group commit over `sled::Db::flush_async`.
+/// Group commit on one flusher thread: callers queue a waiter; the thread takes every waiter
+/// queued so far, calls sled's blocking flush once, and answers them all. Writes made before a
+/// waiter was queued are covered by the flush that answers it. One thread, woken once per
+/// flush, instead of `flush_async` per caller (which wakes sled's pool twice each time).
 struct Durability {
-    db: sled::Db,
-    /// Incremented by every caller; a caller's writes precede its ticket.
-    tickets: AtomicU64,
-    /// Every ticket up to this value is durable.
-    durable_through: AtomicU64,
-    flushing: tokio::sync::Mutex<()>,
+    waiters: std::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Result<(), String>>>,
 }
 
 impl Durability {
+    /// Starts the flusher thread; it ends (and lets go of `db`) once every `Storage` is dropped.
     fn new(db: sled::Db) -> Self {
-        Self {
-            db,
-            tickets: AtomicU64::new(0),
-            durable_through: AtomicU64::new(0),
-            flushing: tokio::sync::Mutex::new(()),
-        }
+        let (waiters, queue) =
+            std::sync::mpsc::channel::<tokio::sync::oneshot::Sender<Result<(), String>>>();
+        std::thread::Builder::new()
+            .name("playhead-flusher".into())
+            .spawn(move || {
+                while let Ok(first) = queue.recv() {
+                    let mut batch = vec![first];
+                    batch.extend(queue.try_iter());
+                    let result = db.flush().map(|_| ()).map_err(|error| error.to_string());
+                    for waiter in batch {
+                        let _ = waiter.send(result.clone());
+                    }
+                }
+            })
+            .expect("cannot start the flusher thread");
+        Self { waiters }
     }
 
     async fn make_durable(&self) -> Result<(), StorageError> {
-        let ticket = self.tickets.fetch_add(1, Ordering::AcqRel) + 1;
-        let _flushing = self.flushing.lock().await;
-        if self.durable_through.load(Ordering::Acquire) >= ticket {
-            // A flush that started after our writes finished while we waited.
-            return Ok(());
-        }
-        let covered = self.tickets.load(Ordering::Acquire);
-        self.db.flush_async().await?;
-        self.durable_through.fetch_max(covered, Ordering::AcqRel);
-        Ok(())
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let gone = || StorageError::Flush("the flusher thread stopped".into());
+        self.waiters.send(done).map_err(|_| gone())?;
+        answer
+            .await
+            .map_err(|_| gone())?
+            .map_err(StorageError::Flush)
     }
 }

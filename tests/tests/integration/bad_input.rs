@@ -12,8 +12,7 @@ use playhead_proto::v1::{ListPlaysRequest, SongObserved};
 use playhead_tests::harness::NatsServer;
 use playhead_tests::harness::wait::within;
 use playhead_tests::system::{
-    TEST_PARTITIONS, TestGateway, TestNode, metric_value, temp_dir, test_node_config,
-    wait_until_drained,
+    TestGateway, TestNode, metric_value, temp_dir, test_node_config, wait_until_drained,
 };
 use prost::Message;
 
@@ -95,13 +94,7 @@ async fn bad_input_is_dead_lettered_with_a_reason_and_nothing_else_is_lost() {
             .await
             .expect("inbox ack");
     }
-    wait_until_drained(
-        &jetstream,
-        Inbox::Station,
-        TEST_PARTITIONS,
-        Duration::from_secs(30),
-    )
-    .await;
+    wait_until_drained(&jetstream, Inbox::Station, Duration::from_secs(30)).await;
 
     // The valid messages were all applied, in order.
     let mut client = gateway.stations().await;

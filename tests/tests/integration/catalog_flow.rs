@@ -10,7 +10,7 @@ use playhead_proto::v1::ContentUpdate;
 use playhead_tests::harness::NatsServer;
 use playhead_tests::harness::wait::eventually;
 use playhead_tests::system::{
-    TEST_PARTITIONS, TestNode, metric_value, temp_dir, test_node_config, wait_until_drained,
+    TestNode, metric_value, temp_dir, test_node_config, wait_until_drained,
 };
 use prost::Message;
 
@@ -41,13 +41,7 @@ async fn content_updates_apply_once_per_change_and_bad_tags_are_dead_lettered() 
     publish("film-1", &["premium", "sports"]).await;
     publish("film-2", &["bad tag"]).await;
     publish("film-3", &["free"]).await;
-    wait_until_drained(
-        &jetstream,
-        Inbox::Catalog,
-        TEST_PARTITIONS,
-        Duration::from_secs(20),
-    )
-    .await;
+    wait_until_drained(&jetstream, Inbox::Catalog, Duration::from_secs(20)).await;
 
     // Counted just after each batch's acknowledgement: poll rather than race it.
     let counts = eventually("the catalog outcomes", Duration::from_secs(10), || async {

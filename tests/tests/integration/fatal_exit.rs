@@ -24,14 +24,14 @@ async fn a_deleted_inbox_consumer_makes_the_node_exit_with_an_error() {
         "the node serves before the fault"
     );
 
-    let consumer = Inbox::Station.consumer_name(0);
+    let consumer = Inbox::Station.consumer_name(0, playhead_actors::config::DEFAULT_GROUPS);
     jetstream
         .get_stream(Inbox::Station.stream_name())
         .await
         .expect("the station inbox stream")
         .delete_consumer(&consumer)
         .await
-        .expect("delete the consumer of partition 0");
+        .expect("delete the consumer of group 0");
 
     // `wait_for_exit` polls the child with a deadline; keep the blocking off the runtime.
     let status = tokio::task::block_in_place(|| node.process.wait_for_exit(EXIT_TIMEOUT));

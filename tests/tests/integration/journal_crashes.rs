@@ -16,32 +16,24 @@ use playhead_tests::mixed::model::Model;
 use playhead_tests::mixed::workload::{self, Workload};
 use playhead_tests::model::{Rng, publish_pipelined};
 use playhead_tests::system::{
-    NodeProcess, TEST_PARTITIONS, TestGateway, temp_dir, wait_until_drained,
+    NodeProcess, TestGateway, temp_dir, unfinished_messages, wait_until_drained,
 };
 
 const DRAIN: Duration = Duration::from_secs(120);
 
 async fn drained(jetstream: &jetstream::Context) {
     for inbox in Inbox::ALL.iter().copied() {
-        wait_until_drained(jetstream, inbox, TEST_PARTITIONS, DRAIN).await;
+        wait_until_drained(jetstream, inbox, DRAIN).await;
     }
 }
 
-/// Inbox messages not yet acknowledged, over every partition of every inbox.
+/// Inbox messages not yet acknowledged, over every group of every inbox.
 async fn unfinished(jetstream: &jetstream::Context) -> u64 {
     let mut total = 0;
     for inbox in Inbox::ALL.iter().copied() {
-        let stream = jetstream
-            .get_stream(inbox.stream_name())
+        total += unfinished_messages(jetstream, inbox)
             .await
-            .expect("inbox stream");
-        for partition in 0..TEST_PARTITIONS {
-            let info = stream
-                .consumer_info(inbox.consumer_name(partition))
-                .await
-                .expect("consumer info");
-            total += info.num_pending + info.num_ack_pending as u64;
-        }
+            .expect("consumer info");
     }
     total
 }
@@ -86,7 +78,7 @@ async fn twenty_sigkills_during_a_mixed_workload_lose_and_repeat_nothing() {
     let env = [("PLAYHEAD_JOURNAL__SNAPSHOT_INTERVAL_SECS", "1")];
     let node = NodeProcess::start(&nats.url(), data.path(), &env).await;
     publish_pipelined(&jetstream, workload.catalog.clone()).await;
-    wait_until_drained(&jetstream, Inbox::Catalog, TEST_PARTITIONS, DRAIN).await;
+    wait_until_drained(&jetstream, Inbox::Catalog, DRAIN).await;
     drop(node);
 
     // Each round leaves a backlog while the node is down, starts it, and kills it (SIGKILL) at a
@@ -134,7 +126,7 @@ async fn a_node_down_longer_than_the_duplicate_window_after_an_append_repeats_no
     let window = [("PLAYHEAD_INGEST__DUPLICATE_WINDOW_SECS", "1")];
     let node = NodeProcess::start(&nats.url(), data.path(), &window).await;
     publish_pipelined(&jetstream, workload.catalog.clone()).await;
-    wait_until_drained(&jetstream, Inbox::Catalog, TEST_PARTITIONS, DRAIN).await;
+    wait_until_drained(&jetstream, Inbox::Catalog, DRAIN).await;
     drop(node);
     publish_pipelined(&jetstream, workload.messages.clone()).await;
     // Each run appends a few decisions, then dies before committing them locally; it stays

@@ -9,6 +9,7 @@ mod fatal_exit;
 mod gateway_edges;
 mod harness;
 mod journal_crashes;
+mod ownership;
 mod passivation;
 mod player_flow;
 mod playout_edges;

@@ -16,7 +16,7 @@ use playhead_tests::harness::wait::{eventually, within};
 use playhead_tests::playout::{
     CONTINUE, PlayoutSystem, WAIT, answer, entitlements, heartbeat, publish_entitlements,
 };
-use playhead_tests::system::{TEST_PARTITIONS, cli, metric_value, wait_until_drained};
+use playhead_tests::system::{cli, metric_value, wait_until_drained};
 use prost::Message;
 
 use HeartbeatKind::{Beat, Start};
@@ -181,7 +181,7 @@ async fn the_cli_grants_tags_and_sends_heartbeats() {
     };
     run(&["publish", "content", "--content", "show-1", "--tag", "kids"]).await;
     run(&["publish", "entitlements", "--user", "ivy", "--tag", "kids"]).await;
-    wait_until_drained(&system.jetstream, Inbox::Catalog, TEST_PARTITIONS, WAIT).await;
+    wait_until_drained(&system.jetstream, Inbox::Catalog, WAIT).await;
     let held = run(&[
         "playout", "check", "--user", "ivy", "--tag", "kids", "--tag", "premium",
     ]);

@@ -13,21 +13,19 @@ use playhead_tests::mixed::check::{assert_answers_match, assert_journal_matches}
 use playhead_tests::mixed::model::Model;
 use playhead_tests::mixed::workload::{self, Workload};
 use playhead_tests::model::publish_pipelined;
-use playhead_tests::system::{
-    NodeProcess, TEST_PARTITIONS, TestGateway, temp_dir, wait_until_drained,
-};
+use playhead_tests::system::{NodeProcess, TestGateway, temp_dir, wait_until_drained};
 
 const DRAIN: Duration = Duration::from_secs(60);
 
 async fn drained(jetstream: &jetstream::Context) {
     for inbox in Inbox::ALL.iter().copied() {
-        wait_until_drained(jetstream, inbox, TEST_PARTITIONS, DRAIN).await;
+        wait_until_drained(jetstream, inbox, DRAIN).await;
     }
 }
 
 async fn publish(jetstream: &jetstream::Context, workload: &Workload) {
     publish_pipelined(jetstream, workload.catalog.clone()).await;
-    wait_until_drained(jetstream, Inbox::Catalog, TEST_PARTITIONS, DRAIN).await;
+    wait_until_drained(jetstream, Inbox::Catalog, DRAIN).await;
     publish_pipelined(jetstream, workload.messages.clone()).await;
     drained(jetstream).await;
 }
@@ -155,7 +153,7 @@ async fn snapshots_taken_while_serving_bound_the_replay_and_the_rebuild_answers_
     let env = [("PLAYHEAD_JOURNAL__SNAPSHOT_INTERVAL_SECS", "2")];
     let mut node = NodeProcess::start(&nats.url(), data.path(), &env).await;
     publish_pipelined(&jetstream, workload.catalog.clone()).await;
-    wait_until_drained(&jetstream, Inbox::Catalog, TEST_PARTITIONS, DRAIN).await;
+    wait_until_drained(&jetstream, Inbox::Catalog, DRAIN).await;
     let (covered, tail) = workload.messages.split_at(workload.messages.len() * 3 / 4);
     publish_pipelined(&jetstream, covered.to_vec()).await;
     drained(&jetstream).await;

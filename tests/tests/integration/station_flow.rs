@@ -11,7 +11,7 @@ use playhead_tests::harness::NatsServer;
 use playhead_tests::harness::wait::{eventually, within};
 use playhead_tests::model::{ExpectedPlay, generate, publish_all};
 use playhead_tests::system::{
-    TEST_PARTITIONS, TestGateway, TestNode, list_plays_page, plays_of, temp_dir, test_node_config,
+    TestGateway, TestNode, list_plays_page, plays_of, temp_dir, test_node_config,
     wait_until_drained,
 };
 use prost::Message;
@@ -27,13 +27,7 @@ async fn observations_become_exact_now_playing_and_paged_history() {
     // Given 2,000 observations over 50 stations, about 80% of them repeats.
     let (observations, expected) = generate(7, 50, 2_000, 80);
     publish_all(&jetstream, &observations).await;
-    wait_until_drained(
-        &jetstream,
-        Inbox::Station,
-        TEST_PARTITIONS,
-        Duration::from_secs(60),
-    )
-    .await;
+    wait_until_drained(&jetstream, Inbox::Station, Duration::from_secs(60)).await;
 
     let mut client = gateway.stations().await;
     for (station, plays) in &expected {

@@ -39,7 +39,7 @@ pub async fn run(nats: &NatsServer, workload: &Workload) -> anyhow::Result<Inges
     let config = node_config(&nats.url(), data.path(), workload.partitions)?;
 
     let jetstream = jetstream::new(nats.connect().await);
-    broker::ensure_topology(&jetstream, &config)
+    broker::ensure_streams(&jetstream, &config)
         .await
         .context("creating the inbox streams and consumers")?;
 

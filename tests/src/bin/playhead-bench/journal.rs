@@ -116,7 +116,7 @@ pub async fn run(nats: &NatsServer, workload: &Workload) -> anyhow::Result<Journ
     let data = temp_dir();
     let config = node_config(&nats.url(), data.path(), workload.partitions)?;
     let jetstream = jetstream::new(nats.connect().await);
-    broker::ensure_topology(&jetstream, &config)
+    broker::ensure_streams(&jetstream, &config)
         .await
         .context("creating the journal stream")?;
     let journal = Journal::open(jetstream.clone()).await?;

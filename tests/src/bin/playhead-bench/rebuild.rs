@@ -93,7 +93,7 @@ pub async fn run(workload: &Workload) -> anyhow::Result<Rebuild> {
     // The offline snapshots are the only ones: the tail is replayed from the journal.
     config.journal.snapshot_every_events = 0;
     let jetstream = jetstream::new(nats.connect().await);
-    broker::ensure_topology(&jetstream, &config).await?;
+    broker::ensure_streams(&jetstream, &config).await?;
     let bucket = snapshot::ensure_bucket(&jetstream, config.nats.replicas).await?;
 
     let filled = {

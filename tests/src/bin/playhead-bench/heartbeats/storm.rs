@@ -52,7 +52,7 @@ pub(super) async fn run(
     mix: &Mix,
 ) -> anyhow::Result<(Storm, TestNode)> {
     let jetstream = jetstream::new(nats.connect().await);
-    broker::ensure_topology(&jetstream, &config)
+    broker::ensure_streams(&jetstream, &config)
         .await
         .context("creating the inbox streams and consumers")?;
 

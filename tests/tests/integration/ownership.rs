@@ -1,0 +1,132 @@
+//! Ownership of the inbox groups: a second node on the same broker stands by while another
+//! node owns the groups, never touching a consumer or its store; it takes over when the owner
+//! stops (at once) or dies (once the lease lapses), and a node whose store missed another
+//! node's work rebuilds it before serving.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use playhead_proto::subjects::{EVENTS_STREAM, Inbox};
+use playhead_tests::harness::NatsServer;
+use playhead_tests::harness::wait::eventually;
+use playhead_tests::model::{ExpectedPlay, Observation, generate, publish_all};
+use playhead_tests::system::{NodeProcess, TestGateway, all_plays, temp_dir, wait_until_drained};
+
+const LEASE: [(&str, &str); 1] = [("PLAYHEAD_INGEST__OWNERSHIP_LEASE_SECS", "3")];
+const DRAIN: Duration = Duration::from_secs(60);
+const STATIONS: usize = 30;
+
+async fn wait_for_log(node: &mut NodeProcess, what: &str, needle: &str) {
+    let log_path = node.process.log_path().to_owned();
+    eventually(what, Duration::from_secs(30), || {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        async move { log.contains(needle).then_some(()) }
+    })
+    .await;
+}
+
+fn log_of(node: &NodeProcess) -> String {
+    std::fs::read_to_string(node.process.log_path()).unwrap_or_default()
+}
+
+/// Every station's plays, as the gateway answers them, equal the model's.
+async fn assert_plays(nats_url: &str, expected: &BTreeMap<String, Vec<ExpectedPlay>>, when: &str) {
+    let gateway = TestGateway::start(nats_url).await;
+    let mut client = gateway.stations().await;
+    for (station, plays) in expected {
+        let expected_plays: Vec<(u64, ExpectedPlay)> = plays
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(index, play)| (index as u64 + 1, play))
+            .collect();
+        assert_eq!(
+            all_plays(&mut client, station).await,
+            expected_plays,
+            "{station} {when}"
+        );
+    }
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_node_stands_by_and_takes_over_with_a_rebuilt_store() {
+    let nats = NatsServer::start();
+    let jetstream = async_nats::jetstream::new(nats.connect().await);
+    let (data_a, data_b) = (temp_dir(), temp_dir());
+    let (all, expected_all) = generate(23, STATIONS, 2_100, 80);
+    let phase = |end: usize| -> (&[Observation], BTreeMap<String, Vec<ExpectedPlay>>) {
+        (&all[..end], generate(23, STATIONS, end, 80).1)
+    };
+    let (first, expected_first) = phase(1_000);
+    let (second, expected_second) = phase(2_000);
+
+    // A owns every group; B stands by and never touches a consumer or a store.
+    let mut a = NodeProcess::start(&nats.url(), data_a.path(), &LEASE).await;
+    let mut b = NodeProcess::spawn(&nats.url(), data_b.path(), &LEASE);
+    wait_for_log(&mut b, "the second node to stand by", "standing by").await;
+    publish_all(&jetstream, first).await;
+    wait_until_drained(&jetstream, Inbox::Station, DRAIN).await;
+    // Longer than a lease: B keeps trying, and keeps standing by.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(b.process.is_running(), "the standby keeps running");
+    assert!(
+        !log_of(&b).contains("playhead-node serving"),
+        "B must not serve while A owns the groups:\n{}",
+        b.process.log_tail(20)
+    );
+    assert!(
+        !data_b.path().join("state").exists(),
+        "B must not open a store while it stands by"
+    );
+    assert_plays(&nats.url(), &expected_first, "with A serving").await;
+
+    // A stops cleanly and lets go: B takes over at once, its store built from the journal.
+    let status = a.process.terminate_within(Duration::from_secs(30));
+    assert!(status.success(), "graceful stop exits 0: {status}");
+    wait_for_log(&mut b, "B to take over", "playhead-node serving").await;
+    publish_all(&jetstream, &second[first.len()..]).await;
+    wait_until_drained(&jetstream, Inbox::Station, DRAIN).await;
+    assert_plays(&nats.url(), &expected_second, "after B took over").await;
+
+    // A comes back and stands by; B dies; once B's lease lapses A takes over. A's store
+    // stopped cleanly but missed B's work: it must be rebuilt, or the stations B changed and
+    // nobody touches again would answer A's old plays.
+    let mut a = NodeProcess::spawn(&nats.url(), data_a.path(), &LEASE);
+    wait_for_log(&mut a, "A to stand by behind B", "standing by").await;
+    b.process.kill();
+    wait_for_log(&mut a, "A to take over from B", "playhead-node serving").await;
+    assert!(
+        log_of(&a).contains("rebuilding it"),
+        "A's store missed B's work and must be rebuilt:\n{}",
+        a.process.log_tail(30)
+    );
+    assert_plays(&nats.url(), &expected_second, "after A took over again").await;
+    // A few more songs, on a few stations: A processes them on top of the rebuilt store.
+    publish_all(&jetstream, &all[second.len()..]).await;
+    wait_until_drained(&jetstream, Inbox::Station, DRAIN).await;
+    assert_plays(&nats.url(), &expected_all, "at the end").await;
+
+    // Whoever processed them, every SongStarted is in the journal exactly once.
+    let events = jetstream.get_stream(EVENTS_STREAM).await.expect("events");
+    let mut started = BTreeMap::new();
+    let mut counts = events
+        .info_with_subjects("playhead.events.station.*.SongStarted")
+        .await
+        .expect("subject counts");
+    while let Some(entry) = counts.next().await {
+        let (subject, count) = entry.expect("subject count");
+        started.insert(
+            subject.split('.').nth(3).expect("station").to_owned(),
+            count,
+        );
+    }
+    let expected_counts: BTreeMap<String, usize> = expected_all
+        .iter()
+        .map(|(station, plays)| (station.clone(), plays.len()))
+        .collect();
+    assert_eq!(started, expected_counts);
+    let status = a.process.terminate_within(Duration::from_secs(30));
+    assert!(status.success(), "graceful stop exits 0: {status}");
+}
