@@ -81,7 +81,37 @@ pub fn generate(
             title,
         });
     }
+    debug_assert_eq!(expected, expected_plays(&generated));
     (generated, expected)
+}
+
+/// What each station's history must be after applying exactly `observations` (in order) to
+/// empty stations: a play starts whenever the song differs, spelling aside, from the one on
+/// air (the spelling variants of [`generate`] differ only in case, punctuation and spaces).
+pub fn expected_plays(observations: &[Observation]) -> BTreeMap<String, Vec<ExpectedPlay>> {
+    let key = |text: &str| {
+        text.chars()
+            .filter(|c| c.is_alphanumeric() || c.is_whitespace())
+            .collect::<String>()
+            .to_lowercase()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let tidy = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut on_air: BTreeMap<&str, (String, String)> = BTreeMap::new();
+    let mut expected: BTreeMap<String, Vec<ExpectedPlay>> = BTreeMap::new();
+    for observation in observations {
+        let song = (key(&observation.artist), key(&observation.title));
+        if on_air.get(observation.station.as_str()) != Some(&song) {
+            expected
+                .entry(observation.station.clone())
+                .or_default()
+                .push((tidy(&observation.artist), tidy(&observation.title)));
+            on_air.insert(&observation.station, song);
+        }
+    }
+    expected
 }
 
 /// Acknowledgements a publisher leaves outstanding before it awaits the oldest (async-nats

@@ -1,14 +1,23 @@
 //! Inbox intake: one task per ownership group (see [`group`]) pulls batches from the group's
-//! durable consumer, screens out bad input into the dead-letter stream, hands the rest to the
-//! group's shard,
-//! makes state durable, sends the answers, and only then acknowledges (the consumer acks
-//! cumulatively).
+//! durable consumer in two stages:
 //!
-//! **Nothing stalls a partition.** A batch that fails for a transient reason (the broker is
+//! - **apply**: screens out bad input, applies the rest through the group's shard (entities
+//!   run side by side; each one's messages in order), and sends the answers — every decision
+//!   is in the journal by then;
+//! - **settle**, behind it on its own task: copies the dead letters, flushes the local store
+//!   once for every batch applied meanwhile, and acknowledges the last of them. The consumer
+//!   acknowledges cumulatively, so this is a contiguous durable watermark: nothing is
+//!   acknowledged before everything delivered ahead of it is applied and flushed.
+//!
+//! The apply stage does not wait for a flush, so batches fill while the disk is slow; the
+//! settle stage lags by at most `SETTLE_QUEUE` batches (and the consumer's
+//! `max_ack_pending`) before the apply stage waits for it.
+//!
+//! **Nothing stalls a group.** A batch that fails for a transient reason (the broker is
 //! away) is retried as it is, never skipped. A batch that fails for a permanent reason is
 //! taken apart: its messages are applied one at a time, so the one that fails is known; after
 //! `max_attempts` failures it is quarantined to the dead-letter stream (reason `poison`, or
-//! `panic` when an actor panicked on it) and the partition carries on. A decider panic is
+//! `panic` when an actor panicked on it) and the group carries on. A decider panic is
 //! quarantined at once (the shell catches it).
 //!
 //! The intake owns its shard actor: it spawns it, spawns it again if it dies, and stops it
@@ -95,6 +104,19 @@ pub struct GroupIntake<K: EntityKind> {
     pub config: IntakeConfig,
 }
 
+/// Applied batches the settle stage may hold before the apply stage waits for it.
+const SETTLE_QUEUE: usize = 64;
+
+/// A batch the apply stage is done with, for the settle stage.
+struct Applied {
+    batch: Vec<jetstream::Message>,
+    /// Positions in `batch` to copy to the dead-letter stream, in order.
+    rejected: Vec<(usize, DeadLetter)>,
+    /// Outcomes of the applied messages, by label.
+    counts: HashMap<&'static str, u64>,
+    started: std::time::Instant,
+}
+
 /// A screened message, where it sits in its batch.
 type Accepted<K> = (
     usize,
@@ -103,13 +125,20 @@ type Accepted<K> = (
 );
 
 impl<K: EntityKind> GroupIntake<K> {
-    /// Runs until `stop` is cancelled (then returns `Ok`: the batch in hand is finished, or
-    /// abandoned unacknowledged if it cannot complete), or until the consumer ends, which is
-    /// an error: the node cannot go on without this partition.
+    /// Runs until `stop` is cancelled (then returns `Ok`: what was applied is settled, or
+    /// left unacknowledged if it cannot be), or until the consumer ends, which is an error:
+    /// the node cannot go on without this group.
     pub async fn run(self, stop: CancellationToken) -> Result<(), IngestError> {
-        let consumer_name = self.group.consumer_name();
-        let mut shard = Some(self.spawn_shard(&consumer_name).await?);
-        let result = self.pull(&consumer_name, &mut shard, &stop).await;
+        let intake = Arc::new(self);
+        let consumer_name = intake.group.consumer_name();
+        let mut shard = Some(intake.spawn_shard(&consumer_name).await?);
+        let (settle_queue, settling) = tokio::sync::mpsc::channel(SETTLE_QUEUE);
+        let settler = tokio::spawn(intake.clone().settle(settling, stop.clone()));
+        let result = intake
+            .pull(&consumer_name, &mut shard, settle_queue, &stop)
+            .await;
+        // The queue is closed: the settler finishes what was applied, then ends.
+        let _ = settler.await;
         if let Some(shard) = shard {
             let _ = shard
                 .stop_and_wait(None, Some(Duration::from_secs(30)))
@@ -123,6 +152,7 @@ impl<K: EntityKind> GroupIntake<K> {
         &self,
         consumer_name: &str,
         shard: &mut Option<ActorRef<ShardMessage<K>>>,
+        settle_queue: tokio::sync::mpsc::Sender<Applied>,
         stop: &CancellationToken,
     ) -> Result<(), IngestError> {
         let ended = |detail: String| IngestError::Consumer {
@@ -163,8 +193,15 @@ impl<K: EntityKind> GroupIntake<K> {
                     Err(error) => tracing::warn!(consumer = %consumer_name, %error, "pull error"),
                 }
             }
-            if !messages.is_empty() {
-                self.process(messages, shard, stop).await;
+            if messages.is_empty() {
+                continue;
+            }
+            let Some(applied) = self.apply_batch(messages, shard, stop).await else {
+                return Ok(());
+            };
+            // Waits while the settler is SETTLE_QUEUE batches behind (back-pressure).
+            if settle_queue.send(applied).await.is_err() {
+                return Ok(());
             }
         }
     }
@@ -198,14 +235,18 @@ impl<K: EntityKind> GroupIntake<K> {
         Ok(shard)
     }
 
-    async fn process(
+    /// The apply stage: screens the batch, applies it through the shard (decisions journaled,
+    /// state written but not yet flushed), sends the answers (a decision is durable once its
+    /// events are in the journal: a crash before the local flush redelivers the message, and
+    /// the entity catches up from the journal to the same decision), and hands the rest to
+    /// the settle stage. `None` when stopped first.
+    async fn apply_batch(
         &self,
         batch: Vec<jetstream::Message>,
         shard: &mut Option<ActorRef<ShardMessage<K>>>,
         stop: &CancellationToken,
-    ) {
+    ) -> Option<Applied> {
         let started = std::time::Instant::now();
-        let inbox = self.group.inbox.label();
         let mut accepted: Vec<Accepted<K>> = Vec::with_capacity(batch.len());
         let mut rejected: Vec<(usize, DeadLetter)> = Vec::new();
         for (position, message) in batch.iter().enumerate() {
@@ -246,9 +287,7 @@ impl<K: EntityKind> GroupIntake<K> {
             .iter()
             .map(|(position, _, envelope)| (*position, envelope.reply_to.clone()))
             .collect();
-        let Some(results) = self.apply(accepted, shard, stop).await else {
-            return;
-        };
+        let results = self.apply(accepted, shard, stop).await?;
         let mut counts = HashMap::<&'static str, u64>::new();
         let mut answers = Vec::new();
         for ((position, reply_to), processed) in replies.into_iter().zip(results) {
@@ -257,7 +296,7 @@ impl<K: EntityKind> GroupIntake<K> {
                 answers.push((subject, answer));
             }
             match outcome {
-                // Counted once, as dead-lettered, below.
+                // Counted once, as dead-lettered, in the settle stage.
                 Outcome::Rejected { reason } => rejected.push((
                     position,
                     DeadLetter::new(DeadLetterReason::Rejected, reason),
@@ -276,36 +315,68 @@ impl<K: EntityKind> GroupIntake<K> {
             }
         }
         rejected.sort_by_key(|(position, _)| *position);
-        for (position, letter) in &rejected {
-            // Copied or given up, the batch moves on; only a failure worth retrying holds it.
-            let copy = self
-                .dead_letters
-                .copy(self.group.inbox, &batch[*position], letter);
-            let published = self.retry(stop, "dead letter", || copy.attempt()).await;
-            if published.is_none() {
-                return;
-            }
-        }
-        let flushed = self
-            .retry(stop, "flush", || async {
-                self.storage.make_durable().await.map_err(EntityError::from)
-            })
-            .await;
-        if flushed.is_none() {
-            return;
-        }
-        // Only now is every decision of the batch durable: answers may go out.
         self.send_answers(answers).await;
-        let last = batch.last().expect("batches are never empty");
-        // Cumulative: acknowledges the whole batch, dead letters included.
-        if let Err(error) = last.double_ack().await {
-            // Redelivery is harmless: every entity skips what it already applied.
-            tracing::warn!(inbox, group = %self.group, %error, "ack failed");
-        }
-        self.record_metrics(&batch, counts, rejected.len(), started);
+        Some(Applied {
+            batch,
+            rejected,
+            counts,
+            started,
+        })
     }
 
-    /// Best effort: a publisher that went away does not hold up the partition.
+    /// The settle stage: takes every applied batch queued so far (in delivery order), copies
+    /// their dead letters, makes the store durable with one flush, and acknowledges the last
+    /// message — a contiguous watermark: every message up to it is applied and flushed, and
+    /// the consumer acknowledges cumulatively. Meanwhile the apply stage goes on with the
+    /// next batches. Ends once the queue is closed and drained, or when stopped with a
+    /// failure in hand (then the rest is redelivered after restart).
+    async fn settle(
+        self: Arc<Self>,
+        mut queue: tokio::sync::mpsc::Receiver<Applied>,
+        stop: CancellationToken,
+    ) {
+        let mut ready = Vec::new();
+        while queue.recv_many(&mut ready, SETTLE_QUEUE).await > 0 {
+            for applied in &ready {
+                for (position, letter) in &applied.rejected {
+                    // Copied or given up, the batch moves on; only a failure worth retrying
+                    // holds it.
+                    let copy =
+                        self.dead_letters
+                            .copy(self.group.inbox, &applied.batch[*position], letter);
+                    if self
+                        .retry(&stop, "dead letter", || copy.attempt())
+                        .await
+                        .is_none()
+                    {
+                        return;
+                    }
+                }
+            }
+            let flushed = self
+                .retry(&stop, "flush", || async {
+                    self.storage.make_durable().await.map_err(EntityError::from)
+                })
+                .await;
+            if flushed.is_none() {
+                return;
+            }
+            let last = ready
+                .last()
+                .and_then(|applied| applied.batch.last())
+                .expect("batches are never empty");
+            // Cumulative: acknowledges every batch settled here, dead letters included.
+            if let Err(error) = last.double_ack().await {
+                // Redelivery is harmless: every entity skips what it already applied.
+                tracing::warn!(inbox = self.group.inbox.label(), group = %self.group, %error, "ack failed");
+            }
+            for applied in ready.drain(..) {
+                self.record_metrics(&applied);
+            }
+        }
+    }
+
+    /// Best effort: a publisher that went away does not hold up the group.
     async fn send_answers(&self, answers: Vec<(playhead_proto::subjects::ReplySubject, Vec<u8>)>) {
         for (subject, answer) in answers {
             let mut headers = HeaderMap::new();
@@ -320,15 +391,16 @@ impl<K: EntityKind> GroupIntake<K> {
         }
     }
 
-    fn record_metrics(
-        &self,
-        batch: &[jetstream::Message],
-        counts: HashMap<&'static str, u64>,
-        dead_lettered: usize,
-        started: std::time::Instant,
-    ) {
+    fn record_metrics(&self, applied: &Applied) {
+        let Applied {
+            batch,
+            rejected,
+            counts,
+            started,
+        } = applied;
+        let dead_lettered = rejected.len();
         let inbox = self.group.inbox.label();
-        for (outcome, count) in counts {
+        for (&outcome, &count) in counts {
             self.metrics
                 .inbox_messages
                 .get_or_create(&InboxOutcome { inbox, outcome })

@@ -50,6 +50,79 @@ async fn assert_plays(nats_url: &str, expected: &BTreeMap<String, Vec<ExpectedPl
     gateway.stop().await;
 }
 
+/// A deployment upgraded from one consumer per partition: the group consumers start where the
+/// old ones had acknowledged (nothing acknowledged is applied again, nothing after it is
+/// skipped), and the old consumers are deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_consumers_take_over_from_the_ack_floor_of_an_earlier_layout() {
+    use async_nats::jetstream::consumer::{self, pull};
+
+    let nats = NatsServer::start();
+    let jetstream = async_nats::jetstream::new(nats.connect().await);
+    let data = temp_dir();
+    // Start once so that the inbox stream exists, then stop and play the old layout.
+    let mut node = NodeProcess::start(&nats.url(), data.path(), &LEASE).await;
+    assert!(node.process.terminate_within(DRAIN).success());
+    let stream = jetstream
+        .get_stream(Inbox::Station.stream_name())
+        .await
+        .expect("station inbox");
+    let mut names = stream.consumer_names();
+    while let Some(name) = names.next().await {
+        stream
+            .delete_consumer(&name.expect("name"))
+            .await
+            .expect("delete");
+    }
+    let (observations, _) = generate(31, STATIONS, 400, 50);
+    publish_all(&jetstream, &observations).await;
+    // The old node had applied and acknowledged the first 150 of them.
+    let old: consumer::PullConsumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some("station-p000".into()),
+            ack_policy: consumer::AckPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .expect("old-layout consumer");
+    let mut batch = old
+        .fetch()
+        .max_messages(150)
+        .messages()
+        .await
+        .expect("fetch");
+    let mut last = None;
+    while let Some(message) = batch.next().await {
+        last = Some(message.expect("message"));
+    }
+    last.expect("150 messages")
+        .double_ack()
+        .await
+        .expect("ack the old layout's work");
+
+    let node = NodeProcess::start(&nats.url(), data.path(), &LEASE).await;
+    wait_until_drained(&jetstream, Inbox::Station, DRAIN).await;
+    // Only observations 151..400 were applied: the model of exactly those.
+    let expected = playhead_tests::model::expected_plays(&observations[150..]);
+    assert_plays(&nats.url(), &expected, "after the upgrade").await;
+    let mut names: Vec<String> = stream
+        .consumer_names()
+        .map(|name| name.expect("name"))
+        .collect()
+        .await;
+    names.sort();
+    assert_eq!(
+        names,
+        (0..playhead_actors::config::DEFAULT_GROUPS)
+            .map(|group| Inbox::Station
+                .consumer_name(group, playhead_actors::config::DEFAULT_GROUPS))
+            .collect::<Vec<_>>(),
+        "the earlier layout's consumer is deleted"
+    );
+    let mut node = node;
+    assert!(node.process.terminate_within(DRAIN).success());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_node_stands_by_and_takes_over_with_a_rebuilt_store() {
     let nats = NatsServer::start();
