@@ -11,7 +11,9 @@
 //! - `n/{user}` → big-endian u32: an upper bound on the user's live records.
 //!
 //! A write puts the record, its new index entry and the bound in one batch (one bucket: they
-//! expire together), then removes the previous index entry. A crash in between leaves a stale
+//! expire together), then removes the previous index entry from the one bucket that holds it
+//! (the bucket where the record's newest copy was found: they were written together), never
+//! from every live bucket. A crash in between leaves a stale
 //! index entry (its record has moved on to a later time): listing skips it, the next recount
 //! removes it, else it expires. Eviction removes the record before its index entry: a crash in
 //! between leaves an index entry without a record, which listing skips and which, being the
@@ -36,7 +38,7 @@ use playhead_proto::ids::{ContentId, UserId};
 
 use super::StorageError;
 use super::clock::Clock;
-use super::keyspace::{CompactionReport, Direction, KeyspaceConfig, TimeKeyspace};
+use super::keyspace::{BucketIndex, CompactionReport, Direction, KeyspaceConfig, TimeKeyspace};
 use crate::config::PlayoutConfig;
 use crate::domain::playout::Bookmark;
 use crate::domain::time::Timestamp;
@@ -135,16 +137,18 @@ impl ViewHistoryStore {
         user: &UserId,
         bookmarks: &[Bookmark],
     ) -> Result<RecordReport, StorageError> {
-        // content → (its stored record, its record after the bookmarks so far)
-        let mut changes: BTreeMap<&ContentId, (Option<ViewRecord>, Option<ViewRecord>)> =
-            BTreeMap::new();
+        // content → (its stored record and the bucket holding it, its record after the
+        // bookmarks so far)
+        type Change = (Option<(BucketIndex, ViewRecord)>, Option<ViewRecord>);
+        let mut changes: BTreeMap<&ContentId, Change> = BTreeMap::new();
         for bookmark in bookmarks {
             let content = &bookmark.content_id;
             let (_, latest) = match changes.entry(content) {
                 Entry::Occupied(entry) => entry.into_mut(),
                 Entry::Vacant(entry) => {
-                    let stored = self.get(user, content)?;
-                    entry.insert((stored.clone(), stored))
+                    let stored = self.get_located(user, content)?;
+                    let latest = stored.as_ref().map(|(_, record)| record.clone());
+                    entry.insert((stored, latest))
                 }
             };
             if latest
@@ -160,10 +164,12 @@ impl ViewHistoryStore {
                 completed: bookmark.view_ended,
             });
         }
-        let changes: Vec<(Option<ViewRecord>, ViewRecord)> = changes
+        let changes: Vec<(Option<(BucketIndex, ViewRecord)>, ViewRecord)> = changes
             .into_values()
             .filter_map(|(stored, latest)| match latest {
-                Some(latest) if stored.as_ref() != Some(&latest) => Some((stored, latest)),
+                Some(latest) if stored.as_ref().map(|(_, record)| record) != Some(&latest) => {
+                    Some((stored, latest))
+                }
                 _ => None,
             })
             .collect();
@@ -185,11 +191,15 @@ impl ViewHistoryStore {
         batch.push((bound_key(user), encode_bound(bound)));
         self.history.insert_batch(batch)?;
         for (stored, next) in &changes {
-            if let Some(stored) = stored
+            if let Some((bucket, stored)) = stored
                 && stored.last_viewed_at != next.last_viewed_at
             {
-                self.history
-                    .remove(&index_key(user, stored.last_viewed_at, &stored.content_id))?;
+                // The index entry was written in one batch with the record copy found: it is
+                // in that bucket, and only there is it looked for.
+                self.history.remove_in_bucket(
+                    *bucket,
+                    &index_key(user, stored.last_viewed_at, &stored.content_id),
+                )?;
             }
         }
 
@@ -211,9 +221,18 @@ impl ViewHistoryStore {
         user: &UserId,
         content: &ContentId,
     ) -> Result<Option<ViewRecord>, StorageError> {
+        Ok(self.get_located(user, content)?.map(|(_, record)| record))
+    }
+
+    /// The user's live record of `content` and the bucket holding it (and its index entry).
+    fn get_located(
+        &self,
+        user: &UserId,
+        content: &ContentId,
+    ) -> Result<Option<(BucketIndex, ViewRecord)>, StorageError> {
         self.history
-            .get(&record_key(user, content))?
-            .map(|bytes| decode(content.clone(), &bytes))
+            .get_located(&record_key(user, content))?
+            .map(|(bucket, bytes)| Ok((bucket, decode(content.clone(), &bytes)?)))
             .transpose()
     }
 
