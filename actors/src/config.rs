@@ -129,6 +129,8 @@ pub struct StorageConfig {
     pub compaction_interval_secs: u64,
     /// sled page cache.
     pub cache_mib: u64,
+    /// Catalog items whose tags are kept in memory for heartbeats (the recently read ones).
+    pub catalog_cache_items: usize,
 }
 
 /// The journal (`PLAYHEAD_EVENTS`) and the snapshots of the folded state.
@@ -272,6 +274,7 @@ impl Default for StorageConfig {
         Self {
             compaction_interval_secs: 600,
             cache_mib: 256,
+            catalog_cache_items: 100_000,
         }
     }
 }
@@ -567,6 +570,13 @@ impl NodeConfig {
                 "storage.compaction_interval_secs",
                 0,
                 "use at least 1 second",
+            );
+        }
+        if !(1..=10_000_000).contains(&self.storage.catalog_cache_items) {
+            return invalid(
+                "storage.catalog_cache_items",
+                self.storage.catalog_cache_items,
+                "use 1 to 10000000 (about 200 bytes each)",
             );
         }
         if !(8..=65_536).contains(&self.storage.cache_mib) {
