@@ -12,7 +12,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::player::{PlayerPolicy, PlayerPolicyError};
-use crate::domain::playout::{PlayoutPolicy, PlayoutPolicyError};
+use crate::domain::playout::{DEFAULT_BOOKMARK_EVERY_BEATS, PlayoutPolicy, PlayoutPolicyError};
 
 /// Configuration version this build reads.
 pub const CONFIG_VERSION: u32 = 1;
@@ -120,6 +120,10 @@ pub struct PlayoutConfig {
     pub history_retention_secs: u64,
     /// Width of one viewing-history time bucket (expiry drops whole buckets).
     pub history_bucket_secs: u64,
+    /// A BEAT stores its bookmark in the viewing history every this many BEATs of a playout
+    /// (and the first BEAT in a new history bucket); the others only update the playout record,
+    /// whose latest positions readers overlay on the history. At least 1 (1 = every BEAT).
+    pub bookmark_every_beats: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -265,6 +269,7 @@ impl Default for PlayoutConfig {
             history_cap: 500,
             history_retention_secs: 180 * 24 * 3600,
             history_bucket_secs: 24 * 3600,
+            bookmark_every_beats: DEFAULT_BOOKMARK_EVERY_BEATS,
         }
     }
 }
@@ -534,6 +539,16 @@ impl NodeConfig {
                     playout.heartbeat_interval_secs,
                     "use at least 1 second (600 is the default)",
                 ),
+                PlayoutPolicyError::ZeroBookmarkEvery => invalid(
+                    "playout.bookmark_every_beats",
+                    playout.bookmark_every_beats,
+                    "use at least 1 (1 stores every BEAT's bookmark; 10 is the default)",
+                ),
+                PlayoutPolicyError::ZeroBookmarkBucket => invalid(
+                    "playout.history_bucket_secs",
+                    playout.history_bucket_secs,
+                    "use at least 1 second (86400 is the default)",
+                ),
                 PlayoutPolicyError::TimeoutNotAboveInterval { .. } => invalid(
                     "playout.slot_timeout_secs",
                     playout.slot_timeout_secs,
@@ -615,6 +630,8 @@ impl NodeConfig {
             default_concurrency_limit: self.playout.concurrency_limit,
             slot_timeout: Duration::from_secs(self.playout.slot_timeout_secs),
             heartbeat_interval: Duration::from_secs(self.playout.heartbeat_interval_secs),
+            bookmark_every_beats: self.playout.bookmark_every_beats,
+            bookmark_bucket: Duration::from_secs(self.playout.history_bucket_secs),
         }
     }
 }

@@ -50,6 +50,16 @@ struct SlotRecord {
     started_at_ms: u64,
     #[prost(uint64, tag = "5")]
     last_heartbeat_at_ms: u64,
+    /// 6-9: absent in records written before bookmarks were stored sparingly, when every
+    /// view was stored: read as "nothing unsaved" (and a bookmark due at the next BEAT).
+    #[prost(uint64, tag = "6")]
+    position_ms: u64,
+    #[prost(uint32, tag = "7")]
+    beats_unsaved: u32,
+    #[prost(uint64, tag = "8")]
+    bookmarked_at_ms: u64,
+    #[prost(uint64, tag = "9")]
+    viewed_at_ms: u64,
 }
 
 /// `action` and `reason` hold `playhead.v1` `HeartbeatAction` / `HeartbeatReason` values; 0 is never
@@ -144,6 +154,10 @@ fn encode(stored: &StoredPlayouts) -> Vec<u8> {
                 content_id: slot.content_id.as_str().to_owned(),
                 started_at_ms: slot.started_at.as_millis(),
                 last_heartbeat_at_ms: slot.last_heartbeat_at.as_millis(),
+                position_ms: slot.position_ms,
+                beats_unsaved: slot.beats_unsaved,
+                bookmarked_at_ms: slot.bookmarked_at.as_millis(),
+                viewed_at_ms: slot.viewed_at.as_millis(),
             })
             .collect(),
         recent_decisions: state
@@ -208,6 +222,10 @@ fn decode(bytes: &[u8]) -> Result<StoredPlayouts, String> {
                 content_id: ContentId::parse(slot.content_id).map_err(in_slot)?,
                 started_at: Timestamp::from_millis(slot.started_at_ms),
                 last_heartbeat_at: Timestamp::from_millis(slot.last_heartbeat_at_ms),
+                position_ms: slot.position_ms,
+                beats_unsaved: slot.beats_unsaved,
+                bookmarked_at: Timestamp::from_millis(slot.bookmarked_at_ms),
+                viewed_at: Timestamp::from_millis(slot.viewed_at_ms),
             })
         })
         .collect::<Result<Vec<_>, String>>()?;
@@ -408,6 +426,7 @@ mod tests {
                 content_id: "film".into(),
                 started_at_ms: 0,
                 last_heartbeat_at_ms: 0,
+                ..Default::default()
             }],
             recent_decisions: vec![],
         };
