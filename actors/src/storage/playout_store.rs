@@ -90,6 +90,9 @@ struct PlayoutsRecord {
     slots: Vec<SlotRecord>,
     #[prost(message, repeated, tag = "5")]
     recent_decisions: Vec<RecentDecisionRecord>,
+    /// Absent in records written before bookmarks were stored sparingly: 0.
+    #[prost(uint64, tag = "6")]
+    last_view_at_ms: u64,
 }
 
 #[derive(Clone)]
@@ -170,6 +173,7 @@ fn encode(stored: &StoredPlayouts) -> Vec<u8> {
                 next_heartbeat_ms: wire::duration_millis(recent.decision.next_heartbeat),
             })
             .collect(),
+        last_view_at_ms: state.last_view_at.as_millis(),
     })
 }
 
@@ -264,6 +268,7 @@ fn decode(bytes: &[u8]) -> Result<StoredPlayouts, String> {
             concurrency_limit: record.concurrency_limit,
             slots,
             recent_decisions,
+            last_view_at: Timestamp::from_millis(record.last_view_at_ms),
         },
         last_applied_seq: record.last_applied_seq,
     })
@@ -399,6 +404,7 @@ mod tests {
                 reason: v1::HeartbeatReason::Ok as i32,
                 next_heartbeat_ms: 1,
             }],
+            last_view_at_ms: 0,
         };
         db.open_tree(TREE_NAME)
             .unwrap()
@@ -429,6 +435,7 @@ mod tests {
                 ..Default::default()
             }],
             recent_decisions: vec![],
+            last_view_at_ms: 0,
         };
         db.open_tree(TREE_NAME)
             .unwrap()

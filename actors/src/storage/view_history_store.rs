@@ -137,15 +137,18 @@ impl ViewHistoryStore {
         user: &UserId,
         bookmarks: &[Bookmark],
     ) -> Result<RecordReport, StorageError> {
-        self.record_beside_live_views(user, bookmarks, &[])
+        self.record_beside_live_views(user, &[], bookmarks, &[])
     }
 
     /// [`Self::record`], while the user's playouts hold `live_views` not stored yet (see
     /// [`Self::list_with_live_views`]): the cap evicts by the view a reader sees, so a record
-    /// being watched is as recent as its latest heartbeat.
+    /// being watched is as recent as its latest heartbeat. `released` (views of released
+    /// slots, each older than every view decided after it) go first and only replace a record
+    /// strictly older: a record in the same millisecond was viewed after them.
     pub fn record_beside_live_views(
         &self,
         user: &UserId,
+        released: &[Bookmark],
         bookmarks: &[Bookmark],
         live_views: &[Bookmark],
     ) -> Result<RecordReport, StorageError> {
@@ -153,7 +156,11 @@ impl ViewHistoryStore {
         // bookmarks so far)
         type Change = (Option<(BucketIndex, ViewRecord)>, Option<ViewRecord>);
         let mut changes: BTreeMap<&ContentId, Change> = BTreeMap::new();
-        for bookmark in bookmarks {
+        let in_order = released
+            .iter()
+            .map(|bookmark| (bookmark, true))
+            .chain(bookmarks.iter().map(|bookmark| (bookmark, false)));
+        for (bookmark, strictly_newer) in in_order {
             let content = &bookmark.content_id;
             let (_, latest) = match changes.entry(content) {
                 Entry::Occupied(entry) => entry.into_mut(),
@@ -163,10 +170,10 @@ impl ViewHistoryStore {
                     entry.insert((stored, latest))
                 }
             };
-            if latest
-                .as_ref()
-                .is_some_and(|latest| bookmark.at < latest.last_viewed_at)
-            {
+            if latest.as_ref().is_some_and(|latest| {
+                bookmark.at < latest.last_viewed_at
+                    || (strictly_newer && bookmark.at == latest.last_viewed_at)
+            }) {
                 continue;
             }
             *latest = Some(ViewRecord {

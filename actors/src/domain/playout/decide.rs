@@ -104,7 +104,7 @@ impl PlayoutPolicy {
                 position_ms: heartbeat.position_ms,
                 next_heartbeat: self.heartbeat_interval,
                 at: now,
-                bookmarked: self.beat_stores_bookmark(slot, &heartbeat.content_id, now),
+                bookmarked: self.beat_stores_bookmark(state, slot, &heartbeat.content_id, now),
             },
             (HeartbeatKind::Start | HeartbeatKind::Beat, _) if !entitled => {
                 self.stopped(heartbeat, StopReason::NotEntitled, now)

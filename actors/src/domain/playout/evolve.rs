@@ -107,8 +107,11 @@ pub fn evolve(mut state: PlayoutState, event: &PlayoutEvent) -> PlayoutState {
     fold_decision(state, event)
 }
 
-/// Files the answer `event` gives, for redeliveries.
+/// Notes the view `event` records and files the answer it gives, for redeliveries.
 fn fold_decision(mut state: PlayoutState, event: &PlayoutEvent) -> PlayoutState {
+    if let Some(view) = event.bookmark() {
+        state.last_view_at = state.last_view_at.max(view.at);
+    }
     if let Some((playout_id, decision)) = event.decision() {
         state
             .recent_decisions

@@ -140,11 +140,19 @@ impl PlayoutPolicy {
 
     /// Whether a BEAT of `content` on `slot` at `now` stores its bookmark: every
     /// `bookmark_every_beats`-th BEAT since the last stored one, the first in a newer history
-    /// bucket, and one naming another content than the slot's (the slot keeps the view of
-    /// its own content only).
-    pub fn beat_stores_bookmark(&self, slot: &Slot, content: &ContentId, now: Timestamp) -> bool {
+    /// bucket, one naming another content than the slot's (the slot keeps the view of its own
+    /// content only), and one not later than the user's previous view (a reader tells views
+    /// apart by time, so an unstored view must be newer than every view before it).
+    pub fn beat_stores_bookmark(
+        &self,
+        state: &PlayoutState,
+        slot: &Slot,
+        content: &ContentId,
+        now: Timestamp,
+    ) -> bool {
         let width = (self.bookmark_bucket.as_millis() as u64).max(1);
         *content != slot.content_id
+            || now <= state.last_view_at
             || slot.beats_unsaved.saturating_add(1) >= self.bookmark_every_beats
             || now.as_millis() / width > slot.bookmarked_at.as_millis() / width
     }
@@ -312,6 +320,8 @@ pub struct PlayoutState {
     pub slots: Vec<Slot>,
     /// The latest answer per playout, oldest first.
     pub recent_decisions: VecDeque<RecentDecision>,
+    /// The time of the user's latest view (any heartbeat that watched something).
+    pub last_view_at: Timestamp,
 }
 
 /// Playout domain events, named in the past tense (version 1; `PlayoutStarted` version 2).

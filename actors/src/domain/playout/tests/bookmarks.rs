@@ -198,3 +198,12 @@ fn given_a_slot_when_a_beat_names_another_content_then_it_is_stored_and_the_slot
     assert_eq!(views, [(film(), 2_000)]);
     assert_eq!(state.slots[0].last_heartbeat_at, at(3 * MINUTE));
 }
+
+#[test]
+fn given_a_start_when_a_beat_comes_in_the_same_millisecond_then_it_is_stored() {
+    // A reader tells views apart by time: an unstored view in the millisecond of the stored
+    // one could not be overlaid on it.
+    given(&[entitled(), started("tv", "p1", MINUTE)])
+        .when(beat("tv", "p1", 5_000), MINUTE)
+        .then_filed(vec![recorded("tv", "p1", 5_000, MINUTE, true)]);
+}

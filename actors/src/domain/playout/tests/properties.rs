@@ -226,11 +226,12 @@ fn run(
     Ok(())
 }
 
-/// Keeps `view` in `history` unless it is older than the one kept (the viewing history's rule).
-fn keep(history: &mut BTreeMap<ContentId, Bookmark>, view: Bookmark) {
+/// Keeps `view` in `history` unless it is older than the one kept (the viewing history's rule;
+/// a released view also yields to one of the same millisecond).
+fn keep(history: &mut BTreeMap<ContentId, Bookmark>, view: Bookmark, released: bool) {
     if history
         .get(&view.content_id)
-        .is_none_or(|kept| view.at >= kept.at)
+        .is_none_or(|kept| view.at > kept.at || (!released && view.at == kept.at))
     {
         history.insert(view.content_id.clone(), view);
     }
@@ -239,8 +240,7 @@ fn keep(history: &mut BTreeMap<ContentId, Bookmark>, view: Bookmark) {
 /// Decides every step under `policy` and checks that what a reader of the viewing history
 /// sees (the stored bookmarks, as `UserRecords` stores them, with the slots' live views
 /// overlaid, as the listing does) is what storing every view would give (the oracle: every
-/// event's `bookmark()`). Times are unique: two views of a content in the same millisecond are
-/// the one case the overlay cannot order.
+/// event's `bookmark()`), times running backwards and colliding included.
 fn run_history(
     policy: &PlayoutPolicy,
     monotonic: bool,
@@ -251,10 +251,11 @@ fn run_history(
     let mut every_view = BTreeMap::new();
     let mut stored = BTreeMap::new();
     for (index, (time, step)) in steps.iter().enumerate() {
+        // Monotonic runs collide in the same millisecond often.
         now = if monotonic {
-            now + time / 8 + 1
+            now + time / 100_000
         } else {
-            time - time % 1_000 + index as u64
+            *time
         };
         let decided = policy
             .decide(&command(step, now), &state, at(now))
@@ -262,19 +263,19 @@ fn run_history(
         let before = state.slots.clone();
         state = decided.iter().fold(state, evolve);
         for view in released_views(&before, &state) {
-            keep(&mut stored, view);
+            keep(&mut stored, view, true);
         }
         for event in &decided {
             if let Some(view) = event.stored_bookmark() {
-                keep(&mut stored, view);
+                keep(&mut stored, view, false);
             }
             if let Some(view) = event.bookmark() {
-                keep(&mut every_view, view);
+                keep(&mut every_view, view, false);
             }
         }
         let mut live = BTreeMap::new();
         for view in state.live_views() {
-            keep(&mut live, view);
+            keep(&mut live, view, false);
         }
         let mut seen = stored.clone();
         for (content, view) in live {

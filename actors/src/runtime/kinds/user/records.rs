@@ -167,7 +167,8 @@ impl UserRecords {
         applied: &[(u64, Vec<UserEvent>)],
     ) -> Result<(), EntityError> {
         let mut touched: BTreeSet<&PlaylistId> = BTreeSet::new();
-        let mut bookmarks = std::mem::take(&mut self.released);
+        let released = std::mem::take(&mut self.released);
+        let mut bookmarks = Vec::new();
         let mut playouts_touched = false;
         for event in applied.iter().flat_map(|(_, events)| events) {
             match event {
@@ -190,11 +191,14 @@ impl UserRecords {
             .collect();
         storage.sessions.save_parts(user, &sessions)?;
         if playouts_touched {
-            if !bookmarks.is_empty() {
+            if !bookmarks.is_empty() || !released.is_empty() {
                 let live_views: Vec<Bookmark> = self.state.playouts.live_views().collect();
-                storage
-                    .view_history
-                    .record_beside_live_views(user, &bookmarks, &live_views)?;
+                storage.view_history.record_beside_live_views(
+                    user,
+                    &released,
+                    &bookmarks,
+                    &live_views,
+                )?;
             }
             storage.playouts.save(
                 user,
