@@ -12,7 +12,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::player::{PlayerPolicy, PlayerPolicyError};
-use crate::domain::playout::{PlayoutPolicy, PlayoutPolicyError};
+use crate::domain::playout::{DEFAULT_BOOKMARK_EVERY_BEATS, PlayoutPolicy, PlayoutPolicyError};
 
 /// Configuration version this build reads.
 pub const CONFIG_VERSION: u32 = 1;
@@ -131,6 +131,10 @@ pub struct PlayoutConfig {
     pub history_retention_secs: u64,
     /// Width of one viewing-history time bucket (expiry drops whole buckets).
     pub history_bucket_secs: u64,
+    /// A BEAT stores its bookmark in the viewing history every this many BEATs of a playout
+    /// (and the first BEAT in a new history bucket); the others only update the playout record,
+    /// whose latest positions readers overlay on the history. At least 1 (1 = every BEAT).
+    pub bookmark_every_beats: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,6 +144,8 @@ pub struct StorageConfig {
     pub compaction_interval_secs: u64,
     /// sled page cache.
     pub cache_mib: u64,
+    /// Catalog items whose tags are kept in memory for heartbeats (the recently read ones).
+    pub catalog_cache_items: usize,
 }
 
 /// The journal (`PLAYHEAD_EVENTS`) and the snapshots of the folded state.
@@ -276,6 +282,7 @@ impl Default for PlayoutConfig {
             history_cap: 500,
             history_retention_secs: 180 * 24 * 3600,
             history_bucket_secs: 24 * 3600,
+            bookmark_every_beats: DEFAULT_BOOKMARK_EVERY_BEATS,
         }
     }
 }
@@ -285,6 +292,7 @@ impl Default for StorageConfig {
         Self {
             compaction_interval_secs: 600,
             cache_mib: 256,
+            catalog_cache_items: 100_000,
         }
     }
 }
@@ -558,6 +566,16 @@ impl NodeConfig {
                     playout.heartbeat_interval_secs,
                     "use at least 1 second (600 is the default)",
                 ),
+                PlayoutPolicyError::ZeroBookmarkEvery => invalid(
+                    "playout.bookmark_every_beats",
+                    playout.bookmark_every_beats,
+                    "use at least 1 (1 stores every BEAT's bookmark; 10 is the default)",
+                ),
+                PlayoutPolicyError::ZeroBookmarkBucket => invalid(
+                    "playout.history_bucket_secs",
+                    playout.history_bucket_secs,
+                    "use at least 1 second (86400 is the default)",
+                ),
                 PlayoutPolicyError::TimeoutNotAboveInterval { .. } => invalid(
                     "playout.slot_timeout_secs",
                     playout.slot_timeout_secs,
@@ -596,6 +614,13 @@ impl NodeConfig {
                 "use at least 1 second",
             );
         }
+        if !(1..=10_000_000).contains(&self.storage.catalog_cache_items) {
+            return invalid(
+                "storage.catalog_cache_items",
+                self.storage.catalog_cache_items,
+                "use 1 to 10000000 (about 200 bytes each)",
+            );
+        }
         if !(8..=65_536).contains(&self.storage.cache_mib) {
             return invalid(
                 "storage.cache_mib",
@@ -632,6 +657,8 @@ impl NodeConfig {
             default_concurrency_limit: self.playout.concurrency_limit,
             slot_timeout: Duration::from_secs(self.playout.slot_timeout_secs),
             heartbeat_interval: Duration::from_secs(self.playout.heartbeat_interval_secs),
+            bookmark_every_beats: self.playout.bookmark_every_beats,
+            bookmark_bucket: Duration::from_secs(self.playout.history_bucket_secs),
         }
     }
 }

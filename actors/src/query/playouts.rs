@@ -86,9 +86,20 @@ pub(super) fn list_view_history(
     payload: &[u8],
 ) -> Result<v1::ListViewHistoryResponse, QueryError> {
     let query = view_history_query(&decode_request(payload)?)?;
-    let page = storage
-        .view_history
-        .list(&query.user, query.page_size, query.before)?;
+    // BEATs store a bookmark only now and then; the playout record holds each playout's latest
+    // view, which the listing overlays so the answer is as if every BEAT had been stored.
+    let live_views: Vec<_> = storage
+        .playouts
+        .load(&query.user)?
+        .state
+        .live_views()
+        .collect();
+    let page = storage.view_history.list_with_live_views(
+        &query.user,
+        query.page_size,
+        query.before,
+        &live_views,
+    )?;
     Ok(v1::ListViewHistoryResponse {
         records: page.records.into_iter().map(wire::view_record).collect(),
         next_before: page.next_before.map(wire::timestamp),

@@ -281,10 +281,12 @@ pub trait EntityKind: Sized + Send + Sync + 'static {
 
     /// Writes what the decisions in `applied` touched, with `sequences`, records before the
     /// bookkeeping so a crash in between replays correctly.
+    /// `records` is mutable for bookkeeping `apply` left for the commit (e.g. views of slots
+    /// it released); after a failure the shell drops the records anyway.
     fn persist(
         context: &Self::Context,
         id: &Self::Id,
-        records: &Self::Records,
+        records: &mut Self::Records,
         sequences: Sequences,
         applied: &[(u64, Vec<Self::Event>)],
     ) -> Result<(), EntityError>;

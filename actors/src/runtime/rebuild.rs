@@ -128,18 +128,18 @@ impl<K: EntityKind> Replayer<K> {
             .map(|(id, _)| id.clone())
             .collect();
         for id in settled {
-            let entity = self.entities.remove(&id).expect("listed above");
-            self.write(&id, &entity)?;
+            let mut entity = self.entities.remove(&id).expect("listed above");
+            self.write(&id, &mut entity)?;
         }
         Ok(())
     }
 
-    fn write(&mut self, id: &K::Id, entity: &Replaying<K>) -> Result<(), RebuildError> {
+    fn write(&mut self, id: &K::Id, entity: &mut Replaying<K>) -> Result<(), RebuildError> {
         if !entity.applied.is_empty() {
             K::persist(
                 &self.context,
                 id,
-                &entity.records,
+                &mut entity.records,
                 entity.sequences,
                 &entity.applied,
             )?;
@@ -151,7 +151,7 @@ impl<K: EntityKind> Replayer<K> {
     /// Writes everything; returns (entities written, decisions left cut short).
     fn finish(mut self) -> Result<(u64, u64), RebuildError> {
         let mut cut_short = 0;
-        for (id, entity) in std::mem::take(&mut self.entities) {
+        for (id, mut entity) in std::mem::take(&mut self.entities) {
             if !entity.decision.is_empty() {
                 cut_short += 1;
                 tracing::warn!(
@@ -161,7 +161,7 @@ impl<K: EntityKind> Replayer<K> {
                     "a decision at the end of the journal was cut short; it completes when its command comes back"
                 );
             }
-            self.write(&id, &entity)?;
+            self.write(&id, &mut entity)?;
         }
         Ok((self.written, cut_short))
     }

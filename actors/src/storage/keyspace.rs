@@ -35,6 +35,17 @@ const BUCKET_INDEX_DIGITS: usize = 20;
 const META_TREE_LEAF: &str = "meta";
 const BUCKET_WIDTH_META_KEY: &[u8] = b"bucket_width_ms";
 
+/// The index of one bucket tree (`time / bucket_width`): where a copy of a record lives, as
+/// [`TimeKeyspace::get_located`] reports it, so it can later be removed from that tree alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BucketIndex(u64);
+
+impl BucketIndex {
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
 /// Naming and time geometry of one keyspace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyspaceConfig {
@@ -257,6 +268,9 @@ struct KeyspaceInner {
     geometry: BucketGeometry,
     clock: Arc<dyn Clock>,
     buckets: RwLock<BTreeMap<u64, sled::Tree>>,
+    /// Test hook: how many per-key removes each bucket tree received.
+    #[cfg(test)]
+    removes_per_bucket: std::sync::Mutex<BTreeMap<u64, usize>>,
 }
 
 impl std::fmt::Debug for TimeKeyspace {
@@ -304,6 +318,8 @@ impl TimeKeyspace {
                 geometry,
                 clock,
                 buckets: RwLock::new(buckets),
+                #[cfg(test)]
+                removes_per_bucket: Default::default(),
             }),
         })
     }
@@ -333,10 +349,15 @@ impl TimeKeyspace {
 
     /// The value of the newest live copy of `key`.
     pub fn get(&self, key: &[u8]) -> Result<Option<IVec>, KeyspaceError> {
+        Ok(self.get_located(key)?.map(|(_, value)| value))
+    }
+
+    /// The value of the newest live copy of `key`, with the bucket that holds it.
+    pub fn get_located(&self, key: &[u8]) -> Result<Option<(BucketIndex, IVec)>, KeyspaceError> {
         let now_millis = self.inner.clock.now_millis();
-        for (_, tree) in self.live_buckets_newest_first(now_millis) {
+        for (bucket_index, tree) in self.live_buckets_newest_first(now_millis) {
             match tree.get(key) {
-                Ok(Some(value)) => return Ok(Some(value)),
+                Ok(Some(value)) => return Ok(Some((BucketIndex(bucket_index), value))),
                 Ok(None) => {}
                 Err(error) if is_dropped_tree_error(&error) => {}
                 Err(error) => return Err(error.into()),
@@ -354,7 +375,8 @@ impl TimeKeyspace {
         // it still sees that copy, never an older value resurfacing half-way through.
         live_buckets.reverse();
         let mut removed_any_copy = false;
-        for (_, tree) in live_buckets {
+        for (bucket_index, tree) in live_buckets {
+            self.note_remove(bucket_index);
             match tree.remove(key) {
                 Ok(previous) => removed_any_copy |= previous.is_some(),
                 Err(error) if is_dropped_tree_error(&error) => {}
@@ -362,6 +384,45 @@ impl TimeKeyspace {
             }
         }
         Ok(removed_any_copy)
+    }
+
+    /// Removes `key` from the one bucket `bucket` (where [`Self::get_located`] found it): O(1)
+    /// trees touched instead of every live one. Copies in other buckets stay (they expire with
+    /// their bucket). A bucket already dropped holds nothing: `Ok(false)`.
+    pub fn remove_in_bucket(&self, bucket: BucketIndex, key: &[u8]) -> Result<bool, KeyspaceError> {
+        let Some(tree) = self.read_buckets().get(&bucket.0).cloned() else {
+            return Ok(false);
+        };
+        self.note_remove(bucket.0);
+        match tree.remove(key) {
+            Ok(previous) => Ok(previous.is_some()),
+            Err(error) if is_dropped_tree_error(&error) => Ok(false),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    #[cfg(test)]
+    fn note_remove(&self, bucket_index: u64) {
+        *self
+            .inner
+            .removes_per_bucket
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(bucket_index)
+            .or_default() += 1;
+    }
+
+    #[cfg(not(test))]
+    fn note_remove(&self, _bucket_index: u64) {}
+
+    /// Test hook: per-key removes each bucket tree received so far.
+    #[cfg(test)]
+    pub(crate) fn removes_per_bucket(&self) -> BTreeMap<u64, usize> {
+        self.inner
+            .removes_per_bucket
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Live entries within `range`, each key once with its newest value, lazily merged.

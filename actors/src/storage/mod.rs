@@ -171,7 +171,7 @@ impl Storage {
             })?;
         let stations = StationStore::open(&db, &config.station, clock.clone())?;
         let sessions = SessionStore::open(&db, &config.player, clock.clone())?;
-        let catalog = CatalogStore::open(&db)?;
+        let catalog = CatalogStore::open(&db, config.storage.catalog_cache_items)?;
         let playouts = PlayoutStore::open(&db)?;
         let view_history = ViewHistoryStore::open(&db, &config.playout, clock)?;
         let user_meta = UserMetaStore::open(&db)?;

@@ -50,6 +50,16 @@ struct SlotRecord {
     started_at_ms: u64,
     #[prost(uint64, tag = "5")]
     last_heartbeat_at_ms: u64,
+    /// 6-9: absent in records written before bookmarks were stored sparingly, when every
+    /// view was stored: read as "nothing unsaved" (and a bookmark due at the next BEAT).
+    #[prost(uint64, tag = "6")]
+    position_ms: u64,
+    #[prost(uint32, tag = "7")]
+    beats_unsaved: u32,
+    #[prost(uint64, tag = "8")]
+    bookmarked_at_ms: u64,
+    #[prost(uint64, tag = "9")]
+    viewed_at_ms: u64,
 }
 
 /// `action` and `reason` hold `playhead.v1` `HeartbeatAction` / `HeartbeatReason` values; 0 is never
@@ -80,6 +90,9 @@ struct PlayoutsRecord {
     slots: Vec<SlotRecord>,
     #[prost(message, repeated, tag = "5")]
     recent_decisions: Vec<RecentDecisionRecord>,
+    /// Absent in records written before bookmarks were stored sparingly: 0.
+    #[prost(uint64, tag = "6")]
+    last_view_at_ms: u64,
 }
 
 #[derive(Clone)]
@@ -144,6 +157,10 @@ fn encode(stored: &StoredPlayouts) -> Vec<u8> {
                 content_id: slot.content_id.as_str().to_owned(),
                 started_at_ms: slot.started_at.as_millis(),
                 last_heartbeat_at_ms: slot.last_heartbeat_at.as_millis(),
+                position_ms: slot.position_ms,
+                beats_unsaved: slot.beats_unsaved,
+                bookmarked_at_ms: slot.bookmarked_at.as_millis(),
+                viewed_at_ms: slot.viewed_at.as_millis(),
             })
             .collect(),
         recent_decisions: state
@@ -156,6 +173,7 @@ fn encode(stored: &StoredPlayouts) -> Vec<u8> {
                 next_heartbeat_ms: wire::duration_millis(recent.decision.next_heartbeat),
             })
             .collect(),
+        last_view_at_ms: state.last_view_at.as_millis(),
     })
 }
 
@@ -208,6 +226,10 @@ fn decode(bytes: &[u8]) -> Result<StoredPlayouts, String> {
                 content_id: ContentId::parse(slot.content_id).map_err(in_slot)?,
                 started_at: Timestamp::from_millis(slot.started_at_ms),
                 last_heartbeat_at: Timestamp::from_millis(slot.last_heartbeat_at_ms),
+                position_ms: slot.position_ms,
+                beats_unsaved: slot.beats_unsaved,
+                bookmarked_at: Timestamp::from_millis(slot.bookmarked_at_ms),
+                viewed_at: Timestamp::from_millis(slot.viewed_at_ms),
             })
         })
         .collect::<Result<Vec<_>, String>>()?;
@@ -246,6 +268,7 @@ fn decode(bytes: &[u8]) -> Result<StoredPlayouts, String> {
             concurrency_limit: record.concurrency_limit,
             slots,
             recent_decisions,
+            last_view_at: Timestamp::from_millis(record.last_view_at_ms),
         },
         last_applied_seq: record.last_applied_seq,
     })
@@ -381,6 +404,7 @@ mod tests {
                 reason: v1::HeartbeatReason::Ok as i32,
                 next_heartbeat_ms: 1,
             }],
+            last_view_at_ms: 0,
         };
         db.open_tree(TREE_NAME)
             .unwrap()
@@ -408,8 +432,10 @@ mod tests {
                 content_id: "film".into(),
                 started_at_ms: 0,
                 last_heartbeat_at_ms: 0,
+                ..Default::default()
             }],
             recent_decisions: vec![],
+            last_view_at_ms: 0,
         };
         db.open_tree(TREE_NAME)
             .unwrap()

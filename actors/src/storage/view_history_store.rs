@@ -11,7 +11,9 @@
 //! - `n/{user}` → big-endian u32: an upper bound on the user's live records.
 //!
 //! A write puts the record, its new index entry and the bound in one batch (one bucket: they
-//! expire together), then removes the previous index entry. A crash in between leaves a stale
+//! expire together), then removes the previous index entry from the one bucket that holds it
+//! (the bucket where the record's newest copy was found: they were written together), never
+//! from every live bucket. A crash in between leaves a stale
 //! index entry (its record has moved on to a later time): listing skips it, the next recount
 //! removes it, else it expires. Eviction removes the record before its index entry: a crash in
 //! between leaves an index entry without a record, which listing skips and which, being the
@@ -36,7 +38,7 @@ use playhead_proto::ids::{ContentId, UserId};
 
 use super::StorageError;
 use super::clock::Clock;
-use super::keyspace::{CompactionReport, Direction, KeyspaceConfig, TimeKeyspace};
+use super::keyspace::{BucketIndex, CompactionReport, Direction, KeyspaceConfig, TimeKeyspace};
 use crate::config::PlayoutConfig;
 use crate::domain::playout::Bookmark;
 use crate::domain::time::Timestamp;
@@ -135,22 +137,43 @@ impl ViewHistoryStore {
         user: &UserId,
         bookmarks: &[Bookmark],
     ) -> Result<RecordReport, StorageError> {
-        // content → (its stored record, its record after the bookmarks so far)
-        let mut changes: BTreeMap<&ContentId, (Option<ViewRecord>, Option<ViewRecord>)> =
-            BTreeMap::new();
-        for bookmark in bookmarks {
+        self.record_beside_live_views(user, &[], bookmarks, &[])
+    }
+
+    /// [`Self::record`], while the user's playouts hold `live_views` not stored yet (see
+    /// [`Self::list_with_live_views`]): the cap evicts by the view a reader sees, so a record
+    /// being watched is as recent as its latest heartbeat. `released` (views of released
+    /// slots, each older than every view decided after it) go first and only replace a record
+    /// strictly older: a record in the same millisecond was viewed after them.
+    pub fn record_beside_live_views(
+        &self,
+        user: &UserId,
+        released: &[Bookmark],
+        bookmarks: &[Bookmark],
+        live_views: &[Bookmark],
+    ) -> Result<RecordReport, StorageError> {
+        // content → (its stored record and the bucket holding it, its record after the
+        // bookmarks so far)
+        type Change = (Option<(BucketIndex, ViewRecord)>, Option<ViewRecord>);
+        let mut changes: BTreeMap<&ContentId, Change> = BTreeMap::new();
+        let in_order = released
+            .iter()
+            .map(|bookmark| (bookmark, true))
+            .chain(bookmarks.iter().map(|bookmark| (bookmark, false)));
+        for (bookmark, strictly_newer) in in_order {
             let content = &bookmark.content_id;
             let (_, latest) = match changes.entry(content) {
                 Entry::Occupied(entry) => entry.into_mut(),
                 Entry::Vacant(entry) => {
-                    let stored = self.get(user, content)?;
-                    entry.insert((stored.clone(), stored))
+                    let stored = self.get_located(user, content)?;
+                    let latest = stored.as_ref().map(|(_, record)| record.clone());
+                    entry.insert((stored, latest))
                 }
             };
-            if latest
-                .as_ref()
-                .is_some_and(|latest| bookmark.at < latest.last_viewed_at)
-            {
+            if latest.as_ref().is_some_and(|latest| {
+                bookmark.at < latest.last_viewed_at
+                    || (strictly_newer && bookmark.at == latest.last_viewed_at)
+            }) {
                 continue;
             }
             *latest = Some(ViewRecord {
@@ -160,10 +183,12 @@ impl ViewHistoryStore {
                 completed: bookmark.view_ended,
             });
         }
-        let changes: Vec<(Option<ViewRecord>, ViewRecord)> = changes
+        let changes: Vec<(Option<(BucketIndex, ViewRecord)>, ViewRecord)> = changes
             .into_values()
             .filter_map(|(stored, latest)| match latest {
-                Some(latest) if stored.as_ref() != Some(&latest) => Some((stored, latest)),
+                Some(latest) if stored.as_ref().map(|(_, record)| record) != Some(&latest) => {
+                    Some((stored, latest))
+                }
                 _ => None,
             })
             .collect();
@@ -185,16 +210,20 @@ impl ViewHistoryStore {
         batch.push((bound_key(user), encode_bound(bound)));
         self.history.insert_batch(batch)?;
         for (stored, next) in &changes {
-            if let Some(stored) = stored
+            if let Some((bucket, stored)) = stored
                 && stored.last_viewed_at != next.last_viewed_at
             {
-                self.history
-                    .remove(&index_key(user, stored.last_viewed_at, &stored.content_id))?;
+                // The index entry was written in one batch with the record copy found: it is
+                // in that bucket, and only there is it looked for.
+                self.history.remove_in_bucket(
+                    *bucket,
+                    &index_key(user, stored.last_viewed_at, &stored.content_id),
+                )?;
             }
         }
 
         let evicted = if bound > self.cap {
-            self.recount_and_evict(user)?
+            self.recount_and_evict(user, live_views)?
         } else {
             0
         };
@@ -211,9 +240,18 @@ impl ViewHistoryStore {
         user: &UserId,
         content: &ContentId,
     ) -> Result<Option<ViewRecord>, StorageError> {
+        Ok(self.get_located(user, content)?.map(|(_, record)| record))
+    }
+
+    /// The user's live record of `content` and the bucket holding it (and its index entry).
+    fn get_located(
+        &self,
+        user: &UserId,
+        content: &ContentId,
+    ) -> Result<Option<(BucketIndex, ViewRecord)>, StorageError> {
         self.history
-            .get(&record_key(user, content))?
-            .map(|bytes| decode(content.clone(), &bytes))
+            .get_located(&record_key(user, content))?
+            .map(|(bucket, bytes)| Ok((bucket, decode(content.clone(), &bytes)?)))
             .transpose()
     }
 
@@ -226,7 +264,31 @@ impl ViewHistoryStore {
         page_size: usize,
         before: Option<Timestamp>,
     ) -> Result<ViewPage, StorageError> {
+        self.list_with_live_views(user, page_size, before, &[])
+    }
+
+    /// [`Self::list`] with the user's live views overlaid: a stored record whose content a
+    /// playout has viewed since (a BEAT whose bookmark was not stored, see
+    /// [`crate::domain::playout::PlayoutState::live_views`]) is listed with that newer view,
+    /// in the place its time gives it, as if every view had been stored. A content with no
+    /// stored record (the cap evicted it) stays unlisted until its playout stores a bookmark.
+    pub fn list_with_live_views(
+        &self,
+        user: &UserId,
+        page_size: usize,
+        before: Option<Timestamp>,
+        live_views: &[Bookmark],
+    ) -> Result<ViewPage, StorageError> {
         let page_size = page_size.max(1);
+        let overlaid = self.overlay(user, live_views)?;
+        // Oldest first, so `pop` yields them in listing order: (time, content) descending,
+        // the order of the index keys.
+        let mut newer_views: Vec<&ViewRecord> = overlaid
+            .values()
+            .filter(|record| before.is_none_or(|before| record.last_viewed_at < before))
+            .collect();
+        newer_views.sort_by(|a, b| listing_key(a).cmp(&listing_key(b)));
+
         let prefix = index_prefix(user);
         let upper = match before {
             Some(before) => index_time_prefix(user, before),
@@ -239,22 +301,72 @@ impl ViewHistoryStore {
         {
             let (key, _) = entry?;
             let (viewed_at, content) = parse_index_key(&key, prefix.len())?;
+            if overlaid.contains_key(&content) {
+                continue; // listed at the time of its newer view
+            }
             let Some(record) = self.get(user, &content)? else {
                 continue; // evicted; a crash kept its index entry
             };
             if record.last_viewed_at != viewed_at {
                 continue; // stale: the record moved on, a crash kept its old index entry
             }
-            if let Some(last) = page.records.last()
-                && page.records.len() >= page_size
-                && last.last_viewed_at != viewed_at
+            while let Some(newer) = newer_views
+                .pop_if(|newer| listing_key(newer) > (record.last_viewed_at, &record.content_id))
             {
-                page.next_before = Some(last.last_viewed_at);
-                break;
+                if !add_to_page(&mut page, page_size, newer.clone()) {
+                    return Ok(page);
+                }
             }
-            page.records.push(record);
+            if !add_to_page(&mut page, page_size, record) {
+                return Ok(page);
+            }
+        }
+        while let Some(newer) = newer_views.pop() {
+            if !add_to_page(&mut page, page_size, newer.clone()) {
+                return Ok(page);
+            }
         }
         Ok(page)
+    }
+
+    /// The stored records that `live_views` are newer than, as a reader sees them: content →
+    /// the record with its latest view (a view is never an end: that is always stored).
+    fn overlay(
+        &self,
+        user: &UserId,
+        live_views: &[Bookmark],
+    ) -> Result<BTreeMap<ContentId, ViewRecord>, StorageError> {
+        let mut latest: BTreeMap<&ContentId, &Bookmark> = BTreeMap::new();
+        for view in live_views {
+            match latest.entry(&view.content_id) {
+                Entry::Vacant(entry) => {
+                    entry.insert(view);
+                }
+                Entry::Occupied(mut entry) => {
+                    if view.at >= entry.get().at {
+                        entry.insert(view);
+                    }
+                }
+            }
+        }
+        let mut overlaid = BTreeMap::new();
+        for (content, view) in latest {
+            let Some(stored) = self.get(user, content)? else {
+                continue;
+            };
+            if view.at > stored.last_viewed_at {
+                overlaid.insert(
+                    content.clone(),
+                    ViewRecord {
+                        content_id: content.clone(),
+                        position_ms: view.position_ms,
+                        last_viewed_at: view.at,
+                        completed: view.view_ended,
+                    },
+                );
+            }
+        }
+        Ok(overlaid)
     }
 
     /// Drops expired buckets.
@@ -269,7 +381,13 @@ impl ViewHistoryStore {
 
     /// Counts the user's records from the index, drops stale index entries, evicts the least
     /// recently viewed beyond the cap, then stores the exact count as the new bound.
-    fn recount_and_evict(&self, user: &UserId) -> Result<usize, StorageError> {
+    /// A content a playout viewed since its record was stored (`live_views`) counts as viewed
+    /// then.
+    fn recount_and_evict(
+        &self,
+        user: &UserId,
+        live_views: &[Bookmark],
+    ) -> Result<usize, StorageError> {
         let prefix = index_prefix(user);
         let mut seen = HashSet::new();
         // Newest first: the first index entry of a content is its record's, later ones are
@@ -287,6 +405,17 @@ impl ViewHistoryStore {
         }
         for key in stale {
             self.history.remove(&key)?;
+        }
+        if !live_views.is_empty() {
+            let viewed_at = |(indexed_at, content): &(Timestamp, ContentId)| {
+                live_views
+                    .iter()
+                    .filter(|view| view.content_id == *content)
+                    .map(|view| view.at)
+                    .fold(*indexed_at, Timestamp::max)
+            };
+            // Stable: ties keep the index order.
+            indexed.sort_by_key(|entry| std::cmp::Reverse(viewed_at(entry)));
         }
         let mut evicted = 0;
         while indexed.len() > self.cap {
@@ -316,6 +445,26 @@ impl ViewHistoryStore {
                 detail: format!("{user}: {} bytes instead of 4", bytes.len()),
             })
     }
+}
+
+/// Where a record goes in a listing: newest first, then by content descending (the order of
+/// the index keys `t/{user}/{time}/{content}` read in reverse).
+fn listing_key(record: &ViewRecord) -> (Timestamp, &ContentId) {
+    (record.last_viewed_at, &record.content_id)
+}
+
+/// Adds `record` to the page unless the page is full and `record` was viewed in another
+/// millisecond than its last one: then notes the cursor and says the page is done.
+fn add_to_page(page: &mut ViewPage, page_size: usize, record: ViewRecord) -> bool {
+    if let Some(last) = page.records.last()
+        && page.records.len() >= page_size
+        && last.last_viewed_at != record.last_viewed_at
+    {
+        page.next_before = Some(last.last_viewed_at);
+        return false;
+    }
+    page.records.push(record);
+    true
 }
 
 /// `{family}{user}`.

@@ -1,6 +1,6 @@
 //! Tests of the viewing-history store, with an injected clock.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use playhead_proto::ids::{DeviceId, PlayoutId, Tag};
 
@@ -422,4 +422,31 @@ fn given_a_watched_then_rewatched_film_then_completed_follows_the_end_of_the_las
         ]
     );
     assert_eq!(fixture.listed(&ann), ["film"]);
+}
+
+#[test]
+fn given_many_live_buckets_when_a_record_moves_on_then_only_the_bucket_holding_its_index_is_touched()
+ {
+    let fixture = fixture(500);
+    let ann = user("ann");
+    // A week of views: seven live buckets, the film's record in the first one.
+    fixture.view(&ann, "film", 0);
+    let film_bucket = fixture.clock.now_millis() / DAY_MS;
+    for name in ["a", "b", "c", "d", "e", "f"] {
+        fixture.advance_days(1);
+        fixture.view(&ann, name, 0);
+    }
+    assert_eq!(fixture.store.keyspace().bucket_count(), 7);
+    let before = fixture.store.keyspace().removes_per_bucket();
+
+    fixture.view(&ann, "film", 1);
+
+    let after = fixture.store.keyspace().removes_per_bucket();
+    let touched: BTreeMap<u64, usize> = after
+        .into_iter()
+        .filter(|(bucket, removes)| before.get(bucket) != Some(removes))
+        .collect();
+    // One remove, in the film's old bucket; the six other live trees were not asked.
+    assert_eq!(touched, BTreeMap::from([(film_bucket, 1)]));
+    assert_eq!(fixture.listed(&ann), ["film", "f", "e", "d", "c", "b", "a"]);
 }

@@ -97,13 +97,14 @@ impl PlayoutPolicy {
             (HeartbeatKind::Beat, Some(_)) if !entitled => {
                 self.stopped(heartbeat, StopReason::NotEntitled, now)
             }
-            (HeartbeatKind::Beat, Some(_)) => PlayoutEvent::HeartbeatRecorded {
+            (HeartbeatKind::Beat, Some(slot)) => PlayoutEvent::HeartbeatRecorded {
                 device_id: heartbeat.device_id.clone(),
                 playout_id: heartbeat.playout_id.clone(),
                 content_id: heartbeat.content_id.clone(),
                 position_ms: heartbeat.position_ms,
                 next_heartbeat: self.heartbeat_interval,
                 at: now,
+                bookmarked: self.beat_stores_bookmark(state, slot, &heartbeat.content_id, now),
             },
             (HeartbeatKind::Start | HeartbeatKind::Beat, _) if !entitled => {
                 self.stopped(heartbeat, StopReason::NotEntitled, now)

@@ -47,6 +47,7 @@ pub fn evolve(mut state: PlayoutState, event: &PlayoutEvent) -> PlayoutState {
             device_id,
             playout_id,
             content_id,
+            position_ms,
             at,
             ..
         } => {
@@ -59,18 +60,57 @@ pub fn evolve(mut state: PlayoutState, event: &PlayoutEvent) -> PlayoutState {
                 content_id: content_id.clone(),
                 started_at: *at,
                 last_heartbeat_at: *at,
+                position_ms: *position_ms,
+                viewed_at: *at,
+                // A START's bookmark is always stored.
+                beats_unsaved: 0,
+                bookmarked_at: *at,
             });
         }
-        PlayoutEvent::HeartbeatRecorded { playout_id, at, .. } => {
+        PlayoutEvent::HeartbeatRecorded {
+            playout_id,
+            content_id,
+            position_ms,
+            at,
+            bookmarked,
+            ..
+        } => {
             if let Some(slot) = state
                 .slots
                 .iter_mut()
                 .find(|slot| slot.playout_id == *playout_id)
             {
-                // Out-of-order delivery must not age a slot.
+                // Out-of-order delivery must not age a slot nor move its position back.
                 slot.last_heartbeat_at = slot.last_heartbeat_at.max(*at);
+                // A BEAT naming another content is always stored; the slot keeps the view of
+                // its own content only.
+                if *content_id == slot.content_id {
+                    let latest = *at >= slot.viewed_at;
+                    if latest {
+                        slot.viewed_at = *at;
+                        slot.position_ms = *position_ms;
+                    }
+                    if *bookmarked {
+                        slot.bookmarked_at = slot.bookmarked_at.max(*at);
+                    }
+                    // Counting too many unsaved BEATs only stores a view again; too few would
+                    // lose one, so an older stored bookmark leaves the count alone.
+                    if *bookmarked && latest {
+                        slot.beats_unsaved = 0;
+                    } else if !*bookmarked {
+                        slot.beats_unsaved = slot.beats_unsaved.saturating_add(1);
+                    }
+                }
             }
         }
+    }
+    fold_decision(state, event)
+}
+
+/// Notes the view `event` records and files the answer it gives, for redeliveries.
+fn fold_decision(mut state: PlayoutState, event: &PlayoutEvent) -> PlayoutState {
+    if let Some(view) = event.bookmark() {
+        state.last_view_at = state.last_view_at.max(view.at);
     }
     if let Some((playout_id, decision)) = event.decision() {
         state

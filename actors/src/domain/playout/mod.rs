@@ -8,6 +8,15 @@
 //! - BEAT refreshes the slot; a BEAT without a live slot is decided like a START (re-admission);
 //!   an entitlement that lapsed since START stops it.
 //! - END frees the slot and keeps the final bookmark, even for a playout the actor never saw.
+//! - **Bookmarks are kept sparingly.** Every heartbeat is a view (its position is journaled and
+//!   its slot holds the latest one), but the viewing history stores a bookmark only on START,
+//!   END, a STOP of a BEAT, every `bookmark_every_beats`-th BEAT of a playout, and the first BEAT
+//!   in a new `bookmark_bucket` (so the stored record is refreshed into each time bucket and
+//!   never expires while watched). `HeartbeatRecorded::bookmarked` records that choice, so
+//!   replay stores the same bookmarks whatever the policy is then. A slot released with views
+//!   not yet stored (expired, revoked, reclaimed, replaced) hands its latest one over
+//!   ([`released_views`]); readers overlay the slots' latest views ([`PlayoutState::live_views`])
+//!   on the stored history, so what they see is as if every BEAT had been stored.
 //! - A slot with no heartbeat for `slot_timeout` is free. Nothing runs on a timer: every command
 //!   first releases the slots expired at `now` (`SlotExpired`) and, when the limit is lower than
 //!   the live slots (a downgrade), the newest ones (`SlotRevoked`), so `slots.len() <= limit`
@@ -60,6 +69,11 @@ pub struct PlayoutPolicy {
     /// A slot with no heartbeat for this long is free.
     pub slot_timeout: Duration,
     pub heartbeat_interval: Duration,
+    /// A BEAT stores its bookmark every this many BEATs of a playout (at least 1; 1 = every).
+    pub bookmark_every_beats: u32,
+    /// The viewing history's time-bucket width: the first BEAT in a new bucket stores its
+    /// bookmark, so a record being watched never expires with an old bucket.
+    pub bookmark_bucket: Duration,
 }
 
 impl Default for PlayoutPolicy {
@@ -68,9 +82,15 @@ impl Default for PlayoutPolicy {
             default_concurrency_limit: 2,
             slot_timeout: Duration::from_secs(25 * 60),
             heartbeat_interval: Duration::from_secs(10 * 60),
+            bookmark_every_beats: DEFAULT_BOOKMARK_EVERY_BEATS,
+            bookmark_bucket: Duration::from_secs(24 * 3600),
         }
     }
 }
+
+/// Default of [`PlayoutPolicy::bookmark_every_beats`]: with 10-minute heartbeats a stored
+/// bookmark every 100 minutes, the history write of a BEAT cut tenfold.
+pub const DEFAULT_BOOKMARK_EVERY_BEATS: u32 = 10;
 
 /// Why a playout policy is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -87,6 +107,10 @@ pub enum PlayoutPolicyError {
         timeout: Duration,
         interval: Duration,
     },
+    #[error("bookmark_every_beats must be at least 1 (1 stores every BEAT's bookmark)")]
+    ZeroBookmarkEvery,
+    #[error("bookmark_bucket must be at least 1 ms")]
+    ZeroBookmarkBucket,
 }
 
 impl PlayoutPolicy {
@@ -105,7 +129,32 @@ impl PlayoutPolicy {
                 interval: self.heartbeat_interval,
             });
         }
+        if self.bookmark_every_beats == 0 {
+            return Err(PlayoutPolicyError::ZeroBookmarkEvery);
+        }
+        if self.bookmark_bucket.as_millis() == 0 {
+            return Err(PlayoutPolicyError::ZeroBookmarkBucket);
+        }
         Ok(())
+    }
+
+    /// Whether a BEAT of `content` on `slot` at `now` stores its bookmark: every
+    /// `bookmark_every_beats`-th BEAT since the last stored one, the first in a newer history
+    /// bucket, one naming another content than the slot's (the slot keeps the view of its own
+    /// content only), and one not later than the user's previous view (a reader tells views
+    /// apart by time, so an unstored view must be newer than every view before it).
+    pub fn beat_stores_bookmark(
+        &self,
+        state: &PlayoutState,
+        slot: &Slot,
+        content: &ContentId,
+        now: Timestamp,
+    ) -> bool {
+        let width = (self.bookmark_bucket.as_millis() as u64).max(1);
+        *content != slot.content_id
+            || now <= state.last_view_at
+            || slot.beats_unsaved.saturating_add(1) >= self.bookmark_every_beats
+            || now.as_millis() / width > slot.bookmarked_at.as_millis() / width
     }
 }
 
@@ -155,12 +204,45 @@ pub struct Slot {
     pub content_id: ContentId,
     pub started_at: Timestamp,
     pub last_heartbeat_at: Timestamp,
+    /// The latest view of `content_id`: its position and when (START or BEAT).
+    pub position_ms: u64,
+    pub viewed_at: Timestamp,
+    /// BEATs since the last bookmark the viewing history stored for this playout.
+    pub beats_unsaved: u32,
+    /// When that bookmark was stored.
+    pub bookmarked_at: Timestamp,
 }
 
 impl Slot {
     pub fn is_live(&self, now: Timestamp, policy: &PlayoutPolicy) -> bool {
         now.saturating_duration_since(self.last_heartbeat_at) < policy.slot_timeout
     }
+
+    /// The latest view, when the viewing history does not hold it yet.
+    pub fn unsaved_view(&self) -> Option<Bookmark> {
+        (self.beats_unsaved > 0).then(|| Bookmark {
+            content_id: self.content_id.clone(),
+            position_ms: self.position_ms,
+            at: self.viewed_at,
+            view_ended: false,
+        })
+    }
+}
+
+/// The views the viewing history must store because their slots are gone: each slot of
+/// `before` holding an unsaved view whose playout no longer holds the same slot in `after`
+/// (expired, revoked, reclaimed, ended, stopped, or replaced by a new START). Slots are few
+/// (at most [`MAX_CONCURRENCY_LIMIT`]), so this is cheap.
+pub fn released_views(before: &[Slot], after: &PlayoutState) -> Vec<Bookmark> {
+    before
+        .iter()
+        .filter(|slot| {
+            !after.slots.iter().any(|kept| {
+                kept.playout_id == slot.playout_id && kept.started_at == slot.started_at
+            })
+        })
+        .filter_map(Slot::unsaved_view)
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -238,6 +320,8 @@ pub struct PlayoutState {
     pub slots: Vec<Slot>,
     /// The latest answer per playout, oldest first.
     pub recent_decisions: VecDeque<RecentDecision>,
+    /// The time of the user's latest view (any heartbeat that watched something).
+    pub last_view_at: Timestamp,
 }
 
 /// Playout domain events, named in the past tense (version 1; `PlayoutStarted` version 2).
@@ -292,6 +376,9 @@ pub enum PlayoutEvent {
         position_ms: u64,
         next_heartbeat: Duration,
         at: Timestamp,
+        /// The viewing history stores this bookmark ([`PlayoutPolicy::beat_stores_bookmark`]);
+        /// otherwise only the slot holds it until a later one is stored.
+        bookmarked: bool,
     },
     PlayoutEnded {
         device_id: DeviceId,
@@ -368,8 +455,19 @@ impl PlayoutEvent {
         }
     }
 
-    /// What the viewing history records; `None` when nothing was watched (a refused START,
-    /// housekeeping).
+    /// What the viewing history stores for this event: [`Self::bookmark`], except for a
+    /// BEAT that left its bookmark to its slot (`bookmarked: false`).
+    pub fn stored_bookmark(&self) -> Option<Bookmark> {
+        match self {
+            PlayoutEvent::HeartbeatRecorded {
+                bookmarked: false, ..
+            } => None,
+            _ => self.bookmark(),
+        }
+    }
+
+    /// The view this event records, what a reader of the viewing history sees (every
+    /// heartbeat's position); `None` when nothing was watched (a refused START, housekeeping).
     pub fn bookmark(&self) -> Option<Bookmark> {
         let (content_id, position_ms, at, view_ended) = match self {
             PlayoutEvent::PlayoutStarted {
@@ -466,6 +564,11 @@ impl PlayoutState {
                     .is_some_and(|valid_until| now < *valid_until)
             })
         })
+    }
+
+    /// The slots' latest views the viewing history does not hold yet, to overlay on it.
+    pub fn live_views(&self) -> impl Iterator<Item = Bookmark> + '_ {
+        self.slots.iter().filter_map(Slot::unsaved_view)
     }
 
     /// The latest answer given to `playout_id`, to answer a redelivered heartbeat again.

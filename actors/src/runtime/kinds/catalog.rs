@@ -96,7 +96,7 @@ impl EntityKind for ContentKind {
     fn persist(
         context: &CatalogContext,
         id: &ContentId,
-        records: &ContentRecords,
+        records: &mut ContentRecords,
         sequences: Sequences,
         _applied: &[(u64, Vec<CatalogEvent>)],
     ) -> Result<(), EntityError> {

@@ -100,7 +100,7 @@ impl EntityKind for StationKind {
     fn persist(
         context: &StationContext,
         id: &StationId,
-        records: &StationRecords,
+        records: &mut StationRecords,
         sequences: Sequences,
         applied: &[(u64, Vec<StationEvent>)],
     ) -> Result<(), EntityError> {

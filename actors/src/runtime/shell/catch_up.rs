@@ -85,7 +85,7 @@ impl<K: EntityKind> Shell<K> {
             K::persist(
                 context,
                 &self.id,
-                &loaded.records,
+                &mut loaded.records,
                 loaded.sequences,
                 &applied,
             )?;

@@ -344,7 +344,7 @@ impl<K: EntityKind> Shell<K> {
         K::persist(
             context,
             &self.id,
-            &loaded.records,
+            &mut loaded.records,
             loaded.sequences,
             &applied,
         )?;

@@ -103,6 +103,7 @@ fn given_slots_silent_for_the_timeout_then_their_capacity_is_free() {
             position_ms: 1,
             next_heartbeat: interval(),
             at: at(10 * MINUTE),
+            bookmarked: false,
         },
     ];
     given(&history)

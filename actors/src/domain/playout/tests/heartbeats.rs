@@ -19,6 +19,7 @@ fn given_a_live_slot_when_beat_then_the_slot_and_bookmark_are_refreshed() {
             position_ms: 42_000,
             next_heartbeat: interval(),
             at: at(10 * MINUTE),
+            bookmarked: false,
         }]
     );
     assert_eq!(

@@ -6,6 +6,7 @@ use super::*;
 use crate::domain::decider::{Given, When};
 
 mod admission;
+mod bookmarks;
 mod entitlements;
 mod heartbeats;
 mod properties;
@@ -193,6 +194,8 @@ static POLICY: PlayoutPolicy = PlayoutPolicy {
     default_concurrency_limit: 2,
     slot_timeout: Duration::from_secs(25 * 60),
     heartbeat_interval: Duration::from_secs(10 * 60),
+    bookmark_every_beats: DEFAULT_BOOKMARK_EVERY_BEATS,
+    bookmark_bucket: Duration::from_secs(24 * 3600),
 };
 
 /// given(events).when(command, now) → the decision, under the default policy.

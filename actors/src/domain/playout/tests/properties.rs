@@ -4,7 +4,7 @@
 //! policy [`PlayoutPolicy::validate`] accepts. That the events rebuild the state, read back
 //! from storage or from the journal, is checked in `runtime::kinds::round_trips`.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use proptest::prelude::*;
 
@@ -226,6 +226,68 @@ fn run(
     Ok(())
 }
 
+/// Keeps `view` in `history` unless it is older than the one kept (the viewing history's rule;
+/// a released view also yields to one of the same millisecond).
+fn keep(history: &mut BTreeMap<ContentId, Bookmark>, view: Bookmark, released: bool) {
+    if history
+        .get(&view.content_id)
+        .is_none_or(|kept| view.at > kept.at || (!released && view.at == kept.at))
+    {
+        history.insert(view.content_id.clone(), view);
+    }
+}
+
+/// Decides every step under `policy` and checks that what a reader of the viewing history
+/// sees (the stored bookmarks, as `UserRecords` stores them, with the slots' live views
+/// overlaid, as the listing does) is what storing every view would give (the oracle: every
+/// event's `bookmark()`), times running backwards and colliding included.
+fn run_history(
+    policy: &PlayoutPolicy,
+    monotonic: bool,
+    steps: &[(u64, Step)],
+) -> Result<(), TestCaseError> {
+    let mut now = 0;
+    let mut state = initial();
+    let mut every_view = BTreeMap::new();
+    let mut stored = BTreeMap::new();
+    for (index, (time, step)) in steps.iter().enumerate() {
+        // Monotonic runs collide in the same millisecond often.
+        now = if monotonic {
+            now + time / 100_000
+        } else {
+            *time
+        };
+        let decided = policy
+            .decide(&command(step, now), &state, at(now))
+            .map_err(|error| TestCaseError::fail(format!("valid input rejected: {error}")))?;
+        let before = state.slots.clone();
+        state = decided.iter().fold(state, evolve);
+        for view in released_views(&before, &state) {
+            keep(&mut stored, view, true);
+        }
+        for event in &decided {
+            if let Some(view) = event.stored_bookmark() {
+                keep(&mut stored, view, false);
+            }
+            if let Some(view) = event.bookmark() {
+                keep(&mut every_view, view, false);
+            }
+        }
+        let mut live = BTreeMap::new();
+        for view in state.live_views() {
+            keep(&mut live, view, false);
+        }
+        let mut seen = stored.clone();
+        for (content, view) in live {
+            if seen.get(&content).is_some_and(|kept| view.at > kept.at) {
+                seen.insert(content, view);
+            }
+        }
+        prop_assert_eq!(&seen, &every_view, "after step {}", index);
+    }
+    Ok(())
+}
+
 /// Any policy [`PlayoutPolicy::validate`] accepts, drawn from a range that also holds what it
 /// refuses (a default limit of 0 or above [`MAX_CONCURRENCY_LIMIT`], a heartbeat interval
 /// under 1 ms, a slot timeout not longer than the interval), so the filter is the refusal rule
@@ -241,6 +303,7 @@ fn any_valid_policy() -> impl Strategy<Value = PlayoutPolicy> {
             default_concurrency_limit: limit,
             heartbeat_interval: Duration::from_millis(interval),
             slot_timeout: Duration::from_millis(timeout),
+            ..policy()
         })
         .prop_filter("refused by validate", |policy| policy.validate().is_ok())
 }
@@ -261,6 +324,20 @@ proptest! {
         (monotonic, steps) in run_steps(),
     ) {
         run(&policy, monotonic, &steps)?;
+    }
+
+    #[test]
+    fn readers_see_every_view_though_only_some_are_stored(
+        every in 1..6u32,
+        bucket_minutes in 20..200u64,
+        (monotonic, steps) in run_steps(),
+    ) {
+        let policy = PlayoutPolicy {
+            bookmark_every_beats: every,
+            bookmark_bucket: Duration::from_millis(bucket_minutes * MINUTE),
+            ..policy()
+        };
+        run_history(&policy, monotonic, &steps)?;
     }
 
     #[test]

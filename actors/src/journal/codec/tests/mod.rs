@@ -302,9 +302,13 @@ fn playout_event() -> BoxedStrategy<PlayoutEvent> {
                 }
             )
             .boxed(),
-        (seat(), duration())
+        (seat(), duration(), any::<bool>())
             .prop_map(
-                |((device_id, playout_id, content_id, position_ms, at), next_heartbeat)| {
+                |(
+                    (device_id, playout_id, content_id, position_ms, at),
+                    next_heartbeat,
+                    bookmarked,
+                )| {
                     PlayoutEvent::HeartbeatRecorded {
                         device_id,
                         playout_id,
@@ -312,6 +316,7 @@ fn playout_event() -> BoxedStrategy<PlayoutEvent> {
                         position_ms,
                         next_heartbeat,
                         at,
+                        bookmarked,
                     }
                 }
             )

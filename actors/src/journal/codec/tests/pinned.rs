@@ -202,9 +202,24 @@ fn playout_payloads_are_pinned() {
                 position_ms: 690_000,
                 next_heartbeat: Duration::from_millis(600_000),
                 at: LATER,
+                bookmarked: true,
             },
             1,
             "0a03616e6e120274761a027032220666696c6d2d3228d08e2a30c0cf243a06089583d5c806",
+        ),
+        (
+            // The bookmark left to the slot: field 8 (`bookmark_deferred`) only then.
+            PlayoutEvent::HeartbeatRecorded {
+                device_id: device(),
+                playout_id: playout("p2"),
+                content_id: film("film-2"),
+                position_ms: 690_000,
+                next_heartbeat: Duration::from_millis(600_000),
+                at: LATER,
+                bookmarked: false,
+            },
+            1,
+            "0a03616e6e120274761a027032220666696c6d2d3228d08e2a30c0cf243a06089583d5c8064001",
         ),
         (
             PlayoutEvent::PlayoutEnded {

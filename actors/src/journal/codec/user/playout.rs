@@ -2,7 +2,9 @@
 //!
 //! Every event is version 1 except `PlayoutStarted`, version 2 ([`PLAYOUT_STARTED_VERSION`]):
 //! version 1 is the message published before the journal existed (user, device, playout and
-//! content only), upcast by [`upcast_playout_started_v1`].
+//! content only), upcast by [`upcast_playout_started_v1`]. `HeartbeatRecorded` gained
+//! `bookmark_deferred` within version 1: absent it reads `false` (stored), which is what every
+//! event written before it meant.
 
 use std::time::Duration;
 
@@ -131,6 +133,7 @@ pub(super) fn encode(user: &UserId, event: &PlayoutEvent) -> EncodedEvent {
             position_ms,
             next_heartbeat,
             at,
+            bookmarked,
         } => version_1(
             name,
             v1::HeartbeatRecorded {
@@ -141,6 +144,7 @@ pub(super) fn encode(user: &UserId, event: &PlayoutEvent) -> EncodedEvent {
                 position_ms: *position_ms,
                 next_heartbeat_ms: millis(*next_heartbeat),
                 at: time(*at),
+                bookmark_deferred: !*bookmarked,
             },
         ),
         PlayoutEvent::PlayoutEnded {
@@ -288,6 +292,7 @@ pub(super) fn decode(
                     position_ms: m.position_ms,
                     next_heartbeat: Duration::from_millis(m.next_heartbeat_ms),
                     at: read_time("at", m.at)?,
+                    bookmarked: !m.bookmark_deferred,
                 })
             },
         ),

@@ -51,7 +51,7 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
 fn check(steps: &[Step]) -> Result<(), TestCaseError> {
     let content = ContentId::parse("film-1")?;
     let db = temporary_db()?;
-    let store = CatalogStore::open(&db)?;
+    let store = CatalogStore::open(&db, 16)?;
     let run = run_as_the_shell(
         &CatalogDecider,
         messages(steps, retag),
@@ -74,6 +74,8 @@ fn check(steps: &[Step]) -> Result<(), TestCaseError> {
             last_journal_seq: run.last_journal_seq,
         }
     );
+    // The tags heartbeats read (from memory, fed by the commits) agree with sled.
+    prop_assert_eq!(store.tags_of(&content)?, run.state.clone());
     prop_assert_eq!(
         rebuilt_from_journal::<ContentKind>(&content, &run.decisions)?,
         run.state

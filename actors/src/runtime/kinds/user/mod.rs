@@ -211,7 +211,7 @@ impl EntityKind for UserKind {
     fn persist(
         context: &UserContext,
         id: &UserId,
-        records: &UserRecords,
+        records: &mut UserRecords,
         sequences: Sequences,
         applied: &[(u64, Vec<UserEvent>)],
     ) -> Result<(), EntityError> {

@@ -9,7 +9,7 @@ use playhead_proto::ids::{PlaylistId, UserId};
 
 use crate::domain::decider::Decider;
 use crate::domain::player::PlayerEvent;
-use crate::domain::playout::PlayoutEvent;
+use crate::domain::playout::{Bookmark, PlayoutEvent, Slot, released_views};
 use crate::domain::user::{UserDecider, UserEvent, UserState};
 use crate::runtime::EntityError;
 use crate::storage::Storage;
@@ -29,6 +29,9 @@ pub struct UserRecords {
     pub(super) sessions: HashMap<PlaylistId, SessionMeta>,
     /// The playout record's last applied inbox sequence, once it is loaded.
     pub(super) playouts_seq: Option<u64>,
+    /// Views of slots released since the last commit that the viewing history lacks (their
+    /// BEATs left the bookmark to the slot); the next commit stores them.
+    released: Vec<Bookmark>,
 }
 
 impl UserRecords {
@@ -37,6 +40,7 @@ impl UserRecords {
             state: UserState::default(),
             sessions: HashMap::new(),
             playouts_seq: None,
+            released: Vec::new(),
         }
     }
 
@@ -97,6 +101,18 @@ impl UserRecords {
             .collect();
         let playouts = behind(self.playouts_seq.unwrap_or(0));
         let mut state = std::mem::take(&mut self.state);
+        // Few (at most the concurrency limit), and only those holding a view not stored.
+        let unsaved_before: Vec<Slot> = if playouts {
+            state
+                .playouts
+                .slots
+                .iter()
+                .filter(|slot| slot.unsaved_view().is_some())
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
         for event in events {
             let folds = match event {
                 UserEvent::Player { playlist, .. } => playlists.contains(playlist),
@@ -132,19 +148,26 @@ impl UserRecords {
                 .any(|event| matches!(event, UserEvent::Playout(_)))
         {
             self.playouts_seq = Some(inbox_seq);
+            self.released
+                .extend(released_views(&unsaved_before, &state.playouts));
         }
         self.state = state;
     }
 
     /// Writes the records `applied` touched: sessions, then the viewing history and the
     /// playout record (history first: a crash in between replays to the same history).
+    ///
+    /// The history gets the bookmarks the events store (not every BEAT's: see
+    /// [`PlayoutEvent::stored_bookmark`]) and the views of released slots; a BEAT that stores
+    /// none writes the playout record alone.
     pub(super) fn persist(
-        &self,
+        &mut self,
         storage: &Storage,
         user: &UserId,
         applied: &[(u64, Vec<UserEvent>)],
     ) -> Result<(), EntityError> {
         let mut touched: BTreeSet<&PlaylistId> = BTreeSet::new();
+        let released = std::mem::take(&mut self.released);
         let mut bookmarks = Vec::new();
         let mut playouts_touched = false;
         for event in applied.iter().flat_map(|(_, events)| events) {
@@ -154,7 +177,7 @@ impl UserRecords {
                 }
                 UserEvent::Playout(event) => {
                     playouts_touched = true;
-                    bookmarks.extend(PlayoutEvent::bookmark(event));
+                    bookmarks.extend(PlayoutEvent::stored_bookmark(event));
                 }
             }
         }
@@ -168,7 +191,15 @@ impl UserRecords {
             .collect();
         storage.sessions.save_parts(user, &sessions)?;
         if playouts_touched {
-            storage.view_history.record(user, &bookmarks)?;
+            if !bookmarks.is_empty() || !released.is_empty() {
+                let live_views: Vec<Bookmark> = self.state.playouts.live_views().collect();
+                storage.view_history.record_beside_live_views(
+                    user,
+                    &released,
+                    &bookmarks,
+                    &live_views,
+                )?;
+            }
             storage.playouts.save(
                 user,
                 &crate::storage::playout_store::StoredPlayouts {
