@@ -18,8 +18,11 @@ use crate::domain::playout::{DEFAULT_BOOKMARK_EVERY_BEATS, PlayoutPolicy, Playou
 pub const CONFIG_VERSION: u32 = 1;
 
 /// Keys outside any section, as they may appear in `PLAYHEAD_{KEY}`.
-/// Ownership groups per inbox unless configured (chosen by measurement, see the README).
-pub const DEFAULT_GROUPS: u32 = 4;
+/// Ownership groups per inbox unless configured. Measured (README, *Benchmarks*): a consumer
+/// filtered to several partitions costs nats-server a walk of every subject of a message block
+/// per fetch (`LoadNextMsgMulti` → `IntersectGSL`), so with one subject per user the broker
+/// saturates far below a bare drain; one unfiltered consumer per inbox is the cheapest.
+pub const DEFAULT_GROUPS: u32 = 1;
 
 const TOP_LEVEL_KEYS: &[&str] = &["version", "data_dir"];
 

@@ -25,6 +25,10 @@ use crate::model::ExpectedPlay;
 /// Partitions used by tests unless a test says otherwise (fewer consumers: quicker start).
 pub const TEST_PARTITIONS: u32 = 8;
 
+/// Ownership groups per inbox in tests: more than one, so that filtered group consumers and
+/// several intakes per inbox are what the tests exercise.
+pub const TEST_GROUPS: u32 = 2;
+
 /// A node configuration for tests: joins `nats_url`, keeps state in `data_dir`, picks free
 /// ports, and redelivers quickly.
 pub fn test_node_config(nats_url: &str, data_dir: &Path) -> NodeConfig {
@@ -34,6 +38,7 @@ pub fn test_node_config(nats_url: &str, data_dir: &Path) -> NodeConfig {
     };
     config.nats.url = nats_url.to_owned();
     config.ingest.partitions = TEST_PARTITIONS;
+    config.ingest.groups = TEST_GROUPS;
     config.ingest.ack_wait_secs = 5;
     config.metrics.listen = "127.0.0.1:0".parse().expect("valid address");
     config
@@ -206,7 +211,11 @@ impl NodeProcess {
     ) -> Self {
         let data_dir = data_dir.display().to_string();
         let partitions = TEST_PARTITIONS.to_string();
-        let mut env = vec![("PLAYHEAD_INGEST__ACK_WAIT_SECS", "5")];
+        let groups = TEST_GROUPS.to_string();
+        let mut env = vec![
+            ("PLAYHEAD_INGEST__ACK_WAIT_SECS", "5"),
+            ("PLAYHEAD_INGEST__GROUPS", groups.as_str()),
+        ];
         env.extend_from_slice(extra_env);
         let process = ChildProcess::spawn(
             workspace_binary("playhead-node"),

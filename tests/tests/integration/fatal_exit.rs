@@ -24,7 +24,7 @@ async fn a_deleted_inbox_consumer_makes_the_node_exit_with_an_error() {
         "the node serves before the fault"
     );
 
-    let consumer = Inbox::Station.consumer_name(0, playhead_actors::config::DEFAULT_GROUPS);
+    let consumer = Inbox::Station.consumer_name(0, playhead_tests::system::TEST_GROUPS);
     jetstream
         .get_stream(Inbox::Station.stream_name())
         .await

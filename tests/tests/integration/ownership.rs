@@ -113,9 +113,8 @@ async fn group_consumers_take_over_from_the_ack_floor_of_an_earlier_layout() {
     names.sort();
     assert_eq!(
         names,
-        (0..playhead_actors::config::DEFAULT_GROUPS)
-            .map(|group| Inbox::Station
-                .consumer_name(group, playhead_actors::config::DEFAULT_GROUPS))
+        (0..playhead_tests::system::TEST_GROUPS)
+            .map(|group| Inbox::Station.consumer_name(group, playhead_tests::system::TEST_GROUPS))
             .collect::<Vec<_>>(),
         "the earlier layout's consumer is deleted"
     );
