@@ -102,6 +102,8 @@ pub struct GroupIntake<K: EntityKind> {
     pub client: async_nats::Client,
     pub metrics: Arc<NodeMetrics>,
     pub config: IntakeConfig,
+    /// The entities' runtime (here for its injected faults, tests only).
+    pub runtime: Arc<crate::runtime::Runtime>,
 }
 
 /// Applied batches the settle stage may hold before the apply stage waits for it.
@@ -378,6 +380,7 @@ impl<K: EntityKind> GroupIntake<K> {
 
     /// Best effort: a publisher that went away does not hold up the group.
     async fn send_answers(&self, answers: Vec<(playhead_proto::subjects::ReplySubject, Vec<u8>)>) {
+        let any = !answers.is_empty();
         for (subject, answer) in answers {
             let mut headers = HeaderMap::new();
             telemetry::inject_context(&mut headers);
@@ -387,6 +390,12 @@ impl<K: EntityKind> GroupIntake<K> {
                 .await
             {
                 tracing::warn!(subject = subject.as_str(), %error, "cannot publish an answer");
+            }
+        }
+        if any && self.runtime.faults.crashes_after_answers() {
+            // The answers reach the broker before the process dies.
+            if self.client.flush().await.is_ok() {
+                self.runtime.faults.answered();
             }
         }
     }

@@ -345,6 +345,7 @@ impl Groups<'_> {
                 max_message_bytes: config.ingest.max_message_bytes,
                 max_attempts: config.max_attempts(),
             },
+            runtime: self.runtime.clone(),
         };
         intakes.spawn(intake.run(self.stop.clone()));
     }
