@@ -81,6 +81,10 @@ pub struct IngestConfig {
     /// A node holds each group it processes by a lease in the broker, renewed every third of
     /// this; another node waits (stands by) until the lease has lapsed.
     pub ownership_lease_secs: u64,
+    /// How long the answer sent for a command is kept, so that the command coming back (a
+    /// lost acknowledgement, a crash after answering) gets the same answer; later it is
+    /// answered from the state.
+    pub answer_retention_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -231,6 +235,7 @@ impl Default for IngestConfig {
             max_attempts: 5,
             groups: DEFAULT_GROUPS,
             ownership_lease_secs: 15,
+            answer_retention_secs: 900,
         }
     }
 }
@@ -467,6 +472,14 @@ impl NodeConfig {
                 "ingest.ownership_lease_secs",
                 self.ingest.ownership_lease_secs,
                 "use 3 to 600 seconds (15 is the default)",
+            );
+        }
+        if !(60..=172_800).contains(&self.ingest.answer_retention_secs) {
+            return invalid(
+                "ingest.answer_retention_secs",
+                self.ingest.answer_retention_secs,
+                "use 60 to 172800 seconds (900 is the default); it should exceed how long a \
+                 node may stay down",
             );
         }
         if !(1..=100).contains(&self.ingest.max_attempts) {

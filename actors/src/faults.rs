@@ -5,7 +5,10 @@
 //! - `panic_on=MARK`: the decider panics on a command whose debug form contains `MARK`;
 //! - `poison_on=MARK`: applying such a command fails with a permanent error every time;
 //! - `crash_after_appends=N`: the process aborts right after its `N`th journal append, before
-//!   the local commit (the window exactly-once must survive).
+//!   the local commit (the window exactly-once must survive);
+//! - `crash_after_answers=N`: the process aborts right after its `N`th batch of answers reached
+//!   the broker, before their messages are flushed and acknowledged (the window in which a
+//!   publisher holds an answer the node must not contradict).
 //!
 //! Nothing here runs unless one of these is set: production paths only test an `Option`.
 
@@ -21,6 +24,8 @@ pub struct Faults {
     poison_on: Option<String>,
     crash_after_appends: Option<u64>,
     appends: AtomicU64,
+    crash_after_answers: Option<u64>,
+    answers: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -47,9 +52,15 @@ impl Faults {
                         FaultsError(format!("crash_after_appends={value:?} is not a count"))
                     })?)
                 }
+                "crash_after_answers" => {
+                    faults.crash_after_answers = Some(value.parse().map_err(|_| {
+                        FaultsError(format!("crash_after_answers={value:?} is not a count"))
+                    })?)
+                }
                 other => {
                     return Err(FaultsError(format!(
-                        "unknown fault {other:?}; known: panic_on, poison_on, crash_after_appends"
+                        "unknown fault {other:?}; known: panic_on, poison_on, \
+                         crash_after_appends, crash_after_answers"
                     )));
                 }
             }
@@ -66,7 +77,15 @@ impl Faults {
     }
 
     pub fn any(&self) -> bool {
-        self.panic_on.is_some() || self.poison_on.is_some() || self.crash_after_appends.is_some()
+        self.panic_on.is_some()
+            || self.poison_on.is_some()
+            || self.crash_after_appends.is_some()
+            || self.crash_after_answers.is_some()
+    }
+
+    /// Whether the process is to abort after some batch of answers.
+    pub fn crashes_after_answers(&self) -> bool {
+        self.crash_after_answers.is_some()
     }
 
     /// Panics when `command` carries the panic mark (called inside the decider's guard).
@@ -95,6 +114,18 @@ impl Faults {
             }
         }
     }
+
+    /// Counts a batch of answers that reached the broker; aborts the process at the
+    /// configured one.
+    pub fn answered(&self) {
+        if let Some(limit) = self.crash_after_answers {
+            let count = self.answers.fetch_add(1, Ordering::SeqCst) + 1;
+            if count >= limit {
+                eprintln!("playhead-node: injected crash after answer batch {count}");
+                std::process::abort();
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -103,13 +134,16 @@ mod tests {
 
     #[test]
     fn faults_parse_and_unknown_ones_are_named() {
-        let faults = Faults::parse("panic_on=BOOM, crash_after_appends=3").unwrap();
+        let faults =
+            Faults::parse("panic_on=BOOM, crash_after_appends=3, crash_after_answers=2").unwrap();
         assert_eq!(faults.panic_on.as_deref(), Some("BOOM"));
         assert_eq!(faults.crash_after_appends, Some(3));
+        assert_eq!(faults.crash_after_answers, Some(2));
         assert!(faults.any());
         assert!(!Faults::parse("").unwrap().any());
         assert!(Faults::parse("explode=1").is_err());
         assert!(Faults::parse("crash_after_appends=x").is_err());
+        assert!(Faults::parse("crash_after_answers=x").is_err());
         assert!(!faults.poisons(&"POISON"));
     }
 

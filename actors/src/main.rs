@@ -49,6 +49,10 @@ struct Cli {
     rebuild: bool,
 }
 
+/// mimalloc: glibc malloc was about a quarter of the node's CPU under load (profiled).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let flags = FlagOverrides {

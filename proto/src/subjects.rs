@@ -86,7 +86,7 @@ impl Inbox {
         }
     }
 
-    pub fn stream_name(self) -> &'static str {
+    pub const fn stream_name(self) -> &'static str {
         match self {
             Inbox::Station => "PLAYHEAD_INBOX_STATION",
             Inbox::User => "PLAYHEAD_INBOX_USER",

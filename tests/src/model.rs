@@ -133,25 +133,50 @@ pub async fn publish_all(jetstream: &jetstream::Context, observations: &[Observa
     publish_pipelined(jetstream, messages).await;
 }
 
-/// Publishes every (subject, payload) with at most [`ACK_WINDOW`] acknowledgements
-/// outstanding, and waits until the broker acknowledged them all.
-pub async fn publish_pipelined(
+/// One message to publish: its subject, its headers (none when empty) and its payload.
+#[derive(Debug, Clone)]
+pub struct Publication {
+    pub subject: String,
+    pub headers: async_nats::HeaderMap,
+    pub payload: Bytes,
+}
+
+impl From<(String, Bytes)> for Publication {
+    fn from((subject, payload): (String, Bytes)) -> Self {
+        Self {
+            subject,
+            headers: async_nats::HeaderMap::new(),
+            payload,
+        }
+    }
+}
+
+/// Publishes every message with at most [`ACK_WINDOW`] acknowledgements outstanding, and
+/// waits until the broker acknowledged them all.
+pub async fn publish_pipelined<M: Into<Publication>>(
     jetstream: &jetstream::Context,
-    messages: impl IntoIterator<Item = (String, Bytes)>,
+    messages: impl IntoIterator<Item = M>,
 ) {
     let mut acks = std::collections::VecDeque::with_capacity(ACK_WINDOW);
-    for (subject, payload) in messages {
+    for message in messages {
+        let Publication {
+            subject,
+            headers,
+            payload,
+        } = message.into();
         if acks.len() == ACK_WINDOW {
             let oldest: jetstream::context::PublishAckFuture =
                 acks.pop_front().expect("window is full");
             oldest.await.expect("inbox acknowledged");
         }
-        acks.push_back(
+        let sent = if headers.is_empty() {
+            jetstream.publish(subject, payload).await
+        } else {
             jetstream
-                .publish(subject, payload)
+                .publish_with_headers(subject, headers, payload)
                 .await
-                .expect("publish sent"),
-        );
+        };
+        acks.push_back(sent.expect("publish sent"));
     }
     for ack in acks {
         ack.await.expect("inbox acknowledged");

@@ -2,10 +2,11 @@
 //! durable consumer in two stages:
 //!
 //! - **apply**: screens out bad input, applies the rest through the group's shard (entities
-//!   run side by side; each one's messages in order), and sends the answers — every decision
-//!   is in the journal by then;
+//!   run side by side; each one's messages in order): decisions journaled, records and the
+//!   answers filed in sled (not yet flushed);
 //! - **settle**, behind it on its own task: copies the dead letters, flushes the local store
-//!   once for every batch applied meanwhile, and acknowledges the last of them. The consumer
+//!   once for every batch applied meanwhile, sends their answers, and acknowledges the last of
+//!   them. The consumer
 //!   acknowledges cumulatively, so this is a contiguous durable watermark: nothing is
 //!   acknowledged before everything delivered ahead of it is applied and flushed.
 //!
@@ -102,6 +103,8 @@ pub struct GroupIntake<K: EntityKind> {
     pub client: async_nats::Client,
     pub metrics: Arc<NodeMetrics>,
     pub config: IntakeConfig,
+    /// The entities' runtime (here for its injected faults, tests only).
+    pub runtime: Arc<crate::runtime::Runtime>,
 }
 
 /// Applied batches the settle stage may hold before the apply stage waits for it.
@@ -112,6 +115,8 @@ struct Applied {
     batch: Vec<jetstream::Message>,
     /// Positions in `batch` to copy to the dead-letter stream, in order.
     rejected: Vec<(usize, DeadLetter)>,
+    /// The answers, sent once the batch is durable.
+    answers: Vec<(playhead_proto::subjects::ReplySubject, Vec<u8>)>,
     /// Outcomes of the applied messages, by label.
     counts: HashMap<&'static str, u64>,
     started: std::time::Instant,
@@ -236,10 +241,8 @@ impl<K: EntityKind> GroupIntake<K> {
     }
 
     /// The apply stage: screens the batch, applies it through the shard (decisions journaled,
-    /// state written but not yet flushed), sends the answers (a decision is durable once its
-    /// events are in the journal: a crash before the local flush redelivers the message, and
-    /// the entity catches up from the journal to the same decision), and hands the rest to
-    /// the settle stage. `None` when stopped first.
+    /// state and answers written but not yet flushed) and hands the rest to the settle stage.
+    /// `None` when stopped first.
     async fn apply_batch(
         &self,
         batch: Vec<jetstream::Message>,
@@ -315,18 +318,18 @@ impl<K: EntityKind> GroupIntake<K> {
             }
         }
         rejected.sort_by_key(|(position, _)| *position);
-        self.send_answers(answers).await;
         Some(Applied {
             batch,
             rejected,
+            answers,
             counts,
             started,
         })
     }
 
     /// The settle stage: takes every applied batch queued so far (in delivery order), copies
-    /// their dead letters, makes the store durable with one flush, and acknowledges the last
-    /// message — a contiguous watermark: every message up to it is applied and flushed, and
+    /// their dead letters, makes the store durable with one flush, sends their answers, and
+    /// acknowledges the last message — a contiguous watermark: every message up to it is applied and flushed, and
     /// the consumer acknowledges cumulatively. Meanwhile the apply stage goes on with the
     /// next batches. Ends once the queue is closed and drained, or when stopped with a
     /// failure in hand (then the rest is redelivered after restart).
@@ -361,6 +364,12 @@ impl<K: EntityKind> GroupIntake<K> {
             if flushed.is_none() {
                 return;
             }
+            // Only now is every decision settled here durable, with its answer filed: a
+            // command that comes back gets the very answer sent.
+            for applied in &mut ready {
+                self.send_answers(std::mem::take(&mut applied.answers))
+                    .await;
+            }
             let last = ready
                 .last()
                 .and_then(|applied| applied.batch.last())
@@ -378,6 +387,7 @@ impl<K: EntityKind> GroupIntake<K> {
 
     /// Best effort: a publisher that went away does not hold up the group.
     async fn send_answers(&self, answers: Vec<(playhead_proto::subjects::ReplySubject, Vec<u8>)>) {
+        let any = !answers.is_empty();
         for (subject, answer) in answers {
             let mut headers = HeaderMap::new();
             telemetry::inject_context(&mut headers);
@@ -389,6 +399,12 @@ impl<K: EntityKind> GroupIntake<K> {
                 tracing::warn!(subject = subject.as_str(), %error, "cannot publish an answer");
             }
         }
+        if any && self.runtime.faults.crashes_after_answers() {
+            // The answers reach the broker before the process dies.
+            if self.client.flush().await.is_ok() {
+                self.runtime.faults.answered();
+            }
+        }
     }
 
     fn record_metrics(&self, applied: &Applied) {
@@ -397,6 +413,7 @@ impl<K: EntityKind> GroupIntake<K> {
             rejected,
             counts,
             started,
+            ..
         } = applied;
         let dead_lettered = rejected.len();
         let inbox = self.group.inbox.label();

@@ -110,7 +110,46 @@ pub struct Journal {
     stream: jetstream::stream::Stream,
 }
 
+/// An inbox message read back by sequence (the command of a decision a catch-up folds).
+pub struct StoredCommand {
+    pub subject: String,
+    pub headers: async_nats::HeaderMap,
+    pub payload: bytes::Bytes,
+    pub stored_at_millis: u64,
+}
+
 impl Journal {
+    /// The message `sequence` of the inbox stream `stream` (`None` once it expired).
+    pub async fn inbox_message(
+        &self,
+        stream: &str,
+        sequence: u64,
+    ) -> Result<Option<StoredCommand>, JournalError> {
+        let unavailable = |detail: String| JournalError::Unavailable { detail };
+        let stream = self
+            .jetstream
+            .get_stream(stream)
+            .await
+            .map_err(|error| unavailable(format!("cannot open {stream}: {error}")))?;
+        match stream.get_raw_message(sequence).await {
+            Ok(message) => Ok(Some(StoredCommand {
+                subject: message.subject.to_string(),
+                headers: message.headers,
+                payload: message.payload,
+                stored_at_millis: (message.time.unix_timestamp_nanos() / 1_000_000).max(0) as u64,
+            })),
+            Err(error)
+                if error.kind()
+                    == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+            {
+                Ok(None)
+            }
+            Err(error) => Err(unavailable(format!(
+                "cannot read inbox message {sequence}: {error}"
+            ))),
+        }
+    }
+
     pub async fn open(jetstream: jetstream::Context) -> Result<Self, JournalError> {
         let stream = jetstream.get_stream(EVENTS_STREAM).await.map_err(|error| {
             JournalError::Unavailable {

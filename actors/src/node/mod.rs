@@ -149,6 +149,7 @@ pub async fn run_with(
         recovering: store_state == StoreState::Resumed { clean: false },
         faults: options.faults,
         appended: std::sync::atomic::AtomicU64::new(0),
+        answers: storage.answers.clone(),
     });
     if runtime.recovering {
         tracing::warn!(
@@ -345,6 +346,7 @@ impl Groups<'_> {
                 max_message_bytes: config.ingest.max_message_bytes,
                 max_attempts: config.max_attempts(),
             },
+            runtime: self.runtime.clone(),
         };
         intakes.spawn(intake.run(self.stop.clone()));
     }

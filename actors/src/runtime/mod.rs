@@ -189,6 +189,8 @@ pub struct Runtime {
     pub faults: crate::faults::Faults,
     /// Events appended since start (snapshots are also taken by event count).
     pub appended: std::sync::atomic::AtomicU64,
+    /// The answers of recent commands, for their redeliveries.
+    pub answers: crate::storage::answer_store::AnswerStore,
 }
 
 /// How the shell should answer a command it did not apply this time.
@@ -210,13 +212,27 @@ pub trait EntityKind: Sized + Send + Sync + 'static {
     type Event: Clone + PartialEq + Debug + Send + Sync + 'static;
     /// One entity's records in memory: the decider's state and what each stored record keeps
     /// beside it.
-    type Records: Send + Sync + 'static;
+    type Records: Clone + Send + Sync + 'static;
     /// Shared by every entity of the kind (storage, policies, projections).
     type Context: Send + Sync + 'static;
 
     /// Metrics label and log field.
     const KIND: &'static str;
     const FAMILY: EventFamily;
+    /// Whether commands of this kind get answers (then a catch-up files the answers of the
+    /// decisions it folds, reading their commands back from the inbox).
+    const ANSWERS: bool = false;
+    /// The inbox stream its commands are stored in.
+    const INBOX_STREAM: &'static str;
+
+    /// The command of a stored inbox message, and whether its publisher awaits an answer.
+    fn stored_command(
+        _subject: &str,
+        _headers: &async_nats::HeaderMap,
+        _payload: &[u8],
+    ) -> Option<(Self::Command, bool)> {
+        None
+    }
 
     fn decider(context: &Self::Context) -> &Self::Decider;
 

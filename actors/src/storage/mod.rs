@@ -12,6 +12,7 @@
 //! - [`user_meta_store`]: where each user entity stands (inbox and journal sequences).
 //! - [`Durability`]: group commit, so concurrent partitions share one flush.
 
+pub mod answer_store;
 pub mod catalog_store;
 pub mod clock;
 pub mod dump;
@@ -25,6 +26,7 @@ pub mod view_history_store;
 use std::path::Path;
 use std::sync::Arc;
 
+use self::answer_store::AnswerStore;
 use self::catalog_store::CatalogStore;
 use self::clock::Clock;
 use self::keyspace::{CompactionReport, KeyspaceError};
@@ -68,7 +70,7 @@ mod tests {
         ));
         let storage = Storage::open(directory.path(), &NodeConfig::default(), clock).unwrap();
         for tree in storage.db().tree_names() {
-            if tree.as_ref() == b"__sled__default" || tree.as_ref() == NODE_META_TREE.as_bytes() {
+            if tree.as_ref() == b"__sled__default" || owns_tree(NODE_TREES, &tree) {
                 continue;
             }
             let owners = [STATION_TREES, USER_TREES, CONTENT_TREES]
@@ -114,6 +116,10 @@ pub struct StoreMarks {
 
 const NODE_META_TREE: &str = "node_meta";
 
+/// Trees of the node's own bookkeeping, in no kind's snapshot: its marks, and the answers of
+/// recent commands (worth nothing to a rebuilt store).
+pub const NODE_TREES: &[&str] = &[NODE_META_TREE, "ks/answers"];
+
 /// The sled trees holding each kind's records — a name, or a keyspace's `ks/{name}` prefix —
 /// which its snapshot copies (see [`owns_tree`]).
 pub const STATION_TREES: &[&str] = &["station_state", "ks/station_plays"];
@@ -148,6 +154,7 @@ pub struct Storage {
     pub playouts: PlayoutStore,
     pub view_history: ViewHistoryStore,
     pub user_meta: UserMetaStore,
+    pub answers: AnswerStore,
     durability: Arc<Durability>,
 }
 
@@ -173,7 +180,12 @@ impl Storage {
         let sessions = SessionStore::open(&db, &config.player, clock.clone())?;
         let catalog = CatalogStore::open(&db, config.storage.catalog_cache_items)?;
         let playouts = PlayoutStore::open(&db)?;
-        let view_history = ViewHistoryStore::open(&db, &config.playout, clock)?;
+        let view_history = ViewHistoryStore::open(&db, &config.playout, clock.clone())?;
+        let answers = AnswerStore::open(
+            &db,
+            std::time::Duration::from_secs(config.ingest.answer_retention_secs),
+            clock,
+        )?;
         let user_meta = UserMetaStore::open(&db)?;
         Ok(Self {
             durability: Arc::new(Durability::new(db.clone())),
@@ -185,6 +197,7 @@ impl Storage {
             playouts,
             view_history,
             user_meta,
+            answers,
         })
     }
 
@@ -245,6 +258,10 @@ impl Storage {
             ("station_plays", self.stations.compact_history()),
             ("player_sessions", self.sessions.compact()),
             ("view_history", self.view_history.compact()),
+            (
+                "answers",
+                self.answers.keyspace().compact().map_err(Into::into),
+            ),
         ]
     }
 

@@ -71,6 +71,10 @@ struct Cli {
     log_format: String,
 }
 
+/// mimalloc: glibc malloc was about a quarter of the node's CPU under load (profiled).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

@@ -1,7 +1,7 @@
-//! Comparing a running system with the [`Model`]: every query answer through the gateway, and
-//! the journal event by event.
+//! Comparing a running system with the [`Model`]: every query answer through the gateway, the
+//! journal event by event, and every answer the node sent to a message.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
@@ -15,8 +15,10 @@ use playhead_proto::headers::{EVENT_VERSION, INBOX_SEQUENCE};
 use playhead_proto::ids::{PlaylistId, StationId, UserId};
 use playhead_proto::subjects::{EVENTS_STREAM, EventFamily, parse_event_subject};
 use playhead_proto::v1;
+use prost::Message;
 
 use super::model::{Model, ModelEvent};
+use super::replies::Reply;
 use crate::harness::wait::eventually;
 use crate::system::{TestGateway, all_plays_full};
 
@@ -313,4 +315,117 @@ pub async fn assert_answers_match(
         expected_held.sort();
         assert_eq!(held, expected_held, "entitlements of {user}");
     }
+}
+
+/// What the answers received came to.
+#[derive(Debug)]
+pub struct RepliesChecked {
+    /// Answers received, each equal to the model's.
+    pub received: usize,
+    /// Messages answered at least once.
+    pub answered: usize,
+    /// Messages answered more than once (redelivered after a crash).
+    pub repeated: usize,
+    /// Messages that asked for an answer.
+    pub asked: usize,
+}
+
+/// Asserts every answer received equals the model's answer to its message — a message may
+/// be answered again after a redelivery, never differently — and that at least
+/// `min_answered_percent`% of the messages asking for one got one (a node killed between
+/// deciding and answering sends none; the redelivery is answered instead, but a node may be
+/// killed again first).
+///
+/// `tolerated_contradictions` is 0 except where a known defect is documented (README,
+/// *Limits*): that many answers may contradict a right answer already given; every other
+/// mismatch still fails.
+pub fn assert_replies_match(
+    model: &Model,
+    replies: &[Reply],
+    min_answered_percent: usize,
+    tolerated_contradictions: usize,
+) -> RepliesChecked {
+    let mut times: BTreeMap<&str, usize> = BTreeMap::new();
+    // Subjects that received the model's answer: a different one afterwards contradicts it.
+    let mut told_right: BTreeSet<&str> = BTreeSet::new();
+    let mut mismatches = Vec::new();
+    let mut contradictions = 0;
+    for (subject, payload) in replies {
+        let Some(expected) = model.answers.get(subject) else {
+            mismatches.push(format!(
+                "an answer on {subject}, which no message asked for"
+            ));
+            continue;
+        };
+        let answered = times.entry(subject.as_str()).or_default();
+        *answered += 1;
+        if payload.as_ref() == expected.encoded.as_slice() {
+            told_right.insert(subject.as_str());
+            continue;
+        }
+        let contradicts = told_right.contains(subject.as_str());
+        contradictions += usize::from(contradicts);
+        // The ones contradicting an answer already given come first in the report.
+        let at = if contradicts {
+            contradictions - 1
+        } else {
+            mismatches.len()
+        };
+        mismatches.insert(at, format!(
+            "{} (inbox seq {}, answer {} received on {subject}{}):\n  expected {}\n  received {}",
+            expected.user,
+            expected.inbox_seq,
+            answered,
+            if contradicts {
+                ", after the right one"
+            } else {
+                ""
+            },
+            readable(expected.player, &expected.encoded),
+            readable(expected.player, payload),
+            ),
+        );
+    }
+    let checked = RepliesChecked {
+        received: replies.len(),
+        answered: times.len(),
+        repeated: times.values().filter(|times| **times > 1).count(),
+        asked: model.answers.len(),
+    };
+    let wrong_only = times
+        .keys()
+        .filter(|subject| !told_right.contains(*subject))
+        .count();
+    if contradictions > 0 && contradictions == mismatches.len() {
+        eprintln!(
+            "{contradictions} answers contradicted a right answer given before (tolerated: \
+             {tolerated_contradictions}):\n{}",
+            mismatches[..mismatches.len().min(5)].join("\n")
+        );
+    }
+    assert!(
+        mismatches.len() == contradictions && contradictions <= tolerated_contradictions,
+        "{} of {} answers differ from the model: {contradictions} of them after the right \
+         answer, {wrong_only} messages never got the right answer; {checked:?} (first 5):\n{}",
+        mismatches.len(),
+        replies.len(),
+        mismatches[..mismatches.len().min(5)].join("\n")
+    );
+    assert!(
+        checked.answered * 100 >= checked.asked * min_answered_percent,
+        "only {} of {} messages asking for an answer got one: {checked:?}",
+        checked.answered,
+        checked.asked
+    );
+    checked
+}
+
+/// An encoded answer, decoded for a failure message.
+fn readable(player: bool, encoded: &[u8]) -> String {
+    let decoded = if player {
+        v1::PlayerReply::decode(encoded).map(|reply| format!("{reply:?}"))
+    } else {
+        v1::HeartbeatDecision::decode(encoded).map(|decision| format!("{decision:?}"))
+    };
+    decoded.unwrap_or_else(|error| format!("undecodable ({error}): {encoded:?}"))
 }

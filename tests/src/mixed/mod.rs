@@ -3,8 +3,10 @@
 //!
 //! - [`workload`]: the deterministic generator.
 //! - [`model`]: the fold of what the inboxes stored.
+//! - [`replies`]: the answers a node sends, as received.
 //! - [`check`]: the comparisons.
 
 pub mod check;
 pub mod model;
+pub mod replies;
 pub mod workload;

@@ -5,7 +5,8 @@
 //!
 //! The model shares the deciders and the wire views with the node on purpose: what it checks
 //! is that every stored command was applied exactly once, in order — not the rules themselves
-//! (the deciders' own tests do that).
+//! (the deciders' own tests do that). Likewise the answers: the model encodes each one with
+//! the node's own pure functions, from the state the model folded up to that message.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -19,6 +20,9 @@ use playhead_actors::domain::time::Timestamp;
 use playhead_actors::domain::user::{UserCommand, UserDecider, UserEvent, UserState};
 use playhead_actors::ingest::screen;
 use playhead_actors::journal::codec::{self, EncodedEvent};
+use playhead_actors::runtime::Decided;
+use playhead_actors::runtime::kinds::user::answers;
+use playhead_actors::storage::session_store::LastAnswer;
 use playhead_proto::ids::{ContentId, Tag};
 use playhead_proto::subjects::{EventFamily, Inbox};
 
@@ -40,6 +44,16 @@ pub type ModelEvent = (u64, EncodedEvent);
 /// A view-history record: (position, last viewed, completed).
 pub type ModelView = (u64, Timestamp, bool);
 
+/// What a message that asked for an answer must be answered.
+#[derive(Debug, Clone)]
+pub struct ModelAnswer {
+    pub inbox_seq: u64,
+    pub user: String,
+    /// A player command (`PlayerReply`) rather than a heartbeat (`HeartbeatDecision`).
+    pub player: bool,
+    pub encoded: Vec<u8>,
+}
+
 #[derive(Default)]
 pub struct Model {
     pub stations: BTreeMap<String, StationState>,
@@ -49,6 +63,8 @@ pub struct Model {
     pub tags: BTreeMap<ContentId, BTreeSet<Tag>>,
     /// (family, id) → the entity's journal, in order.
     pub journal: BTreeMap<(EventFamily, String), Vec<ModelEvent>>,
+    /// Reply subject → the answer its message must get.
+    pub answers: BTreeMap<String, ModelAnswer>,
 }
 
 /// Every message `inbox` stored, in stream order.
@@ -188,9 +204,8 @@ impl Model {
                 heartbeat.content_tags = model.tags.get(&heartbeat.content_id).cloned();
             }
             let state = model.users.remove(&id).unwrap_or_default();
-            let events = user_decider
-                .decide(&command, &state, message.at)
-                .unwrap_or_default();
+            let decision = user_decider.decide(&command, &state, message.at);
+            let events = decision.clone().unwrap_or_default();
             let views = model.views.entry(id.clone()).or_default();
             for event in &events {
                 if let UserEvent::Playout(event) = event
@@ -210,7 +225,45 @@ impl Model {
             model.record(EventFamily::User, &id, message.seq, &events, |event| {
                 codec::encode_user(&screened.id, event)
             });
-            model.users.insert(id, UserDecider::fold(state, &events));
+            let state = UserDecider::fold(state, &events);
+            if let Some(reply_to) = screened.reply_to {
+                // The answer filed on the session matters only when events were applied, as
+                // in the node.
+                let filed = match &command {
+                    UserCommand::Player { playlist, .. } => {
+                        answers::filed_answer(playlist, &events, &state)
+                    }
+                    UserCommand::Playout(_) => LastAnswer::default(),
+                };
+                let decided = match &decision {
+                    Ok(events) => Decided::Events(events),
+                    Err(error) => Decided::Refused(error),
+                };
+                let encoded = answers::encode(
+                    user_decider,
+                    &screened.id,
+                    &state,
+                    filed,
+                    &command,
+                    decided,
+                    message.at,
+                );
+                if let Some(encoded) = encoded {
+                    let answer = ModelAnswer {
+                        inbox_seq: message.seq,
+                        user: id.clone(),
+                        player: matches!(command, UserCommand::Player { .. }),
+                        encoded,
+                    };
+                    let earlier = model.answers.insert(reply_to.as_str().to_owned(), answer);
+                    assert!(
+                        earlier.is_none(),
+                        "two inbox messages ask for an answer on {}",
+                        reply_to.as_str()
+                    );
+                }
+            }
+            model.users.insert(id, state);
         }
         model
     }

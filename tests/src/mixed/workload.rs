@@ -2,17 +2,23 @@
 //! heartbeats, entitlement and catalog updates — the kinds of traffic a node must apply
 //! exactly once across crashes.
 //!
+//! Player commands and heartbeats ask for their answer (`Playhead-Reply-To`), each on a subject
+//! of its own under [`REPLY_SUBJECTS`], so every answer a node sends is matched to its message.
+//!
 //! The catalog of the content that heartbeats play is published first (and waited for): the
 //! catalog and the user inbox are separate streams, so a heartbeat racing a retag of its own
 //! content would have no single right answer. Retags during the run touch other content only.
 
 use bytes::Bytes;
+use playhead_proto::headers::REPLY_TO;
 use playhead_proto::ids::{ContentId, StationId, UserId};
-use playhead_proto::subjects::{UserKind, catalog_content, station_song, user_subject};
+use playhead_proto::subjects::{
+    ReplySubject, UserKind, catalog_content, station_song, user_subject,
+};
 use playhead_proto::v1;
 use prost::Message;
 
-use crate::model::Rng;
+use crate::model::{Publication, Rng};
 use crate::player::tracks;
 use crate::playout::in_wall_clock;
 
@@ -31,13 +37,17 @@ const TAGS: &[&str] = &["premium", "free", "sports", "kids"];
 const PLAYLISTS: usize = 3;
 const DEVICES: usize = 3;
 
-/// One message to publish: subject and payload.
+/// Where the answers go: `_INBOX.mixed.<n>` for the `n`th message (a core NATS subscription
+/// to `_INBOX.mixed.>` receives them all).
+pub const REPLY_SUBJECTS: &str = "_INBOX.mixed.>";
+
+/// One catalog message to publish: subject and payload.
 pub type Outgoing = (String, Bytes);
 
 /// What to publish: the catalog first (wait until applied), then the mixed messages.
 pub struct Workload {
     pub catalog: Vec<Outgoing>,
-    pub messages: Vec<Outgoing>,
+    pub messages: Vec<Publication>,
     pub stations: Vec<String>,
     pub users: Vec<String>,
 }
@@ -64,32 +74,35 @@ pub fn generate(seed: u64, stations: usize, users: usize, count: usize) -> Workl
     let mut viewers = vec![Viewer::default(); users];
     let mut messages = Vec::with_capacity(count);
     while messages.len() < count {
+        let reply_to = reply_subject(messages.len());
         let roll = rng.below(100);
         if roll < 40 {
             let station = rng.below(stations as u64) as usize;
             if rng.below(100) >= 70 {
                 on_air[station] = (on_air[station] + 1 + rng.below(9)) % 12;
             }
-            messages.push(song(&station_ids[station], on_air[station], rng.below(3)));
+            messages.push(song(&station_ids[station], on_air[station], rng.below(3)).into());
         } else if roll < 68 {
             let user = rng.below(users as u64) as usize;
-            messages.push(player(&user_ids[user], &mut viewers[user], &mut rng));
+            let player = player(&user_ids[user], &mut viewers[user], &mut rng);
+            messages.push(asking(player, &reply_to));
         } else if roll < 94 {
             let user = rng.below(users as u64) as usize;
             let viewer = &mut viewers[user];
             if !viewer.entitled {
                 viewer.entitled = true;
-                messages.push(entitlements(&user_ids[user], user, &mut rng));
+                messages.push(entitlements(&user_ids[user], user, &mut rng).into());
             } else {
-                messages.push(heartbeat(&user_ids[user], viewer, &mut rng));
+                let heartbeat = heartbeat(&user_ids[user], viewer, &mut rng);
+                messages.push(asking(heartbeat, &reply_to));
             }
         } else if roll < 97 {
             let user = rng.below(users as u64) as usize;
-            messages.push(entitlements(&user_ids[user], user, &mut rng));
+            messages.push(entitlements(&user_ids[user], user, &mut rng).into());
         } else {
             let content = format!("extra-{}", rng.below(RETAGGED_CONTENT as u64));
             let tag = TAGS[rng.below(TAGS.len() as u64) as usize];
-            messages.push(content_update(&content, &[tag]));
+            messages.push(content_update(&content, &[tag]).into());
         }
     }
     Workload {
@@ -97,6 +110,23 @@ pub fn generate(seed: u64, stations: usize, users: usize, count: usize) -> Workl
         messages,
         stations: station_ids,
         users: user_ids,
+    }
+}
+
+/// The reply subject of the `n`th message.
+fn reply_subject(n: usize) -> ReplySubject {
+    let subject = REPLY_SUBJECTS.replace('>', &n.to_string());
+    ReplySubject::parse(&subject).expect("a reply subject the node accepts")
+}
+
+/// `message`, asking for its answer on `reply_to`.
+fn asking((subject, payload): Outgoing, reply_to: &ReplySubject) -> Publication {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(REPLY_TO, reply_to.as_str());
+    Publication {
+        subject,
+        headers,
+        payload,
     }
 }
 

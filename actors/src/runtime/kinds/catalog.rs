@@ -18,6 +18,7 @@ pub struct CatalogContext {
 }
 
 /// One item in memory: its tags and the last inbox sequence folded into them.
+#[derive(Clone)]
 pub struct ContentRecords {
     state: ContentState,
     last_applied_seq: u64,
@@ -35,6 +36,7 @@ impl EntityKind for ContentKind {
 
     const KIND: &'static str = "content";
     const FAMILY: EventFamily = EventFamily::Content;
+    const INBOX_STREAM: &'static str = playhead_proto::subjects::Inbox::Catalog.stream_name();
 
     fn decider(_context: &CatalogContext) -> &CatalogDecider {
         &CatalogDecider

@@ -22,6 +22,7 @@ pub struct StationContext {
 }
 
 /// One station in memory: its state and the last inbox sequence folded into it.
+#[derive(Clone)]
 pub struct StationRecords {
     state: StationState,
     last_applied_seq: u64,
@@ -39,6 +40,7 @@ impl EntityKind for StationKind {
 
     const KIND: &'static str = "station";
     const FAMILY: EventFamily = EventFamily::Station;
+    const INBOX_STREAM: &'static str = playhead_proto::subjects::Inbox::Station.stream_name();
 
     fn decider(_context: &StationContext) -> &StationDecider {
         &StationDecider

@@ -1,10 +1,11 @@
 //! Catching up from the journal, and the decisions a crash cut short (see the module doc of
 //! [`super`]).
 
-use super::{Loaded, Partial, Shell};
+use super::{Loaded, Partial, REPLAYED_KEPT, Replayed, Shell};
+use crate::domain::time::Timestamp;
 use crate::journal::append::{JournalError, JournalRecord};
 use crate::metrics::EntityKindLabel;
-use crate::runtime::{EntityError, EntityKind, Runtime, SliceError};
+use crate::runtime::{Decided, EntityError, EntityKind, Runtime, SliceError};
 
 impl<K: EntityKind> Shell<K> {
     /// Folds the journal events after the records' last one into them, and persists them.
@@ -51,6 +52,16 @@ impl<K: EntityKind> Shell<K> {
             .journal_catch_ups
             .get_or_create(&EntityKindLabel { kind: K::KIND })
             .inc();
+        // Everything these decisions touch is loaded first, so the records kept before each
+        // decision (for the answers of commands coming back) hold it as it was then.
+        for event in self.decode_all(&records)? {
+            K::prepare_event(context, &self.id, &mut loaded.records, &event)?;
+        }
+        loaded.replayed = vec![Replayed {
+            inbox_seq: loaded.sequences.last_inbox,
+            events: Vec::new(),
+            records: loaded.records.clone(),
+        }];
         let mut applied = Vec::new();
         let mut decision: Vec<JournalRecord> = Vec::new();
         for record in records {
@@ -80,6 +91,13 @@ impl<K: EntityKind> Shell<K> {
             }
         }
         if !applied.is_empty() {
+            // The answers of the folded decisions, filed before the records: a command coming
+            // back after another crash still gets its first answer.
+            let answers = self.answers_of_replayed(runtime, context, loaded).await?;
+            runtime
+                .answers
+                .file(K::FAMILY.token(), id, answers)
+                .map_err(EntityError::from)?;
             // Persisted before a part cut short is noted: the stored position never points
             // into a decision that is not whole.
             K::persist(
@@ -113,6 +131,64 @@ impl<K: EntityKind> Shell<K> {
         Ok(())
     }
 
+    /// The answer of each decision the catch-up folded whose publisher awaits one: its
+    /// command read back from the inbox, answered from the records right after it.
+    async fn answers_of_replayed(
+        &self,
+        runtime: &Runtime,
+        context: &K::Context,
+        loaded: &Loaded<K>,
+    ) -> Result<Vec<(u64, Vec<u8>)>, SliceError> {
+        let mut answers = Vec::new();
+        if !K::ANSWERS {
+            return Ok(answers);
+        }
+        for step in loaded
+            .replayed
+            .iter()
+            .filter(|step| !step.events.is_empty())
+        {
+            // Filed when it was decided (then it is the answer sent; records stored after it
+            // may hold later decisions than the journal position says, so the records here
+            // could be ahead of this decision).
+            if runtime
+                .answers
+                .get(K::FAMILY.token(), self.id.as_ref(), step.inbox_seq)
+                .map_err(EntityError::from)?
+                .is_some()
+            {
+                continue;
+            }
+            let Some(stored) = runtime
+                .journal
+                .inbox_message(K::INBOX_STREAM, step.inbox_seq)
+                .await
+                .map_err(EntityError::from)?
+            else {
+                continue;
+            };
+            let Some((command, awaited)) =
+                K::stored_command(&stored.subject, &stored.headers, &stored.payload)
+            else {
+                continue;
+            };
+            if !awaited {
+                continue;
+            }
+            if let Some(answer) = K::answer(
+                context,
+                &self.id,
+                &step.records,
+                &command,
+                Decided::Events(&step.events),
+                Timestamp::from_millis(stored.stored_at_millis),
+            ) {
+                answers.push((step.inbox_seq, answer));
+            }
+        }
+        Ok(answers)
+    }
+
     /// Folds one decision read from the journal.
     fn fold(
         &self,
@@ -132,6 +208,14 @@ impl<K: EntityKind> Shell<K> {
         K::apply(&mut loaded.records, inbox_seq, &events, true);
         loaded.sequences.last_inbox = loaded.sequences.last_inbox.max(inbox_seq);
         loaded.sequences.last_journal = sequence;
+        if loaded.replayed.len() == REPLAYED_KEPT {
+            loaded.replayed.remove(0);
+        }
+        loaded.replayed.push(Replayed {
+            inbox_seq,
+            events: events.clone(),
+            records: loaded.records.clone(),
+        });
         applied.push((inbox_seq, events));
         Ok(())
     }

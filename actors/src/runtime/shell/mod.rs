@@ -7,14 +7,16 @@
 //!    whatever the downtime;
 //! 5. persist the records with the new sequences, then project.
 //!
-//! The answers travel back with the outcomes: the intake sends them only once the slice is
-//! durable (journal acknowledged, sled flushed).
+//! The answers travel back with the outcomes: the intake sends them once the slice's events are
+//! in the journal (it flushes sled and acknowledges later). A command that comes back is
+//! answered as it was the first time (see `answer_again`).
 //!
 //! **Catching up.** When the append is refused because the journal holds events the records
 //! lack (a crash after an append and before the local commit; a store restored from an older
 //! snapshot), the shell drops its records, reloads them from storage, folds the missing events
 //! from the journal and decides the slice again: commands already in the journal are now
-//! skipped and answered from the state. A node that did not stop cleanly also compares each
+//! skipped, and answered as they were the first time from the records kept around each folded
+//! decision. A node that did not stop cleanly also compares each
 //! entity's journal position when the entity loads, so an entity is never served behind its
 //! journal even before its next command.
 //!
@@ -46,10 +48,20 @@ use super::{
 /// moved on between reading it and appending to it).
 const MAX_CATCH_UPS: usize = 3;
 
+/// Answers of the latest decisions made here that an entity keeps for their redeliveries (a
+/// batch retried after another entity failed).
+const RECENT_ANSWERS: usize = 16;
+
+/// Decisions folded from the journal that an entity keeps (with the records after each) for
+/// the redeliveries of their commands.
+const REPLAYED_KEPT: usize = 256;
+
 pub struct Shell<K: EntityKind> {
     id: K::Id,
     /// `None` until loaded, and after a failure.
     loaded: Option<Loaded<K>>,
+    /// The answers of the latest commands decided here, by inbox sequence, oldest first.
+    recent: std::collections::VecDeque<(u64, Option<Vec<u8>>)>,
 }
 
 struct Loaded<K: EntityKind> {
@@ -57,6 +69,17 @@ struct Loaded<K: EntityKind> {
     sequences: Sequences,
     /// The first part of a decision a crash cut short, waiting for its command.
     pending: Option<Partial<K::Event>>,
+    /// The records before and after each decision the last catch-up folded, by inbox
+    /// sequence, oldest first: a command coming back is answered as it was the first time.
+    replayed: Vec<Replayed<K>>,
+}
+
+/// One step of a catch-up: the records right after the decision of command `inbox_seq`
+/// (`events`), or before the first such decision (no events).
+struct Replayed<K: EntityKind> {
+    inbox_seq: u64,
+    events: Vec<K::Event>,
+    records: K::Records,
 }
 
 #[derive(Debug)]
@@ -89,7 +112,11 @@ impl From<EntityError> for Failure {
 
 impl<K: EntityKind> Shell<K> {
     pub fn new(id: K::Id) -> Self {
-        Self { id, loaded: None }
+        Self {
+            id,
+            loaded: None,
+            recent: std::collections::VecDeque::new(),
+        }
     }
 
     pub fn id(&self) -> &K::Id {
@@ -114,6 +141,14 @@ impl<K: EntityKind> Shell<K> {
             {
                 Ok(processed) => {
                     self.loaded = Some(loaded);
+                    for (envelope, result) in batch.iter().zip(&processed) {
+                        if !matches!(result.outcome, Outcome::Duplicate) {
+                            if self.recent.len() == RECENT_ANSWERS {
+                                self.recent.pop_front();
+                            }
+                            self.recent.push_back((envelope.seq, result.answer.clone()));
+                        }
+                    }
                     return Ok(processed);
                 }
                 Err(Failure::Behind) => {
@@ -123,6 +158,7 @@ impl<K: EntityKind> Shell<K> {
                         records,
                         sequences,
                         pending: None,
+                        replayed: Vec::new(),
                     };
                     self.catch_up(runtime, context, &mut fresh).await?;
                     self.loaded = Some(fresh);
@@ -146,6 +182,7 @@ impl<K: EntityKind> Shell<K> {
             records,
             sequences,
             pending: None,
+            replayed: Vec::new(),
         };
         if runtime.recovering {
             let last = runtime
@@ -189,14 +226,9 @@ impl<K: EntityKind> Shell<K> {
             if seq <= loaded.sequences.last_inbox {
                 processed.push(Processed {
                     outcome: Outcome::Duplicate,
-                    answer: K::answer(
-                        context,
-                        &self.id,
-                        &loaded.records,
-                        &envelope.command,
-                        Decided::Duplicate,
-                        envelope.now,
-                    ),
+                    answer: self
+                        .answer_again(runtime, context, loaded, envelope)
+                        .map_err(SliceError::at(seq))?,
                 });
                 continue;
             }
@@ -297,11 +329,45 @@ impl<K: EntityKind> Shell<K> {
                     }
                 }
             };
+            // A command answered before whose records got ahead of the entity's sequences (a
+            // crash between storing them) is decided again here: its answer stays the first.
+            let result = match envelope.reply_to {
+                Some(_) => match runtime
+                    .answers
+                    .get(K::FAMILY.token(), self.id.as_ref(), seq)
+                    .map_err(|error| SliceError::at(seq)(error.into()))?
+                {
+                    Some(filed) => Processed {
+                        answer: Some(filed),
+                        ..result
+                    },
+                    None => result,
+                },
+                None => result,
+            };
             loaded.sequences.last_inbox = seq;
             processed.push(result);
         }
+        // Filed once the decisions are in the journal and before the records (sled writes
+        // reach the disk in order): a command that comes back finds its first answer,
+        // whatever changed since.
+        let file_answers = || {
+            let fresh = batch
+                .iter()
+                .zip(&processed)
+                .filter(|(envelope, result)| {
+                    envelope.reply_to.is_some() && !matches!(result.outcome, Outcome::Duplicate)
+                })
+                .filter_map(|(envelope, result)| Some((envelope.seq, result.answer.clone()?)));
+            runtime
+                .answers
+                .file(K::FAMILY.token(), self.id.as_ref(), fresh)
+                .map_err(EntityError::from)
+        };
         if applied.is_empty() {
-            // Re-deciding these no-ops after a crash gives the same no-ops: nothing to write.
+            // Re-deciding these no-ops after a crash gives the same no-ops: nothing else to
+            // write.
+            file_answers()?;
             return Ok(processed);
         }
         let _gate = runtime.commit_gate.read().await;
@@ -341,6 +407,7 @@ impl<K: EntityKind> Shell<K> {
                     .inc();
             }
         }
+        file_answers()?;
         K::persist(
             context,
             &self.id,
@@ -350,6 +417,74 @@ impl<K: EntityKind> Shell<K> {
         )?;
         K::project(context, &self.id, &loaded.records).await?;
         Ok(processed)
+    }
+}
+
+impl<K: EntityKind> Shell<K> {
+    /// The answer to a command already applied, as it was the first time: kept from a
+    /// decision made here, or rebuilt from the records around it when a catch-up folded it
+    /// from the journal (its own decision's events and the records after them; a command that
+    /// changed nothing is decided again against the records before it, deciders being pure).
+    /// Older than both, it is answered from the state (a session's filed answer, a playout's
+    /// last decision).
+    fn answer_again(
+        &self,
+        runtime: &Runtime,
+        context: &K::Context,
+        loaded: &Loaded<K>,
+        envelope: &Envelope<K::Command>,
+    ) -> Result<Option<Vec<u8>>, EntityError> {
+        let seq = envelope.seq;
+        if let Some((_, answer)) = self.recent.iter().find(|(kept, _)| *kept == seq) {
+            return Ok(answer.clone());
+        }
+        if envelope.reply_to.is_some()
+            && let Some(filed) = runtime
+                .answers
+                .get(K::FAMILY.token(), self.id.as_ref(), seq)?
+        {
+            return Ok(Some(filed));
+        }
+        let answer = |records: &K::Records, decided| {
+            K::answer(
+                context,
+                &self.id,
+                records,
+                &envelope.command,
+                decided,
+                envelope.now,
+            )
+        };
+        if let Some(own) = loaded
+            .replayed
+            .iter()
+            .find(|step| step.inbox_seq == seq && !step.events.is_empty())
+        {
+            return Ok(answer(&own.records, Decided::Events(&own.events)));
+        }
+        if let Some(before) = loaded
+            .replayed
+            .iter()
+            .rev()
+            .find(|step| step.inbox_seq < seq)
+        {
+            let mut records = before.records.clone();
+            let mut command = envelope.command.clone();
+            K::prepare(context, &self.id, &mut records, &mut command)?;
+            let decided = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                K::decider(context).decide(&command, K::state(&records), envelope.now)
+            }));
+            match decided {
+                Ok(Ok(events)) if events.is_empty() => {
+                    return Ok(answer(&records, Decided::Events(&[])));
+                }
+                Ok(Err(error)) => return Ok(answer(&records, Decided::Refused(&error))),
+                // It changed something then, yet no decision of it is in the journal: the
+                // state is all there is to answer from.
+                _ => {}
+            }
+        }
+        Ok(answer(&loaded.records, Decided::Duplicate))
     }
 }
 

@@ -142,6 +142,10 @@ struct Args {
     rebuild_only: bool,
 }
 
+/// mimalloc: glibc malloc was about a quarter of the node's CPU under load (profiled).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();

@@ -3,23 +3,23 @@
 //! so a user's commands stay in order across kinds.
 //!
 //! - [`records`]: the records in memory, loaded lazily, and how decisions fold into them.
-//! - this module: the kind's glue — loading, the heartbeat's catalog tags, answers, the codec.
+//! - [`answers`]: the answers, pure functions of the state (a model of the inboxes uses them).
+//! - this module: the kind's glue — loading, the heartbeat's catalog tags, the codec.
 //!
 //! Answers: a player command gets a `PlayerReply`, a heartbeat a `HeartbeatDecision`, an
 //! entitlements update nothing. A redelivered command is answered from the state: a player
 //! command with the answer filed on its session, a heartbeat with the decision filed for its
 //! playout (or, if no longer kept, the fail-open answer the gateway would give).
 
+pub mod answers;
 mod records;
 
 use playhead_proto::ids::UserId;
 use playhead_proto::subjects::EventFamily;
-use playhead_proto::v1;
-use prost::Message;
 
 use self::records::UserRecords;
-use crate::domain::player::{PlayerError, Session};
-use crate::domain::playout::{self, PlayoutCommand};
+use crate::domain::player::PlayerError;
+use crate::domain::playout::PlayoutCommand;
 use crate::domain::time::Timestamp;
 use crate::domain::user::{UserCommand, UserDecider, UserError, UserEvent, UserState};
 use crate::journal::append::JournalRecord;
@@ -28,7 +28,6 @@ use crate::runtime::{Decided, EntityError, EntityKind, Sequences};
 use crate::storage::Storage;
 use crate::storage::session_store::LastAnswer;
 use crate::storage::user_meta_store::UserMeta;
-use crate::wire;
 
 /// What every user shares.
 pub struct UserContext {
@@ -48,6 +47,19 @@ impl EntityKind for UserKind {
 
     const KIND: &'static str = "user";
     const FAMILY: EventFamily = EventFamily::User;
+    const ANSWERS: bool = true;
+    const INBOX_STREAM: &'static str = playhead_proto::subjects::Inbox::User.stream_name();
+
+    fn stored_command(
+        subject: &str,
+        headers: &async_nats::HeaderMap,
+        payload: &[u8],
+    ) -> Option<(UserCommand, bool)> {
+        // It was screened once already: no size limit applies again.
+        crate::ingest::screen::screen_user(subject, Some(headers), payload, usize::MAX)
+            .ok()
+            .map(|screened| (screened.command, screened.reply_to.is_some()))
+    }
 
     fn decider(context: &UserContext) -> &UserDecider {
         &context.decider
@@ -124,74 +136,23 @@ impl EntityKind for UserKind {
         decided: Decided<'_, UserEvent, UserError>,
         now: Timestamp,
     ) -> Option<Vec<u8>> {
-        match command {
-            UserCommand::Player { playlist, .. } => {
-                let policy = &context.decider.player;
-                let session = records.state.session(playlist).as_ref();
-                let view = |session: Option<&Session>, answer: LastAnswer, detail: String| {
-                    v1::PlayerReply {
-                        outcome: answer.outcome,
-                        session: session.map(|session| {
-                            wire::player_session(id, playlist, session, policy, now)
-                        }),
-                        retry_after_ms: answer.retry_after_ms,
-                        detail,
-                    }
-                };
-                let filed = records.sessions.get(playlist).copied().unwrap_or_default();
-                let reply = match decided {
-                    // A no-op changes nothing: answer for the session as it is.
-                    Decided::Events([]) => {
-                        view(session, wire::player_answer(&[], session), String::new())
-                    }
-                    Decided::Events(_) | Decided::Duplicate => {
-                        view(session, filed.last_answer, String::new())
-                    }
-                    Decided::Refused(UserError::Player(PlayerError::NoSession)) => view(
-                        None,
-                        LastAnswer {
-                            outcome: v1::PlayerOutcome::NotFound as i32,
-                            retry_after_ms: 0,
-                        },
-                        PlayerError::NoSession.to_string(),
-                    ),
-                    Decided::Refused(error) => view(
-                        session.filter(|session| session.is_live(now, policy)),
-                        LastAnswer {
-                            outcome: v1::PlayerOutcome::Rejected as i32,
-                            retry_after_ms: 0,
-                        },
-                        error.to_string(),
-                    ),
-                };
-                Some(reply.encode_to_vec())
-            }
-            UserCommand::Playout(PlayoutCommand::Heartbeat(heartbeat)) => {
-                let decision = match decided {
-                    Decided::Events(events) => {
-                        let playout_events: Vec<_> = events
-                            .iter()
-                            .filter_map(|event| match event {
-                                UserEvent::Playout(event) => Some(event.clone()),
-                                UserEvent::Player { .. } => None,
-                            })
-                            .collect();
-                        playout::decision(&playout_events)
-                    }
-                    Decided::Duplicate => {
-                        records.state.playouts.last_decision(&heartbeat.playout_id)
-                    }
-                    Decided::Refused(_) => None,
-                };
-                // Nothing to report (no longer filed, or refused): fail open, as the gateway
-                // would.
-                let answer = decision.map(wire::heartbeat_decision).unwrap_or_else(|| {
-                    wire::degraded_decision(context.decider.playout.heartbeat_interval)
-                });
-                Some(answer.encode_to_vec())
-            }
-            UserCommand::Playout(PlayoutCommand::UpdateEntitlements(_)) => None,
-        }
+        let filed = match command {
+            UserCommand::Player { playlist, .. } => records
+                .sessions
+                .get(playlist)
+                .map(|meta| meta.last_answer)
+                .unwrap_or_default(),
+            UserCommand::Playout(_) => LastAnswer::default(),
+        };
+        answers::encode(
+            &context.decider,
+            id,
+            &records.state,
+            filed,
+            command,
+            decided,
+            now,
+        )
     }
 
     fn encode(id: &UserId, event: &UserEvent) -> EncodedEvent {

@@ -7,14 +7,13 @@ use std::collections::{BTreeSet, HashMap};
 
 use playhead_proto::ids::{PlaylistId, UserId};
 
+use super::answers;
 use crate::domain::decider::Decider;
-use crate::domain::player::PlayerEvent;
 use crate::domain::playout::{Bookmark, PlayoutEvent, Slot, released_views};
 use crate::domain::user::{UserDecider, UserEvent, UserState};
 use crate::runtime::EntityError;
 use crate::storage::Storage;
 use crate::storage::session_store::LastAnswer;
-use crate::wire;
 
 /// Bookkeeping of one loaded session (present for every loaded playlist, with or without a
 /// session).
@@ -24,6 +23,7 @@ pub(super) struct SessionMeta {
     pub last_answer: LastAnswer,
 }
 
+#[derive(Clone)]
 pub struct UserRecords {
     pub(super) state: UserState,
     pub(super) sessions: HashMap<PlaylistId, SessionMeta>,
@@ -123,17 +123,7 @@ impl UserRecords {
             }
         }
         for playlist in playlists {
-            let player_events: Vec<PlayerEvent> = events
-                .iter()
-                .filter_map(|event| match event {
-                    UserEvent::Player {
-                        playlist: named,
-                        event,
-                    } if named == playlist => Some(event.clone()),
-                    _ => None,
-                })
-                .collect();
-            let last_answer = wire::player_answer(&player_events, state.session(playlist).as_ref());
+            let last_answer = answers::filed_answer(playlist, events, &state);
             self.sessions.insert(
                 playlist.clone(),
                 SessionMeta {
