@@ -6,9 +6,9 @@
 //!   answers filed in sled (not yet flushed);
 //! - **settle**, behind it on its own task: copies the dead letters, flushes the local store
 //!   once for every batch applied meanwhile, sends their answers, and acknowledges the last of
-//!   them. The consumer
-//!   acknowledges cumulatively, so this is a contiguous durable watermark: nothing is
-//!   acknowledged before everything delivered ahead of it is applied and flushed.
+//!   them. The consumer acknowledges cumulatively, so this is a contiguous durable
+//!   watermark: nothing is acknowledged before everything delivered ahead of it is applied
+//!   and flushed.
 //!
 //! The apply stage does not wait for a flush, so batches fill while the disk is slow; the
 //! settle stage lags by at most `SETTLE_QUEUE` batches (and the consumer's
@@ -94,7 +94,7 @@ pub struct IntakeConfig {
 pub struct GroupIntake<K: EntityKind> {
     pub group: GroupId,
     pub consumer: PullConsumer,
-    /// How to start (and restart) the partition's shard.
+    /// How to start (and restart) the group's shard.
     pub shard_arguments: Box<dyn Fn() -> ShardArguments<K> + Send + Sync>,
     pub screen: Screen<K>,
     pub storage: Storage,
@@ -329,9 +329,9 @@ impl<K: EntityKind> GroupIntake<K> {
 
     /// The settle stage: takes every applied batch queued so far (in delivery order), copies
     /// their dead letters, makes the store durable with one flush, sends their answers, and
-    /// acknowledges the last message — a contiguous watermark: every message up to it is applied and flushed, and
-    /// the consumer acknowledges cumulatively. Meanwhile the apply stage goes on with the
-    /// next batches. Ends once the queue is closed and drained, or when stopped with a
+    /// acknowledges the last message — a contiguous watermark: every message up to it is
+    /// applied and flushed, and the consumer acknowledges cumulatively. Meanwhile the apply
+    /// stage goes on with the next batches. Ends once the queue is closed and drained, or when stopped with a
     /// failure in hand (then the rest is redelivered after restart).
     async fn settle(
         self: Arc<Self>,

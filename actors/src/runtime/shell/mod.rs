@@ -7,9 +7,9 @@
 //!    whatever the downtime;
 //! 5. persist the records with the new sequences, then project.
 //!
-//! The answers travel back with the outcomes: the intake sends them once the slice's events are
-//! in the journal (it flushes sled and acknowledges later). A command that comes back is
-//! answered as it was the first time (see `answer_again`).
+//! The answers travel back with the outcomes, each filed by inbox sequence once the slice's
+//! events are in the journal; the intake sends them after its next flush. A command that comes
+//! back is answered as it was the first time (see `answer_again`).
 //!
 //! **Catching up.** When the append is refused because the journal holds events the records
 //! lack (a crash after an append and before the local commit; a store restored from an older
