@@ -335,15 +335,10 @@ pub struct RepliesChecked {
 /// `min_answered_percent`% of the messages asking for one got one (a node killed between
 /// deciding and answering sends none; the redelivery is answered instead, but a node may be
 /// killed again first).
-///
-/// `tolerated_contradictions` is 0 except where a known defect is documented (README,
-/// *Limits*): that many answers may contradict a right answer already given; every other
-/// mismatch still fails.
 pub fn assert_replies_match(
     model: &Model,
     replies: &[Reply],
     min_answered_percent: usize,
-    tolerated_contradictions: usize,
 ) -> RepliesChecked {
     let mut times: BTreeMap<&str, usize> = BTreeMap::new();
     // Subjects that received the model's answer: a different one afterwards contradicts it.
@@ -396,15 +391,8 @@ pub fn assert_replies_match(
         .keys()
         .filter(|subject| !told_right.contains(*subject))
         .count();
-    if contradictions > 0 && contradictions == mismatches.len() {
-        eprintln!(
-            "{contradictions} answers contradicted a right answer given before (tolerated: \
-             {tolerated_contradictions}):\n{}",
-            mismatches[..mismatches.len().min(5)].join("\n")
-        );
-    }
     assert!(
-        mismatches.len() == contradictions && contradictions <= tolerated_contradictions,
+        mismatches.is_empty(),
         "{} of {} answers differ from the model: {contradictions} of them after the right \
          answer, {wrong_only} messages never got the right answer; {checked:?} (first 5):\n{}",
         mismatches.len(),

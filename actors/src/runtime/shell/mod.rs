@@ -350,18 +350,18 @@ impl<K: EntityKind> Shell<K> {
         }
         // Filed once the decisions are in the journal and before the records (sled writes
         // reach the disk in order): a command that comes back finds its first answer,
-        // whatever changed since.
+        // whatever changed since. Answers to commands that came back are filed too: one
+        // rebuilt from a catch-up may be the first that leaves, and must stay the answer
+        // after the next crash.
         let file_answers = || {
-            let fresh = batch
+            let answered = batch
                 .iter()
                 .zip(&processed)
-                .filter(|(envelope, result)| {
-                    envelope.reply_to.is_some() && !matches!(result.outcome, Outcome::Duplicate)
-                })
+                .filter(|(envelope, _)| envelope.reply_to.is_some())
                 .filter_map(|(envelope, result)| Some((envelope.seq, result.answer.clone()?)));
             runtime
                 .answers
-                .file(K::FAMILY.token(), self.id.as_ref(), fresh)
+                .file(K::FAMILY.token(), self.id.as_ref(), answered)
                 .map_err(EntityError::from)
         };
         if applied.is_empty() {
