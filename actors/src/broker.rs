@@ -244,12 +244,18 @@ pub async fn ensure_consumers(
             .map_err(|error| setup_error(inbox.stream_name())(error.to_string()))?;
         let wanted: Vec<String> = groups.iter().map(GroupId::consumer_name).collect();
         let mut earlier = Vec::new();
-        let mut existing = Vec::new();
+        // Existing group consumers keep the deliver policy they were created with (the broker
+        // refuses to change it).
+        let mut existing: Vec<(String, consumer::DeliverPolicy)> = Vec::new();
         let mut names = stream.consumer_names();
         while let Some(name) = names.next().await {
             let name = name.map_err(|error| setup_error(inbox.stream_name())(error.to_string()))?;
             if wanted.contains(&name) {
-                existing.push(name);
+                let info = stream
+                    .consumer_info(&name)
+                    .await
+                    .map_err(|error| setup_error(format!("consumer {name}"))(error.to_string()))?;
+                existing.push((name, info.config.deliver_policy));
             } else if inbox.is_playhead_consumer(&name) {
                 earlier.push(name);
             }
@@ -265,12 +271,17 @@ pub async fn ensure_consumers(
         }
         for group in &groups {
             let name = group.consumer_name();
-            let deliver_policy = match resume_at {
-                Some(start_sequence) if !existing.contains(&name) => {
+            let kept = existing
+                .iter()
+                .find(|(existing, _)| *existing == name)
+                .map(|(_, policy)| *policy);
+            let deliver_policy = match (kept, resume_at) {
+                (Some(policy), _) => policy,
+                (None, Some(start_sequence)) => {
                     tracing::info!(consumer = %name, start_sequence, earlier = ?earlier, "new group consumer starts at the earlier consumers' ack floor");
                     consumer::DeliverPolicy::ByStartSequence { start_sequence }
                 }
-                _ => consumer::DeliverPolicy::All,
+                (None, None) => consumer::DeliverPolicy::All,
             };
             let consumer = stream
                 .create_consumer(consumer::pull::Config {

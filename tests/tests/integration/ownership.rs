@@ -120,6 +120,11 @@ async fn group_consumers_take_over_from_the_ack_floor_of_an_earlier_layout() {
     );
     let mut node = node;
     assert!(node.process.terminate_within(DRAIN).success());
+    // Started again, the group consumers (created at a start sequence) are kept as they are:
+    // the broker refuses to change a consumer's deliver policy.
+    let mut node = NodeProcess::start(&nats.url(), data.path(), &LEASE).await;
+    assert_plays(&nats.url(), &expected, "after a restart").await;
+    assert!(node.process.terminate_within(DRAIN).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
