@@ -321,6 +321,49 @@ pub async fn all_plays(
     plays
 }
 
+/// Every station's whole history, as the gateway answers it, equals the model's (`when` names
+/// the moment in the failure message).
+pub async fn assert_all_plays(
+    client: &mut StationServiceClient<Channel>,
+    expected: &std::collections::BTreeMap<String, Vec<ExpectedPlay>>,
+    when: &str,
+) {
+    for (station, plays) in expected {
+        let expected_plays: Vec<(u64, ExpectedPlay)> = plays
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(index, play)| (index as u64 + 1, play))
+            .collect();
+        assert_eq!(
+            all_plays(client, station).await,
+            expected_plays,
+            "{station} {when}"
+        );
+    }
+}
+
+/// `SongStarted` events in the journal per station (an event appended twice counts twice).
+pub async fn songs_started_per_station(
+    jetstream: &jetstream::Context,
+) -> std::collections::BTreeMap<String, usize> {
+    let events = jetstream
+        .get_stream(playhead_proto::subjects::EVENTS_STREAM)
+        .await
+        .expect("events");
+    let mut started = std::collections::BTreeMap::new();
+    let mut counts = events
+        .info_with_subjects("playhead.events.station.*.SongStarted")
+        .await
+        .expect("subject counts");
+    while let Some(entry) = futures::StreamExt::next(&mut counts).await {
+        let (subject, count) = entry.expect("subject count");
+        let station = subject.split('.').nth(3).expect("station token").to_owned();
+        started.insert(station, count);
+    }
+    started
+}
+
 /// A station's whole history as the gateway lists it, oldest first.
 pub async fn all_plays_full(
     client: &mut StationServiceClient<Channel>,

@@ -49,6 +49,20 @@ impl UserEvent {
             UserEvent::Playout(event) => event.name(),
         }
     }
+
+    /// The player events among `events` that concern `playlist`'s session, in order.
+    pub fn player_events_of(events: &[UserEvent], playlist: &PlaylistId) -> Vec<PlayerEvent> {
+        events
+            .iter()
+            .filter_map(|event| match event {
+                UserEvent::Player {
+                    playlist: named,
+                    event,
+                } if named == playlist => Some(event.clone()),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

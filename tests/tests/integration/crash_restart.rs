@@ -4,13 +4,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use futures::StreamExt;
 use playhead_proto::subjects::{EVENTS_STREAM, Inbox};
 use playhead_tests::harness::NatsServer;
 use playhead_tests::harness::wait::eventually;
-use playhead_tests::model::{ExpectedPlay, generate, publish_all};
+use playhead_tests::model::{generate, publish_all};
 use playhead_tests::system::{
-    NodeProcess, TestGateway, all_plays, temp_dir, unfinished_messages, wait_until_drained,
+    NodeProcess, TestGateway, assert_all_plays, songs_started_per_station, temp_dir,
+    unfinished_messages, wait_until_drained,
 };
 
 #[derive(Debug, Clone, Copy)]
@@ -65,31 +65,9 @@ async fn interrupted_ingest_loses_and_duplicates_nothing(interruption: Interrupt
 
     let gateway = TestGateway::start(&nats.url()).await;
     let mut client = gateway.stations().await;
-    for (station, plays) in &expected {
-        let expected_plays: Vec<(u64, ExpectedPlay)> = plays
-            .iter()
-            .cloned()
-            .enumerate()
-            .map(|(index, play)| (index as u64 + 1, play))
-            .collect();
-        assert_eq!(
-            all_plays(&mut client, station).await,
-            expected_plays,
-            "{station}"
-        );
-    }
+    assert_all_plays(&mut client, &expected, "after the restart").await;
     // Events were not appended twice either (the journal appends are exactly-once).
-    let events = jetstream.get_stream(EVENTS_STREAM).await.expect("events");
-    let mut started_per_station = BTreeMap::new();
-    let mut counts = events
-        .info_with_subjects("playhead.events.station.*.SongStarted")
-        .await
-        .expect("subject counts");
-    while let Some(entry) = counts.next().await {
-        let (subject, count) = entry.expect("subject count");
-        let station = subject.split('.').nth(3).expect("station token").to_owned();
-        started_per_station.insert(station, count);
-    }
+    let started_per_station = songs_started_per_station(&jetstream).await;
     let expected_counts: BTreeMap<String, usize> = expected
         .iter()
         .map(|(station, plays)| (station.clone(), plays.len()))

@@ -7,11 +7,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt;
-use playhead_proto::subjects::{EVENTS_STREAM, Inbox};
+use playhead_proto::subjects::Inbox;
 use playhead_tests::harness::NatsServer;
 use playhead_tests::harness::wait::eventually;
 use playhead_tests::model::{ExpectedPlay, Observation, generate, publish_all};
-use playhead_tests::system::{NodeProcess, TestGateway, all_plays, temp_dir, wait_until_drained};
+use playhead_tests::system::{
+    NodeProcess, TestGateway, assert_all_plays, songs_started_per_station, temp_dir,
+    wait_until_drained,
+};
 
 const LEASE: [(&str, &str); 1] = [("PLAYHEAD_INGEST__OWNERSHIP_LEASE_SECS", "3")];
 const DRAIN: Duration = Duration::from_secs(60);
@@ -33,20 +36,7 @@ fn log_of(node: &NodeProcess) -> String {
 /// Every station's plays, as the gateway answers them, equal the model's.
 async fn assert_plays(nats_url: &str, expected: &BTreeMap<String, Vec<ExpectedPlay>>, when: &str) {
     let gateway = TestGateway::start(nats_url).await;
-    let mut client = gateway.stations().await;
-    for (station, plays) in expected {
-        let expected_plays: Vec<(u64, ExpectedPlay)> = plays
-            .iter()
-            .cloned()
-            .enumerate()
-            .map(|(index, play)| (index as u64 + 1, play))
-            .collect();
-        assert_eq!(
-            all_plays(&mut client, station).await,
-            expected_plays,
-            "{station} {when}"
-        );
-    }
+    assert_all_plays(&mut gateway.stations().await, expected, when).await;
     gateway.stop().await;
 }
 
@@ -186,19 +176,7 @@ async fn a_second_node_stands_by_and_takes_over_with_a_rebuilt_store() {
     assert_plays(&nats.url(), &expected_all, "at the end").await;
 
     // Whoever processed them, every SongStarted is in the journal exactly once.
-    let events = jetstream.get_stream(EVENTS_STREAM).await.expect("events");
-    let mut started = BTreeMap::new();
-    let mut counts = events
-        .info_with_subjects("playhead.events.station.*.SongStarted")
-        .await
-        .expect("subject counts");
-    while let Some(entry) = counts.next().await {
-        let (subject, count) = entry.expect("subject count");
-        started.insert(
-            subject.split('.').nth(3).expect("station").to_owned(),
-            count,
-        );
-    }
+    let started = songs_started_per_station(&jetstream).await;
     let expected_counts: BTreeMap<String, usize> = expected_all
         .iter()
         .map(|(station, plays)| (station.clone(), plays.len()))

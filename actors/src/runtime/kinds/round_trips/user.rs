@@ -174,17 +174,7 @@ fn session_meta(
     session: &Session,
 ) -> Option<(u64, LastAnswer)> {
     let player_events = |decision: &Decision<UserEvent>| -> Vec<PlayerEvent> {
-        decision
-            .events
-            .iter()
-            .filter_map(|event| match event {
-                UserEvent::Player {
-                    playlist: named,
-                    event,
-                } if named == playlist => Some(event.clone()),
-                _ => None,
-            })
-            .collect()
+        UserEvent::player_events_of(&decision.events, playlist)
     };
     decisions.iter().rev().find_map(|decision| {
         let events = player_events(decision);

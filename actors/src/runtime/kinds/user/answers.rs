@@ -6,7 +6,7 @@ use playhead_proto::ids::{PlaylistId, UserId};
 use playhead_proto::v1;
 use prost::Message;
 
-use crate::domain::player::{PlayerError, PlayerEvent, Session};
+use crate::domain::player::{PlayerError, Session};
 use crate::domain::playout::{self, PlayoutCommand};
 use crate::domain::time::Timestamp;
 use crate::domain::user::{UserCommand, UserDecider, UserError, UserEvent, UserState};
@@ -17,16 +17,7 @@ use crate::wire;
 /// The answer filed on `playlist`'s session once a decision's `events` are folded into
 /// `state` (what a redelivered player command is answered with).
 pub fn filed_answer(playlist: &PlaylistId, events: &[UserEvent], state: &UserState) -> LastAnswer {
-    let player_events: Vec<PlayerEvent> = events
-        .iter()
-        .filter_map(|event| match event {
-            UserEvent::Player {
-                playlist: named,
-                event,
-            } if named == playlist => Some(event.clone()),
-            _ => None,
-        })
-        .collect();
+    let player_events = UserEvent::player_events_of(events, playlist);
     wire::player_answer(&player_events, state.session(playlist).as_ref())
 }
 
