@@ -349,6 +349,8 @@ pub fn assert_replies_match(
     let mut told_right: BTreeSet<&str> = BTreeSet::new();
     let mut mismatches = Vec::new();
     let mut contradictions = 0;
+    // Messages that got at least one answer differing from the model's.
+    let mut wrong_subjects: BTreeSet<&str> = BTreeSet::new();
     for (subject, payload) in replies {
         let Some(expected) = model.answers.get(subject) else {
             mismatches.push(format!(
@@ -362,6 +364,7 @@ pub fn assert_replies_match(
             told_right.insert(subject.as_str());
             continue;
         }
+        wrong_subjects.insert(subject.as_str());
         let contradicts = told_right.contains(subject.as_str());
         contradictions += usize::from(contradicts);
         // The ones contradicting an answer already given come first in the report.
@@ -395,14 +398,7 @@ pub fn assert_replies_match(
         .keys()
         .filter(|subject| !told_right.contains(*subject))
         .count();
-    let wrong_messages = times
-        .keys()
-        .filter(|subject| {
-            mismatches
-                .iter()
-                .any(|line| line.contains(&format!(" on {subject}")))
-        })
-        .count();
+    let wrong_messages = wrong_subjects.len();
     if wrong_messages > 0 && wrong_messages <= tolerated {
         eprintln!(
             "KNOWN DEFECT: {wrong_messages} messages got a wrong answer (tolerated: {tolerated}):\n{}",
