@@ -221,6 +221,12 @@ pub fn user_subject(user: &UserId, kind: UserKind) -> String {
     format!("{PUBLISH_PREFIX}.user.{user}.{}", kind.token())
 }
 
+/// `playhead-in.user.*.{user_id}.*`: every stored inbox message of one user, whatever its
+/// partition and kind.
+pub fn stored_user_filter(user: &str) -> String {
+    format!("{STORED_PREFIX}.user.*.{user}.*")
+}
+
 /// `snapshot.{kind}.g{group:03}`: the object holding the current snapshot of one kind of state
 /// for one group of partitions. `kind` follows the id rules (`[A-Za-z0-9_-]{1,128}`), so the
 /// name stays one readable dotted path.

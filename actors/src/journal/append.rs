@@ -119,35 +119,54 @@ pub struct StoredCommand {
 }
 
 impl Journal {
-    /// The message `sequence` of the inbox stream `stream` (`None` once it expired).
-    pub async fn inbox_message(
+    /// The messages of the inbox stream `stream` on `filter` with a sequence in `from..=to`,
+    /// oldest first (those that expired are missing).
+    pub async fn inbox_messages(
         &self,
         stream: &str,
-        sequence: u64,
-    ) -> Result<Option<StoredCommand>, JournalError> {
+        filter: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(u64, StoredCommand)>, JournalError> {
         let unavailable = |detail: String| JournalError::Unavailable { detail };
         let stream = self
             .jetstream
-            .get_stream(stream)
+            .get_stream_no_info(stream)
             .await
             .map_err(|error| unavailable(format!("cannot open {stream}: {error}")))?;
-        match stream.get_raw_message(sequence).await {
-            Ok(message) => Ok(Some(StoredCommand {
-                subject: message.subject.to_string(),
-                headers: message.headers,
-                payload: message.payload,
-                stored_at_millis: (message.time.unix_timestamp_nanos() / 1_000_000).max(0) as u64,
-            })),
-            Err(error)
-                if error.kind()
-                    == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
-            {
-                Ok(None)
+        let mut messages = Vec::new();
+        let mut next = from.max(1);
+        while next <= to {
+            let message = match stream.get_first_raw_message_by_subject(filter, next).await {
+                Ok(message) => message,
+                Err(error)
+                    if error.kind()
+                        == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+                {
+                    break;
+                }
+                Err(error) => {
+                    return Err(unavailable(format!(
+                        "cannot read the inbox messages on {filter} from {next}: {error}"
+                    )));
+                }
+            };
+            if message.sequence > to {
+                break;
             }
-            Err(error) => Err(unavailable(format!(
-                "cannot read inbox message {sequence}: {error}"
-            ))),
+            next = message.sequence + 1;
+            messages.push((
+                message.sequence,
+                StoredCommand {
+                    subject: message.subject.to_string(),
+                    headers: message.headers,
+                    payload: message.payload,
+                    stored_at_millis: (message.time.unix_timestamp_nanos() / 1_000_000).max(0)
+                        as u64,
+                },
+            ));
         }
+        Ok(messages)
     }
 
     pub async fn open(jetstream: jetstream::Context) -> Result<Self, JournalError> {

@@ -234,6 +234,11 @@ pub trait EntityKind: Sized + Send + Sync + 'static {
         None
     }
 
+    /// The stored inbox subjects of this entity's commands (a filter), for kinds that answer.
+    fn inbox_filter(_id: &Self::Id) -> Option<String> {
+        None
+    }
+
     fn decider(context: &Self::Context) -> &Self::Decider;
 
     /// The id in a journal subject.

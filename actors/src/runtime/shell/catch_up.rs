@@ -2,18 +2,37 @@
 //! [`super`]).
 
 use super::{Loaded, Partial, REPLAYED_KEPT, Replayed, Shell};
+use crate::domain::decider::Decider;
 use crate::domain::time::Timestamp;
 use crate::journal::append::{JournalError, JournalRecord};
 use crate::metrics::EntityKindLabel;
 use crate::runtime::{Decided, EntityError, EntityKind, Runtime, SliceError};
 
+/// A command a catch-up answers: stored in the inbox, awaited by its publisher, with no answer
+/// filed.
+struct Awaiting<K: EntityKind> {
+    seq: u64,
+    command: K::Command,
+    now: Timestamp,
+}
+
+/// The commands a catch-up answers, oldest first, and the answers it has so far.
+struct Answering<K: EntityKind> {
+    awaiting: std::collections::VecDeque<Awaiting<K>>,
+    answers: Vec<(u64, Vec<u8>)>,
+}
+
 impl<K: EntityKind> Shell<K> {
     /// Folds the journal events after the records' last one into them, and persists them.
+    /// `redelivered_from`: the lowest inbox sequence that may still come back (the first of
+    /// the slice at hand; everything before it was acknowledged): from there on, every command
+    /// the folded decisions cover gets its answer filed before the records.
     pub(super) async fn catch_up(
         &self,
         runtime: &Runtime,
         context: &K::Context,
         loaded: &mut Loaded<K>,
+        redelivered_from: u64,
     ) -> Result<(), SliceError> {
         let id = self.id.as_ref();
         let records = runtime
@@ -57,6 +76,14 @@ impl<K: EntityKind> Shell<K> {
         for event in self.decode_all(&records)? {
             K::prepare_event(context, &self.id, &mut loaded.records, &event)?;
         }
+        let last_covered = records.last().map_or(0, |record| record.inbox_seq);
+        let mut answering = self
+            .awaiting_answers(
+                runtime,
+                (loaded.sequences.last_inbox + 1).max(redelivered_from),
+                last_covered,
+            )
+            .await?;
         loaded.replayed = vec![Replayed {
             inbox_seq: loaded.sequences.last_inbox,
             events: Vec::new(),
@@ -70,7 +97,13 @@ impl<K: EntityKind> Shell<K> {
                 .is_some_and(|first| first.inbox_seq != record.inbox_seq)
             {
                 // A decision cut short and followed by others: it stands as it is.
-                self.fold(context, loaded, std::mem::take(&mut decision), &mut applied)?;
+                self.fold(
+                    context,
+                    loaded,
+                    std::mem::take(&mut decision),
+                    &mut applied,
+                    &mut answering,
+                )?;
             }
             if record.index as usize != decision.len() {
                 return Err(EntityError::Journal(JournalError::Malformed {
@@ -87,16 +120,22 @@ impl<K: EntityKind> Shell<K> {
             let ends = record.ends_decision();
             decision.push(record);
             if ends {
-                self.fold(context, loaded, std::mem::take(&mut decision), &mut applied)?;
+                self.fold(
+                    context,
+                    loaded,
+                    std::mem::take(&mut decision),
+                    &mut applied,
+                    &mut answering,
+                )?;
             }
         }
         if !applied.is_empty() {
-            // The answers of the folded decisions, filed before the records: a command coming
-            // back after another crash still gets its first answer.
-            let answers = self.answers_of_replayed(runtime, context, loaded).await?;
+            // The answers of the commands these decisions cover, filed before the records: a
+            // command coming back after another crash still gets its first answer, though the
+            // records stored next are past it.
             runtime
                 .answers
-                .file(K::FAMILY.token(), id, answers)
+                .file(K::FAMILY.token(), id, answering.answers)
                 .map_err(EntityError::from)?;
             // Persisted before a part cut short is noted: the stored position never points
             // into a decision that is not whole.
@@ -131,62 +170,94 @@ impl<K: EntityKind> Shell<K> {
         Ok(())
     }
 
-    /// The answer of each decision the catch-up folded whose publisher awaits one: its
-    /// command read back from the inbox, answered from the records right after it.
-    async fn answers_of_replayed(
+    /// The commands stored in the inbox with a sequence in `from..=to` whose publisher awaits
+    /// an answer that is not filed yet: the ones a catch-up answers as it folds.
+    async fn awaiting_answers(
         &self,
         runtime: &Runtime,
-        context: &K::Context,
-        loaded: &Loaded<K>,
-    ) -> Result<Vec<(u64, Vec<u8>)>, SliceError> {
-        let mut answers = Vec::new();
-        if !K::ANSWERS {
-            return Ok(answers);
-        }
-        for step in loaded
-            .replayed
-            .iter()
-            .filter(|step| !step.events.is_empty())
-        {
-            // Filed when it was decided (then it is the answer sent; records stored after it
-            // may hold later decisions than the journal position says, so the records here
-            // could be ahead of this decision).
+        from: u64,
+        to: u64,
+    ) -> Result<Answering<K>, SliceError> {
+        let mut answering = Answering {
+            awaiting: std::collections::VecDeque::new(),
+            answers: Vec::new(),
+        };
+        let Some(filter) = K::inbox_filter(&self.id).filter(|_| K::ANSWERS && from <= to) else {
+            return Ok(answering);
+        };
+        let stored = runtime
+            .journal
+            .inbox_messages(K::INBOX_STREAM, &filter, from, to)
+            .await
+            .map_err(EntityError::from)?;
+        for (seq, stored) in stored {
+            let Some((command, true)) =
+                K::stored_command(&stored.subject, &stored.headers, &stored.payload)
+            else {
+                continue;
+            };
+            // Filed when it was decided: then it is the answer that may have been sent.
             if runtime
                 .answers
-                .get(K::FAMILY.token(), self.id.as_ref(), step.inbox_seq)
+                .get(K::FAMILY.token(), self.id.as_ref(), seq)
                 .map_err(EntityError::from)?
                 .is_some()
             {
                 continue;
             }
-            let Some(stored) = runtime
-                .journal
-                .inbox_message(K::INBOX_STREAM, step.inbox_seq)
-                .await
-                .map_err(EntityError::from)?
-            else {
-                continue;
+            answering.awaiting.push_back(Awaiting {
+                seq,
+                command,
+                now: Timestamp::from_millis(stored.stored_at_millis),
+            });
+        }
+        Ok(answering)
+    }
+
+    /// Answers the awaited commands stored before `inbox_seq` that changed nothing: decided
+    /// again against the records as they were then (deciders are pure), which are the records
+    /// now, before the decision of `inbox_seq` is folded.
+    fn answer_unchanged_before(
+        &self,
+        context: &K::Context,
+        records: &mut K::Records,
+        inbox_seq: u64,
+        answering: &mut Answering<K>,
+    ) -> Result<(), EntityError> {
+        while let Some(mut awaiting) = answering
+            .awaiting
+            .pop_front_if(|awaiting| awaiting.seq < inbox_seq)
+        {
+            K::prepare(context, &self.id, records, &mut awaiting.command)?;
+            let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                K::decider(context).decide(&awaiting.command, K::state(records), awaiting.now)
+            }));
+            let answer = match decided {
+                Ok(Ok(events)) if events.is_empty() => K::answer(
+                    context,
+                    &self.id,
+                    records,
+                    &awaiting.command,
+                    Decided::Events(&[]),
+                    awaiting.now,
+                ),
+                Ok(Err(error)) => K::answer(
+                    context,
+                    &self.id,
+                    records,
+                    &awaiting.command,
+                    Decided::Refused(&error),
+                    awaiting.now,
+                ),
+                // It would change something now, yet no decision of it is in the journal: no
+                // answer can be told for sure (it is answered from the state if it comes back).
+                _ => None,
             };
-            let Some((command, awaited)) =
-                K::stored_command(&stored.subject, &stored.headers, &stored.payload)
-            else {
-                continue;
-            };
-            if !awaited {
-                continue;
-            }
-            if let Some(answer) = K::answer(
-                context,
-                &self.id,
-                &step.records,
-                &command,
-                Decided::Events(&step.events),
-                Timestamp::from_millis(stored.stored_at_millis),
-            ) {
-                answers.push((step.inbox_seq, answer));
+            if let Some(answer) = answer {
+                answering.answers.push((awaiting.seq, answer));
             }
         }
-        Ok(answers)
+        Ok(())
     }
 
     /// Folds one decision read from the journal.
@@ -196,6 +267,7 @@ impl<K: EntityKind> Shell<K> {
         loaded: &mut Loaded<K>,
         decision: Vec<JournalRecord>,
         applied: &mut Vec<(u64, Vec<K::Event>)>,
+        answering: &mut Answering<K>,
     ) -> Result<(), SliceError> {
         let Some(last) = decision.last() else {
             return Ok(());
@@ -205,7 +277,22 @@ impl<K: EntityKind> Shell<K> {
         for event in &events {
             K::prepare_event(context, &self.id, &mut loaded.records, event)?;
         }
+        self.answer_unchanged_before(context, &mut loaded.records, inbox_seq, answering)?;
         K::apply(&mut loaded.records, inbox_seq, &events, true);
+        if let Some(awaiting) = answering
+            .awaiting
+            .pop_front_if(|awaiting| awaiting.seq == inbox_seq)
+            && let Some(answer) = K::answer(
+                context,
+                &self.id,
+                &loaded.records,
+                &awaiting.command,
+                Decided::Events(&events),
+                awaiting.now,
+            )
+        {
+            answering.answers.push((inbox_seq, answer));
+        }
         loaded.sequences.last_inbox = loaded.sequences.last_inbox.max(inbox_seq);
         loaded.sequences.last_journal = sequence;
         if loaded.replayed.len() == REPLAYED_KEPT {

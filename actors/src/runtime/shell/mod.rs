@@ -16,7 +16,11 @@
 //! snapshot), the shell drops its records, reloads them from storage, folds the missing events
 //! from the journal and decides the slice again: commands already in the journal are now
 //! skipped, and answered as they were the first time from the records kept around each folded
-//! decision. A node that did not stop cleanly also compares each
+//! decision. Before it stores the caught-up records, a catch-up files the answer of every
+//! command that may still come back and that its decisions cover — those decisions' own
+//! commands, and the commands between them that changed nothing, read back from the inbox and
+//! decided again against the records of their time — so the answers survive another crash
+//! that takes the records kept in memory. A node that did not stop cleanly also compares each
 //! entity's journal position when the entity loads, so an entity is never served behind its
 //! journal even before its next command.
 //!
@@ -130,10 +134,16 @@ impl<K: EntityKind> Shell<K> {
         context: &K::Context,
         mut batch: Vec<Envelope<K::Command>>,
     ) -> Result<Vec<Processed>, SliceError> {
+        // The slice's commands come in inbox order, after every acknowledged one: none before
+        // the first can come back.
+        let redelivered_from = batch.first().map_or(u64::MAX, |envelope| envelope.seq);
         for _ in 0..MAX_CATCH_UPS {
             let mut loaded = match self.loaded.take() {
                 Some(loaded) => loaded,
-                None => self.load_records(runtime, context).await?,
+                None => {
+                    self.load_records(runtime, context, redelivered_from)
+                        .await?
+                }
             };
             match self
                 .decide_and_commit(runtime, context, &mut loaded, &mut batch)
@@ -160,7 +170,8 @@ impl<K: EntityKind> Shell<K> {
                         pending: None,
                         replayed: Vec::new(),
                     };
-                    self.catch_up(runtime, context, &mut fresh).await?;
+                    self.catch_up(runtime, context, &mut fresh, redelivered_from)
+                        .await?;
                     self.loaded = Some(fresh);
                 }
                 Err(Failure::Failed(error)) => return Err(error),
@@ -176,6 +187,7 @@ impl<K: EntityKind> Shell<K> {
         &self,
         runtime: &Runtime,
         context: &K::Context,
+        redelivered_from: u64,
     ) -> Result<Loaded<K>, SliceError> {
         let (records, sequences) = K::load(context, &self.id)?;
         let mut loaded = Loaded {
@@ -191,7 +203,8 @@ impl<K: EntityKind> Shell<K> {
                 .await
                 .map_err(EntityError::from)?;
             if last != loaded.sequences.last_journal {
-                self.catch_up(runtime, context, &mut loaded).await?;
+                self.catch_up(runtime, context, &mut loaded, redelivered_from)
+                    .await?;
             }
         }
         Ok(loaded)

@@ -61,6 +61,10 @@ impl EntityKind for UserKind {
             .map(|screened| (screened.command, screened.reply_to.is_some()))
     }
 
+    fn inbox_filter(id: &UserId) -> Option<String> {
+        Some(playhead_proto::subjects::stored_user_filter(id.as_ref()))
+    }
+
     fn decider(context: &UserContext) -> &UserDecider {
         &context.decider
     }
