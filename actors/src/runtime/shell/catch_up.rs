@@ -89,45 +89,10 @@ impl<K: EntityKind> Shell<K> {
             events: Vec::new(),
             records: loaded.records.clone(),
         }];
+        let (decisions, cut_short) = decisions(records)?;
         let mut applied = Vec::new();
-        let mut decision: Vec<JournalRecord> = Vec::new();
-        for record in records {
-            if decision
-                .first()
-                .is_some_and(|first| first.inbox_seq != record.inbox_seq)
-            {
-                // A decision cut short and followed by others: it stands as it is.
-                self.fold(
-                    context,
-                    loaded,
-                    std::mem::take(&mut decision),
-                    &mut applied,
-                    &mut answering,
-                )?;
-            }
-            if record.index as usize != decision.len() {
-                return Err(EntityError::Journal(JournalError::Malformed {
-                    subject: record.event_name.clone(),
-                    sequence: record.sequence,
-                    detail: format!(
-                        "event {} of its decision follows {} of them",
-                        record.index,
-                        decision.len()
-                    ),
-                })
-                .into());
-            }
-            let ends = record.ends_decision();
-            decision.push(record);
-            if ends {
-                self.fold(
-                    context,
-                    loaded,
-                    std::mem::take(&mut decision),
-                    &mut applied,
-                    &mut answering,
-                )?;
-            }
+        for decision in decisions {
+            self.fold(context, loaded, decision, &mut applied, &mut answering)?;
         }
         if !applied.is_empty() {
             // The answers of the commands these decisions cover, filed before the records: a
@@ -148,9 +113,9 @@ impl<K: EntityKind> Shell<K> {
             )?;
             K::project(context, &self.id, &loaded.records).await?;
         }
-        if let Some(last) = decision.last() {
+        if let Some(last) = cut_short.last() {
             let (inbox_seq, count, sequence) = (last.inbox_seq, last.count as usize, last.sequence);
-            let events = self.decode_all(&decision)?;
+            let events = self.decode_all(&cut_short)?;
             tracing::warn!(
                 kind = K::KIND,
                 id,
@@ -372,5 +337,109 @@ impl<K: EntityKind> Shell<K> {
             );
             (partial.events, have)
         }
+    }
+}
+
+/// The journal records of an entity as its decisions, in order, and the part of a last one a
+/// crash cut short (empty when the last is whole). A decision cut short and followed by
+/// others is among the decisions: it stands as it is.
+fn decisions(
+    records: Vec<JournalRecord>,
+) -> Result<(Vec<Vec<JournalRecord>>, Vec<JournalRecord>), SliceError> {
+    let mut decisions = Vec::new();
+    let mut decision: Vec<JournalRecord> = Vec::new();
+    for record in records {
+        if decision
+            .first()
+            .is_some_and(|first| first.inbox_seq != record.inbox_seq)
+        {
+            decisions.push(std::mem::take(&mut decision));
+        }
+        if record.index as usize != decision.len() {
+            return Err(EntityError::Journal(JournalError::Malformed {
+                subject: record.event_name.clone(),
+                sequence: record.sequence,
+                detail: format!(
+                    "event {} of its decision follows {} of them",
+                    record.index,
+                    decision.len()
+                ),
+            })
+            .into());
+        }
+        let ends = record.ends_decision();
+        decision.push(record);
+        if ends {
+            decisions.push(std::mem::take(&mut decision));
+        }
+    }
+    Ok((decisions, decision))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(sequence: u64, inbox_seq: u64, index: u32, count: u32) -> JournalRecord {
+        JournalRecord {
+            sequence,
+            event_name: "Event".into(),
+            version: 1,
+            inbox_seq,
+            index,
+            count,
+            payload: bytes::Bytes::new(),
+            stored_at: Timestamp::from_millis(0),
+        }
+    }
+
+    fn shape(decisions: &[Vec<JournalRecord>]) -> Vec<Vec<u64>> {
+        decisions
+            .iter()
+            .map(|decision| decision.iter().map(|record| record.sequence).collect())
+            .collect()
+    }
+
+    #[test]
+    fn given_whole_decisions_a_part_cut_short_and_a_trailing_part_when_grouped_then_only_the_trailing_part_waits()
+     {
+        let records = vec![
+            record(1, 10, 0, 2),
+            record(2, 10, 1, 2),
+            // Cut short, followed by another decision: it stands.
+            record(3, 11, 0, 2),
+            record(4, 12, 0, 1),
+            // Cut short at the end: its command may come back.
+            record(5, 13, 0, 3),
+            record(6, 13, 1, 3),
+        ];
+
+        let (decisions, cut_short) = decisions(records).unwrap();
+
+        assert_eq!(shape(&decisions), vec![vec![1, 2], vec![3], vec![4]]);
+        assert_eq!(shape(&[cut_short]), vec![vec![5, 6]]);
+    }
+
+    #[test]
+    fn given_an_event_out_of_its_place_when_grouped_then_the_journal_is_malformed() {
+        let records = vec![record(1, 10, 0, 2), record(2, 11, 1, 2)];
+
+        let error = decisions(records).unwrap_err();
+
+        assert!(
+            matches!(
+                error.error,
+                EntityError::Journal(JournalError::Malformed { sequence: 2, .. })
+            ),
+            "{:?}",
+            error.error
+        );
+    }
+
+    #[test]
+    fn given_no_records_when_grouped_then_nothing_to_fold_or_wait_for() {
+        let (decisions, cut_short) = decisions(Vec::new()).unwrap();
+
+        assert!(decisions.is_empty() && cut_short.is_empty());
     }
 }
