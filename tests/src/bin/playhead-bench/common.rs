@@ -11,12 +11,16 @@ use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use playhead_actors::config::{FlagOverrides, NodeConfig};
-use playhead_proto::subjects::Inbox;
+use playhead_proto::subjects::{EVENTS_STREAM, Inbox};
+use playhead_tests::model::{Publication, publish_pipelined};
 use playhead_tests::system::{TestNode, metric_value};
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
+/// The scratch stream of the journal floor (see [`journal_floor`]).
+const JOURNAL_FLOOR_STREAM: &str = "BENCH_JOURNAL_FLOOR";
+const JOURNAL_FLOOR_PREFIX: &str = "bench-floor";
 /// Longest a drain may take before the benchmark gives up on it.
 pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
 /// Messages the baseline consumer asks for per pull.
@@ -72,19 +76,95 @@ pub(crate) async fn publish_and_drain(
     let partitions = config.ingest.partitions;
     let partitioned = bare_partitioned_drain(jetstream, inbox, partitions, from).await?;
 
+    let journal_before = jetstream
+        .get_stream(EVENTS_STREAM)
+        .await?
+        .get_info()
+        .await?
+        .state
+        .last_sequence;
     eprintln!("draining {what} with playhead-node…");
     let started = Instant::now();
     let node = TestNode::start(config).await;
     let node_ready = started.elapsed();
     wait_processed(&node, inbox, count as f64, what).await?;
+    let node_drain = started.elapsed();
+    eprintln!("publishing the events the node journaled again, bare…");
+    let journal_floor = journal_floor(jetstream, journal_before).await?;
     let drains = Drains {
         publish,
         baseline,
         partitioned,
         node_ready,
-        node_drain: started.elapsed(),
+        node_drain,
+        journal_floor,
     };
     Ok((drains, node))
+}
+
+/// The broker's least cost of the journal: the events appended after sequence `after`, read
+/// back and published again — pipelined, without the expected-sequence checks an append
+/// needs — to a scratch stream of their own (deleted after). With the bare drain, the least
+/// time a node that journals every event in its own message could take on this machine.
+async fn journal_floor(jetstream: &jetstream::Context, after: u64) -> anyhow::Result<JournalFloor> {
+    let events = jetstream.get_stream(EVENTS_STREAM).await?;
+    let appended = events.get_info().await?.state.last_sequence - after;
+    let reader = bare_consumer(
+        &events,
+        "bench-journal-reader",
+        String::new(),
+        consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: after + 1,
+        },
+    )
+    .await?;
+    let mut messages = reader
+        .stream()
+        .max_messages_per_batch(BASELINE_BATCH)
+        .messages()
+        .await?;
+    let mut copies = Vec::with_capacity(appended as usize);
+    for _ in 0..appended {
+        let message = tokio::time::timeout(DRAIN_TIMEOUT, messages.next())
+            .await
+            .context("journal reader stalled")?
+            .context("journal reader ended early")?
+            .map_err(|error| anyhow::anyhow!("journal reader: {error}"))?;
+        // The broker's own headers would apply to the copy: only playhead's are kept.
+        let mut headers = async_nats::HeaderMap::new();
+        for (name, values) in message.headers.iter().flat_map(|headers| headers.iter()) {
+            if !AsRef::<str>::as_ref(name).starts_with("Nats-") {
+                for value in values {
+                    headers.append(name.clone(), value.as_str());
+                }
+            }
+        }
+        copies.push(Publication {
+            subject: format!("{JOURNAL_FLOOR_PREFIX}.{}", message.subject),
+            headers,
+            payload: message.payload.clone(),
+        });
+        message
+            .ack()
+            .await
+            .map_err(|error| anyhow::anyhow!("journal reader ack: {error}"))?;
+    }
+    drop(messages);
+    jetstream
+        .create_stream(jetstream::stream::Config {
+            name: JOURNAL_FLOOR_STREAM.into(),
+            subjects: vec![format!("{JOURNAL_FLOOR_PREFIX}.>")],
+            ..Default::default()
+        })
+        .await?;
+    let started = Instant::now();
+    publish_pipelined(jetstream, copies).await;
+    let publish = started.elapsed();
+    jetstream.delete_stream(JOURNAL_FLOOR_STREAM).await?;
+    Ok(JournalFloor {
+        events: appended,
+        publish,
+    })
 }
 
 /// Drains `count` messages of `inbox`, starting `from`, with one ephemeral pull consumer of
@@ -223,6 +303,14 @@ pub(crate) struct Drains {
     /// Until the node's start returned, and until it had processed every message.
     node_ready: Duration,
     node_drain: Duration,
+    journal_floor: JournalFloor,
+}
+
+/// The events the node journaled during its drain, and how long publishing them again bare
+/// took.
+struct JournalFloor {
+    events: u64,
+    publish: Duration,
 }
 
 impl Drains {
@@ -256,6 +344,18 @@ impl Drains {
             "  ratio node ÷ bare partitioned drain rate {:.2} (the partitioned layout's own cost: {:.2})",
             node_over(self.partitioned),
             self.baseline.as_secs_f64() / self.partitioned.as_secs_f64()
+        );
+        let JournalFloor { events, publish } = self.journal_floor;
+        let floor = self.baseline + publish;
+        println!(
+            "  journal floor: the {events} journaled events published again bare (pipelined, no expected-sequence checks) {:.2} s; bare drain + that {:.2} s",
+            publish.as_secs_f64(),
+            floor.as_secs_f64()
+        );
+        println!(
+            "    → best ratio a node journaling every event could reach here {:.2}; node ÷ that floor {:.2}",
+            self.baseline.as_secs_f64() / floor.as_secs_f64(),
+            node_over(floor)
         );
         ratio
     }
