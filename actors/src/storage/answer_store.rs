@@ -45,7 +45,8 @@ impl AnswerStore {
         Ok(Self { answers })
     }
 
-    /// Files the answers of one entity's slice (in one batch).
+    /// Files the answers of one entity's slice, one by one: each stands alone, so no batch (and
+    /// no process-wide write lock) is needed.
     pub fn file(
         &self,
         family: &str,
@@ -57,7 +58,7 @@ impl AnswerStore {
             .map(|(seq, answer)| (key(family, id, seq), answer))
             .collect();
         if !entries.is_empty() {
-            self.answers.insert_batch(entries)?;
+            self.answers.insert_each(entries)?;
         }
         Ok(())
     }

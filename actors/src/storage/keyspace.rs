@@ -334,6 +334,21 @@ impl TimeKeyspace {
         Ok(())
     }
 
+    /// Writes the entries into the current bucket one by one, in order: no atomicity across
+    /// them (a crash keeps a prefix: sled recovers its log in order), and none of the
+    /// process-wide exclusive lock every `sled::Batch` takes (it holds off every read and
+    /// write of every tree meanwhile).
+    pub fn insert_each(
+        &self,
+        entries: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>,
+    ) -> Result<(), KeyspaceError> {
+        let tree = self.current_bucket_tree()?;
+        for (key, value) in entries {
+            tree.insert(key, value)?;
+        }
+        Ok(())
+    }
+
     /// Writes all entries into the current bucket atomically (one `sled::Batch`).
     pub fn insert_batch(
         &self,
@@ -1033,6 +1048,29 @@ mod tests {
             Some(&b"fresh"[..])
         );
         assert_eq!(keyspace.get(&[b'k', 0]).unwrap(), None);
+    }
+
+    #[test]
+    fn given_entries_inserted_each_when_read_then_each_is_in_the_current_bucket_and_newest_wins() {
+        let db = temporary_db();
+        let clock = Arc::new(ManualClock::new(START_MILLIS));
+        let keyspace = open_sessions(&db, &clock);
+        keyspace.insert(b"a", b"a-old").unwrap();
+        clock.advance(WIDTH);
+
+        keyspace
+            .insert_each(pairs(&[("a", "a-new"), ("b", "b1")]))
+            .unwrap();
+
+        assert_eq!(keyspace.get(b"a").unwrap().as_deref(), Some(&b"a-new"[..]));
+        assert_eq!(keyspace.get(b"b").unwrap().as_deref(), Some(&b"b1"[..]));
+        let (bucket, _) = keyspace.get_located(b"b").unwrap().unwrap();
+        let (later, _) = {
+            clock.advance(WIDTH);
+            keyspace.insert(b"c", b"c1").unwrap();
+            keyspace.get_located(b"c").unwrap().unwrap()
+        };
+        assert!(bucket < later, "written to the bucket current at the time");
     }
 
     #[test]
