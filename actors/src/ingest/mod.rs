@@ -331,8 +331,8 @@ impl<K: EntityKind> GroupIntake<K> {
     /// their dead letters, makes the store durable with one flush, sends their answers, and
     /// acknowledges the last message — a contiguous watermark: every message up to it is
     /// applied and flushed, and the consumer acknowledges cumulatively. Meanwhile the apply
-    /// stage goes on with the next batches. Ends once the queue is closed and drained, or when stopped with a
-    /// failure in hand (then the rest is redelivered after restart).
+    /// stage goes on with the next batches. Ends once the queue is closed and drained, or when
+    /// stopped with a failure in hand (then the rest is redelivered after restart).
     async fn settle(
         self: Arc<Self>,
         mut queue: tokio::sync::mpsc::Receiver<Applied>,

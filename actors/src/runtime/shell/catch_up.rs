@@ -2,7 +2,6 @@
 //! [`super`]).
 
 use super::{Loaded, Partial, REPLAYED_KEPT, Replayed, Shell};
-use crate::domain::decider::Decider;
 use crate::domain::time::Timestamp;
 use crate::journal::append::{JournalError, JournalRecord};
 use crate::metrics::EntityKindLabel;
@@ -193,32 +192,11 @@ impl<K: EntityKind> Shell<K> {
             .awaiting
             .pop_front_if(|awaiting| awaiting.seq < inbox_seq)
         {
-            K::prepare(context, &self.id, records, &mut awaiting.command)?;
-            let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                K::decider(context).decide(&awaiting.command, K::state(records), awaiting.now)
-            }));
-            let answer = match decided {
-                Ok(Ok(events)) if events.is_empty() => K::answer(
-                    context,
-                    &self.id,
-                    records,
-                    &awaiting.command,
-                    Decided::Events(&[]),
-                    awaiting.now,
-                ),
-                Ok(Err(error)) => K::answer(
-                    context,
-                    &self.id,
-                    records,
-                    &awaiting.command,
-                    Decided::Refused(&error),
-                    awaiting.now,
-                ),
-                // It would change something now, yet no decision of it is in the journal: no
-                // answer can be told for sure (it is answered from the state if it comes back).
-                _ => None,
-            };
-            if let Some(answer) = answer {
+            // A command that would change something now, yet has no decision in the journal,
+            // gets no answer here (it is answered from the state if it comes back).
+            if let Some(Some(answer)) =
+                self.answer_if_unchanged(context, records, &mut awaiting.command, awaiting.now)?
+            {
                 answering.answers.push((awaiting.seq, answer));
             }
         }

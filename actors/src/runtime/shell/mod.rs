@@ -40,6 +40,7 @@ mod catch_up;
 use std::panic::AssertUnwindSafe;
 
 use crate::domain::decider::Decider;
+use crate::domain::time::Timestamp;
 use crate::journal::append::{JournalError, OutgoingEvent};
 use crate::metrics::EventLabel;
 
@@ -480,24 +481,41 @@ impl<K: EntityKind> Shell<K> {
             .iter()
             .rev()
             .find(|step| step.inbox_seq < seq)
+            && let Some(answer) = self.answer_if_unchanged(
+                context,
+                &mut before.records.clone(),
+                &mut envelope.command.clone(),
+                envelope.now,
+            )?
         {
-            let mut records = before.records.clone();
-            let mut command = envelope.command.clone();
-            K::prepare(context, &self.id, &mut records, &mut command)?;
-            let decided = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                K::decider(context).decide(&command, K::state(&records), envelope.now)
-            }));
-            match decided {
-                Ok(Ok(events)) if events.is_empty() => {
-                    return Ok(answer(&records, Decided::Events(&[])));
-                }
-                Ok(Err(error)) => return Ok(answer(&records, Decided::Refused(&error))),
-                // It changed something then, yet no decision of it is in the journal: the
-                // state is all there is to answer from.
-                _ => {}
-            }
+            return Ok(answer);
         }
+        // Older than what a catch-up kept, or it changed something then yet no decision of it
+        // is in the journal: the state is all there is to answer from.
         Ok(answer(&loaded.records, Decided::Duplicate))
+    }
+
+    /// The answer `command` gets, decided again against `records` (what it reads loaded
+    /// first), when that decision changes nothing: deciders being pure, the answer it got when
+    /// it was decided against the same records. `None` when it would change something.
+    fn answer_if_unchanged(
+        &self,
+        context: &K::Context,
+        records: &mut K::Records,
+        command: &mut K::Command,
+        now: Timestamp,
+    ) -> Result<Option<Option<Vec<u8>>>, EntityError> {
+        K::prepare(context, &self.id, records, command)?;
+        let (records, command) = (&*records, &*command);
+        let decided = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            K::decider(context).decide(command, K::state(records), now)
+        }));
+        let answer = |decided| K::answer(context, &self.id, records, command, decided, now);
+        Ok(match decided {
+            Ok(Ok(events)) if events.is_empty() => Some(answer(Decided::Events(&[]))),
+            Ok(Err(error)) => Some(answer(Decided::Refused(&error))),
+            _ => None,
+        })
     }
 }
 

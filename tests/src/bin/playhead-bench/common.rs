@@ -118,18 +118,8 @@ async fn journal_floor(jetstream: &jetstream::Context, after: u64) -> anyhow::Re
         },
     )
     .await?;
-    let mut messages = reader
-        .stream()
-        .max_messages_per_batch(BASELINE_BATCH)
-        .messages()
-        .await?;
     let mut copies = Vec::with_capacity(appended as usize);
-    for _ in 0..appended {
-        let message = tokio::time::timeout(DRAIN_TIMEOUT, messages.next())
-            .await
-            .context("journal reader stalled")?
-            .context("journal reader ended early")?
-            .map_err(|error| anyhow::anyhow!("journal reader: {error}"))?;
+    drain(reader, appended, |message| {
         // The broker's own headers would apply to the copy: only playhead's are kept.
         let mut headers = async_nats::HeaderMap::new();
         for (name, values) in message.headers.iter().flat_map(|headers| headers.iter()) {
@@ -144,12 +134,8 @@ async fn journal_floor(jetstream: &jetstream::Context, after: u64) -> anyhow::Re
             headers,
             payload: message.payload.clone(),
         });
-        message
-            .ack()
-            .await
-            .map_err(|error| anyhow::anyhow!("journal reader ack: {error}"))?;
-    }
-    drop(messages);
+    })
+    .await?;
     jetstream
         .create_stream(jetstream::stream::Config {
             name: JOURNAL_FLOOR_STREAM.into(),
@@ -178,7 +164,7 @@ async fn bare_drain(
     let stream = jetstream.get_stream(inbox.stream_name()).await?;
     let consumer = bare_consumer(&stream, "bench-bare", String::new(), from).await?;
     let started = Instant::now();
-    drain(consumer, count).await?;
+    drain(consumer, count, |_| {}).await?;
     Ok(started.elapsed())
 }
 
@@ -204,7 +190,7 @@ async fn bare_partitioned_drain(
     futures::future::try_join_all(
         drains
             .into_iter()
-            .map(|(consumer, pending)| drain(consumer, pending)),
+            .map(|(consumer, pending)| drain(consumer, pending, |_| {})),
     )
     .await?;
     Ok(started.elapsed())
@@ -229,8 +215,12 @@ async fn bare_consumer(
         .await?)
 }
 
-/// Pulls `count` messages in batches and acks each one, decoding nothing.
-async fn drain(consumer: consumer::PullConsumer, count: u64) -> anyhow::Result<()> {
+/// Pulls `count` messages in batches and acks each one, after handing it to `each`.
+async fn drain(
+    consumer: consumer::PullConsumer,
+    count: u64,
+    mut each: impl FnMut(&jetstream::Message),
+) -> anyhow::Result<()> {
     let mut messages = consumer
         .stream()
         .max_messages_per_batch(BASELINE_BATCH)
@@ -242,6 +232,7 @@ async fn drain(consumer: consumer::PullConsumer, count: u64) -> anyhow::Result<(
             .context("bare consumer stalled")?
             .context("bare consumer ended early")?
             .map_err(|error| anyhow::anyhow!("bare consumer: {error}"))?;
+        each(&message);
         message
             .ack()
             .await

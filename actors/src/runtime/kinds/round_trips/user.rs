@@ -11,7 +11,7 @@ use super::{
     Decision, HOUR, MINUTE, START, messages, rebuilt_from_journal, run_as_the_shell, temporary_db,
 };
 use crate::config::NodeConfig;
-use crate::domain::player::{PlayerCommand, PlayerEvent, Session, StartPlaylist, Track};
+use crate::domain::player::{PlayerCommand, Session, StartPlaylist, Track};
 use crate::domain::playout::{
     Entitlement, Heartbeat, HeartbeatKind, PlayoutCommand, UpdateEntitlements,
 };
@@ -173,11 +173,8 @@ fn session_meta(
     playlist: &PlaylistId,
     session: &Session,
 ) -> Option<(u64, LastAnswer)> {
-    let player_events = |decision: &Decision<UserEvent>| -> Vec<PlayerEvent> {
-        UserEvent::player_events_of(&decision.events, playlist)
-    };
     decisions.iter().rev().find_map(|decision| {
-        let events = player_events(decision);
+        let events = UserEvent::player_events_of(&decision.events, playlist);
         (!events.is_empty()).then(|| {
             (
                 decision.inbox_seq,
