@@ -149,6 +149,10 @@ pub struct PlayoutConfig {
 pub struct StorageConfig {
     /// How often every time-partitioned keyspace drops its expired buckets.
     pub compaction_interval_secs: u64,
+    /// Records a second removed from an expired bucket before its (then nearly empty) tree is
+    /// dropped, so expiry never stalls the serving path; 0 drops each tree whole at once
+    /// (faster, but a 1M-record bucket then stalls every write for a second or more).
+    pub expiry_removes_per_sec: u64,
     /// sled page cache.
     pub cache_mib: u64,
     /// Catalog items whose tags are kept in memory for heartbeats (the recently read ones).
@@ -295,10 +299,15 @@ impl Default for PlayoutConfig {
     }
 }
 
+/// Removes a second while emptying an expired bucket (see `make bench`, sessions).
+const DEFAULT_EXPIRY_REMOVES_PER_SEC: u64 = 20_000;
+const MAX_EXPIRY_REMOVES_PER_SEC: u64 = 10_000_000;
+
 impl Default for StorageConfig {
     fn default() -> Self {
         Self {
             compaction_interval_secs: 600,
+            expiry_removes_per_sec: DEFAULT_EXPIRY_REMOVES_PER_SEC,
             cache_mib: 256,
             catalog_cache_items: 100_000,
         }
@@ -628,6 +637,13 @@ impl NodeConfig {
                 "storage.compaction_interval_secs",
                 0,
                 "use at least 1 second",
+            );
+        }
+        if self.storage.expiry_removes_per_sec > MAX_EXPIRY_REMOVES_PER_SEC {
+            return invalid(
+                "storage.expiry_removes_per_sec",
+                self.storage.expiry_removes_per_sec,
+                "use 0 (drop expired trees whole) to 10000000",
             );
         }
         if !(1..=10_000_000).contains(&self.storage.catalog_cache_items) {

@@ -66,6 +66,21 @@ fn validation_names_the_key_to_fix() {
 }
 
 #[test]
+fn an_expiry_rate_beyond_the_bound_is_refused_and_zero_means_whole_drops() {
+    let mut config = NodeConfig::default();
+    config.storage.expiry_removes_per_sec = 10_000_001;
+    assert!(matches!(
+        config.validate(),
+        Err(ConfigError::Invalid {
+            key: "storage.expiry_removes_per_sec",
+            ..
+        })
+    ));
+    config.storage.expiry_removes_per_sec = 0;
+    config.validate().unwrap();
+}
+
+#[test]
 fn a_bad_playout_value_names_its_key() {
     type Spoil = fn(&mut PlayoutConfig);
     let cases: [(&str, Spoil); 6] = [

@@ -7,13 +7,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{KeyspaceLabel, NodeMetrics};
 use crate::storage::Storage;
+use crate::storage::keyspace::Expiry;
 
 pub(super) async fn compact_periodically(
     storage: Storage,
     metrics: Arc<NodeMetrics>,
     every: Duration,
+    removes_per_sec: u64,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
+    let expiry = Arc::new(Expiry::paced(removes_per_sec, stop.clone()));
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -21,9 +24,10 @@ pub(super) async fn compact_periodically(
             _ = stop.cancelled() => return Ok(()),
             _ = ticks.tick() => {}
         }
-        let storage = storage.clone();
-        // Dropping trees is blocking IO; keep it off the async workers.
-        for (keyspace, result) in tokio::task::spawn_blocking(move || storage.compact()).await? {
+        let (storage, expiry) = (storage.clone(), expiry.clone());
+        // Emptying and dropping trees is blocking IO; keep it off the async workers.
+        let reports = tokio::task::spawn_blocking(move || storage.compact(&expiry)).await?;
+        for (keyspace, result) in reports {
             let label = KeyspaceLabel { keyspace };
             match result {
                 Ok(report) => {

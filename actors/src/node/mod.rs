@@ -200,6 +200,7 @@ pub async fn run_with(
         storage.clone(),
         node_metrics.clone(),
         Duration::from_secs(config.storage.compaction_interval_secs),
+        config.storage.expiry_removes_per_sec,
         background_stop.clone(),
     ));
 

@@ -86,6 +86,7 @@ mod tests {
     use super::*;
     use crate::domain::time::Timestamp;
     use crate::storage::clock::ManualClock;
+    use crate::storage::keyspace::Expiry;
 
     #[test]
     fn given_filed_answers_when_read_back_then_each_sequence_has_its_own_until_they_expire() {
@@ -117,7 +118,7 @@ mod tests {
         );
         assert_eq!(store.get("user", "ann", 8).unwrap(), None);
         clock.advance(Duration::from_secs(2_000));
-        store.keyspace().compact().unwrap();
+        store.keyspace().compact(&Expiry::whole()).unwrap();
         assert_eq!(store.get("user", "ann", 7).unwrap(), None);
     }
 }

@@ -1,8 +1,10 @@
 //! Time-partitioned keyspace: records with a sliding TTL, expired by dropping whole sled trees.
 //!
-//! Deleting tens of millions of expired records one by one is too slow, so a [`TimeKeyspace`]
-//! writes each record into the sled tree of the current time bucket (`now / bucket_width`) and
-//! expiry drops whole trees: compaction costs O(buckets), never O(records).
+//! A [`TimeKeyspace`] writes each record into the sled tree of the current time bucket (`now /
+//! bucket_width`), so a record expires with its bucket at no cost: reads never look into an
+//! expired bucket. Compaction then gets rid of expired trees in the background, whole or —
+//! so sled's `drop_tree` of a big tree does not stall every other write — emptied at a
+//! bounded rate first ([`Expiry`]).
 //!
 //! A copy written in bucket `b` is live while `now < (b + 1) * bucket_width + retention`, so a
 //! record lives at least `retention` after its last write. Rewriting a record (the "touch" of a
@@ -172,9 +174,50 @@ pub enum Direction {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CompactionReport {
     pub buckets_dropped: usize,
+    /// Records removed one by one from expired buckets before their trees were dropped (0
+    /// when trees are dropped whole).
+    pub records_removed: u64,
     pub buckets_remaining: usize,
     pub elapsed: Duration,
 }
+
+/// How [`TimeKeyspace::compact`] gets rid of an expired bucket.
+///
+/// sled's `drop_tree` logs a free record for every page of the tree and frees every page in
+/// one go, through the same log, IO thread pool and locks as every other write of the
+/// process: a 1M-record bucket stalls the foreground's writes for the length of the drop. A
+/// paced expiry first empties the tree at a bounded rate (its leaves merge away as they
+/// empty), then drops what little is left.
+#[derive(Debug, Clone, Default)]
+pub struct Expiry {
+    /// Records removed per second while emptying; `None` drops each tree whole at once.
+    pub removes_per_sec: Option<std::num::NonZeroU64>,
+    /// Cancelled when the node stops: an emptying under way ends (the bucket stays mapped,
+    /// expired, and the next compaction carries on from what is left).
+    pub stop: tokio_util::sync::CancellationToken,
+}
+
+impl Expiry {
+    /// Trees dropped whole, at once.
+    pub fn whole() -> Self {
+        Self::default()
+    }
+
+    /// Trees emptied at `removes_per_sec` records a second, then dropped; 0 = whole.
+    pub fn paced(removes_per_sec: u64, stop: tokio_util::sync::CancellationToken) -> Self {
+        Self {
+            removes_per_sec: std::num::NonZeroU64::new(removes_per_sec),
+            stop,
+        }
+    }
+}
+
+/// Records removed per emptying step: one step, then a pause that keeps the average rate.
+const REMOVES_PER_STEP: usize = 256;
+/// A pause between steps is cut in naps of at most this, so a stop is seen quickly.
+const LONGEST_PAUSE: Duration = Duration::from_millis(50);
+/// How often a long emptying reports its progress.
+const EMPTYING_PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 /// Bucket arithmetic in whole milliseconds; saturating so far-future clocks cannot wrap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -468,11 +511,14 @@ impl TimeKeyspace {
         MergedEntries::new(sources, direction)
     }
 
-    /// Drops every bucket tree expired for at least one more bucket width.
+    /// Drops every bucket tree expired for at least one more bucket width, as `expiry` says:
+    /// whole, or emptied at a bounded rate first. Stopped half-way (`expiry.stop`), it keeps
+    /// the buckets it did not finish for the next run and reports what it did.
     ///
     /// A drop becomes durable with sled's next flush; a drop lost to a crash only brings back an
-    /// expired tree, which reads ignore and the next compaction drops again.
-    pub fn compact(&self) -> Result<CompactionReport, KeyspaceError> {
+    /// expired tree, which reads ignore and the next compaction drops again. Records removed
+    /// while emptying are as invisible: reads never look into an expired bucket.
+    pub fn compact(&self, expiry: &Expiry) -> Result<CompactionReport, KeyspaceError> {
         let started = Instant::now();
         let now_millis = self.inner.clock.now_millis();
         let geometry = self.inner.geometry;
@@ -494,16 +540,37 @@ impl TimeKeyspace {
                 })
                 .collect()
         };
-        // Popped oldest first; on failure the rest goes back into the map for the next run.
+        // Popped oldest first; on failure or stop the rest goes back into the map.
         doomed_buckets.reverse();
 
         let mut buckets_dropped = 0;
+        let mut records_removed = 0;
         while let Some((bucket_index, tree)) = doomed_buckets.pop() {
             let tree_name = bucket_tree_name(&self.inner.config.name, bucket_index);
-            match self.inner.db.drop_tree(&tree_name) {
-                Ok(true) => buckets_dropped += 1,
-                Ok(false) => {
+            let emptied = match expiry.removes_per_sec {
+                None => Ok(Emptying::Done),
+                Some(rate) => {
+                    self.empty_tree(&tree, &tree_name, rate, expiry, &mut records_removed)
+                }
+            };
+            let dropped = emptied.and_then(|emptying| match emptying {
+                Emptying::Done => self.inner.db.drop_tree(&tree_name).map(Some),
+                Emptying::Stopped => Ok(None),
+            });
+            match dropped {
+                Ok(Some(true)) => buckets_dropped += 1,
+                Ok(Some(false)) => {
                     tracing::debug!(tree = %tree_name, "bucket tree was already dropped");
+                }
+                Ok(None) => {
+                    doomed_buckets.push((bucket_index, tree));
+                    self.remap_undropped_buckets(doomed_buckets);
+                    tracing::info!(
+                        keyspace = %self.inner.config.name,
+                        records_removed,
+                        "compaction stopped while emptying an expired bucket; the next run goes on"
+                    );
+                    break;
                 }
                 Err(error) => {
                     doomed_buckets.push((bucket_index, tree));
@@ -515,6 +582,7 @@ impl TimeKeyspace {
 
         let report = CompactionReport {
             buckets_dropped,
+            records_removed,
             buckets_remaining: self.bucket_count(),
             elapsed: started.elapsed(),
         };
@@ -524,12 +592,85 @@ impl TimeKeyspace {
             tracing::info!(
                 keyspace = %self.inner.config.name,
                 buckets_dropped = report.buckets_dropped,
+                records_removed = report.records_removed,
                 buckets_remaining = report.buckets_remaining,
                 elapsed_ms = u64::try_from(report.elapsed.as_millis()).unwrap_or(u64::MAX),
                 "dropped expired buckets"
             );
         }
         Ok(report)
+    }
+
+    /// Removes every record of the (unmapped, expired) `tree` in steps of
+    /// [`REMOVES_PER_STEP`], pausing between steps to keep to `rate`, in key order from where
+    /// the last step ended.
+    fn empty_tree(
+        &self,
+        tree: &sled::Tree,
+        tree_name: &str,
+        rate: std::num::NonZeroU64,
+        expiry: &Expiry,
+        records_removed: &mut u64,
+    ) -> Result<Emptying, sled::Error> {
+        let step_period = Duration::from_secs_f64(REMOVES_PER_STEP as f64 / rate.get() as f64);
+        let started = Instant::now();
+        let mut next_progress = started + EMPTYING_PROGRESS_EVERY;
+        let mut removed_here = 0u64;
+        let mut after: Option<IVec> = None;
+        loop {
+            if expiry.stop.is_cancelled() {
+                return Ok(Emptying::Stopped);
+            }
+            let step_started = Instant::now();
+            let keys = match &after {
+                None => tree.iter(),
+                Some(last) => tree.range::<&[u8], _>((
+                    std::ops::Bound::Excluded(last.as_ref()),
+                    std::ops::Bound::Unbounded,
+                )),
+            }
+            .keys()
+            .take(REMOVES_PER_STEP)
+            .collect::<Result<Vec<IVec>, _>>();
+            let keys = match keys {
+                Ok(keys) => keys,
+                Err(error) if is_dropped_tree_error(&error) => return Ok(Emptying::Done),
+                Err(error) => return Err(error),
+            };
+            let Some(last) = keys.last().cloned() else {
+                return Ok(Emptying::Done);
+            };
+            for key in keys {
+                match tree.remove(key) {
+                    Ok(_) => {}
+                    Err(error) if is_dropped_tree_error(&error) => return Ok(Emptying::Done),
+                    Err(error) => return Err(error),
+                }
+                removed_here += 1;
+                *records_removed += 1;
+            }
+            after = Some(last);
+            collect_deferred_frees();
+            if Instant::now() >= next_progress {
+                next_progress += EMPTYING_PROGRESS_EVERY;
+                tracing::info!(
+                    keyspace = %self.inner.config.name,
+                    tree = %tree_name,
+                    removed = removed_here,
+                    elapsed_s = started.elapsed().as_secs(),
+                    removes_per_sec = rate.get(),
+                    "emptying an expired bucket before dropping it"
+                );
+            }
+            let resume_at = step_started + step_period;
+            while !expiry.stop.is_cancelled() {
+                let left = resume_at.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                std::thread::sleep(left.min(LONGEST_PAUSE));
+            }
+        }
     }
 
     /// Bucket trees currently held, including expired ones that compaction has not dropped yet.
@@ -593,6 +734,23 @@ impl TimeKeyspace {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Runs the epoch-deferred work of this thread and of the global queue here, on the thread
+/// emptying a bucket. Leaves merged away as a tree empties are freed by deferred functions —
+/// each scans sled's whole free list under the mutex that page allocation also takes — which
+/// otherwise run on whichever thread pins next: a serving one. A few rounds let the epoch
+/// advance far enough for this step's frees to be collected.
+fn collect_deferred_frees() {
+    for _ in 0..3 {
+        crossbeam_epoch::pin().flush();
+    }
+}
+
+/// How far [`TimeKeyspace::empty_tree`] got.
+enum Emptying {
+    Done,
+    Stopped,
 }
 
 fn ensure_bucket_width_unchanged(
@@ -773,6 +931,7 @@ impl FusedIterator for MergedEntries {}
 mod tests {
     use super::super::clock::ManualClock;
     use super::*;
+    use tokio_util::sync::CancellationToken;
 
     use proptest::prelude::*;
 
@@ -997,7 +1156,7 @@ mod tests {
         );
 
         clock.advance(WIDTH);
-        let report = keyspace.compact().unwrap();
+        let report = keyspace.compact(&Expiry::whole()).unwrap();
 
         assert_eq!(report.buckets_dropped, 1);
         assert_eq!(report.buckets_remaining, 1);
@@ -1016,7 +1175,7 @@ mod tests {
         keyspace.insert(b"player", b"session").unwrap();
 
         clock.advance(WIDTH + RETENTION);
-        let report = keyspace.compact().unwrap();
+        let report = keyspace.compact(&Expiry::whole()).unwrap();
 
         assert_eq!(keyspace.get(b"player").unwrap(), None);
         assert_eq!(report.buckets_dropped, 0);
@@ -1035,7 +1194,7 @@ mod tests {
         assert_eq!(bucket_tree_names(&db).len(), 3);
 
         clock.advance(RETENTION + WIDTH);
-        let report = keyspace.compact().unwrap();
+        let report = keyspace.compact(&Expiry::whole()).unwrap();
         keyspace.insert(b"k-new", b"fresh").unwrap();
 
         assert_eq!(report.buckets_dropped, 3);
@@ -1227,7 +1386,10 @@ mod tests {
             keyspace.insert(b"old", b"1").unwrap();
             clock.advance(WIDTH + RETENTION + WIDTH);
             keyspace.insert(b"new", b"2").unwrap();
-            assert_eq!(keyspace.compact().unwrap().buckets_dropped, 1);
+            assert_eq!(
+                keyspace.compact(&Expiry::whole()).unwrap().buckets_dropped,
+                1
+            );
             keyspace.flush().unwrap();
         }
 
@@ -1280,7 +1442,7 @@ mod tests {
         sessions_v2.insert(b"k", b"v2").unwrap();
 
         clock.advance(WIDTH + RETENTION + WIDTH);
-        sessions.compact().unwrap();
+        sessions.compact(&Expiry::whole()).unwrap();
 
         assert_eq!(sessions.get(b"k").unwrap(), None);
         assert_eq!(sessions_v2.get(b"k").unwrap().as_deref(), Some(&b"v2"[..]));
@@ -1308,13 +1470,90 @@ mod tests {
         drop(bucket_tree);
 
         clock.advance(WIDTH + RETENTION + WIDTH);
-        let report = keyspace.compact().unwrap();
+        let report = keyspace.compact(&Expiry::whole()).unwrap();
 
         assert_eq!(report.buckets_dropped, 1);
         assert_eq!(keyspace.bucket_count(), 0);
         assert!(bucket_tree_names(&db).is_empty());
         assert_eq!(keyspace.get(&0u32.to_be_bytes()).unwrap(), None);
         assert_eq!(keyspace.range(.., Direction::Forward).unwrap().count(), 0);
+    }
+
+    /// A keyspace whose first bucket holds `records` records, with the clock moved to where
+    /// that bucket may be dropped.
+    fn expired_bucket_of(records: u32) -> (sled::Db, TimeKeyspace) {
+        let db = temporary_db();
+        let clock = Arc::new(ManualClock::new(START_MILLIS));
+        let keyspace = open_sessions(&db, &clock);
+        keyspace
+            .insert_each((0..records).map(|record| (record.to_be_bytes().to_vec(), vec![7; 64])))
+            .unwrap();
+        clock.advance(WIDTH + RETENTION + WIDTH);
+        (db, keyspace)
+    }
+
+    #[test]
+    fn given_a_paced_expiry_when_compacting_then_the_bucket_is_emptied_record_by_record_then_dropped()
+     {
+        let (db, keyspace) = expired_bucket_of(1_000);
+        let expiry = Expiry::paced(10_000_000, CancellationToken::new());
+
+        let report = keyspace.compact(&expiry).unwrap();
+
+        assert_eq!(report.buckets_dropped, 1);
+        assert_eq!(report.records_removed, 1_000);
+        assert_eq!(keyspace.bucket_count(), 0);
+        assert!(bucket_tree_names(&db).is_empty());
+        assert_eq!(keyspace.get(&0u32.to_be_bytes()).unwrap(), None);
+    }
+
+    #[test]
+    fn given_a_whole_expiry_when_compacting_then_no_record_is_removed_one_by_one() {
+        let (db, keyspace) = expired_bucket_of(1_000);
+
+        let report = keyspace
+            .compact(&Expiry::paced(0, CancellationToken::new()))
+            .unwrap();
+
+        assert_eq!(report.buckets_dropped, 1);
+        assert_eq!(report.records_removed, 0);
+        assert!(bucket_tree_names(&db).is_empty());
+    }
+
+    #[test]
+    fn given_an_emptying_stopped_half_way_then_the_bucket_stays_expired_and_the_next_run_finishes()
+    {
+        let (db, keyspace) = expired_bucket_of(1_000);
+        let stop = CancellationToken::new();
+        // One step of REMOVES_PER_STEP records, then a pause of a second: the stop lands in it.
+        let slow = Expiry::paced(REMOVES_PER_STEP as u64, stop.clone());
+        let stopper = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            stop.cancel();
+        });
+
+        let stopped = keyspace.compact(&slow).unwrap();
+        stopper.join().unwrap();
+
+        assert_eq!(stopped.buckets_dropped, 0);
+        assert_eq!(stopped.records_removed, REMOVES_PER_STEP as u64);
+        assert_eq!(keyspace.bucket_count(), 1, "kept for the next run");
+        assert_eq!(
+            keyspace.get(&999u32.to_be_bytes()).unwrap(),
+            None,
+            "still expired"
+        );
+        let tree = db.open_tree(bucket_tree_name("sessions", 1000)).unwrap();
+        assert_eq!(tree.len(), 1_000 - REMOVES_PER_STEP);
+        drop(tree);
+
+        let finished = keyspace
+            .compact(&Expiry::paced(10_000_000, CancellationToken::new()))
+            .unwrap();
+
+        assert_eq!(finished.buckets_dropped, 1);
+        assert_eq!(finished.records_removed, (1_000 - REMOVES_PER_STEP) as u64);
+        assert!(bucket_tree_names(&db).is_empty());
     }
 
     #[test]
@@ -1347,7 +1586,10 @@ mod tests {
         assert!(entries.next().unwrap().is_ok());
 
         clock.advance(WIDTH + RETENTION + WIDTH);
-        assert_eq!(keyspace.compact().unwrap().buckets_dropped, 1);
+        assert_eq!(
+            keyspace.compact(&Expiry::whole()).unwrap().buckets_dropped,
+            1
+        );
         let remaining: Vec<_> = entries.collect();
 
         // It may still yield what sled had cached of the dropped tree, but never an error.
@@ -1444,7 +1686,7 @@ mod tests {
                         clock.advance(Duration::from_millis(millis));
                     }
                     ModelOperation::Compact => {
-                        keyspace.compact().unwrap();
+                        keyspace.compact(&Expiry::whole()).unwrap();
                     }
                 }
 

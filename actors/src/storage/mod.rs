@@ -29,7 +29,7 @@ use std::sync::Arc;
 use self::answer_store::AnswerStore;
 use self::catalog_store::CatalogStore;
 use self::clock::Clock;
-use self::keyspace::{CompactionReport, KeyspaceError};
+use self::keyspace::{CompactionReport, Expiry, KeyspaceError};
 use self::playout_store::PlayoutStore;
 use self::session_store::SessionStore;
 use self::station_store::StationStore;
@@ -253,14 +253,17 @@ impl Storage {
     }
 
     /// Drops the expired buckets of every time-partitioned keyspace, naming each.
-    pub fn compact(&self) -> Vec<(&'static str, Result<CompactionReport, StorageError>)> {
+    pub fn compact(
+        &self,
+        expiry: &Expiry,
+    ) -> Vec<(&'static str, Result<CompactionReport, StorageError>)> {
         vec![
-            ("station_plays", self.stations.compact_history()),
-            ("player_sessions", self.sessions.compact()),
-            ("view_history", self.view_history.compact()),
+            ("station_plays", self.stations.compact_history(expiry)),
+            ("player_sessions", self.sessions.compact(expiry)),
+            ("view_history", self.view_history.compact(expiry)),
             (
                 "answers",
-                self.answers.keyspace().compact().map_err(Into::into),
+                self.answers.keyspace().compact(expiry).map_err(Into::into),
             ),
         ]
     }

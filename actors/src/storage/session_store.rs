@@ -10,7 +10,7 @@ use playhead_proto::ids::{PlaylistId, UserId};
 
 use super::StorageError;
 use super::clock::Clock;
-use super::keyspace::{CompactionReport, Direction, KeyspaceConfig, TimeKeyspace};
+use super::keyspace::{CompactionReport, Direction, Expiry, KeyspaceConfig, TimeKeyspace};
 use crate::config::PlayerConfig;
 use crate::domain::player::{Session, SessionStatus, Track, shuffled_order};
 use crate::domain::time::Timestamp;
@@ -160,8 +160,8 @@ impl SessionStore {
     }
 
     /// Drops expired session buckets.
-    pub fn compact(&self) -> Result<CompactionReport, StorageError> {
-        Ok(self.sessions.compact()?)
+    pub fn compact(&self, expiry: &Expiry) -> Result<CompactionReport, StorageError> {
+        Ok(self.sessions.compact(expiry)?)
     }
 
     /// The underlying keyspace (benchmarks and introspection).
@@ -353,7 +353,7 @@ mod tests {
         for _ in 0..3 {
             clock.advance(std::time::Duration::from_millis(20 * DAY_MS));
             store.save(&user, &[(&kept, &session(2))]).unwrap();
-            store.compact().unwrap();
+            store.compact(&Expiry::whole()).unwrap();
         }
         assert!(store.load(&user, &kept).unwrap().is_some());
         assert_eq!(store.load(&user, &dropped).unwrap(), None);

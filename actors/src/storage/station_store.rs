@@ -8,7 +8,7 @@ use playhead_proto::ids::StationId;
 
 use super::StorageError;
 use super::clock::Clock;
-use super::keyspace::{CompactionReport, Direction, KeyspaceConfig, TimeKeyspace};
+use super::keyspace::{CompactionReport, Direction, Expiry, KeyspaceConfig, TimeKeyspace};
 use crate::config::StationConfig;
 use crate::domain::station::{CurrentPlay, Song, StationEvent, StationState};
 use crate::domain::time::Timestamp;
@@ -208,8 +208,8 @@ impl StationStore {
     }
 
     /// Drops expired play-history buckets.
-    pub fn compact_history(&self) -> Result<CompactionReport, StorageError> {
-        Ok(self.plays.compact()?)
+    pub fn compact_history(&self, expiry: &Expiry) -> Result<CompactionReport, StorageError> {
+        Ok(self.plays.compact(expiry)?)
     }
 
     fn has_play_before(&self, station: &StationId, play_seq: u64) -> Result<bool, StorageError> {

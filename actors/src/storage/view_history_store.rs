@@ -38,7 +38,9 @@ use playhead_proto::ids::{ContentId, UserId};
 
 use super::StorageError;
 use super::clock::Clock;
-use super::keyspace::{BucketIndex, CompactionReport, Direction, KeyspaceConfig, TimeKeyspace};
+use super::keyspace::{
+    BucketIndex, CompactionReport, Direction, Expiry, KeyspaceConfig, TimeKeyspace,
+};
 use crate::config::PlayoutConfig;
 use crate::domain::playout::Bookmark;
 use crate::domain::time::Timestamp;
@@ -370,8 +372,8 @@ impl ViewHistoryStore {
     }
 
     /// Drops expired buckets.
-    pub fn compact(&self) -> Result<CompactionReport, StorageError> {
-        Ok(self.history.compact()?)
+    pub fn compact(&self, expiry: &Expiry) -> Result<CompactionReport, StorageError> {
+        Ok(self.history.compact(expiry)?)
     }
 
     /// The underlying keyspace (benchmarks and introspection).

@@ -201,12 +201,12 @@ fn given_records_untouched_for_180_days_when_compacted_then_they_vanish_viewed_o
     for _ in 0..3 {
         fixture.advance_days(60);
         fixture.view(&ann, "kept", 0);
-        fixture.store.compact().unwrap();
+        fixture.store.compact(&Expiry::whole()).unwrap();
     }
     assert_eq!(fixture.listed(&ann), ["kept", "dropped"]);
 
     fixture.advance_days(2);
-    let report = fixture.store.compact().unwrap();
+    let report = fixture.store.compact(&Expiry::whole()).unwrap();
 
     assert_eq!(report.buckets_dropped, 1);
     assert_eq!(fixture.listed(&ann), ["kept"]);

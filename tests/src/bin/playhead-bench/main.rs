@@ -88,6 +88,10 @@ struct Args {
     /// New sessions per simulated day of churn (and as many touched).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..))]
     churn_per_day: u64,
+    /// Records a second the node removes from an expired bucket before dropping its tree (0:
+    /// whole-tree drops; default: the node's `storage.expiry_removes_per_sec`).
+    #[arg(long)]
+    expiry_removes_per_sec: Option<u64>,
     /// Measure player sessions only.
     #[arg(long, group = "only")]
     sessions_only: bool,
@@ -176,6 +180,7 @@ async fn main() -> anyhow::Result<()> {
         concurrency: args.session_concurrency as usize,
         partitions: args.partitions,
         churn_per_day: args.churn_per_day as usize,
+        expiry_removes_per_sec: args.expiry_removes_per_sec,
     };
     let heartbeat_workload = heartbeats::Workload {
         users: args.heartbeat_users as usize,

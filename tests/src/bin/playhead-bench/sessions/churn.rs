@@ -7,6 +7,7 @@ use std::sync::Arc;
 use playhead_actors::config::NodeConfig;
 use playhead_actors::storage::Storage;
 use playhead_actors::storage::clock::ManualClock;
+use playhead_actors::storage::keyspace::Expiry;
 use playhead_proto::ids::UserId;
 use playhead_tests::system::temp_dir;
 
@@ -73,7 +74,7 @@ pub(super) fn churn(per_day: usize) -> anyhow::Result<Churn> {
                 .sessions
                 .save(&UserId::parse(format!("c{user:07}"))?, &batch)?;
         }
-        storage.sessions.compact()?;
+        storage.sessions.compact(&Expiry::whole())?;
         storage.flush()?;
         if day % 10 == 0 {
             let buckets = storage.sessions.keyspace().bucket_count();

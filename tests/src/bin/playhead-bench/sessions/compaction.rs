@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use playhead_actors::config::NodeConfig;
 use playhead_actors::storage::Storage;
 use playhead_actors::storage::clock::ManualClock;
+use playhead_actors::storage::keyspace::Expiry;
 use playhead_actors::storage::session_store::session_key;
 use playhead_tests::system::temp_dir;
 
@@ -47,7 +48,7 @@ pub(super) fn compaction_vs_deletes(count: usize) -> anyhow::Result<Compaction> 
 
     clock.set(droppable_at(filled_at / width, width, ttl));
     let started = Instant::now();
-    let report = store.compact()?;
+    let report = store.compact(&Expiry::whole())?;
     let drop = started.elapsed();
     let started = Instant::now();
     storage.flush()?;

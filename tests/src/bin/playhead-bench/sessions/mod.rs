@@ -36,6 +36,8 @@ pub struct Workload {
     pub partitions: u32,
     /// New sessions a simulated day, and as many touched ones.
     pub churn_per_day: usize,
+    /// The node's `storage.expiry_removes_per_sec` (`None`: its default).
+    pub expiry_removes_per_sec: Option<u64>,
 }
 
 pub struct Sessions {

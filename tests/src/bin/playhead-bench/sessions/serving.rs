@@ -40,8 +40,13 @@ const BASELINE: Duration = Duration::from_secs(10);
 const MIN_BASELINE: Duration = Duration::from_secs(4);
 /// The baseline window ends this long before T.
 const GAP_BEFORE_DROP: Duration = Duration::from_secs(3);
-/// The compaction window is T .. T + interval + this.
+/// The compaction window is T .. this long after the node's first bucket drop after T ends
+/// (an emptying at a bounded rate may take many seconds), and at least T + interval + this.
 const DROP_MARGIN: Duration = Duration::from_secs(2);
+/// The compaction window ends by T + this even if no drop is seen.
+const MAX_DROP_WAIT: Duration = Duration::from_secs(300);
+/// The compaction window is also reported in slices of this length.
+const SLICE: Duration = Duration::from_secs(5);
 const METRICS_PERIOD: Duration = Duration::from_millis(100);
 const KEYSPACE_LABEL: [(&str, &str); 1] = [("keyspace", "player_sessions")];
 
@@ -49,6 +54,8 @@ pub(super) struct Serving {
     pub(super) starts: Starts,
     baseline: Window,
     during: Window,
+    /// The compaction window cut in [`SLICE`]s, to show where its slow requests fall.
+    during_slices: Vec<Window>,
     dropped: Option<BucketDrop>,
     completed: u64,
 }
@@ -87,6 +94,9 @@ pub(super) async fn serving(
     let mut config = test_node_config(nats_url, data.path());
     config.ingest.partitions = workload.partitions;
     config.storage.compaction_interval_secs = COMPACTION_INTERVAL.as_secs();
+    if let Some(removes_per_sec) = workload.expiry_removes_per_sec {
+        config.storage.expiry_removes_per_sec = removes_per_sec;
+    }
     config.player.session_bucket_secs = BUCKET_MS / 1000;
     config.player.session_ttl_secs = TTL_MS / 1000;
     config.player.skip_window_secs = TTL_MS / 1000;
@@ -137,12 +147,14 @@ pub(super) async fn serving(
     let load_started = Instant::now();
     let stop_at = drop_at + COMPACTION_INTERVAL + DROP_MARGIN;
     eprintln!(
-        "sessions: NextTrack load until {:.0} s after the bucket becomes droppable ({:.0} s from now)…",
-        (COMPACTION_INTERVAL + DROP_MARGIN).as_secs_f64(),
-        stop_at
+        "sessions: NextTrack load until {:.0} s after the node's first bucket drop after T (T is {:.0} s from now; expiry at {} removes/s)…",
+        DROP_MARGIN.as_secs_f64(),
+        drop_at
             .saturating_duration_since(Instant::now())
-            .as_secs_f64()
+            .as_secs_f64(),
+        config.storage.expiry_removes_per_sec
     );
+    let (deadline, stop_load) = tokio::sync::watch::channel(stop_at);
     let offset = |at: Instant| -> f64 {
         if at >= drop_at {
             (at - drop_at).as_secs_f64()
@@ -152,9 +164,11 @@ pub(super) async fn serving(
     };
     let channels = [channel, gateway.channel().await];
     let (samples, scrapes) = tokio::join!(
-        next_track_load(&channels, workload, stop_at),
-        scrape_compactions(&node, stop_at, offset)
+        next_track_load(&channels, workload, stop_load),
+        scrape_compactions(&node, deadline, drop_at, offset)
     );
+    let stop_at = *scrapes.deadline.borrow();
+    let scrapes = scrapes.scrapes;
     node.stop().await;
     gateway.stop().await;
 
@@ -167,10 +181,18 @@ pub(super) async fn serving(
     );
     let mut baseline = Window::new(baseline_from, baseline_to);
     let mut during = Window::new(0.0, offset(stop_at));
+    let mut during_slices: Vec<Window> = (0..)
+        .map(|slice| slice as f64 * SLICE.as_secs_f64())
+        .take_while(|&from| from < during.to)
+        .map(|from| Window::new(from, (from + SLICE.as_secs_f64()).min(during.to)))
+        .collect();
     let mut completed = 0;
     for sample in &samples {
         let at = offset(sample.at);
-        for window in [&mut baseline, &mut during] {
+        for window in [&mut baseline, &mut during]
+            .into_iter()
+            .chain(during_slices.iter_mut())
+        {
             window.record(at, sample);
         }
         completed += u64::from(sample.outcome == Some(PlayerOutcome::Completed));
@@ -179,6 +201,7 @@ pub(super) async fn serving(
         starts,
         baseline,
         during,
+        during_slices,
         dropped: bucket_drop(&scrapes),
         completed,
     })
@@ -230,7 +253,7 @@ struct Sample {
 async fn next_track_load(
     channels: &[Channel],
     workload: &Workload,
-    stop_at: Instant,
+    stop_at: tokio::sync::watch::Receiver<Instant>,
 ) -> Vec<Sample> {
     let mut workers = tokio::task::JoinSet::new();
     let concurrency = workload.concurrency.min(workload.users).max(1);
@@ -238,6 +261,7 @@ async fn next_track_load(
         .then(|| Duration::from_secs_f64(concurrency as f64 / workload.rate as f64));
     for worker in 0..concurrency {
         let mut players = PlayerServiceClient::new(channels[worker % channels.len()].clone());
+        let stop_at = stop_at.clone();
         let users: Vec<String> = (worker..workload.users)
             .step_by(concurrency)
             .map(foreground_user)
@@ -253,7 +277,7 @@ async fn next_track_load(
                     pace.tick().await;
                 }
                 let at = Instant::now();
-                if at >= stop_at {
+                if at >= *stop_at.borrow() {
                     break;
                 }
                 let reply = players
@@ -278,14 +302,24 @@ async fn next_track_load(
     samples
 }
 
+/// What [`scrape_compactions`] saw, and the end of the load it set.
+struct Scrapes {
+    scrapes: Vec<Scrape>,
+    deadline: tokio::sync::watch::Sender<Instant>,
+}
+
 /// The node's bucket-drop counter and compaction time of the session keyspace, every
-/// [`METRICS_PERIOD`] until `stop_at` and once after.
+/// [`METRICS_PERIOD`] until the `deadline` and once after. Until a drop is seen after
+/// `drop_at` (T), the deadline keeps moving to [`DROP_MARGIN`] ahead, up to T +
+/// [`MAX_DROP_WAIT`], so the load covers the whole compaction however long it takes.
 async fn scrape_compactions(
     node: &TestNode,
-    stop_at: Instant,
+    deadline: tokio::sync::watch::Sender<Instant>,
+    drop_at: Instant,
     seconds_after_drop: impl Fn(Instant) -> f64,
-) -> Vec<Scrape> {
-    let mut scrapes = Vec::new();
+) -> Scrapes {
+    let mut scrapes: Vec<Scrape> = Vec::new();
+    let mut dropped_at_t = None;
     loop {
         let metrics = node.metrics().await;
         let at = Instant::now();
@@ -295,8 +329,19 @@ async fn scrape_compactions(
             buckets_dropped: value("playhead_keyspace_buckets_dropped_total"),
             compaction_seconds: value("playhead_keyspace_compaction_seconds_sum"),
         });
-        if at >= stop_at {
-            return scrapes;
+        let latest = scrapes[scrapes.len() - 1];
+        if at < drop_at {
+            dropped_at_t = Some(latest.buckets_dropped);
+        } else if dropped_at_t.is_none_or(|before| latest.buckets_dropped <= before) {
+            let extended = (at + DROP_MARGIN).min(drop_at + MAX_DROP_WAIT);
+            deadline.send_if_modified(|until| {
+                let later = extended > *until;
+                *until = (*until).max(extended);
+                later
+            });
+        }
+        if at >= *deadline.borrow() {
+            return Scrapes { scrapes, deadline };
         }
         tokio::time::sleep(METRICS_PERIOD).await;
     }
@@ -378,6 +423,16 @@ impl Serving {
         );
         self.baseline.print("before");
         self.during.print("during");
+        let slices: Vec<String> = self
+            .during_slices
+            .iter()
+            .map(|slice| format!("{:.1}", slice.millis_at(0.99)))
+            .collect();
+        println!(
+            "  p99 of each {} s of the window, ms: {}",
+            SLICE.as_secs(),
+            slices.join(" ")
+        );
         let confirmed = match &self.dropped {
             Some(drop) if drop.after >= 0.0 && drop.seen <= self.during.to => {
                 println!(
