@@ -392,19 +392,6 @@ impl TimeKeyspace {
         Ok(())
     }
 
-    /// Writes all entries into the current bucket atomically (one `sled::Batch`).
-    pub fn insert_batch(
-        &self,
-        entries: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>,
-    ) -> Result<(), KeyspaceError> {
-        let mut batch = sled::Batch::default();
-        for (key, value) in entries {
-            batch.insert(key, value);
-        }
-        self.current_bucket_tree()?.apply_batch(batch)?;
-        Ok(())
-    }
-
     /// The value of the newest live copy of `key`.
     pub fn get(&self, key: &[u8]) -> Result<Option<IVec>, KeyspaceError> {
         Ok(self.get_located(key)?.map(|(_, value)| value))
@@ -1247,7 +1234,7 @@ mod tests {
         keyspace.insert(b"d", b"d2").unwrap();
         clock.advance(WIDTH);
         keyspace
-            .insert_batch(pairs(&[("b", "b3"), ("e", "e3")]))
+            .insert_each(pairs(&[("b", "b3"), ("e", "e3")]))
             .unwrap();
         // Bucket 0 is now expired but not compacted: "a" and "z" must not show up.
         clock.advance(RETENTION - 2 * WIDTH);
@@ -1461,7 +1448,7 @@ mod tests {
                 let key = u32::try_from(record).unwrap().to_be_bytes().to_vec();
                 (key, b"session".to_vec())
             });
-            keyspace.insert_batch(batch).unwrap();
+            keyspace.insert_each(batch).unwrap();
         }
         let bucket_tree = db
             .open_tree(bucket_tree_name("sessions", 1000))
@@ -1581,7 +1568,7 @@ mod tests {
         let clock = Arc::new(ManualClock::new(START_MILLIS));
         let keyspace = open_sessions(&db, &clock);
         let many_entries = (0..5_000u32).map(|record| (record.to_be_bytes().to_vec(), vec![0; 64]));
-        keyspace.insert_batch(many_entries).unwrap();
+        keyspace.insert_each(many_entries).unwrap();
         let mut entries = keyspace.range(.., Direction::Forward).unwrap();
         assert!(entries.next().unwrap().is_ok());
 

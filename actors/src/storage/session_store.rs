@@ -99,7 +99,9 @@ impl SessionStore {
             .transpose()
     }
 
-    /// Writes (and so refreshes) the sessions of one user in one batch.
+    /// Writes (and so refreshes) the sessions of one user, one by one: each record carries
+    /// the inbox sequence it reflects, so a crash that keeps some of them is folded forward
+    /// record by record (and no `sled::Batch` takes sled's process-wide exclusive lock).
     pub fn save(
         &self,
         user: &UserId,
@@ -129,7 +131,7 @@ impl SessionStore {
         if sessions.is_empty() {
             return Ok(());
         }
-        self.sessions.insert_batch(sessions.iter().map(
+        self.sessions.insert_each(sessions.iter().map(
             |(playlist, session, last_applied_seq, last_answer)| {
                 (
                     session_key(user, playlist),

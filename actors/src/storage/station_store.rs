@@ -122,8 +122,9 @@ impl StationStore {
         })
     }
 
-    /// Writes the plays the events touch, then the state: a crash in between leaves plays
-    /// that the redelivered message rewrites identically.
+    /// Writes the plays the events touch, one by one in order (no `sled::Batch`: it takes
+    /// sled's process-wide exclusive lock), then the state: a crash in between leaves some of
+    /// the plays, which the redelivered message rewrites identically.
     pub fn commit(
         &self,
         station: &StationId,
@@ -147,7 +148,7 @@ impl StationStore {
             })
             .collect();
         if !play_writes.is_empty() {
-            self.plays.insert_batch(play_writes)?;
+            self.plays.insert_each(play_writes)?;
         }
         for key in evicted {
             self.plays.remove(&key)?;

@@ -10,17 +10,21 @@
 //!   newest first and finding the oldest to evict walk only the keys they need, in order;
 //! - `n/{user}` → big-endian u32: an upper bound on the user's live records.
 //!
-//! A write puts the record, its new index entry and the bound in one batch (one bucket: they
-//! expire together), then removes the previous index entry from the one bucket that holds it
-//! (the bucket where the record's newest copy was found: they were written together), never
-//! from every live bucket. A crash in between leaves a stale
-//! index entry (its record has moved on to a later time): listing skips it, the next recount
-//! removes it, else it expires. Eviction removes the record before its index entry: a crash in
-//! between leaves an index entry without a record, which listing skips and which, being the
-//! oldest, the next eviction takes first.
+//! A write puts the bound, then each record's new index entry and the record, into one bucket
+//! (they expire together) in that order, with plain inserts: sled recovers its log as a
+//! prefix, so a crash never leaves a bound below the records nor a record without its index
+//! entry; it may leave a new index entry whose record is older or missing, which listing skips
+//! and the replay of the same decision (the user's journal position is stored after these
+//! writes) completes before anything else writes this history. Then the write removes the
+//! previous index entry from the one bucket that holds it (the bucket where the record's newest
+//! copy was found: they were written together), never from every live bucket. A crash in
+//! between leaves a stale index entry (its record has moved on to a later time): listing skips
+//! it, the next recount removes it, else it expires. Eviction removes the record before its
+//! index entry: a crash in between leaves an index entry without a record, which listing skips
+//! and which, being the oldest, the next eviction takes first.
 //!
 //! The bound is not an exact count because expiry drops records without telling anyone; it
-//! only ever overestimates (it grows with every record created, in the same batch, and is
+//! only ever overestimates (it grows with every record created, written before the record, and is
 //! rewritten only after evictions finished). While it is within the cap nothing is scanned;
 //! past the cap one scan of the user's index keys (at most cap + a few) recounts exactly, and
 //! only then are the oldest evicted: a user never loses a record to a count that expiry made
@@ -203,20 +207,23 @@ impl ViewHistoryStore {
             .filter(|(stored, _)| stored.is_none())
             .count();
         let bound = self.load_bound(user)?.saturating_add(created);
-        let mut batch = Vec::with_capacity(2 * changes.len() + 1);
+        // In this order, in one bucket, without a `sled::Batch` (which takes sled's
+        // process-wide exclusive lock and seals a log buffer): a crash keeps a prefix, so the
+        // bound is never below the records, and an index entry never misses its record.
+        let mut writes = Vec::with_capacity(2 * changes.len() + 1);
+        writes.push((bound_key(user), encode_bound(bound)));
         for (_, next) in &changes {
             let content = &next.content_id;
-            batch.push((record_key(user, content), encode(next)));
-            batch.push((index_key(user, next.last_viewed_at, content), Vec::new()));
+            writes.push((index_key(user, next.last_viewed_at, content), Vec::new()));
+            writes.push((record_key(user, content), encode(next)));
         }
-        batch.push((bound_key(user), encode_bound(bound)));
-        self.history.insert_batch(batch)?;
+        self.history.insert_each(writes)?;
         for (stored, next) in &changes {
             if let Some((bucket, stored)) = stored
                 && stored.last_viewed_at != next.last_viewed_at
             {
-                // The index entry was written in one batch with the record copy found: it is
-                // in that bucket, and only there is it looked for.
+                // The index entry was written into the bucket of the record copy found, just
+                // before it: it is in that bucket, and only there is it looked for.
                 self.history.remove_in_bucket(
                     *bucket,
                     &index_key(user, stored.last_viewed_at, &stored.content_id),
