@@ -150,7 +150,7 @@ pub struct StorageConfig {
     /// How often every time-partitioned keyspace drops its expired buckets.
     pub compaction_interval_secs: u64,
     /// Records a second removed from an expired bucket before its (then nearly empty) tree is
-    /// dropped, so expiry never stalls the serving path; 0 drops each tree whole at once
+    /// dropped, so expiry does not stall the serving path; 0 drops each tree whole at once
     /// (faster, but a 1M-record bucket then stalls every write for a second or more).
     pub expiry_removes_per_sec: u64,
     /// sled page cache.
