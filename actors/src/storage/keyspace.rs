@@ -21,7 +21,7 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::iter::FusedIterator;
-use std::ops::RangeBounds;
+use std::ops::{Bound, RangeBounds};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -534,22 +534,12 @@ impl TimeKeyspace {
         let mut records_removed = 0;
         while let Some((bucket_index, tree)) = doomed_buckets.pop() {
             let tree_name = bucket_tree_name(&self.inner.config.name, bucket_index);
-            let emptied = match expiry.removes_per_sec {
-                None => Ok(Emptying::Done),
-                Some(rate) => {
-                    self.empty_tree(&tree, &tree_name, rate, expiry, &mut records_removed)
-                }
-            };
-            let dropped = emptied.and_then(|emptying| match emptying {
-                Emptying::Done => self.inner.db.drop_tree(&tree_name).map(Some),
-                Emptying::Stopped => Ok(None),
-            });
-            match dropped {
-                Ok(Some(true)) => buckets_dropped += 1,
-                Ok(Some(false)) => {
+            match self.expire_bucket(&tree, &tree_name, expiry, &mut records_removed) {
+                Ok(Expired::Dropped) => buckets_dropped += 1,
+                Ok(Expired::AlreadyGone) => {
                     tracing::debug!(tree = %tree_name, "bucket tree was already dropped");
                 }
-                Ok(None) => {
+                Ok(Expired::Stopped) => {
                     doomed_buckets.push((bucket_index, tree));
                     self.remap_undropped_buckets(doomed_buckets);
                     tracing::info!(
@@ -588,69 +578,83 @@ impl TimeKeyspace {
         Ok(report)
     }
 
-    /// Removes every record of the (unmapped, expired) `tree` in steps of
-    /// [`REMOVES_PER_STEP`], pausing between steps to keep to `rate`, in key order from where
-    /// the last step ended.
+    /// Gets rid of one (unmapped, expired) bucket tree as `expiry` says: emptied first when
+    /// paced, then dropped.
+    fn expire_bucket(
+        &self,
+        tree: &sled::Tree,
+        tree_name: &str,
+        expiry: &Expiry,
+        records_removed: &mut u64,
+    ) -> Result<Expired, sled::Error> {
+        if let Some(rate) = expiry.removes_per_sec
+            && !self.empty_tree(tree, tree_name, rate, &expiry.stop, records_removed)?
+        {
+            return Ok(Expired::Stopped);
+        }
+        Ok(if self.inner.db.drop_tree(tree_name)? {
+            Expired::Dropped
+        } else {
+            Expired::AlreadyGone
+        })
+    }
+
+    /// Removes every record of `tree` in steps of [`REMOVES_PER_STEP`], in key order from
+    /// where the last step ended, pausing between steps to keep to `rate`. Returns whether the
+    /// tree was emptied (false: `stop` came first).
     fn empty_tree(
         &self,
         tree: &sled::Tree,
         tree_name: &str,
         rate: std::num::NonZeroU64,
-        expiry: &Expiry,
+        stop: &tokio_util::sync::CancellationToken,
         records_removed: &mut u64,
-    ) -> Result<Emptying, sled::Error> {
+    ) -> Result<bool, sled::Error> {
         let step_period = Duration::from_secs_f64(REMOVES_PER_STEP as f64 / rate.get() as f64);
         let started = Instant::now();
+        let removed_before = *records_removed;
         let mut next_progress = started + EMPTYING_PROGRESS_EVERY;
-        let mut removed_here = 0u64;
-        let mut after: Option<IVec> = None;
+        let mut from = Bound::Unbounded;
         loop {
-            if expiry.stop.is_cancelled() {
-                return Ok(Emptying::Stopped);
+            if stop.is_cancelled() {
+                return Ok(false);
             }
             let step_started = Instant::now();
-            let keys = match &after {
-                None => tree.iter(),
-                Some(last) => tree.range::<&[u8], _>((
-                    std::ops::Bound::Excluded(last.as_ref()),
-                    std::ops::Bound::Unbounded,
-                )),
-            }
-            .keys()
-            .take(REMOVES_PER_STEP)
-            .collect::<Result<Vec<IVec>, _>>();
+            let keys = tree
+                .range::<IVec, _>((from.clone(), Bound::Unbounded))
+                .keys()
+                .take(REMOVES_PER_STEP)
+                .collect::<Result<Vec<IVec>, _>>();
             let keys = match keys {
                 Ok(keys) => keys,
-                Err(error) if is_dropped_tree_error(&error) => return Ok(Emptying::Done),
+                Err(error) if is_dropped_tree_error(&error) => return Ok(true),
                 Err(error) => return Err(error),
             };
             let Some(last) = keys.last().cloned() else {
-                return Ok(Emptying::Done);
+                return Ok(true);
             };
             for key in keys {
                 match tree.remove(key) {
-                    Ok(_) => {}
-                    Err(error) if is_dropped_tree_error(&error) => return Ok(Emptying::Done),
+                    Ok(_) => *records_removed += 1,
+                    Err(error) if is_dropped_tree_error(&error) => return Ok(true),
                     Err(error) => return Err(error),
                 }
-                removed_here += 1;
-                *records_removed += 1;
             }
-            after = Some(last);
+            from = Bound::Excluded(last);
             collect_deferred_frees();
             if Instant::now() >= next_progress {
                 next_progress += EMPTYING_PROGRESS_EVERY;
                 tracing::info!(
                     keyspace = %self.inner.config.name,
                     tree = %tree_name,
-                    removed = removed_here,
+                    removed = *records_removed - removed_before,
                     elapsed_s = started.elapsed().as_secs(),
                     removes_per_sec = rate.get(),
                     "emptying an expired bucket before dropping it"
                 );
             }
             let resume_at = step_started + step_period;
-            while !expiry.stop.is_cancelled() {
+            while !stop.is_cancelled() {
                 let left = resume_at.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     break;
@@ -734,9 +738,12 @@ fn collect_deferred_frees() {
     }
 }
 
-/// How far [`TimeKeyspace::empty_tree`] got.
-enum Emptying {
-    Done,
+/// What [`TimeKeyspace::expire_bucket`] did with a bucket tree.
+enum Expired {
+    Dropped,
+    /// sled no longer knew the tree.
+    AlreadyGone,
+    /// The emptying was stopped; the tree stays.
     Stopped,
 }
 

@@ -318,8 +318,7 @@ async fn scrape_compactions(
     drop_at: Instant,
     seconds_after_drop: impl Fn(Instant) -> f64,
 ) -> Scrapes {
-    let mut scrapes: Vec<Scrape> = Vec::new();
-    let mut dropped_at_t = None;
+    let mut scrapes = Vec::new();
     loop {
         let metrics = node.metrics().await;
         let at = Instant::now();
@@ -329,14 +328,13 @@ async fn scrape_compactions(
             buckets_dropped: value("playhead_keyspace_buckets_dropped_total"),
             compaction_seconds: value("playhead_keyspace_compaction_seconds_sum"),
         });
-        let latest = scrapes[scrapes.len() - 1];
-        if at < drop_at {
-            dropped_at_t = Some(latest.buckets_dropped);
-        } else if dropped_at_t.is_none_or(|before| latest.buckets_dropped <= before) {
+        if at >= drop_at && bucket_drop(&scrapes).is_none() {
             let extended = (at + DROP_MARGIN).min(drop_at + MAX_DROP_WAIT);
             deadline.send_if_modified(|until| {
                 let later = extended > *until;
-                *until = (*until).max(extended);
+                if later {
+                    *until = extended;
+                }
                 later
             });
         }
