@@ -3,6 +3,8 @@
 //! `playhead-node` reads `PLAYHEAD_FAULTS` (comma-separated, logged loudly at start):
 //!
 //! - `panic_on=MARK`: the decider panics on a command whose debug form contains `MARK`;
+//! - `actor_panic_on=MARK`: the entity actor panics (outside the decider's guard) on a slice
+//!   holding such a command, so the actor fails while it holds the slice;
 //! - `poison_on=MARK`: applying such a command fails with a permanent error every time;
 //! - `crash_after_appends=N`: the process aborts right after its `N`th journal append, before
 //!   the local commit (the window exactly-once must survive);
@@ -21,6 +23,7 @@ pub const FAULTS_ENV: &str = "PLAYHEAD_FAULTS";
 #[derive(Debug, Default)]
 pub struct Faults {
     panic_on: Option<String>,
+    actor_panic_on: Option<String>,
     poison_on: Option<String>,
     crash_after_appends: Option<u64>,
     appends: AtomicU64,
@@ -46,6 +49,7 @@ impl Faults {
                 .ok_or_else(|| FaultsError(format!("{item:?} is not key=value")))?;
             match key {
                 "panic_on" => faults.panic_on = Some(value.to_owned()),
+                "actor_panic_on" => faults.actor_panic_on = Some(value.to_owned()),
                 "poison_on" => faults.poison_on = Some(value.to_owned()),
                 "crash_after_appends" => {
                     faults.crash_after_appends = Some(value.parse().map_err(|_| {
@@ -59,7 +63,7 @@ impl Faults {
                 }
                 other => {
                     return Err(FaultsError(format!(
-                        "unknown fault {other:?}; known: panic_on, poison_on, \
+                        "unknown fault {other:?}; known: panic_on, actor_panic_on, poison_on, \
                          crash_after_appends, crash_after_answers"
                     )));
                 }
@@ -78,6 +82,7 @@ impl Faults {
 
     pub fn any(&self) -> bool {
         self.panic_on.is_some()
+            || self.actor_panic_on.is_some()
             || self.poison_on.is_some()
             || self.crash_after_appends.is_some()
             || self.crash_after_answers.is_some()
@@ -94,6 +99,18 @@ impl Faults {
             && format!("{command:?}").contains(mark.as_str())
         {
             panic!("injected decider panic on {mark}");
+        }
+    }
+
+    /// Panics when one of `commands` carries the actor panic mark (called by the entity actor
+    /// outside the decider's guard).
+    pub fn panic_actor_if_marked<C: Debug>(&self, commands: impl IntoIterator<Item = C>) {
+        if let Some(mark) = &self.actor_panic_on
+            && commands
+                .into_iter()
+                .any(|command| format!("{command:?}").contains(mark.as_str()))
+        {
+            panic!("injected entity actor panic on {mark}");
         }
     }
 
@@ -134,9 +151,12 @@ mod tests {
 
     #[test]
     fn faults_parse_and_unknown_ones_are_named() {
-        let faults =
-            Faults::parse("panic_on=BOOM, crash_after_appends=3, crash_after_answers=2").unwrap();
+        let faults = Faults::parse(
+            "panic_on=BOOM, actor_panic_on=BANG, crash_after_appends=3, crash_after_answers=2",
+        )
+        .unwrap();
         assert_eq!(faults.panic_on.as_deref(), Some("BOOM"));
+        assert_eq!(faults.actor_panic_on.as_deref(), Some("BANG"));
         assert_eq!(faults.crash_after_appends, Some(3));
         assert_eq!(faults.crash_after_answers, Some(2));
         assert!(faults.any());

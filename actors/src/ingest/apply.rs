@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use async_nats::jetstream;
 use ractor::ActorRef;
 use ractor::rpc::CallResult;
 use tokio_util::sync::CancellationToken;
@@ -19,11 +20,12 @@ const RETRY_BACKOFF_START: Duration = Duration::from_millis(100);
 const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 impl<K: EntityKind> GroupIntake<K> {
-    /// Applies the accepted envelopes. A transient failure retries the batch as it is; a
-    /// permanent one applies the messages one by one and quarantines those that keep failing.
-    /// `None` when stopped first.
+    /// Applies the accepted envelopes of `messages`. A transient failure retries the batch as
+    /// it is (screened again from `messages`); a permanent one applies the messages one by one
+    /// and quarantines those that keep failing. `None` when stopped first.
     pub(super) async fn apply(
         &self,
+        messages: &[jetstream::Message],
         accepted: Vec<Accepted<K>>,
         shard: &mut Option<ActorRef<ShardMessage<K>>>,
         stop: &CancellationToken,
@@ -31,13 +33,18 @@ impl<K: EntityKind> GroupIntake<K> {
         if accepted.is_empty() {
             return Some(Vec::new());
         }
-        let batch: Vec<(K::Id, Envelope<K::Command>)> = accepted
-            .into_iter()
-            .map(|(_, id, envelope)| (id, envelope))
-            .collect();
+        let envelopes = |accepted: Vec<Accepted<K>>| -> Vec<(K::Id, Envelope<K::Command>)> {
+            accepted
+                .into_iter()
+                .map(|(_, id, envelope)| (id, envelope))
+                .collect()
+        };
+        let again = || envelopes(self.screen_batch(messages).0);
+        let mut batch = Some(envelopes(accepted));
         let mut backoff = RETRY_BACKOFF_START;
         loop {
-            match self.call_shard(shard, batch.clone()).await {
+            let attempt = batch.take().unwrap_or_else(again);
+            match self.call_shard(shard, attempt).await {
                 Ok(results) => return Some(results),
                 Err(failure) if failure.error.is_transient() => {
                     self.note_retry("apply", &failure.error, backoff);
@@ -57,6 +64,7 @@ impl<K: EntityKind> GroupIntake<K> {
                 }
             }
         }
+        let batch = again();
         let mut results = Vec::with_capacity(batch.len());
         for item in batch {
             results.push(self.apply_one(item, shard, stop).await?);

@@ -240,16 +240,13 @@ impl<K: EntityKind> GroupIntake<K> {
         Ok(shard)
     }
 
-    /// The apply stage: screens the batch, applies it through the shard (decisions journaled,
-    /// state and answers written but not yet flushed) and hands the rest to the settle stage.
-    /// `None` when stopped first.
-    async fn apply_batch(
+    /// Screens every message of a batch: the envelopes to apply, with their positions, and the
+    /// dead letters. A pure function of the messages, so a retry screens them again instead of
+    /// keeping a copy of every envelope in case the batch fails.
+    fn screen_batch(
         &self,
-        batch: Vec<jetstream::Message>,
-        shard: &mut Option<ActorRef<ShardMessage<K>>>,
-        stop: &CancellationToken,
-    ) -> Option<Applied> {
-        let started = std::time::Instant::now();
+        batch: &[jetstream::Message],
+    ) -> (Vec<Accepted<K>>, Vec<(usize, DeadLetter)>) {
         let mut accepted: Vec<Accepted<K>> = Vec::with_capacity(batch.len());
         let mut rejected: Vec<(usize, DeadLetter)> = Vec::new();
         for (position, message) in batch.iter().enumerate() {
@@ -280,17 +277,30 @@ impl<K: EntityKind> GroupIntake<K> {
                         ),
                         command,
                         reply_to,
-                        headers: message.headers.clone(),
                     },
                 )),
                 Err(letter) => rejected.push((position, letter)),
             }
         }
+        (accepted, rejected)
+    }
+
+    /// The apply stage: screens the batch, applies it through the shard (decisions journaled,
+    /// state and answers written but not yet flushed) and hands the rest to the settle stage.
+    /// `None` when stopped first.
+    async fn apply_batch(
+        &self,
+        batch: Vec<jetstream::Message>,
+        shard: &mut Option<ActorRef<ShardMessage<K>>>,
+        stop: &CancellationToken,
+    ) -> Option<Applied> {
+        let started = std::time::Instant::now();
+        let (accepted, mut rejected) = self.screen_batch(&batch);
         let replies: Vec<_> = accepted
             .iter()
             .map(|(position, _, envelope)| (*position, envelope.reply_to.clone()))
             .collect();
-        let results = self.apply(accepted, shard, stop).await?;
+        let results = self.apply(&batch, accepted, shard, stop).await?;
         let mut counts = HashMap::<&'static str, u64>::new();
         let mut answers = Vec::new();
         for ((position, reply_to), processed) in replies.into_iter().zip(results) {

@@ -1,20 +1,21 @@
-//! The ractor actor hosting one entity's [`Shell`]: it loads on start and applies command
-//! slices one at a time. A panic outside the decider (which the shell catches itself) fails
-//! the actor; its shard drops it and the next command starts a fresh one from storage.
+//! The ractor actor hosting one entity's [`Shell`]: it loads with its first slice and applies
+//! command slices one at a time, each reported through the slice's [`SliceDone`]. A panic
+//! outside the decider (which the shell catches itself) fails the actor; the slice it held
+//! reports a failure as it is dropped, its shard drops the actor, and the next command starts
+//! a fresh one from storage.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 
+use super::shard::SliceDone;
 use super::shell::Shell;
-use super::{EntityKind, Envelope, Processed, Runtime, SliceError};
+use super::{EntityKind, Envelope, Runtime};
 
 pub enum EntityMessage<K: EntityKind> {
-    Apply(
-        Vec<Envelope<K::Command>>,
-        RpcReplyPort<Result<Vec<Processed>, SliceError>>,
-    ),
+    /// Apply these envelopes in order and report through the [`SliceDone`].
+    Apply(Vec<Envelope<K::Command>>, SliceDone),
 }
 
 pub struct EntityActor<K>(PhantomData<fn() -> K>);
@@ -62,13 +63,16 @@ impl<K: EntityKind> Actor for EntityActor<K> {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let EntityMessage::Apply(batch, reply) = message;
+        let EntityMessage::Apply(batch, done) = message;
+        state
+            .runtime
+            .faults
+            .panic_actor_if_marked(batch.iter().map(|envelope| &envelope.command));
         let result = state
             .shell
             .apply(&state.runtime, &state.context, batch)
             .await;
-        // The shard may have given up waiting (shutdown); nothing else to tell.
-        let _ = reply.send(result);
+        done.complete(result);
         Ok(())
     }
 }

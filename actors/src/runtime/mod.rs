@@ -20,7 +20,6 @@ use std::future::Future;
 use std::hash::Hash;
 use std::sync::Arc;
 
-use async_nats::HeaderMap;
 use playhead_proto::subjects::{EventFamily, ReplySubject};
 
 use crate::domain::decider::Decider;
@@ -40,8 +39,6 @@ pub struct Envelope<C> {
     pub command: C,
     /// Where the answer goes, when the publisher asked for one.
     pub reply_to: Option<ReplySubject>,
-    /// The inbound headers (trace context).
-    pub headers: Option<HeaderMap>,
 }
 
 /// Why a message was set aside without being applied.

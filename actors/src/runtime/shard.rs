@@ -1,22 +1,56 @@
-//! The shard of one inbox partition: routes each envelope to its entity actor (spawned on
+//! The shard of one ownership group: routes each envelope to its entity actor (spawned on
 //! first use), runs the entities of a batch concurrently, and passivates entities that have
 //! been idle (or are least recently used beyond the bound). The shard is the only sender to
 //! its entities and handles one message at a time, so no command is ever in flight to an
 //! entity that is being passivated.
+//!
+//! A batch costs the shard one message per entity and no round trip: each entity gets its
+//! slice with a [`SliceDone`] and reports through it into one channel per batch, which the
+//! shard drains; a slice whose actor fails or stops before answering reports a failure as it
+//! is dropped, so a batch always completes. Spawning does not wait for the entity to start,
+//! and an entity loads with its first slice, on its own task.
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::join_all;
-use ractor::rpc::CallResult;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorProcessingErr, ActorRef, ActorRuntime, RpcReplyPort, SupervisionEvent};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::entity_actor::{EntityActor, EntityArguments, EntityMessage};
 use super::{EntityError, EntityKind, Envelope, Processed, Runtime, SliceError};
 use crate::metrics::{EntityKindLabel as KindLabel, NodeMetrics};
+
+/// What one slice of a batch came to; `None` when it was dropped unanswered.
+type SliceReport = (usize, Option<Result<Vec<Processed>, SliceError>>);
+
+/// A slice's share of its batch's completion: the entity reports through it exactly once.
+/// Dropped unanswered (the actor failed while applying, or stopped with the slice still in
+/// its mailbox), it reports that instead, so the shard never waits for an answer that cannot
+/// come.
+pub struct SliceDone {
+    slice: usize,
+    reports: Option<mpsc::UnboundedSender<SliceReport>>,
+}
+
+impl SliceDone {
+    pub fn complete(mut self, result: Result<Vec<Processed>, SliceError>) {
+        if let Some(reports) = self.reports.take() {
+            // The shard outlives its batch's slices; if it is gone, nobody is waiting.
+            let _ = reports.send((self.slice, Some(result)));
+        }
+    }
+}
+
+impl Drop for SliceDone {
+    fn drop(&mut self) {
+        if let Some(reports) = self.reports.take() {
+            let _ = reports.send((self.slice, None));
+        }
+    }
+}
 
 /// How long passivation waits for an entity to stop.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -68,7 +102,9 @@ impl<E: EntityKind> ShardState<E> {
         KindLabel { kind: E::KIND }
     }
 
-    async fn entity(
+    /// The entity's actor, spawned if it is not live. The spawn does not wait for the actor
+    /// to start: its first slice waits in its mailbox meanwhile.
+    fn entity(
         &mut self,
         myself: &ActorRef<ShardMessage<E>>,
         id: &E::Id,
@@ -77,7 +113,9 @@ impl<E: EntityKind> ShardState<E> {
             live.last_used = Instant::now();
             return Ok(live.actor.clone());
         }
-        let (actor, _) = Actor::spawn_linked(
+        // Its start cannot fail (loading happens with the first slice), so the handle that
+        // would report a failed start is not kept.
+        let (actor, _started) = ActorRuntime::spawn_linked_instant(
             None,
             EntityActor::<E>::default(),
             EntityArguments {
@@ -87,7 +125,6 @@ impl<E: EntityKind> ShardState<E> {
             },
             myself.get_cell(),
         )
-        .await
         .map_err(|error| EntityError::ActorGone {
             id: id.to_string(),
             detail: error.to_string(),
@@ -141,52 +178,51 @@ impl<E: EntityKind> ShardState<E> {
             slice.0.push(position);
             slice.1.push(envelope);
         }
-        let mut calls = Vec::with_capacity(slices.len());
-        for (id, (positions, envelopes)) in slices {
+        let (reports, mut reported) = mpsc::unbounded_channel();
+        // Per slice: its entity, its positions in the batch and its first inbox sequence.
+        let mut sent = Vec::with_capacity(slices.len());
+        for (slice, (id, (positions, envelopes))) in slices.into_iter().enumerate() {
             let first_seq = envelopes.first().map(|envelope| envelope.seq);
-            let actor = self.entity(myself, &id).await?;
-            calls.push(async move {
-                let result = actor
-                    .call(|reply| EntityMessage::Apply(envelopes, reply), None)
-                    .await;
-                (id, positions, first_seq, result)
-            });
+            let done = SliceDone {
+                slice,
+                reports: Some(reports.clone()),
+            };
+            match self.entity(myself, &id) {
+                // A send to an actor that just died hands the message back in the error; it
+                // is dropped there, and its `SliceDone` reports the failure.
+                Ok(actor) => drop(actor.send_message(EntityMessage::Apply(envelopes, done))),
+                Err(error) => done.complete(Err(error.into())),
+            }
+            sent.push((id, positions, first_seq));
         }
+        drop(reports);
         let mut processed: Vec<Option<Processed>> = vec![None; total];
         let mut failed = Vec::new();
         let mut first_error: Option<SliceError> = None;
-        for (id, positions, first_seq, result) in join_all(calls).await {
-            let error = match result {
-                Ok(CallResult::Success(Ok(results))) => {
+        // Every slice reports exactly once, so this ends when the last one has.
+        while let Some((slice, report)) = reported.recv().await {
+            let (id, positions, first_seq) = &mut sent[slice];
+            let error = match report {
+                Some(Ok(results)) => {
                     debug_assert_eq!(results.len(), positions.len());
-                    for (position, result) in positions.into_iter().zip(results) {
+                    for (position, result) in positions.drain(..).zip(results) {
                         processed[position] = Some(result);
                     }
                     continue;
                 }
-                Ok(CallResult::Success(Err(error))) => error,
-                // The actor dropped the reply without answering: it failed (a panic outside
-                // the decider) while applying this slice.
-                Ok(CallResult::SenderError) => SliceError {
+                Some(Err(error)) => error,
+                // The actor failed (a panic outside the decider) or stopped while holding
+                // this slice.
+                None => SliceError {
                     error: EntityError::Panicked {
                         id: id.to_string(),
                         detail: "the entity actor failed while applying".into(),
                     },
-                    at_seq: first_seq,
+                    at_seq: *first_seq,
                 },
-                Ok(CallResult::Timeout) => EntityError::ActorGone {
-                    id: id.to_string(),
-                    detail: "timed out".into(),
-                }
-                .into(),
-                Err(error) => EntityError::ActorGone {
-                    id: id.to_string(),
-                    detail: error.to_string(),
-                }
-                .into(),
             };
             tracing::warn!(kind = E::KIND, %id, error = %error.error, "entity failed; it reloads from storage");
-            failed.push(id);
+            failed.push(id.clone());
             // Report a permanent failure before a transient one: it is what needs isolating.
             if first_error
                 .as_ref()

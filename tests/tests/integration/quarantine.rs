@@ -1,6 +1,6 @@
 //! Nothing stalls a partition: a command its decider panics on is quarantined at once, one
-//! that fails for a reason that does not go away is quarantined after `ingest.max_attempts`,
-//! and the commands around it — on the same station — are applied.
+//! that fails for a reason that does not go away (or fails its entity actor) is quarantined
+//! after `ingest.max_attempts`, and the commands around it — on the same station — are applied.
 
 use std::time::Duration;
 
@@ -219,6 +219,49 @@ async fn a_message_that_keeps_failing_is_quarantined_after_max_attempts_and_the_
         log.contains("quarantining a message that keeps failing"),
         "{}",
         node.process.log_tail(20)
+    );
+    gateway.stop().await;
+}
+
+/// The actor fails while it holds the slice (a panic outside the decider's guard): the slice
+/// still reports — as a failure — so the batch does not wait for it, the shard starts the
+/// entity again from storage, and the message is quarantined after `max_attempts`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entity_actor_that_fails_while_applying_does_not_stall_the_group() {
+    let nats = NatsServer::start();
+    let data = temp_dir();
+    let jetstream = jetstream::new(nats.connect().await);
+    let node = NodeProcess::start(
+        &nats.url(),
+        data.path(),
+        &[
+            ("PLAYHEAD_FAULTS", "actor_panic_on=BANG"),
+            ("PLAYHEAD_INGEST__MAX_ATTEMPTS", "3"),
+        ],
+    )
+    .await;
+    let gateway = TestGateway::start(&nats.url()).await;
+    publish(&jetstream, "radio-a", "Before").await;
+    let bang = publish(&jetstream, "radio-a", "BANG").await;
+    publish(&jetstream, "radio-a", "After").await;
+
+    let (reason, detail) = dead_letter_of(&jetstream, bang).await;
+    assert_eq!(reason, "panic");
+    assert!(detail.starts_with("failed 3 times"), "{detail}");
+    assert!(
+        detail.contains("the entity actor failed while applying"),
+        "{detail}"
+    );
+    assert_eq!(plays(&gateway, "radio-a", 2).await, ["Before", "After"]);
+    let metrics = node_metrics(&node).await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "playhead_dead_letters_total",
+            &[("reason", "panic")]
+        ),
+        1.0,
+        "quarantined once"
     );
     gateway.stop().await;
 }
