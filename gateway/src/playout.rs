@@ -34,7 +34,7 @@ pub struct PlayoutApi {
     pub heartbeat_timeout: Duration,
     /// The interval a fail-open answer asks for: the nodes' heartbeat interval.
     pub heartbeat_interval: Duration,
-    /// Heartbeats answered DEGRADED so far (an outage logs once per [`FAIL_OPEN_LOG_EVERY`]).
+    /// Heartbeats answered DEGRADED so far (an outage logs once per `FAIL_OPEN_LOG_EVERY`).
     pub fail_opens: AtomicU64,
 }
 

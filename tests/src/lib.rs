@@ -6,6 +6,7 @@
 //! - [`model`]: expected histories for generated observation streams; pipelined publishing.
 //! - [`player`]: playlist fixtures.
 //! - [`system`]: playhead's node and gateway, in-process or as child processes.
+//! - [`systemd`]: `deploy/systemd/` read the way systemd reads it.
 
 pub mod harness;
 pub mod mixed;
@@ -13,3 +14,4 @@ pub mod model;
 pub mod player;
 pub mod playout;
 pub mod system;
+pub mod systemd;

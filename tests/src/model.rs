@@ -151,7 +151,7 @@ impl From<(String, Bytes)> for Publication {
     }
 }
 
-/// Publishes every message with at most [`ACK_WINDOW`] acknowledgements outstanding, and
+/// Publishes every message with at most `ACK_WINDOW` acknowledgements outstanding, and
 /// waits until the broker acknowledged them all.
 pub async fn publish_pipelined<M: Into<Publication>>(
     jetstream: &jetstream::Context,

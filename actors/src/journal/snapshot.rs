@@ -2,7 +2,7 @@
 //! restores them and replays only the journal after [`SnapshotMeta::journal_seq`].
 //!
 //! One object per (kind, group), [`snapshot_object`] in [`SNAPSHOT_BUCKET`]. Its bytes are a
-//! [`dump`](crate::storage::dump) of the selected trees; its [`SnapshotMeta`] travels in the
+//! [`dump`] of the selected trees; its [`SnapshotMeta`] travels in the
 //! object's metadata map, which lives in the same object-info record as the chunk list and
 //! digest, so meta and bytes are always replaced together. Dumps and downloads go through a
 //! scratch file (removed on every path, errors included): neither is ever whole in memory.

@@ -2,7 +2,7 @@
 //! applied inbox sequence. The user actor reads it to check entitlement by tag.
 //!
 //! Heartbeats read the tags of the content they play, thousands a second, so the tags are also
-//! kept in memory ([`TagCache`]): the catalog entity puts the tags it commits there, and a miss
+//! kept in memory (`TagCache`): the catalog entity puts the tags it commits there, and a miss
 //! reads sled once and keeps the answer (an unknown item too). The cache is bounded: a catalog
 //! can hold millions of items while the contents being watched at any moment are few, and
 //! DESIGN §8 wants every cache bounded. Nothing in it outlives the process: a restart or a

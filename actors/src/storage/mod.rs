@@ -10,7 +10,7 @@
 //! - [`playout_store`]: each user's entitlements, concurrency slots and filed answers.
 //! - [`view_history_store`]: viewing history and bookmarks (sliding TTL, capped per user).
 //! - [`user_meta_store`]: where each user entity stands (inbox and journal sequences).
-//! - [`Durability`]: group commit, so concurrent partitions share one flush.
+//! - `Durability`: group commit, so concurrent partitions share one flush.
 
 pub mod answer_store;
 pub mod catalog_store;

@@ -69,6 +69,10 @@ struct Cli {
     /// Log format: text or json (RUST_LOG sets the filter).
     #[arg(long, env = "PLAYHEAD_GATEWAY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    /// Parse and validate the flags and environment, print the resulting settings, and exit
+    /// (status 0; a bad value exits 2 with what is wrong, as at start).
+    #[arg(long)]
+    check_config: bool,
 }
 
 /// mimalloc: glibc malloc was about a quarter of the node's CPU under load (profiled).
@@ -78,6 +82,18 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let config = GatewayConfig {
+        nats_url: cli.nats_url,
+        listen: cli.listen,
+        metrics_listen: cli.metrics_listen,
+        request_timeout: Duration::from_millis(cli.request_timeout_ms),
+        heartbeat_timeout: Duration::from_millis(cli.heartbeat_timeout_ms),
+        heartbeat_interval: Duration::from_secs(cli.heartbeat_interval_secs),
+    };
+    if cli.check_config {
+        println!("{config:#?}\nlog format: {}", cli.log_format);
+        return Ok(());
+    }
     let log = LogConfig {
         format: if cli.log_format == "json" {
             LogFormat::Json
@@ -99,17 +115,5 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!("signal received; stopping");
         signals.cancel();
     });
-    server::serve(
-        GatewayConfig {
-            nats_url: cli.nats_url,
-            listen: cli.listen,
-            metrics_listen: cli.metrics_listen,
-            request_timeout: Duration::from_millis(cli.request_timeout_ms),
-            heartbeat_timeout: Duration::from_millis(cli.heartbeat_timeout_ms),
-            heartbeat_interval: Duration::from_secs(cli.heartbeat_interval_secs),
-        },
-        shutdown,
-        None,
-    )
-    .await
+    server::serve(config, shutdown, None).await
 }

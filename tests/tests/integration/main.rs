@@ -5,6 +5,7 @@ mod catalog_flow;
 mod crash_restart;
 mod dead_letter_failures;
 mod dead_letter_hygiene;
+mod deploy_files;
 mod fatal_exit;
 mod gateway_edges;
 mod harness;

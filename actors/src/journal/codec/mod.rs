@@ -7,14 +7,14 @@
 //!
 //! Old versions stay readable forever: a decoder that meets an older version *upcasts* it to
 //! the current domain event, filling what the old schema did not record with documented
-//! defaults. Today only `PlayoutStarted` has two versions (see [`user`]); every other event is
+//! defaults. Today only `PlayoutStarted` has two versions (see `user`); every other event is
 //! version 1.
 //!
 //! Decoding trusts nothing: ids are parsed into their newtypes, a payload naming another
 //! entity than the journal entry's is refused, timestamps are range-checked, and no input
 //! panics (a property test feeds it arbitrary bytes).
 //!
-//! - [`station`], [`user`], [`content`]: one module per entity family.
+//! - `station`, `user`, `content`: one module per entity family.
 
 use std::time::Duration;
 

@@ -20,16 +20,16 @@ pub struct SnapshotMeta {
     /// The partition count the state was folded with.
     pub partitions: u32,
     pub taken_at_ms: u64,
-    /// Filled by [`take`].
+    /// Filled by `take`.
     pub entries: u64,
-    /// Filled by [`take`]: the dump's size in bytes.
+    /// Filled by `take`: the dump's size in bytes.
     pub bytes: u64,
-    /// Filled by [`take`]: the dump format version ([`dump::FORMAT_VERSION`]).
+    /// Filled by `take`: the dump format version ([`dump::FORMAT_VERSION`]).
     pub format: u32,
 }
 
 impl SnapshotMeta {
-    /// The meta of a snapshot about to be taken; [`take`] fills the counts and format.
+    /// The meta of a snapshot about to be taken; `take` fills the counts and format.
     pub fn new(
         kind: impl Into<String>,
         group: u32,

@@ -2,7 +2,7 @@
 //! (entitlements, concurrency slots, bookmarks), decided by the user decider behind one inbox
 //! so a user's commands stay in order across kinds.
 //!
-//! - [`records`]: the records in memory, loaded lazily, and how decisions fold into them.
+//! - `records`: the records in memory, loaded lazily, and how decisions fold into them.
 //! - [`answers`]: the answers, pure functions of the state (a model of the inboxes uses them).
 //! - this module: the kind's glue — loading, the heartbeat's catalog tags, the codec.
 //!
