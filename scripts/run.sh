@@ -114,6 +114,29 @@ wait_for_port() {
     done
 }
 
+# 0 when GET /readyz on $host:$1 answers 200 (plain bash: no HTTP client needed).
+is_ready() {
+    (
+        exec 3<>"/dev/tcp/$host/$1" || exit 1
+        printf 'GET /readyz HTTP/1.0\r\nHost: %s\r\n\r\n' "$host" >&3
+        read -r -t 5 _ status _ <&3 || exit 1
+        [[ $status == 200 ]]
+    ) 2>/dev/null
+}
+
+wait_for_ready() {
+    local name=$1 pid=$2 logfile=$3 port=$4 deadline=$((SECONDS + startup_timeout_s))
+    until is_ready "$port"; do
+        is_alive "$pid" || died "$name" "$pid" "$logfile"
+        if ((SECONDS >= deadline)); then
+            log "$name was not ready within ${startup_timeout_s}s (http://$host:$port/readyz says why); last lines of $logfile:"
+            tail -n 20 "$logfile" >&2 || true
+            exit 1
+        fi
+        sleep 0.2
+    done
+}
+
 mkdir -p "$data_dir/logs"
 node_log="$data_dir/logs/playhead-node.log"
 gateway_log="$data_dir/logs/playhead-gateway.log"
@@ -125,13 +148,14 @@ setsid "$node_bin" --data-dir "$data_dir" --nats-server-bin "$nats_server_bin" \
     >>"$node_log" 2>&1 </dev/null &
 node_pid=$!
 wait_for_port playhead-node "$node_pid" "$node_log" "$nats_port"
-wait_for_port playhead-node "$node_pid" "$node_log" "$node_metrics_port"
+wait_for_ready playhead-node "$node_pid" "$node_log" "$node_metrics_port"
 
 log "starting playhead-gateway (log $gateway_log)"
 setsid "$gateway_bin" --nats-url "nats://$host:$nats_port" \
     >>"$gateway_log" 2>&1 </dev/null &
 gateway_pid=$!
 wait_for_port playhead-gateway "$gateway_pid" "$gateway_log" "$grpc_port"
+wait_for_ready playhead-gateway "$gateway_pid" "$gateway_log" "$gateway_metrics_port"
 
 cat <<EOF
 
@@ -139,8 +163,8 @@ playhead is running (Ctrl-C stops it)
 
   NATS            nats://$host:$nats_port
   gRPC            $host:$grpc_port
-  node metrics    http://$host:$node_metrics_port/metrics
-  gateway metrics http://$host:$gateway_metrics_port/metrics
+  node metrics    http://$host:$node_metrics_port/metrics   (and /readyz, /livez)
+  gateway metrics http://$host:$gateway_metrics_port/metrics   (and /readyz, /livez)
   data            $data_dir
   logs            $node_log
                   $gateway_log

@@ -1,6 +1,7 @@
 //! playhead's gateway: a thin tonic server over NATS, and the `playhead` CLI's client code.
 //!
-//! - [`server`]: assembly, health, reflection, shutdown.
+//! - [`server`]: assembly, reflection, shutdown.
+//! - [`health`]: gRPC health and `/readyz` that follow the broker connection.
 //! - [`station`], [`player`]: the `StationService` and `PlayerService` handlers.
 //! - [`node_client`]: queries, commands and their routed replies over NATS.
 //! - [`now_playing`]: the KV-watch-fed now-playing cache.
@@ -8,6 +9,7 @@
 //! - [`metrics`]: gRPC request metrics.
 
 pub mod error;
+pub mod health;
 pub mod metrics;
 pub mod node_client;
 pub mod now_playing;

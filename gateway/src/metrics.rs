@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use playhead_actors::metrics as metrics_http;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -95,6 +96,7 @@ impl GatewayMetrics {
             "Open WatchNowPlaying streams",
             watchers.clone(),
         );
+        metrics_http::register_build_info(&mut registry);
         Arc::new(Self {
             registry,
             heartbeat_decisions,

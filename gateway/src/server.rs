@@ -17,8 +17,10 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
 
+use crate::health;
 use crate::metrics::GatewayMetrics;
 use crate::node_client::NodeClient;
 use crate::now_playing::NowPlayingCache;
@@ -93,32 +95,41 @@ pub async fn serve(
         let metrics = metrics.clone();
         let cache = cache.clone();
         let stop = stop_background.clone();
+        let readiness = health::readiness(client.clone());
         background.spawn(async move {
+            let process = metrics_http::ProcessCollector::registry();
             let render = move || {
                 metrics.cached_stations.set(cache.len() as i64);
-                metrics_http::render(&metrics.registry)
+                metrics_http::render(&[&metrics.registry, &process])
             };
-            if let Err(error) =
-                metrics_http::serve(metrics_listener, Arc::new(render), stop.cancelled_owned())
-                    .await
+            if let Err(error) = metrics_http::serve(
+                metrics_listener,
+                Arc::new(render),
+                readiness,
+                stop.cancelled_owned(),
+            )
+            .await
             {
                 tracing::warn!(%error, "metrics endpoint stopped");
             }
         });
     }
 
+    // NOT_SERVING until the broker connection is seen up, and whenever it is down.
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<StationServiceServer<StationApi>>()
-        .await;
-    health_reporter
-        .set_serving::<PlayerServiceServer<PlayerApi>>()
-        .await;
-    health_reporter
-        .set_serving::<PlayoutServiceServer<PlayoutApi>>()
-        .await;
+    background.spawn(health::follow_broker(
+        health_reporter,
+        client.clone(),
+        vec![
+            StationServiceServer::<StationApi>::NAME,
+            PlayerServiceServer::<PlayerApi>::NAME,
+            PlayoutServiceServer::<PlayoutApi>::NAME,
+        ],
+        stop_background.clone(),
+    ));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(playhead_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("cannot build the reflection service")?;
     let station = StationApi {

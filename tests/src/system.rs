@@ -236,6 +236,16 @@ impl NodeProcess {
         NodeProcess { process }
     }
 
+    /// The `host:port` of its operations endpoint (`/metrics`, `/livez`, `/readyz`), once it
+    /// logged it (right after connecting to the broker, a standby too).
+    pub fn operations_address(&self) -> Option<String> {
+        let log = strip_ansi(&std::fs::read_to_string(self.process.log_path()).ok()?);
+        log.lines().find_map(|line| {
+            let rest = line.split("metrics=http://").nth(1)?;
+            Some(rest[..rest.find('/')?].to_owned())
+        })
+    }
+
     /// Starts the binary joining `nats_url`, and waits until it serves.
     pub async fn start(nats_url: &str, data_dir: &Path, extra_env: &[(&str, &str)]) -> Self {
         Self::start_with_args(nats_url, data_dir, &[], extra_env).await
@@ -269,6 +279,24 @@ impl NodeProcess {
         }
         node
     }
+}
+
+/// A log without terminal colour codes.
+pub fn strip_ansi(text: &str) -> String {
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
 }
 
 /// One `ListPlays` page through the gateway.
@@ -442,7 +470,12 @@ pub fn metric_value(metrics_text: &str, name: &str, labels: &[(&str, &str)]) -> 
 }
 
 async fn scrape(url: &str) -> String {
-    // A minimal HTTP/1.0 GET: tests need no HTTP client dependency for one endpoint.
+    http_get(url).await.1
+}
+
+/// A minimal HTTP/1.0 GET (tests need no HTTP client dependency for the operations endpoint):
+/// the status code and the body.
+pub async fn http_get(url: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let without_scheme = url.trim_start_matches("http://");
     let (address, path) = without_scheme
@@ -451,7 +484,7 @@ async fn scrape(url: &str) -> String {
         .expect("url has a path");
     let mut stream = tokio::net::TcpStream::connect(address)
         .await
-        .expect("metrics endpoint accepts connections");
+        .expect("the operations endpoint accepts connections");
     stream
         .write_all(format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
         .await
@@ -461,10 +494,16 @@ async fn scrape(url: &str) -> String {
         .read_to_string(&mut response)
         .await
         .expect("response read");
-    response
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response
         .split_once("\r\n\r\n")
         .map(|(_, body)| body.to_owned())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    (status, body)
 }
 
 /// A fresh directory under the system temp dir, removed on drop.

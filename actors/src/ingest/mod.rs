@@ -105,6 +105,64 @@ pub struct GroupIntake<K: EntityKind> {
     pub config: IntakeConfig,
     /// The entities' runtime (here for its injected faults, tests only).
     pub runtime: Arc<crate::runtime::Runtime>,
+    /// What `/readyz` reads of this intake.
+    pub progress: Arc<IntakeProgress>,
+}
+
+/// How long an intake may hold delivered-but-unsettled work, or leave messages waiting, without
+/// settling a batch before `/readyz` calls it stalled.
+pub const STALLED_AFTER: Duration = Duration::from_secs(60);
+
+/// An intake's progress as `/readyz` reads it: running, and when it last settled a batch with
+/// how many messages its consumer still held then.
+#[derive(Debug, Default)]
+pub struct IntakeProgress {
+    running: std::sync::atomic::AtomicBool,
+    /// Unix ms of the last settled batch (or of the start).
+    settled_at_ms: std::sync::atomic::AtomicU64,
+    /// Messages the consumer still held after that batch.
+    pending: std::sync::atomic::AtomicU64,
+}
+
+impl IntakeProgress {
+    fn started(&self, now_ms: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.settled_at_ms.store(now_ms, Relaxed);
+        self.running.store(true, Relaxed);
+    }
+
+    fn settled(&self, now_ms: u64, pending: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.settled_at_ms.store(now_ms, Relaxed);
+        self.pending.store(pending, Relaxed);
+    }
+
+    fn stopped(&self) {
+        self.running
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// `Ok` with the backlog, or why the intake is not progressing: not running, or messages
+    /// waiting and nothing settled for [`STALLED_AFTER`].
+    pub fn check(&self, now_ms: u64) -> Result<String, String> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if !self.running.load(Relaxed) {
+            return Err("not running".into());
+        }
+        let pending = self.pending.load(Relaxed);
+        let quiet_ms = now_ms.saturating_sub(self.settled_at_ms.load(Relaxed));
+        if pending > 0 && quiet_ms > STALLED_AFTER.as_millis() as u64 {
+            return Err(format!(
+                "stalled: {pending} messages waiting, nothing settled for {} s",
+                quiet_ms / 1000
+            ));
+        }
+        Ok(format!("{pending} waiting"))
+    }
+}
+
+fn unix_ms_now() -> u64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).max(0) as u64
 }
 
 /// Applied batches the settle stage may hold before the apply stage waits for it.
@@ -137,6 +195,7 @@ impl<K: EntityKind> GroupIntake<K> {
         let intake = Arc::new(self);
         let consumer_name = intake.group.consumer_name();
         let mut shard = Some(intake.spawn_shard(&consumer_name).await?);
+        intake.progress.started(unix_ms_now());
         let (settle_queue, settling) = tokio::sync::mpsc::channel(SETTLE_QUEUE);
         let settler = tokio::spawn(intake.clone().settle(settling, stop.clone()));
         let result = intake
@@ -149,6 +208,7 @@ impl<K: EntityKind> GroupIntake<K> {
                 .stop_and_wait(None, Some(Duration::from_secs(30)))
                 .await;
         }
+        intake.progress.stopped();
         tracing::debug!(consumer = %consumer_name, "intake stopped");
         result
     }
@@ -461,6 +521,7 @@ impl<K: EntityKind> GroupIntake<K> {
                     group: self.group.index,
                 })
                 .set(info.pending as i64);
+            self.progress.settled(unix_ms_now(), info.pending);
         }
     }
 }

@@ -36,6 +36,19 @@ pub enum DeadLetterReason {
 }
 
 impl DeadLetterReason {
+    pub const ALL: [DeadLetterReason; 10] = [
+        DeadLetterReason::Oversize,
+        DeadLetterReason::BadSubject,
+        DeadLetterReason::InvalidId,
+        DeadLetterReason::Undecodable,
+        DeadLetterReason::IdMismatch,
+        DeadLetterReason::InvalidCommand,
+        DeadLetterReason::InvalidReplyTo,
+        DeadLetterReason::Rejected,
+        DeadLetterReason::Panic,
+        DeadLetterReason::Poison,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
             DeadLetterReason::Oversize => "oversize",

@@ -3,11 +3,13 @@
 //! and shuts all of it down in one fixed order.
 //!
 //! - [`ownership`]: the leases by which a node owns the inbox groups (a second node stands by).
+//! - [`health`]: `/livez` and `/readyz`, served from the start (a standby answers them too).
 //!
 //! - [`store`]: opening the local store, and rebuilding it when it cannot be trusted.
 //! - [`snapshots`]: snapshots of every kind's state, taken on a schedule and restored.
 
 mod compaction;
+pub mod health;
 pub mod ownership;
 pub mod snapshots;
 pub mod store;
@@ -24,6 +26,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use self::health::{NodeHealth, Stage};
 use self::ownership::Ownership;
 use self::store::StoreState;
 use crate::broker::{self, EmbeddedBroker};
@@ -31,17 +34,18 @@ use crate::config::NodeConfig;
 use crate::faults::Faults;
 use crate::ingest::dead_letter::DeadLetters;
 use crate::ingest::group::GroupId;
-use crate::ingest::{GroupIntake, IngestError, IntakeConfig, Screen, screen};
+use crate::ingest::screen::DeadLetterReason;
+use crate::ingest::{GroupIntake, IngestError, IntakeConfig, IntakeProgress, Screen, screen};
 use crate::journal::append::Journal;
 use crate::journal::snapshot;
-use crate::metrics::{self, NodeMetrics};
+use crate::metrics::{self, LabelSets, NodeMetrics, ProcessCollector};
 use crate::query::{self, QueryContext};
 use crate::runtime::kinds::catalog::ContentKind;
 use crate::runtime::kinds::station::StationKind;
 use crate::runtime::kinds::user::UserKind;
 use crate::runtime::shard::ShardArguments;
 use crate::runtime::{EntityKind, Runtime};
-use crate::storage::Storage;
+use crate::storage::{self, Storage};
 
 /// Where a started node can be reached.
 #[derive(Debug, Clone)]
@@ -94,6 +98,43 @@ pub async fn run_with(
         .map_or_else(|| config.nats.url.clone(), |broker| broker.url.clone());
     let client = broker::connect(&nats_url, "playhead-node").await?;
     let jetstream = jetstream::new(client.clone());
+    let node_metrics = NodeMetrics::new();
+    let inboxes: Vec<&'static str> = Inbox::ALL.iter().map(|inbox| inbox.label()).collect();
+    node_metrics.start_at_zero(&LabelSets {
+        inboxes: &inboxes,
+        kinds: &snapshots::KINDS.map(|kind| kind.name),
+        dead_letter_reasons: &DeadLetterReason::ALL.map(DeadLetterReason::label),
+        keyspaces: &storage::KEYSPACES,
+    });
+    let process_metrics = ProcessCollector::registry();
+    let health = NodeHealth::new(client.clone());
+    // Metrics and probes answer from here on, a standby's too; stopped with the background
+    // tasks (or dropped with them on an early return).
+    let background_stop = CancellationToken::new();
+    let mut background = JoinSet::new();
+    let metrics_listener = tokio::net::TcpListener::bind(config.metrics.listen)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {}", config.metrics.listen))?;
+    let metrics_address = metrics_listener.local_addr()?;
+    tracing::info!(
+        metrics = %format!("http://{metrics_address}/metrics"),
+        "operations endpoint up: /metrics, /livez, /readyz"
+    );
+    {
+        let node_metrics = node_metrics.clone();
+        let readiness = health.readiness();
+        let stop = background_stop.clone();
+        background.spawn(async move {
+            metrics::serve(
+                metrics_listener,
+                Arc::new(move || metrics::render(&[&node_metrics.registry, &process_metrics])),
+                readiness,
+                stop.cancelled_owned(),
+            )
+            .await
+            .context("metrics endpoint")
+        });
+    }
     let topology = broker::ensure_streams(&jetstream, &config).await?;
     let groups = Inbox::ALL
         .iter()
@@ -122,8 +163,8 @@ pub async fn run_with(
         consumers = consumers.len(),
         "jetstream topology ready"
     );
+    health.enter(Stage::PreparingStore);
     let journal = Journal::open(jetstream.clone()).await?;
-    let node_metrics = NodeMetrics::new();
 
     let snapshot_bucket = snapshot::ensure_bucket(&jetstream, config.nats.replicas).await?;
     if options.rebuild {
@@ -157,27 +198,8 @@ pub async fn run_with(
         );
     }
 
-    let background_stop = CancellationToken::new();
-    let mut background = JoinSet::new();
     // Released on the way out, after intake has stopped (background tasks stop after it).
     background.spawn(ownership.keep(background_stop.clone()));
-    let metrics_listener = tokio::net::TcpListener::bind(config.metrics.listen)
-        .await
-        .with_context(|| format!("cannot listen for metrics on {}", config.metrics.listen))?;
-    let metrics_address = metrics_listener.local_addr()?;
-    {
-        let node_metrics = node_metrics.clone();
-        let stop = background_stop.clone();
-        background.spawn(async move {
-            metrics::serve(
-                metrics_listener,
-                Arc::new(move || metrics::render(&node_metrics.registry)),
-                stop.cancelled_owned(),
-            )
-            .await
-            .context("metrics endpoint")
-        });
-    }
     let queries = query::start(
         client.clone(),
         QueryContext {
@@ -216,6 +238,7 @@ pub async fn run_with(
             metrics: node_metrics.clone(),
         },
         stop: CancellationToken::new(),
+        progress: std::sync::Mutex::new(Vec::new()),
     };
     let mut intakes = JoinSet::new();
     for (group, consumer) in consumers {
@@ -241,6 +264,10 @@ pub async fn run_with(
         }
     }
     let intake_stop = groups.stop;
+    health.serving(
+        storage.clone(),
+        groups.progress.into_inner().expect("progress lock"),
+    );
 
     let endpoints = NodeEndpoints {
         nats_url: nats_url.clone(),
@@ -281,6 +308,7 @@ pub async fn run_with(
             Some(cause)
         }
     };
+    health.enter(Stage::Stopping);
     shut_down(ShutdownParts {
         intake_stop,
         intakes,
@@ -309,6 +337,8 @@ struct Groups<'a> {
     dead_letters: DeadLetters,
     /// Stops every intake.
     stop: CancellationToken,
+    /// Each started intake's progress, named by group (for `/readyz`).
+    progress: std::sync::Mutex<Vec<(String, Arc<IntakeProgress>)>>,
 }
 
 impl Groups<'_> {
@@ -348,7 +378,12 @@ impl Groups<'_> {
                 max_attempts: config.max_attempts(),
             },
             runtime: self.runtime.clone(),
+            progress: Arc::new(IntakeProgress::default()),
         };
+        self.progress
+            .lock()
+            .expect("progress lock")
+            .push((group.to_string(), intake.progress.clone()));
         intakes.spawn(intake.run(self.stop.clone()));
     }
 }

@@ -116,6 +116,14 @@ pub struct StoreMarks {
 
 const NODE_META_TREE: &str = "node_meta";
 
+/// The time-partitioned keyspaces, as compaction and its metrics name them.
+pub const KEYSPACES: [&str; 4] = [
+    "station_plays",
+    "player_sessions",
+    "view_history",
+    "answers",
+];
+
 /// Trees of the node's own bookkeeping, in no kind's snapshot: its marks, and the answers of
 /// recent commands (worth nothing to a rebuilt store).
 pub const NODE_TREES: &[&str] = &[NODE_META_TREE, "ks/answers"];
@@ -142,6 +150,7 @@ const MARK_INITIALIZED: &[u8] = b"initialized";
 const MARK_STOPPED_CLEANLY: &[u8] = b"stopped_cleanly";
 const MARK_JOURNAL: &[u8] = b"journal_identity";
 const MARK_JOURNAL_END: &[u8] = b"journal_end_at_stop";
+const MARK_READINESS_PROBE: &[u8] = b"readiness_probe";
 
 /// Everything the node keeps in sled.
 #[derive(Clone)]
@@ -247,6 +256,14 @@ impl Storage {
         Ok(())
     }
 
+    /// A small write for the readiness probe (the time, so each probe changes something).
+    pub fn note_probe(&self) -> Result<(), StorageError> {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as u64;
+        self.node_meta
+            .insert(MARK_READINESS_PROBE, now.to_be_bytes().as_slice())?;
+        Ok(())
+    }
+
     /// The sled database (snapshots dump and restore its trees).
     pub fn db(&self) -> &sled::Db {
         &self.db
@@ -257,12 +274,13 @@ impl Storage {
         &self,
         expiry: &Expiry,
     ) -> Vec<(&'static str, Result<CompactionReport, StorageError>)> {
+        let [plays, sessions, history, answers] = KEYSPACES;
         vec![
-            ("station_plays", self.stations.compact_history(expiry)),
-            ("player_sessions", self.sessions.compact(expiry)),
-            ("view_history", self.view_history.compact(expiry)),
+            (plays, self.stations.compact_history(expiry)),
+            (sessions, self.sessions.compact(expiry)),
+            (history, self.view_history.compact(expiry)),
             (
-                "answers",
+                answers,
                 self.answers.keyspace().compact(expiry).map_err(Into::into),
             ),
         ]

@@ -9,6 +9,7 @@ mod deploy_files;
 mod fatal_exit;
 mod gateway_edges;
 mod harness;
+mod health;
 mod journal_crashes;
 mod ownership;
 mod passivation;

@@ -12,7 +12,7 @@ use playhead_proto::subjects::{DLQ_STREAM, station_song};
 use playhead_proto::v1::{ListPlaysRequest, SongObserved};
 use playhead_tests::harness::NatsServer;
 use playhead_tests::harness::wait::{eventually, within};
-use playhead_tests::system::{NodeProcess, TestGateway, metric_value, temp_dir};
+use playhead_tests::system::{NodeProcess, TestGateway, http_get, metric_value, temp_dir};
 use prost::Message;
 
 const WITHIN: Duration = Duration::from_secs(10);
@@ -108,48 +108,11 @@ async fn plays(gateway: &TestGateway, station: &str, count: usize) -> Vec<String
     .await
 }
 
-/// The log without terminal colour codes.
-fn strip_ansi(text: &str) -> String {
-    let mut plain = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c == 'm' {
-                    break;
-                }
-            }
-        } else {
-            plain.push(c);
-        }
-    }
-    plain
-}
-
 async fn node_metrics(node: &NodeProcess) -> String {
-    let log = strip_ansi(&std::fs::read_to_string(node.process.log_path()).unwrap_or_default());
-    let address = log
-        .lines()
-        .find_map(|line| {
-            let start = line.find("metrics=http://")? + "metrics=http://".len();
-            let rest = &line[start..];
-            Some(rest[..rest.find('/')?].to_owned())
-        })
-        .expect("the node logs its metrics address");
-    let mut stream = tokio::net::TcpStream::connect(&address)
-        .await
-        .expect("metrics endpoint");
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    stream
-        .write_all(format!("GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
-        .await
-        .expect("request");
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .await
-        .expect("response");
-    response
+    let address = node
+        .operations_address()
+        .expect("the node logs its operations address");
+    http_get(&format!("http://{address}/metrics")).await.1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
