@@ -12,7 +12,8 @@ use futures::StreamExt;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use playhead_proto::subjects::{
-    DLQ_CAPTURE, DLQ_STREAM, EVENTS_CAPTURE, EVENTS_STREAM, Inbox, NOW_PLAYING_BUCKET,
+    DLQ_CAPTURE, DLQ_STREAM, EVENTS_CAPTURE, EVENTS_STREAM, HEARTBEAT_INTERVAL_KEY, Inbox,
+    NOW_PLAYING_BUCKET, SETTINGS_BUCKET,
 };
 use tokio::process::{Child, Command};
 
@@ -141,6 +142,8 @@ fn setup_error(what: impl Into<String>) -> impl FnOnce(String) -> BrokerError {
 /// after ownership: [`ensure_consumers`].
 pub struct Topology {
     pub now_playing: kv::Store,
+    /// Settings the nodes publish for the gateways (see [`publish_settings`]).
+    pub settings: kv::Store,
     /// Names this incarnation of `PLAYHEAD_EVENTS` (its creation time): a store folded from
     /// another journal must not be served as if it folded this one.
     pub journal_identity: String,
@@ -208,10 +211,35 @@ pub async fn ensure_streams(
         })
         .await
         .map_err(|error| setup_error(NOW_PLAYING_BUCKET)(error.to_string()))?;
+    let settings = jetstream
+        .create_or_update_key_value(kv::Config {
+            bucket: SETTINGS_BUCKET.into(),
+            description: "settings the playhead nodes publish for the gateways".into(),
+            history: 1,
+            num_replicas: replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(|error| setup_error(SETTINGS_BUCKET)(error.to_string()))?;
     Ok(Topology {
         now_playing,
+        settings,
         journal_identity,
     })
+}
+
+/// Publishes the settings the gateways follow, from this node's configuration: the heartbeat
+/// interval, so it is configured once (`playout.heartbeat_interval_secs`).
+pub async fn publish_settings(
+    settings: &kv::Store,
+    config: &NodeConfig,
+) -> Result<(), BrokerError> {
+    let interval_ms = config.playout.heartbeat_interval_secs * 1000;
+    settings
+        .put(HEARTBEAT_INTERVAL_KEY, interval_ms.to_string().into())
+        .await
+        .map_err(|error| setup_error(SETTINGS_BUCKET)(error.to_string()))?;
+    Ok(())
 }
 
 /// The durable consumer of each group in `owned` (one inbox or several), created or updated,

@@ -285,12 +285,16 @@ impl Default for PlayerConfig {
     }
 }
 
+/// `playout.heartbeat_interval_secs` unless configured; also what a gateway answers a
+/// fail-open heartbeat with before any node published its interval.
+pub const DEFAULT_HEARTBEAT_INTERVAL_SECS: u64 = 10 * 60;
+
 impl Default for PlayoutConfig {
     fn default() -> Self {
         Self {
             concurrency_limit: 2,
             slot_timeout_secs: 25 * 60,
-            heartbeat_interval_secs: 10 * 60,
+            heartbeat_interval_secs: DEFAULT_HEARTBEAT_INTERVAL_SECS,
             history_cap: 500,
             history_retention_secs: 180 * 24 * 3600,
             history_bucket_secs: 24 * 3600,

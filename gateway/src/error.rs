@@ -30,6 +30,13 @@ impl GatewayError {
     }
 }
 
+/// A handler's result as its gRPC answer (errors mapped once, by the `From` below).
+pub fn respond<T>(result: Result<T, GatewayError>) -> Result<tonic::Response<T>, tonic::Status> {
+    result
+        .map(tonic::Response::new)
+        .map_err(tonic::Status::from)
+}
+
 impl From<GatewayError> for tonic::Status {
     fn from(error: GatewayError) -> Self {
         let message = error.to_string();

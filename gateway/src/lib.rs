@@ -5,8 +5,9 @@
 //! - [`station`], [`player`]: the `StationService` and `PlayerService` handlers.
 //! - [`node_client`]: queries, commands and their routed replies over NATS.
 //! - [`now_playing`]: the KV-watch-fed now-playing cache.
+//! - [`settings`]: what the nodes publish for the gateways (the heartbeat interval).
 //! - [`error`]: gateway errors and their one mapping to gRPC codes.
-//! - [`metrics`]: gRPC request metrics.
+//! - [`metrics`]: the gateway's metrics; [`rpc_metrics`]: the tower layer that counts every RPC.
 
 pub mod error;
 pub mod health;
@@ -15,5 +16,7 @@ pub mod node_client;
 pub mod now_playing;
 pub mod player;
 pub mod playout;
+pub mod rpc_metrics;
 pub mod server;
+pub mod settings;
 pub mod station;

@@ -12,8 +12,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::error::GatewayError;
-
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabel {
     pub method: &'static str,
@@ -45,6 +43,8 @@ pub struct GatewayMetrics {
     pub requests: Family<RequestLabel, Counter>,
     pub request_seconds: Family<MethodLabel, Histogram, fn() -> Histogram>,
     pub cached_stations: Gauge,
+    /// The nodes' heartbeat interval this gateway follows (fail-open answers ask for it).
+    pub heartbeat_interval_seconds: Gauge,
     pub watchers: Gauge,
 }
 
@@ -62,6 +62,7 @@ impl GatewayMetrics {
                 latency_histogram,
             );
         let cached_stations = Gauge::default();
+        let heartbeat_interval_seconds = Gauge::default();
         let watchers = Gauge::default();
         let heartbeat_decisions = Family::<DecisionLabel, Counter>::default();
         let heartbeat_fail_open = Family::<CauseLabel, Counter>::default();
@@ -92,6 +93,11 @@ impl GatewayMetrics {
             cached_stations.clone(),
         );
         registry.register(
+            "heartbeat_interval_seconds",
+            "The nodes' heartbeat interval, as published by them and followed here",
+            heartbeat_interval_seconds.clone(),
+        );
+        registry.register(
             "now_playing_watchers",
             "Open WatchNowPlaying streams",
             watchers.clone(),
@@ -104,41 +110,15 @@ impl GatewayMetrics {
             requests,
             request_seconds,
             cached_stations,
+            heartbeat_interval_seconds,
             watchers,
         })
     }
 
-    /// Maps a handler's result to its gRPC answer (errors mapped once, in [`GatewayError`])
-    /// and records it.
-    pub fn finish<T>(
-        &self,
-        method: &'static str,
-        started: Instant,
-        result: Result<T, GatewayError>,
-    ) -> Result<tonic::Response<T>, tonic::Status> {
-        let result = result
-            .map(tonic::Response::new)
-            .map_err(tonic::Status::from);
-        self.record(method, started, &result);
-        result
-    }
-
-    /// Records one finished request.
-    pub fn record<T>(
-        &self,
-        method: &'static str,
-        started: Instant,
-        result: &Result<T, tonic::Status>,
-    ) {
-        let code = match result {
-            Ok(_) => tonic::Code::Ok,
-            Err(status) => status.code(),
-        };
+    /// Records one finished request (see [`crate::rpc_metrics`]).
+    pub fn record(&self, method: &'static str, code: &'static str, started: Instant) {
         self.requests
-            .get_or_create(&RequestLabel {
-                method,
-                code: code_name(code),
-            })
+            .get_or_create(&RequestLabel { method, code })
             .inc();
         self.request_seconds
             .get_or_create(&MethodLabel { method })
@@ -178,7 +158,7 @@ impl GatewayMetrics {
 }
 
 /// The code's name as `tonic::Code`'s Debug prints it, without allocating per request.
-fn code_name(code: tonic::Code) -> &'static str {
+pub fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code;
     match code {
         Code::Ok => "Ok",

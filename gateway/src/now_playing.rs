@@ -18,6 +18,30 @@ use tokio_util::sync::CancellationToken;
 
 type Slot = watch::Sender<Option<Arc<NowPlaying>>>;
 
+/// Runs `watch_once` until `stop`, again after each interruption (a broker outage, a bucket
+/// not created yet), backing off from 100 ms to 5 s and logging each interruption.
+pub async fn keep_watching<F, Fut>(what: &str, stop: &CancellationToken, mut watch_once: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let result = tokio::select! {
+            _ = stop.cancelled() => return,
+            result = watch_once() => result,
+        };
+        if let Err(error) = result {
+            tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "{what} interrupted");
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
 #[derive(Clone, Default)]
 pub struct NowPlayingCache {
     stations: Arc<RwLock<HashMap<StationId, Slot>>>,
@@ -70,21 +94,10 @@ impl NowPlayingCache {
 
     /// Follows the KV bucket until `stop`, re-watching after broker outages.
     pub async fn follow(self, jetstream: jetstream::Context, stop: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let result = tokio::select! {
-                _ = stop.cancelled() => return,
-                result = self.follow_once(&jetstream, &stop) => result,
-            };
-            if let Err(error) = result {
-                tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "now-playing watch interrupted");
-            }
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        }
+        keep_watching("now-playing watch", &stop, || {
+            self.follow_once(&jetstream, &stop)
+        })
+        .await
     }
 
     async fn follow_once(

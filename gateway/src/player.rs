@@ -4,7 +4,6 @@
 //! REJECTED become gRPC errors, mapped once in [`crate::error`].
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use playhead_actors::domain::player::{self, PlayerCommand as DecidedCommand};
 use playhead_actors::ingest::commands::player_command;
@@ -20,7 +19,7 @@ use playhead_proto::v1::{
 use prost::Message;
 use tonic::{Request, Response, Status};
 
-use crate::error::GatewayError;
+use crate::error::{GatewayError, respond};
 use crate::metrics::GatewayMetrics;
 use crate::node_client::{CommandOutcome, NodeClient, command_headers, idempotency_key};
 
@@ -109,11 +108,9 @@ impl PlayerApi {
     /// `NextTrack` and `SkipTrack`: the same request, a different command.
     async fn track_command(
         &self,
-        method: &'static str,
         request: Request<PlayerTrackRequest>,
         command: fn(String) -> Command,
     ) -> Result<Response<PlayerReply>, Status> {
-        let started = Instant::now();
         let key = idempotency_key(&request);
         let request = request.into_inner();
         let result = self
@@ -123,7 +120,7 @@ impl PlayerApi {
                 key.as_deref(),
             )
             .await;
-        self.metrics.finish(method, started, result)
+        respond(result)
     }
 }
 
@@ -133,7 +130,6 @@ impl PlayerService for PlayerApi {
         &self,
         request: Request<StartPlaylistRequest>,
     ) -> Result<Response<PlayerReply>, Status> {
-        let started = Instant::now();
         let key = idempotency_key(&request);
         let request = request.into_inner();
         let result = match request.start {
@@ -145,14 +141,14 @@ impl PlayerService for PlayerApi {
                 "start is required (playlist_id and tracks)".into(),
             )),
         };
-        self.metrics.finish("StartPlaylist", started, result)
+        respond(result)
     }
 
     async fn next_track(
         &self,
         request: Request<PlayerTrackRequest>,
     ) -> Result<Response<PlayerReply>, Status> {
-        self.track_command("NextTrack", request, |playlist_id| {
+        self.track_command(request, |playlist_id| {
             Command::Next(NextTrack { playlist_id })
         })
         .await
@@ -162,7 +158,7 @@ impl PlayerService for PlayerApi {
         &self,
         request: Request<PlayerTrackRequest>,
     ) -> Result<Response<PlayerReply>, Status> {
-        self.track_command("SkipTrack", request, |playlist_id| {
+        self.track_command(request, |playlist_id| {
             Command::Skip(SkipTrack { playlist_id })
         })
         .await
@@ -172,17 +168,15 @@ impl PlayerService for PlayerApi {
         &self,
         request: Request<GetSessionRequest>,
     ) -> Result<Response<PlayerSession>, Status> {
-        let started = Instant::now();
         let result = self.get_session(request.into_inner()).await;
-        self.metrics.finish("GetSession", started, result)
+        respond(result)
     }
 
     async fn list_sessions(
         &self,
         request: Request<ListSessionsRequest>,
     ) -> Result<Response<ListSessionsResponse>, Status> {
-        let started = Instant::now();
         let result = self.list_sessions(request.into_inner()).await;
-        self.metrics.finish("ListSessions", started, result)
+        respond(result)
     }
 }

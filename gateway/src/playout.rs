@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use playhead_actors::ingest::commands::heartbeat_command;
 use playhead_actors::query::QueryError;
@@ -23,9 +23,10 @@ use playhead_proto::v1::{
 use prost::Message;
 use tonic::{Request, Response, Status};
 
-use crate::error::GatewayError;
+use crate::error::{GatewayError, respond};
 use crate::metrics::GatewayMetrics;
 use crate::node_client::{CommandOutcome, NodeClient, command_headers};
+use crate::settings::Settings;
 
 pub struct PlayoutApi {
     pub node: Arc<NodeClient>,
@@ -33,7 +34,8 @@ pub struct PlayoutApi {
     /// Longest wait for a decision before failing open.
     pub heartbeat_timeout: Duration,
     /// The interval a fail-open answer asks for: the nodes' heartbeat interval.
-    pub heartbeat_interval: Duration,
+    /// The nodes' heartbeat interval, for fail-open answers.
+    pub settings: Arc<Settings>,
     /// Heartbeats answered DEGRADED so far (an outage logs once per `FAIL_OPEN_LOG_EVERY`).
     pub fail_opens: AtomicU64,
 }
@@ -88,22 +90,20 @@ impl PlayoutApi {
     /// A read through the node's query endpoint, checked first with the node's own rules.
     async fn read<Q: Message, R: Message + Default, V>(
         &self,
-        method: &'static str,
         query: Query,
         request: Request<Q>,
         check: fn(&Q) -> Result<V, QueryError>,
     ) -> Result<Response<R>, Status> {
-        let started = Instant::now();
         let request = request.into_inner();
         let result = match check(&request) {
             Ok(_) => self.node.query(query, &request).await,
             Err(error) => Err(error.into()),
         };
-        self.metrics.finish(method, started, result)
+        respond(result)
     }
 
     fn degraded(&self) -> HeartbeatDecision {
-        wire::degraded_decision(self.heartbeat_interval)
+        wire::degraded_decision(self.settings.heartbeat_interval())
     }
 }
 
@@ -113,16 +113,15 @@ impl PlayoutService for PlayoutApi {
         &self,
         request: Request<Heartbeat>,
     ) -> Result<Response<HeartbeatDecision>, Status> {
-        let started = Instant::now();
         let result = self.heartbeat(request.into_inner()).await;
-        self.metrics.finish("Heartbeat", started, result)
+        respond(result)
     }
 
     async fn list_playouts(
         &self,
         request: Request<ListPlayoutsRequest>,
     ) -> Result<Response<ListPlayoutsResponse>, Status> {
-        self.read("ListPlayouts", Query::ListPlayouts, request, playouts_query)
+        self.read(Query::ListPlayouts, request, playouts_query)
             .await
     }
 
@@ -130,25 +129,15 @@ impl PlayoutService for PlayoutApi {
         &self,
         request: Request<ListViewHistoryRequest>,
     ) -> Result<Response<ListViewHistoryResponse>, Status> {
-        self.read(
-            "ListViewHistory",
-            Query::ListViewHistory,
-            request,
-            view_history_query,
-        )
-        .await
+        self.read(Query::ListViewHistory, request, view_history_query)
+            .await
     }
 
     async fn check_entitlements(
         &self,
         request: Request<CheckEntitlementsRequest>,
     ) -> Result<Response<CheckEntitlementsResponse>, Status> {
-        self.read(
-            "CheckEntitlements",
-            Query::CheckEntitlements,
-            request,
-            entitlements_query,
-        )
-        .await
+        self.read(Query::CheckEntitlements, request, entitlements_query)
+            .await
     }
 }

@@ -26,6 +26,8 @@ use crate::node_client::NodeClient;
 use crate::now_playing::NowPlayingCache;
 use crate::player::PlayerApi;
 use crate::playout::PlayoutApi;
+use crate::rpc_metrics::RpcMetricsLayer;
+use crate::settings::Settings;
 use crate::station::StationApi;
 
 #[derive(Debug, Clone)]
@@ -37,8 +39,6 @@ pub struct GatewayConfig {
     pub request_timeout: Duration,
     /// Longest wait for a heartbeat decision before answering CONTINUE / DEGRADED.
     pub heartbeat_timeout: Duration,
-    /// The interval a fail-open heartbeat answer asks for (the nodes' heartbeat interval).
-    pub heartbeat_interval: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -71,7 +71,13 @@ pub async fn serve(
     let cache = NowPlayingCache::default();
     let stop_background = CancellationToken::new();
     let mut background = JoinSet::new();
-    background.spawn(cache.clone().follow(jetstream, stop_background.clone()));
+    background.spawn(
+        cache
+            .clone()
+            .follow(jetstream.clone(), stop_background.clone()),
+    );
+    let settings = Arc::new(Settings::default());
+    background.spawn(settings.clone().follow(jetstream, stop_background.clone()));
     let (node, reply_dispatcher) = NodeClient::start(
         client.clone(),
         config.request_timeout,
@@ -94,12 +100,16 @@ pub async fn serve(
     {
         let metrics = metrics.clone();
         let cache = cache.clone();
+        let settings = settings.clone();
         let stop = stop_background.clone();
         let readiness = health::readiness(client.clone());
         background.spawn(async move {
             let process = metrics_http::ProcessCollector::registry();
             let render = move || {
                 metrics.cached_stations.set(cache.len() as i64);
+                metrics
+                    .heartbeat_interval_seconds
+                    .set(settings.heartbeat_interval().as_secs() as i64);
                 metrics_http::render(&[&metrics.registry, &process])
             };
             if let Err(error) = metrics_http::serve(
@@ -142,11 +152,12 @@ pub async fn serve(
         node: node.clone(),
         metrics: metrics.clone(),
     };
+    let rpc_metrics = metrics.clone();
     let playout = PlayoutApi {
         node,
         metrics,
         heartbeat_timeout: config.heartbeat_timeout,
-        heartbeat_interval: config.heartbeat_interval,
+        settings,
         fail_opens: Default::default(),
     };
     tracing::info!(
@@ -159,6 +170,7 @@ pub async fn serve(
         let _ = ready.send(endpoints);
     }
     let served = tonic::transport::Server::builder()
+        .layer(RpcMetricsLayer::new(rpc_metrics))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(StationServiceServer::new(station))

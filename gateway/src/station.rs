@@ -2,7 +2,6 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
 
 use futures::{Stream, StreamExt};
 use playhead_actors::query::plays::plays_query;
@@ -18,7 +17,7 @@ use tokio_stream::wrappers::WatchStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use crate::error::GatewayError;
+use crate::error::{GatewayError, respond};
 use crate::metrics::GatewayMetrics;
 use crate::node_client::{NodeClient, command_headers, idempotency_key};
 use crate::now_playing::NowPlayingCache;
@@ -119,58 +118,36 @@ impl StationService for StationApi {
         &self,
         request: Request<GetNowPlayingRequest>,
     ) -> Result<Response<GetNowPlayingResponse>, Status> {
-        let started = Instant::now();
-        let result = self
-            .get_now_playing(request.get_ref())
-            .map(|now_playing| {
-                Response::new(GetNowPlayingResponse {
+        respond(
+            self.get_now_playing(request.get_ref())
+                .map(|now_playing| GetNowPlayingResponse {
                     now_playing: Some(now_playing),
-                })
-            })
-            .map_err(Status::from);
-        self.metrics.record("GetNowPlaying", started, &result);
-        result
+                }),
+        )
     }
 
     async fn list_plays(
         &self,
         request: Request<ListPlaysRequest>,
     ) -> Result<Response<ListPlaysResponse>, Status> {
-        let started = Instant::now();
-        let result = self
-            .list_plays(request.into_inner())
-            .await
-            .map(Response::new)
-            .map_err(Status::from);
-        self.metrics.record("ListPlays", started, &result);
-        result
+        respond(self.list_plays(request.into_inner()).await)
     }
 
     async fn watch_now_playing(
         &self,
         request: Request<WatchNowPlayingRequest>,
     ) -> Result<Response<NowPlayingStream>, Status> {
-        let started = Instant::now();
-        let result = self
-            .watch(request.get_ref())
-            .map(Response::new)
-            .map_err(Status::from);
-        self.metrics.record("WatchNowPlaying", started, &result);
-        result
+        respond(self.watch(request.get_ref()))
     }
 
     async fn report_song(
         &self,
         request: Request<SongObserved>,
     ) -> Result<Response<ReportSongResponse>, Status> {
-        let started = Instant::now();
         let idempotency_key = idempotency_key(&request);
-        let result = self
-            .report_song(request.into_inner(), idempotency_key.as_deref())
-            .await
-            .map(Response::new)
-            .map_err(Status::from);
-        self.metrics.record("ReportSong", started, &result);
-        result
+        respond(
+            self.report_song(request.into_inner(), idempotency_key.as_deref())
+                .await,
+        )
     }
 }

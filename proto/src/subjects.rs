@@ -15,6 +15,11 @@ pub const DLQ_STREAM: &str = "PLAYHEAD_DLQ";
 pub const DLQ_CAPTURE: &str = "playhead.dlq.>";
 /// KV bucket holding the now-playing projection, one key per station id.
 pub const NOW_PLAYING_BUCKET: &str = "PLAYHEAD_NOW_PLAYING";
+/// KV bucket of settings the nodes publish for the edges, so each is configured in one place.
+pub const SETTINGS_BUCKET: &str = "PLAYHEAD_SETTINGS";
+/// Key in [`SETTINGS_BUCKET`]: the nodes' heartbeat interval (`playout.heartbeat_interval_secs`)
+/// in milliseconds, as decimal text. A gateway answers a fail-open heartbeat with it.
+pub const HEARTBEAT_INTERVAL_KEY: &str = "heartbeat_interval_ms";
 /// Object-store bucket holding the current snapshot of each (kind, group) of folded sled state;
 /// see [`snapshot_object`].
 pub const SNAPSHOT_BUCKET: &str = "PLAYHEAD_SNAPSHOTS";

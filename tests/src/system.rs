@@ -140,7 +140,6 @@ pub fn test_gateway_config(nats_url: &str) -> GatewayConfig {
         metrics_listen: "127.0.0.1:0".parse().expect("valid address"),
         request_timeout: Duration::from_secs(2),
         heartbeat_timeout: Duration::from_secs(2),
-        heartbeat_interval: Duration::from_secs(600),
     }
 }
 

@@ -156,6 +156,8 @@ pub async fn run_with(
         }
         return Ok(());
     };
+    // The owner's configuration is the one in effect: the gateways follow it from here.
+    broker::publish_settings(&topology.settings, &config).await?;
     let consumers = broker::ensure_consumers(&jetstream, &config, &ownership.groups()).await?;
     tracing::info!(
         partitions = config.ingest.partitions,

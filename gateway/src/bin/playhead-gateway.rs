@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 /// playhead's stateless gRPC gateway (package playhead.v1): validates requests, publishes
 /// commands to NATS, serves now-playing from a local cache fed by a KV watch, and forwards
 /// per-entity queries to the nodes. Health (grpc.health.v1) and reflection are on. Every flag
-/// can also be set by its PLAYHEAD_GATEWAY_* environment variable. Stops gracefully on
+/// can also be set by its PLAYHEAD_GATEWAY_* environment variable. The heartbeat interval of a
+/// fail-open answer is the nodes' (playout.heartbeat_interval_secs), which they publish. Stops gracefully on
 /// SIGTERM or Ctrl-C.
 #[derive(Debug, Parser)]
 #[command(name = "playhead-gateway", version)]
@@ -57,15 +58,6 @@ struct Cli {
         value_parser = clap::value_parser!(u64).range(1..=60_000)
     )]
     heartbeat_timeout_ms: u64,
-    /// The next-heartbeat interval of a DEGRADED answer, in seconds; keep it equal to the
-    /// nodes' playout.heartbeat_interval_secs.
-    #[arg(
-        long,
-        env = "PLAYHEAD_GATEWAY_HEARTBEAT_INTERVAL_SECS",
-        default_value_t = 600,
-        value_parser = clap::value_parser!(u64).range(1..=86_400)
-    )]
-    heartbeat_interval_secs: u64,
     /// Log format: text or json (RUST_LOG sets the filter).
     #[arg(long, env = "PLAYHEAD_GATEWAY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -88,7 +80,6 @@ async fn main() -> anyhow::Result<()> {
         metrics_listen: cli.metrics_listen,
         request_timeout: Duration::from_millis(cli.request_timeout_ms),
         heartbeat_timeout: Duration::from_millis(cli.heartbeat_timeout_ms),
-        heartbeat_interval: Duration::from_secs(cli.heartbeat_interval_secs),
     };
     if cli.check_config {
         println!("{config:#?}\nlog format: {}", cli.log_format);

@@ -1,10 +1,13 @@
-//! The gateway's edges: invalid ids, limits, unknown stations, health and reflection.
+//! The gateway's edges: invalid ids, limits, unknown stations, health and request metrics.
+
+use std::time::Duration;
 
 use playhead_proto::v1::station_service_client::StationServiceClient;
 use playhead_proto::v1::{
     GetNowPlayingRequest, ListPlaysRequest, SongObserved, WatchNowPlayingRequest,
 };
 use playhead_tests::harness::NatsServer;
+use playhead_tests::harness::wait::eventually;
 use playhead_tests::system::{TestGateway, TestNode, metric_value, temp_dir, test_node_config};
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
@@ -123,17 +126,30 @@ async fn invalid_ids_and_limits_are_invalid_arguments_and_unknown_stations_not_f
     assert!(second.duplicate);
     assert_eq!(first.sequence, second.sequence);
 
-    // Health answers SERVING, and requests are counted by method and code.
-    let mut health = HealthClient::new(gateway.channel().await);
-    let status = health
-        .check(HealthCheckRequest {
-            service: "playhead.v1.StationService".into(),
-        })
-        .await
-        .expect("health")
-        .into_inner()
-        .status;
-    assert_eq!(status, 1, "SERVING");
+    // Health answers SERVING once the gateway's broker connection is up (it may still be
+    // connecting right after start).
+    let health = HealthClient::new(gateway.channel().await);
+    eventually(
+        "the station service SERVING",
+        Duration::from_secs(10),
+        || {
+            let mut health = health.clone();
+            async move {
+                let status = health
+                    .check(HealthCheckRequest {
+                        service: "playhead.v1.StationService".into(),
+                    })
+                    .await
+                    .expect("health")
+                    .into_inner()
+                    .status;
+                (status == 1).then_some(())
+            }
+        },
+    )
+    .await;
+    // One tower layer counts every playhead RPC: errors by their code, answers as Ok, and
+    // nothing for the health service.
     let metrics = gateway.metrics().await;
     assert!(
         metric_value(
@@ -142,6 +158,23 @@ async fn invalid_ids_and_limits_are_invalid_arguments_and_unknown_stations_not_f
             &[("method", "GetNowPlaying"), ("code", "InvalidArgument")]
         ) >= 6.0
     );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "playhead_gateway_grpc_requests_total",
+            &[("method", "ReportSong"), ("code", "Ok")]
+        ),
+        2.0,
+        "{metrics}"
+    );
+    assert!(
+        metric_value(
+            &metrics,
+            "playhead_gateway_grpc_request_seconds_count",
+            &[("method", "ReportSong")]
+        ) >= 2.0
+    );
+    assert!(!metrics.contains("method=\"Check\""), "{metrics}");
     gateway.stop().await;
     node.stop().await;
 }

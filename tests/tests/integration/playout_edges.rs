@@ -1,5 +1,6 @@
-//! Video playouts at the edges: the gateway failing open while the broker is down, NATS
-//! publishers with a reply subject, bad input, and the CLI.
+//! Video playouts at the edges: the gateway failing open while the broker is down (with the
+//! heartbeat interval the node configured), NATS publishers with a reply subject, bad input,
+//! and the CLI.
 
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,22 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_the_broker_is_down_heartbeats_fail_open_and_afterwards_no_slot_is_lost() {
     let heartbeat_timeout = Duration::from_millis(800);
-    let mut system = PlayoutSystem::start_with_gateway(|_| {}, heartbeat_timeout).await;
+    // Configured on the node only: the gateway follows what the node publishes.
+    let mut system = PlayoutSystem::start_with_gateway(
+        |config| config.playout.heartbeat_interval_secs = 420,
+        heartbeat_timeout,
+    )
+    .await;
+    eventually(
+        "the gateway to follow the nodes' heartbeat interval",
+        Duration::from_secs(10),
+        || async {
+            let metrics = system.gateway.metrics().await;
+            (metric_value(&metrics, "playhead_gateway_heartbeat_interval_seconds", &[]) == 420.0)
+                .then_some(())
+        },
+    )
+    .await;
     system.entitle("fay", &["premium"], DAY, 0).await;
     for device in ["tv", "phone"] {
         let start = system
@@ -49,7 +65,7 @@ async fn while_the_broker_is_down_heartbeats_fail_open_and_afterwards_no_slot_is
             (HeartbeatAction::Continue, HeartbeatReason::Degraded),
             "{kind:?}"
         );
-        assert_eq!(degraded.next_heartbeat_ms, 600_000);
+        assert_eq!(degraded.next_heartbeat_ms, 420_000);
         // Not the request timeout's worth more: the answer comes when the wait runs out.
         assert!(asked.elapsed() < heartbeat_timeout + Duration::from_secs(2));
     }
@@ -68,7 +84,7 @@ async fn while_the_broker_is_down_heartbeats_fail_open_and_afterwards_no_slot_is
         (answer(&decision) == CONTINUE).then_some(decision)
     })
     .await;
-    assert_eq!(resumed.next_heartbeat_ms, 600_000);
+    assert_eq!(resumed.next_heartbeat_ms, 420_000);
     // Both slots outlived the outage: a third device still finds the limit full.
     let third = system
         .beat("fay", "tablet", "tablet-p1", "film-2", Start, 0)
