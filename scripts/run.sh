@@ -100,13 +100,13 @@ trap on_signal INT TERM
 # Whatever way the script ends (including `set -e`), leave no child behind.
 trap 'stop_all' EXIT
 
-# Wait for a TCP port, failing fast if the process that should open it dies.
-wait_for_port() {
-    local name=$1 pid=$2 logfile=$3 port=$4 deadline=$((SECONDS + startup_timeout_s))
-    until port_open "$port"; do
+# Wait until `check ARG` succeeds, failing fast if the process that should get there dies.
+wait_until() {
+    local name=$1 pid=$2 logfile=$3 what=$4 check=$5 arg=$6 deadline=$((SECONDS + startup_timeout_s))
+    until "$check" "$arg"; do
         is_alive "$pid" || died "$name" "$pid" "$logfile"
         if ((SECONDS >= deadline)); then
-            log "$name did not open $host:$port within ${startup_timeout_s}s; last lines of $logfile:"
+            log "$name was not $what within ${startup_timeout_s}s; last lines of $logfile:"
             tail -n 20 "$logfile" >&2 || true
             exit 1
         fi
@@ -124,18 +124,8 @@ is_ready() {
     ) 2>/dev/null
 }
 
-wait_for_ready() {
-    local name=$1 pid=$2 logfile=$3 port=$4 deadline=$((SECONDS + startup_timeout_s))
-    until is_ready "$port"; do
-        is_alive "$pid" || died "$name" "$pid" "$logfile"
-        if ((SECONDS >= deadline)); then
-            log "$name was not ready within ${startup_timeout_s}s (http://$host:$port/readyz says why); last lines of $logfile:"
-            tail -n 20 "$logfile" >&2 || true
-            exit 1
-        fi
-        sleep 0.2
-    done
-}
+wait_for_port() { wait_until "$1" "$2" "$3" "listening on $host:$4" port_open "$4"; }
+wait_for_ready() { wait_until "$1" "$2" "$3" "ready (http://$host:$4/readyz says why)" is_ready "$4"; }
 
 mkdir -p "$data_dir/logs"
 node_log="$data_dir/logs/playhead-node.log"

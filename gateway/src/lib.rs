@@ -4,12 +4,13 @@
 //! - [`health`]: gRPC health and `/readyz` that follow the broker connection.
 //! - [`station`], [`player`]: the `StationService` and `PlayerService` handlers.
 //! - [`node_client`]: queries, commands and their routed replies over NATS.
-//! - [`now_playing`]: the KV-watch-fed now-playing cache.
+//! - [`now_playing`]: the KV-watch-fed now-playing cache; [`follow`]: following a KV bucket.
 //! - [`settings`]: what the nodes publish for the gateways (the heartbeat interval).
 //! - [`error`]: gateway errors and their one mapping to gRPC codes.
 //! - [`metrics`]: the gateway's metrics; [`rpc_metrics`]: the tower layer that counts every RPC.
 
 pub mod error;
+pub mod follow;
 pub mod health;
 pub mod metrics;
 pub mod node_client;

@@ -5,10 +5,8 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
-use futures::StreamExt;
 use playhead_proto::ids::StationId;
 use playhead_proto::subjects::NOW_PLAYING_BUCKET;
 use playhead_proto::v1::NowPlaying;
@@ -16,31 +14,9 @@ use prost::Message;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-type Slot = watch::Sender<Option<Arc<NowPlaying>>>;
+use crate::follow::follow_bucket;
 
-/// Runs `watch_once` until `stop`, again after each interruption (a broker outage, a bucket
-/// not created yet), backing off from 100 ms to 5 s and logging each interruption.
-pub async fn keep_watching<F, Fut>(what: &str, stop: &CancellationToken, mut watch_once: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
-{
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let result = tokio::select! {
-            _ = stop.cancelled() => return,
-            result = watch_once() => result,
-        };
-        if let Err(error) = result {
-            tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "{what} interrupted");
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
-}
+type Slot = watch::Sender<Option<Arc<NowPlaying>>>;
 
 #[derive(Clone, Default)]
 pub struct NowPlayingCache {
@@ -94,39 +70,23 @@ impl NowPlayingCache {
 
     /// Follows the KV bucket until `stop`, re-watching after broker outages.
     pub async fn follow(self, jetstream: jetstream::Context, stop: CancellationToken) {
-        keep_watching("now-playing watch", &stop, || {
-            self.follow_once(&jetstream, &stop)
+        follow_bucket(&jetstream, NOW_PLAYING_BUCKET, ">", &stop, |entry| {
+            self.apply(entry)
         })
         .await
     }
 
-    async fn follow_once(
-        &self,
-        jetstream: &jetstream::Context,
-        stop: &CancellationToken,
-    ) -> anyhow::Result<()> {
-        let bucket = jetstream.get_key_value(NOW_PLAYING_BUCKET).await?;
-        let mut entries = bucket.watch_with_history(">").await?;
-        tracing::info!("following the now-playing bucket");
-        loop {
-            let entry = tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
-                entry = entries.next() => match entry {
-                    Some(entry) => entry?,
-                    None => anyhow::bail!("the watch ended"),
-                },
-            };
-            let Ok(station) = StationId::parse(entry.key.clone()) else {
-                tracing::warn!(key = %entry.key, "ignoring a now-playing key that is not a station id");
-                continue;
-            };
-            match entry.operation {
-                kv::Operation::Put => match NowPlaying::decode(entry.value.as_ref()) {
-                    Ok(value) => self.store(station, Some(Arc::new(value))),
-                    Err(error) => tracing::warn!(%station, %error, "undecodable now-playing value"),
-                },
-                kv::Operation::Delete | kv::Operation::Purge => self.store(station, None),
-            }
+    fn apply(&self, entry: kv::Entry) {
+        let Ok(station) = StationId::parse(entry.key.clone()) else {
+            tracing::warn!(key = %entry.key, "ignoring a now-playing key that is not a station id");
+            return;
+        };
+        match entry.operation {
+            kv::Operation::Put => match NowPlaying::decode(entry.value.as_ref()) {
+                Ok(value) => self.store(station, Some(Arc::new(value))),
+                Err(error) => tracing::warn!(%station, %error, "undecodable now-playing value"),
+            },
+            kv::Operation::Delete | kv::Operation::Purge => self.store(station, None),
         }
     }
 }

@@ -8,12 +8,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream;
-use futures::StreamExt;
 use playhead_actors::config::DEFAULT_HEARTBEAT_INTERVAL_SECS;
 use playhead_proto::subjects::{HEARTBEAT_INTERVAL_KEY, SETTINGS_BUCKET};
 use tokio_util::sync::CancellationToken;
 
-use crate::now_playing::keep_watching;
+use crate::follow::follow_bucket;
 
 #[derive(Debug)]
 pub struct Settings {
@@ -36,45 +35,34 @@ impl Settings {
 
     /// Follows the bucket until `stop` (waiting for it while no node created it yet).
     pub async fn follow(self: Arc<Self>, jetstream: jetstream::Context, stop: CancellationToken) {
-        keep_watching("settings watch", &stop, || {
-            self.follow_once(&jetstream, &stop)
-        })
+        follow_bucket(
+            &jetstream,
+            SETTINGS_BUCKET,
+            HEARTBEAT_INTERVAL_KEY,
+            &stop,
+            |entry| self.apply(&entry.value),
+        )
         .await
     }
 
-    async fn follow_once(
-        &self,
-        jetstream: &jetstream::Context,
-        stop: &CancellationToken,
-    ) -> anyhow::Result<()> {
-        let bucket = jetstream.get_key_value(SETTINGS_BUCKET).await?;
-        let mut entries = bucket.watch_with_history(HEARTBEAT_INTERVAL_KEY).await?;
-        loop {
-            let entry = tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
-                entry = entries.next() => match entry {
-                    Some(entry) => entry?,
-                    None => anyhow::bail!("the watch ended"),
-                },
-            };
-            let interval_ms = std::str::from_utf8(&entry.value)
-                .ok()
-                .and_then(|text| text.parse::<u64>().ok())
-                .filter(|&ms| ms > 0);
-            match interval_ms {
-                Some(ms) => {
-                    if self.heartbeat_interval_ms.swap(ms, Ordering::Relaxed) != ms {
-                        tracing::info!(
-                            heartbeat_interval_ms = ms,
-                            "following the nodes' heartbeat interval"
-                        );
-                    }
+    fn apply(&self, value: &[u8]) {
+        let interval_ms = std::str::from_utf8(value)
+            .ok()
+            .and_then(|text| text.parse::<u64>().ok())
+            .filter(|&ms| ms > 0);
+        match interval_ms {
+            Some(ms) => {
+                if self.heartbeat_interval_ms.swap(ms, Ordering::Relaxed) != ms {
+                    tracing::info!(
+                        heartbeat_interval_ms = ms,
+                        "following the nodes' heartbeat interval"
+                    );
                 }
-                None => tracing::warn!(
-                    value = %String::from_utf8_lossy(&entry.value),
-                    "ignoring a heartbeat interval that is not a positive number of ms"
-                ),
             }
+            None => tracing::warn!(
+                value = %String::from_utf8_lossy(value),
+                "ignoring a heartbeat interval that is not a positive number of ms"
+            ),
         }
     }
 }

@@ -235,11 +235,15 @@ impl NodeProcess {
         NodeProcess { process }
     }
 
+    /// Its log so far, without terminal colours.
+    pub fn plain_log(&self) -> String {
+        strip_ansi(&std::fs::read_to_string(self.process.log_path()).unwrap_or_default())
+    }
+
     /// The `host:port` of its operations endpoint (`/metrics`, `/livez`, `/readyz`), once it
     /// logged it (right after connecting to the broker, a standby too).
     pub fn operations_address(&self) -> Option<String> {
-        let log = strip_ansi(&std::fs::read_to_string(self.process.log_path()).ok()?);
-        log.lines().find_map(|line| {
+        self.plain_log().lines().find_map(|line| {
             let rest = line.split("metrics=http://").nth(1)?;
             Some(rest[..rest.find('/')?].to_owned())
         })

@@ -115,75 +115,94 @@ async fn node_metrics(node: &NodeProcess) -> String {
     http_get(&format!("http://{address}/metrics")).await.1
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_decider_panic_is_quarantined_at_once_and_the_station_carries_on() {
+/// Before, `mark` and After published to `station` of a node started with `env`; the checks
+/// every case shares are made: Before and After are applied around the quarantined `mark`.
+struct Quarantined {
+    _nats: NatsServer,
+    _data: tempfile::TempDir,
+    node: NodeProcess,
+    gateway: TestGateway,
+    /// The dead letter of `mark`.
+    reason: String,
+    detail: String,
+}
+
+async fn quarantine(station: &str, mark: &str, env: &[(&str, &str)]) -> Quarantined {
     let nats = NatsServer::start();
     let data = temp_dir();
     let jetstream = jetstream::new(nats.connect().await);
-    let node = NodeProcess::start(
-        &nats.url(),
-        data.path(),
-        &[("PLAYHEAD_FAULTS", "panic_on=BOOM")],
-    )
-    .await;
+    let node = NodeProcess::start(&nats.url(), data.path(), env).await;
     let gateway = TestGateway::start(&nats.url()).await;
-    publish(&jetstream, "radio-q", "Before").await;
-    let boom = publish(&jetstream, "radio-q", "BOOM").await;
-    publish(&jetstream, "radio-q", "After").await;
+    publish(&jetstream, station, "Before").await;
+    let marked = publish(&jetstream, station, mark).await;
+    publish(&jetstream, station, "After").await;
+    let (reason, detail) = dead_letter_of(&jetstream, marked).await;
+    assert_eq!(plays(&gateway, station, 2).await, ["Before", "After"]);
+    Quarantined {
+        _nats: nats,
+        _data: data,
+        node,
+        gateway,
+        reason,
+        detail,
+    }
+}
 
-    let (reason, detail) = dead_letter_of(&jetstream, boom).await;
-    assert_eq!(reason, "panic");
-    assert!(detail.contains("injected decider panic"), "{detail}");
-    assert_eq!(plays(&gateway, "radio-q", 2).await, ["Before", "After"]);
-    let metrics = node_metrics(&node).await;
+/// The quarantined message was counted once, as `reason`.
+async fn assert_dead_lettered_once(node: &NodeProcess, reason: &str) -> String {
+    let metrics = node_metrics(node).await;
     assert_eq!(
         metric_value(
             &metrics,
             "playhead_dead_letters_total",
-            &[("reason", "panic")]
+            &[("reason", reason)]
         ),
         1.0,
         "quarantined once"
     );
+    metrics
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decider_panic_is_quarantined_at_once_and_the_station_carries_on() {
+    let case = quarantine("radio-q", "BOOM", &[("PLAYHEAD_FAULTS", "panic_on=BOOM")]).await;
+    assert_eq!(case.reason, "panic");
+    assert!(
+        case.detail.contains("injected decider panic"),
+        "{}",
+        case.detail
+    );
+    let metrics = assert_dead_lettered_once(&case.node, "panic").await;
     assert_eq!(
         metric_value(&metrics, "playhead_batch_retries_total", &[]),
         0.0,
         "a decider panic is not retried"
     );
-    gateway.stop().await;
+    case.gateway.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_that_keeps_failing_is_quarantined_after_max_attempts_and_the_station_carries_on()
 {
-    let nats = NatsServer::start();
-    let data = temp_dir();
-    let jetstream = jetstream::new(nats.connect().await);
-    let node = NodeProcess::start(
-        &nats.url(),
-        data.path(),
+    let case = quarantine(
+        "radio-p",
+        "POISON",
         &[
             ("PLAYHEAD_FAULTS", "poison_on=POISON"),
             ("PLAYHEAD_INGEST__MAX_ATTEMPTS", "4"),
         ],
     )
     .await;
-    let gateway = TestGateway::start(&nats.url()).await;
-    publish(&jetstream, "radio-p", "Before").await;
-    let poison = publish(&jetstream, "radio-p", "POISON").await;
-    publish(&jetstream, "radio-p", "After").await;
-
-    let (reason, detail) = dead_letter_of(&jetstream, poison).await;
-    assert_eq!(reason, "poison");
-    assert!(detail.starts_with("failed 4 times"), "{detail}");
-    assert_eq!(plays(&gateway, "radio-p", 2).await, ["Before", "After"]);
-    let log = std::fs::read_to_string(node.process.log_path()).unwrap_or_default();
+    assert_eq!(case.reason, "poison");
+    assert!(case.detail.starts_with("failed 4 times"), "{}", case.detail);
     assert!(
-        log.contains("quarantining a message that keeps failing"),
+        case.node
+            .plain_log()
+            .contains("quarantining a message that keeps failing"),
         "{}",
-        node.process.log_tail(20)
+        case.node.process.log_tail(20)
     );
-    gateway.stop().await;
+    case.gateway.stop().await;
 }
 
 /// The actor fails while it holds the slice (a panic outside the decider's guard): the slice
@@ -191,40 +210,23 @@ async fn a_message_that_keeps_failing_is_quarantined_after_max_attempts_and_the_
 /// entity again from storage, and the message is quarantined after `max_attempts`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_entity_actor_that_fails_while_applying_does_not_stall_the_group() {
-    let nats = NatsServer::start();
-    let data = temp_dir();
-    let jetstream = jetstream::new(nats.connect().await);
-    let node = NodeProcess::start(
-        &nats.url(),
-        data.path(),
+    let case = quarantine(
+        "radio-a",
+        "BANG",
         &[
             ("PLAYHEAD_FAULTS", "actor_panic_on=BANG"),
             ("PLAYHEAD_INGEST__MAX_ATTEMPTS", "3"),
         ],
     )
     .await;
-    let gateway = TestGateway::start(&nats.url()).await;
-    publish(&jetstream, "radio-a", "Before").await;
-    let bang = publish(&jetstream, "radio-a", "BANG").await;
-    publish(&jetstream, "radio-a", "After").await;
-
-    let (reason, detail) = dead_letter_of(&jetstream, bang).await;
-    assert_eq!(reason, "panic");
-    assert!(detail.starts_with("failed 3 times"), "{detail}");
+    assert_eq!(case.reason, "panic");
+    assert!(case.detail.starts_with("failed 3 times"), "{}", case.detail);
     assert!(
-        detail.contains("the entity actor failed while applying"),
-        "{detail}"
+        case.detail
+            .contains("the entity actor failed while applying"),
+        "{}",
+        case.detail
     );
-    assert_eq!(plays(&gateway, "radio-a", 2).await, ["Before", "After"]);
-    let metrics = node_metrics(&node).await;
-    assert_eq!(
-        metric_value(
-            &metrics,
-            "playhead_dead_letters_total",
-            &[("reason", "panic")]
-        ),
-        1.0,
-        "quarantined once"
-    );
-    gateway.stop().await;
+    assert_dead_lettered_once(&case.node, "panic").await;
+    case.gateway.stop().await;
 }

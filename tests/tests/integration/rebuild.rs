@@ -124,25 +124,6 @@ async fn a_deleted_store_is_rebuilt_from_the_journal_and_answers_as_before() {
     assert!(status.success(), "graceful stop exits 0: {status}");
 }
 
-/// The plain text of a node's log (no terminal colours).
-fn plain_log(node: &NodeProcess) -> String {
-    let text = std::fs::read_to_string(node.process.log_path()).unwrap_or_default();
-    let mut plain = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c == 'm' {
-                    break;
-                }
-            }
-        } else {
-            plain.push(c);
-        }
-    }
-    plain
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_taken_while_serving_bound_the_replay_and_the_rebuild_answers_as_before() {
     let nats = NatsServer::start();
@@ -158,12 +139,12 @@ async fn snapshots_taken_while_serving_bound_the_replay_and_the_rebuild_answers_
     publish_pipelined(&jetstream, covered.to_vec()).await;
     drained(&jetstream).await;
     // One more snapshot once everything so far is applied.
-    let taken = plain_log(&node).matches("snapshots taken").count();
+    let taken = node.plain_log().matches("snapshots taken").count();
     eventually(
         "a snapshot after the covered part",
         Duration::from_secs(20),
         || {
-            let now = plain_log(&node).matches("snapshots taken").count();
+            let now = node.plain_log().matches("snapshots taken").count();
             async move { (now > taken).then_some(()) }
         },
     )
@@ -183,7 +164,7 @@ async fn snapshots_taken_while_serving_bound_the_replay_and_the_rebuild_answers_
 
     std::fs::remove_dir_all(data.path().join("state")).expect("delete the local store");
     let mut node = NodeProcess::start(&nats.url(), data.path(), &env).await;
-    let log = plain_log(&node);
+    let log = node.plain_log();
     assert_eq!(
         log.lines()
             .filter(|line| line.contains("snapshot restored") && line.contains("covers="))
