@@ -23,7 +23,7 @@ PYTHON ?= python3
 
 export PLAYHEAD_NATS_SERVER := $(abspath $(NATS_SERVER))
 
-.PHONY: help tools build test run bench lint docs rules clean-data
+.PHONY: help tools build test run bench lint docs rules boundaries clean-data
 
 help: ## list the targets
 	@echo "playhead — make targets:"
@@ -85,7 +85,7 @@ build: ## build every binary of the workspace (debug)
 
 # Integration tests spawn target/debug/playhead-node & co, so the binaries are built before the
 # tests; both steps use the debug profile so nothing is compiled twice.
-test: tools lint docs rules ## install the tools, check format, lints, docs and alert rules, run every test
+test: tools lint docs rules boundaries ## install the tools, check format, lints, docs, alert rules and crate boundaries, run every test
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 
@@ -102,6 +102,15 @@ lint: ## rustfmt check and clippy with warnings denied
 
 docs: ## the API docs of the workspace, with rustdoc warnings denied
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
+
+# The gateway and the CLI are thin: they reach the node's crates only through NATS.
+boundaries: ## the gateway's dependency tree holds no node internals (sled, ractor, figment, playhead-actors)
+	@if $(CARGO) tree -p playhead-gateway -e normal --prefix none \
+			| grep -E '^(sled|ractor|figment|playhead-actors) '; then \
+		echo "error: playhead-gateway depends on the node's internals (above); use playhead-client" >&2; \
+		exit 1; \
+	fi
+	@echo "boundaries: playhead-gateway depends on no sled, ractor, figment or playhead-actors"
 
 rules: $(PROMTOOL) ## promtool: check the alert and recording rules and run their unit tests
 	$(PROMTOOL) check rules deploy/prometheus/playhead-rules.yml

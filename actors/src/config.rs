@@ -183,20 +183,7 @@ pub struct MetricsConfig {
     pub listen: SocketAddr,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    pub format: LogFormat,
-    /// `tracing` filter directives; `RUST_LOG` wins when set.
-    pub filter: String,
-}
+pub use playhead_client::service::telemetry::{LogConfig, LogFormat};
 
 impl Default for NodeConfig {
     fn default() -> Self {
@@ -285,9 +272,7 @@ impl Default for PlayerConfig {
     }
 }
 
-/// `playout.heartbeat_interval_secs` unless configured; also what a gateway answers a
-/// fail-open heartbeat with before any node published its interval.
-pub const DEFAULT_HEARTBEAT_INTERVAL_SECS: u64 = 10 * 60;
+pub use playhead_client::settings::DEFAULT_HEARTBEAT_INTERVAL_SECS;
 
 impl Default for PlayoutConfig {
     fn default() -> Self {
@@ -322,15 +307,6 @@ impl Default for MetricsConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
-        }
-    }
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            format: LogFormat::Text,
-            filter: "info".into(),
         }
     }
 }

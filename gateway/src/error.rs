@@ -19,7 +19,7 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
-    /// From a NATS service error code (HTTP-like, see `playhead_actors::query`).
+    /// From a NATS service error code (HTTP-like, see `playhead_client::query::QueryError`).
     pub fn from_service_code(code: usize, status: String) -> Self {
         match code {
             400 => GatewayError::InvalidArgument(status),
@@ -53,9 +53,15 @@ impl From<GatewayError> for tonic::Status {
     }
 }
 
-impl From<playhead_actors::query::QueryError> for GatewayError {
-    fn from(error: playhead_actors::query::QueryError) -> Self {
-        use playhead_actors::query::QueryError;
+impl From<playhead_client::command::ValidationError> for GatewayError {
+    fn from(error: playhead_client::command::ValidationError) -> Self {
+        GatewayError::InvalidArgument(error.to_string())
+    }
+}
+
+impl From<playhead_client::query::QueryError> for GatewayError {
+    fn from(error: playhead_client::query::QueryError) -> Self {
+        use playhead_client::query::QueryError;
         match error {
             QueryError::InvalidArgument(message) => GatewayError::InvalidArgument(message),
             QueryError::NotFound(message) => GatewayError::NotFound(message),

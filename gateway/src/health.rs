@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use playhead_actors::metrics::{Readiness, ReadinessCheck};
+use playhead_client::service::http::{Readiness, ReadinessCheck};
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;

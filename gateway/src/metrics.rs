@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use playhead_actors::metrics as metrics_http;
+use playhead_client::service::http as metrics_http;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;

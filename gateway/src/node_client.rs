@@ -11,7 +11,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, publish::PublishAck};
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use playhead_actors::telemetry;
+use playhead_client::service::telemetry;
 use playhead_proto::headers::{MSG_ID, REPLY_TO};
 use playhead_proto::subjects::Query;
 use prost::Message;

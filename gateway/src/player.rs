@@ -5,9 +5,8 @@
 
 use std::sync::Arc;
 
-use playhead_actors::domain::player::{self, PlayerCommand as DecidedCommand};
-use playhead_actors::ingest::commands::player_command;
-use playhead_actors::query::sessions::{session_query, sessions_query};
+use playhead_client::command;
+use playhead_client::query::{session_query, sessions_query};
 use playhead_proto::ids::UserId;
 use playhead_proto::subjects::{Query, UserKind, user_subject};
 use playhead_proto::v1::player_command::Command;
@@ -43,11 +42,10 @@ impl PlayerApi {
             command: Some(command),
         };
         let payload = wire.encode_to_vec();
-        let (playlist, decided) = player_command(&user, wire)
-            .map_err(|letter| GatewayError::InvalidArgument(letter.detail))?;
-        if let DecidedCommand::Start(start) = &decided {
-            player::validate_tracks(&start.tracks)
-                .map_err(|error| GatewayError::InvalidArgument(error.to_string()))?;
+        // Refused here as the node would refuse it (same checks, same words).
+        let playlist = command::player_command(&wire)?;
+        if let Some(Command::Start(start)) = &wire.command {
+            command::check_tracks(&start.tracks)?;
         }
         let headers = command_headers(idempotency_key)?;
         let outcome = self

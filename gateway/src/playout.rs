@@ -9,10 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use playhead_actors::ingest::commands::heartbeat_command;
-use playhead_actors::query::QueryError;
-use playhead_actors::query::playouts::{entitlements_query, playouts_query, view_history_query};
-use playhead_actors::wire;
+use playhead_client::command;
+use playhead_client::query::{QueryError, entitlements_query, playouts_query, view_history_query};
+use playhead_client::wire;
 use playhead_proto::ids::UserId;
 use playhead_proto::subjects::{Query, UserKind, user_subject};
 use playhead_proto::v1::playout_service_server::PlayoutService;
@@ -48,8 +47,7 @@ impl PlayoutApi {
         // Refused here as the node's screen would refuse it, so it is never dead-lettered.
         let user = UserId::parse(heartbeat.user_id.as_str())?;
         let payload = heartbeat.encode_to_vec();
-        let screened = heartbeat_command(heartbeat)
-            .map_err(|letter| GatewayError::InvalidArgument(letter.detail))?;
+        let screened = command::heartbeat(&heartbeat)?;
         let decided = self
             .node
             .command::<HeartbeatDecision>(

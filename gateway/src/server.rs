@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream;
-use playhead_actors::metrics as metrics_http;
+use playhead_client::service::http as metrics_http;
 use playhead_proto::v1::import_service_server::{ImportService, ImportServiceServer};
 use playhead_proto::v1::player_service_server::PlayerServiceServer;
 use playhead_proto::v1::playout_service_server::PlayoutServiceServer;

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream;
-use playhead_actors::config::DEFAULT_HEARTBEAT_INTERVAL_SECS;
+use playhead_client::settings::DEFAULT_HEARTBEAT_INTERVAL_SECS;
 use playhead_proto::subjects::{HEARTBEAT_INTERVAL_KEY, SETTINGS_BUCKET};
 use tokio_util::sync::CancellationToken;
 

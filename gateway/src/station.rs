@@ -4,7 +4,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use playhead_actors::query::plays::plays_query;
+use playhead_client::query::plays_query;
 use playhead_proto::ids::StationId;
 use playhead_proto::subjects::{Query, station_song};
 use playhead_proto::v1::station_service_server::StationService;

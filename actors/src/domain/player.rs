@@ -9,12 +9,10 @@
 
 use std::time::Duration;
 
+pub use playhead_client::command::{MAX_TRACKS, TrackError};
 use playhead_proto::ids::{PlaylistId, UserId};
 
 use super::time::Timestamp;
-
-/// Most tracks a playlist may have (bounds the state kept per session).
-pub const MAX_TRACKS: usize = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Track {
@@ -181,14 +179,9 @@ impl PlayerEvent {
 pub enum PlayerError {
     #[error("no live session for this playlist: start it first")]
     NoSession,
-    #[error("the playlist has no tracks")]
-    EmptyPlaylist,
-    #[error("the playlist has {0} tracks; at most {MAX_TRACKS} are allowed")]
-    TooManyTracks(usize),
-    #[error("track {0:?} appears more than once in the playlist")]
-    DuplicateTrack(String),
-    #[error("track ids must not be empty")]
-    EmptyTrackId,
+    /// The tracks fail the checks a publisher can run before sending (the client crate's).
+    #[error(transparent)]
+    InvalidTracks(#[from] TrackError),
 }
 
 pub fn initial() -> PlayerState {
@@ -293,21 +286,7 @@ impl PlayerPolicy {
 }
 
 pub fn validate_tracks(tracks: &[Track]) -> Result<(), PlayerError> {
-    if tracks.is_empty() {
-        return Err(PlayerError::EmptyPlaylist);
-    }
-    if tracks.len() > MAX_TRACKS {
-        return Err(PlayerError::TooManyTracks(tracks.len()));
-    }
-    let mut seen = std::collections::HashSet::with_capacity(tracks.len());
-    for track in tracks {
-        if track.track_id.is_empty() {
-            return Err(PlayerError::EmptyTrackId);
-        }
-        if !seen.insert(track.track_id.as_str()) {
-            return Err(PlayerError::DuplicateTrack(track.track_id.clone()));
-        }
-    }
+    playhead_client::command::check_track_ids(tracks.iter().map(|track| track.track_id.as_str()))?;
     Ok(())
 }
 

@@ -256,20 +256,24 @@ fn given_no_session_when_next_or_skip_then_there_is_no_session() {
 fn given_bad_playlists_when_started_then_they_are_rejected() {
     given(&[])
         .when(start(0), 0)
-        .then_refused(PlayerError::EmptyPlaylist);
+        .then_refused(PlayerError::InvalidTracks(TrackError::EmptyPlaylist));
     given(&[])
         .when(start(MAX_TRACKS + 1), 0)
-        .then_refused(PlayerError::TooManyTracks(MAX_TRACKS + 1));
+        .then_refused(PlayerError::InvalidTracks(TrackError::TooManyTracks(
+            MAX_TRACKS + 1,
+        )));
     let mut twice = tracks(3);
     twice[2].track_id = "track-0".into();
     given(&[])
         .when(start_with(twice, None, false), 0)
-        .then_refused(PlayerError::DuplicateTrack("track-0".into()));
+        .then_refused(PlayerError::InvalidTracks(TrackError::DuplicateTrack(
+            "track-0".into(),
+        )));
     let mut unnamed = tracks(2);
     unnamed[1].track_id.clear();
     given(&[])
         .when(start_with(unnamed, None, false), 0)
-        .then_refused(PlayerError::EmptyTrackId);
+        .then_refused(PlayerError::InvalidTracks(TrackError::EmptyTrackId));
 }
 
 #[test]

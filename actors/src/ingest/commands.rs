@@ -1,7 +1,8 @@
 //! Wire messages of the user inbox mapped to decider commands. The node's screen and the
 //! gateway both use these, so the two edges refuse the same input with the same words.
 
-use playhead_proto::ids::{ContentId, DeviceId, PlaylistId, PlayoutId, Tag, UserId};
+use playhead_client::command::HeartbeatKind;
+use playhead_proto::ids::{PlaylistId, Tag, UserId};
 use playhead_proto::v1;
 
 use super::screen::{DeadLetter, DeadLetterReason};
@@ -16,58 +17,45 @@ fn invalid_command(detail: impl Into<String>) -> DeadLetter {
     DeadLetter::new(DeadLetterReason::InvalidCommand, detail)
 }
 
-/// Maps a wire `PlayerCommand` to the decider's command and the playlist it addresses. The
-/// gateway uses it too, so both edges refuse the same input.
+/// Maps a wire `PlayerCommand` to the decider's command and the playlist it addresses, after
+/// the client crate's checks (which the gateway runs too, so both edges refuse the same input).
 pub fn player_command(
     user: &UserId,
     command: v1::PlayerCommand,
 ) -> Result<(PlaylistId, player::PlayerCommand), DeadLetter> {
     use v1::player_command::Command;
-    let playlist = |id: String| PlaylistId::parse(id).map_err(DeadLetter::from);
-    match command.command {
-        Some(Command::Start(start)) => {
-            let playlist_id = playlist(start.playlist_id)?;
-            let tracks = start.tracks.into_iter().map(wire::track).collect();
-            Ok((
-                playlist_id.clone(),
-                player::PlayerCommand::Start(player::StartPlaylist {
-                    user_id: user.clone(),
-                    playlist_id,
-                    tracks,
-                    seed: start.seed,
-                    restart: start.restart,
-                }),
-            ))
-        }
-        Some(Command::Next(next)) => Ok((playlist(next.playlist_id)?, player::PlayerCommand::Next)),
-        Some(Command::Skip(skip)) => Ok((playlist(skip.playlist_id)?, player::PlayerCommand::Skip)),
-        None => Err(invalid_command(
-            "PlayerCommand sets none of start, next, skip",
-        )),
-    }
+    let playlist_id = playhead_client::command::player_command(&command)?;
+    let decided = match command.command {
+        Some(Command::Start(start)) => player::PlayerCommand::Start(player::StartPlaylist {
+            user_id: user.clone(),
+            playlist_id: playlist_id.clone(),
+            tracks: start.tracks.into_iter().map(wire::track).collect(),
+            seed: start.seed,
+            restart: start.restart,
+        }),
+        Some(Command::Next(_)) => player::PlayerCommand::Next,
+        Some(Command::Skip(_)) => player::PlayerCommand::Skip,
+        None => unreachable!("the check refuses a command that sets none"),
+    };
+    Ok((playlist_id, decided))
 }
 
-/// Maps a wire `Heartbeat` to the playout decider's heartbeat. The content's tags are not
-/// known here: the user actor looks them up in the catalog when it decides.
+/// Maps a wire `Heartbeat` to the playout decider's heartbeat, after the client crate's checks.
+/// The content's tags are not known here: the user actor looks them up in the catalog when it
+/// decides.
 pub fn heartbeat_command(heartbeat: v1::Heartbeat) -> Result<playout::Heartbeat, DeadLetter> {
-    let kind = match v1::HeartbeatKind::try_from(heartbeat.kind) {
-        Ok(v1::HeartbeatKind::Start) => playout::HeartbeatKind::Start,
-        Ok(v1::HeartbeatKind::Beat) => playout::HeartbeatKind::Beat,
-        Ok(v1::HeartbeatKind::End) => playout::HeartbeatKind::End,
-        Ok(v1::HeartbeatKind::Unspecified) | Err(_) => {
-            return Err(invalid_command(format!(
-                "heartbeat kind {} is not START (1), BEAT (2) or END (3)",
-                heartbeat.kind
-            )));
-        }
-    };
+    let checked = playhead_client::command::heartbeat(&heartbeat)?;
     Ok(playout::Heartbeat {
-        device_id: DeviceId::parse(heartbeat.device_id)?,
-        playout_id: PlayoutId::parse(heartbeat.playout_id)?,
-        content_id: ContentId::parse(heartbeat.content_id)?,
+        device_id: checked.device_id,
+        playout_id: checked.playout_id,
+        content_id: checked.content_id,
         content_tags: None,
-        kind,
-        position_ms: heartbeat.position_ms,
+        kind: match checked.kind {
+            HeartbeatKind::Start => playout::HeartbeatKind::Start,
+            HeartbeatKind::Beat => playout::HeartbeatKind::Beat,
+            HeartbeatKind::End => playout::HeartbeatKind::End,
+        },
+        position_ms: checked.position_ms,
     })
 }
 

@@ -81,6 +81,18 @@ pub struct DeadLetter {
 }
 
 /// An id that fails validation dead-letters its message as `invalid_id`.
+impl From<playhead_client::command::ValidationError> for DeadLetter {
+    fn from(error: playhead_client::command::ValidationError) -> Self {
+        use playhead_client::command::ValidationError;
+        match error {
+            ValidationError::InvalidId(error) => error.into(),
+            error @ (ValidationError::InvalidCommand(_) | ValidationError::Tracks(_)) => {
+                DeadLetter::new(DeadLetterReason::InvalidCommand, error.to_string())
+            }
+        }
+    }
+}
+
 impl From<playhead_proto::ids::IdError> for DeadLetter {
     fn from(error: playhead_proto::ids::IdError) -> Self {
         DeadLetter::new(DeadLetterReason::InvalidId, error.to_string())

@@ -22,37 +22,7 @@ use crate::domain::time::Timestamp;
 use crate::storage::Storage;
 use crate::storage::clock::{Clock, SystemClock};
 
-/// Largest page a query returns.
-pub const MAX_PAGE_SIZE: u32 = 100;
-pub const DEFAULT_PAGE_SIZE: u32 = 20;
-
-/// A query that cannot be answered, with the service error code it travels as.
-#[derive(Debug, thiserror::Error)]
-pub enum QueryError {
-    #[error("{0}")]
-    InvalidArgument(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl QueryError {
-    /// Service error codes (HTTP-like): 400, 404, 500.
-    pub fn code(&self) -> usize {
-        match self {
-            QueryError::InvalidArgument(_) => 400,
-            QueryError::NotFound(_) => 404,
-            QueryError::Internal(_) => 500,
-        }
-    }
-}
-
-impl From<playhead_proto::ids::IdError> for QueryError {
-    fn from(error: playhead_proto::ids::IdError) -> Self {
-        QueryError::InvalidArgument(error.to_string())
-    }
-}
+pub use playhead_client::query::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, QueryError, page_size};
 
 /// Decodes a query's request message.
 fn decode_request<M: prost::Message + Default>(payload: &[u8]) -> Result<M, QueryError> {
@@ -63,17 +33,6 @@ fn decode_request<M: prost::Message + Default>(payload: &[u8]) -> Result<M, Quer
 impl From<crate::storage::StorageError> for QueryError {
     fn from(error: crate::storage::StorageError) -> Self {
         QueryError::Internal(error.to_string())
-    }
-}
-
-/// `0` means the default; above the maximum is refused rather than silently cut.
-pub fn page_size(requested: u32) -> Result<usize, QueryError> {
-    match requested {
-        0 => Ok(DEFAULT_PAGE_SIZE as usize),
-        size if size <= MAX_PAGE_SIZE => Ok(size as usize),
-        size => Err(QueryError::InvalidArgument(format!(
-            "page_size {size} is over the limit of {MAX_PAGE_SIZE}"
-        ))),
     }
 }
 

@@ -4,65 +4,16 @@
 
 use std::collections::BTreeSet;
 
-use playhead_proto::ids::{Tag, UserId};
+use playhead_proto::ids::Tag;
 use playhead_proto::v1;
 
-use super::{QueryContext, QueryError, decode_request, page_size};
-use crate::domain::playout::MAX_ENTITLEMENTS;
+use playhead_client::query::{entitlements_query, playouts_query, view_history_query};
+
+use super::{QueryContext, QueryError, decode_request};
 use crate::domain::time::Timestamp;
 use crate::storage::Storage;
+use crate::storage::view_history_store::ViewRecord;
 use crate::wire;
-
-/// Validates a `ListPlayouts` request; shared with the gateway.
-pub fn playouts_query(request: &v1::ListPlayoutsRequest) -> Result<UserId, QueryError> {
-    Ok(UserId::parse(request.user_id.as_str())?)
-}
-
-/// A page of viewing history, newest first.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ViewHistoryQuery {
-    pub user: UserId,
-    pub page_size: usize,
-    /// Only records viewed strictly before this instant (the previous page's `next_before`).
-    pub before: Option<Timestamp>,
-}
-
-/// Validates a `ListViewHistory` request; shared with the gateway.
-pub fn view_history_query(
-    request: &v1::ListViewHistoryRequest,
-) -> Result<ViewHistoryQuery, QueryError> {
-    Ok(ViewHistoryQuery {
-        user: UserId::parse(request.user_id.as_str())?,
-        page_size: page_size(request.page_size)?,
-        before: request
-            .before
-            .as_ref()
-            .map(|before| Timestamp::from_millis(wire::timestamp_millis(before))),
-    })
-}
-
-/// Validates a `CheckEntitlements` request (at most [`MAX_ENTITLEMENTS`] tags); shared with
-/// the gateway. Repeated tags are asked once.
-pub fn entitlements_query(
-    request: &v1::CheckEntitlementsRequest,
-) -> Result<(UserId, Vec<Tag>), QueryError> {
-    let user = UserId::parse(request.user_id.as_str())?;
-    if request.tags.len() > MAX_ENTITLEMENTS {
-        return Err(QueryError::InvalidArgument(format!(
-            "{} tags asked; at most {MAX_ENTITLEMENTS} per request",
-            request.tags.len()
-        )));
-    }
-    let mut seen = BTreeSet::new();
-    let mut tags = Vec::with_capacity(request.tags.len());
-    for tag in &request.tags {
-        let tag = Tag::parse(tag.as_str())?;
-        if seen.insert(tag.clone()) {
-            tags.push(tag);
-        }
-    }
-    Ok((user, tags))
-}
 
 /// The slots holding a seat now, oldest admission first.
 pub(super) fn list_playouts(
@@ -101,7 +52,7 @@ pub(super) fn list_view_history(
         &live_views,
     )?;
     Ok(v1::ListViewHistoryResponse {
-        records: page.records.into_iter().map(wire::view_record).collect(),
+        records: page.records.into_iter().map(view_record).collect(),
         next_before: page.next_before.map(wire::timestamp),
     })
 }
@@ -124,47 +75,11 @@ pub(super) fn check_entitlements(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn requests_are_checked_before_anything_is_read() {
-        assert!(playouts_query(&v1::ListPlayoutsRequest::default()).is_err());
-        let too_big = v1::ListViewHistoryRequest {
-            user_id: "ann".into(),
-            page_size: 1_000,
-            before: None,
-        };
-        assert!(matches!(
-            view_history_query(&too_big),
-            Err(QueryError::InvalidArgument(_))
-        ));
-        let page = view_history_query(&v1::ListViewHistoryRequest {
-            user_id: "ann".into(),
-            page_size: 0,
-            before: Some(prost_types::Timestamp {
-                seconds: 5,
-                nanos: 0,
-            }),
-        })
-        .unwrap();
-        assert_eq!(page.page_size, super::super::DEFAULT_PAGE_SIZE as usize);
-        assert_eq!(page.before, Some(Timestamp::from_millis(5_000)));
-    }
-
-    #[test]
-    fn asked_tags_are_validated_bounded_and_asked_once() {
-        let ask = |tags: &[&str]| v1::CheckEntitlementsRequest {
-            user_id: "ann".into(),
-            tags: tags.iter().map(|tag| tag.to_string()).collect(),
-        };
-        let (_, tags) = entitlements_query(&ask(&["sports", "premium", "sports"])).unwrap();
-        let tags: Vec<&str> = tags.iter().map(Tag::as_str).collect();
-        assert_eq!(tags, ["sports", "premium"]);
-        assert!(entitlements_query(&ask(&["no spaces"])).is_err());
-        let many: Vec<String> = (0..=MAX_ENTITLEMENTS).map(|n| format!("t{n}")).collect();
-        let many: Vec<&str> = many.iter().map(String::as_str).collect();
-        assert!(entitlements_query(&ask(&many)).is_err());
+fn view_record(record: ViewRecord) -> v1::ViewRecord {
+    v1::ViewRecord {
+        content_id: record.content_id.into_string(),
+        position_ms: record.position_ms,
+        last_viewed_at: Some(wire::timestamp(record.last_viewed_at)),
+        completed: record.completed,
     }
 }

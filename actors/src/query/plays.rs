@@ -1,25 +1,14 @@
 //! `list_plays`: a station's plays, newest first, paged with `before` / `since` cursors.
 
-use playhead_proto::ids::StationId;
 use playhead_proto::v1;
 
-use super::{QueryError, decode_request, page_size};
-use crate::storage::Storage;
-use crate::storage::station_store::PlaysQuery;
-use crate::wire;
+use playhead_client::query::plays_query;
 
-/// Validates a page request; shared with the gateway so both edges agree.
-pub fn plays_query(request: &v1::ListPlaysRequest) -> Result<(StationId, PlaysQuery), QueryError> {
-    let station = StationId::parse(request.station_id.clone())?;
-    Ok((
-        station,
-        PlaysQuery {
-            page_size: page_size(request.page_size)?,
-            before: request.before,
-            since: request.since,
-        },
-    ))
-}
+use super::{QueryError, decode_request};
+use crate::domain::time::Timestamp;
+use crate::storage::Storage;
+use crate::storage::station_store::PlayRecord;
+use crate::wire;
 
 pub(super) fn list_plays(
     storage: &Storage,
@@ -35,8 +24,24 @@ pub(super) fn list_plays(
     }
     let page = storage.stations.list_plays(&station, query)?;
     Ok(v1::ListPlaysResponse {
-        plays: page.plays.into_iter().map(wire::play).collect(),
+        plays: page.plays.into_iter().map(play).collect(),
         next_before: page.next_before,
         next_since: page.next_since,
     })
+}
+
+fn play(record: PlayRecord) -> v1::Play {
+    v1::Play {
+        play_seq: record.play_seq,
+        song: Some(v1::Song {
+            artist: record.artist,
+            title: record.title,
+        }),
+        started_at: Some(wire::timestamp(Timestamp::from_millis(
+            record.started_at_ms,
+        ))),
+        ended_at: record
+            .ended_at_ms
+            .map(|millis| wire::timestamp(Timestamp::from_millis(millis))),
+    }
 }

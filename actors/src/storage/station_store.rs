@@ -48,13 +48,7 @@ pub struct StoredStation {
     pub last_journal_seq: u64,
 }
 
-/// A page request over a station's plays (see `ListPlaysRequest`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PlaysQuery {
-    pub page_size: usize,
-    pub before: Option<u64>,
-    pub since: Option<u64>,
-}
+pub use playhead_client::query::PlaysQuery;
 
 /// Plays newest first, with the cursors for the neighbouring pages.
 #[derive(Debug, Clone, PartialEq, Default)]

@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use playhead_actors::config::{LogConfig, LogFormat};
-use playhead_actors::telemetry;
+use playhead_client::service::telemetry::{self, LogConfig, LogFormat};
 use playhead_gateway::server::{self, GatewayConfig};
 use tokio_util::sync::CancellationToken;
 

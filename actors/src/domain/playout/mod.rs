@@ -54,10 +54,7 @@ mod evolve;
 
 pub use evolve::evolve;
 
-/// Most entitlement tags kept per user.
-pub const MAX_ENTITLEMENTS: usize = 256;
-/// Highest concurrency limit a user may have.
-pub const MAX_CONCURRENCY_LIMIT: u32 = 16;
+pub use playhead_client::command::{MAX_CONCURRENCY_LIMIT, MAX_ENTITLEMENTS};
 /// How many per-playout answers the state keeps for redeliveries.
 pub const MAX_RECENT_DECISIONS: usize = 16;
 

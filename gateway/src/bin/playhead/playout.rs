@@ -3,9 +3,8 @@
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
-use playhead_actors::domain::time::Timestamp;
-use playhead_actors::storage::clock::{Clock, SystemClock};
-use playhead_actors::wire;
+use playhead_client::time::Timestamp;
+use playhead_client::wire;
 use playhead_proto::codec::to_json;
 use playhead_proto::ids::{ContentId, UserId};
 use playhead_proto::subjects::{UserKind, catalog_content, user_subject};
@@ -152,11 +151,9 @@ pub async fn playout(url: &str, command: Playout) -> anyhow::Result<()> {
 /// The subject and payload of `playhead publish entitlements`.
 pub fn entitlements(args: EntitlementsArgs) -> anyhow::Result<(String, Vec<u8>)> {
     let user = UserId::parse(args.user)?;
-    let valid_until = wire::timestamp(Timestamp::from_millis(
-        SystemClock
-            .now_millis()
-            .saturating_add(args.valid_for_secs.saturating_mul(1000)),
-    ));
+    let valid_until = wire::timestamp(
+        Timestamp::now().saturating_add(std::time::Duration::from_secs(args.valid_for_secs)),
+    );
     let update = EntitlementsUpdate {
         user_id: user.to_string(),
         entitlements: args

@@ -21,7 +21,6 @@ use crate::runtime::kinds::user::UserKind;
 use crate::storage::clock::{Clock, ManualClock};
 use crate::storage::playout_store::{PlayoutStore, StoredPlayouts};
 use crate::storage::session_store::{LastAnswer, SessionStore, StoredSession};
-use crate::wire;
 
 const PLAYLISTS: [&str; 3] = ["road-trip", "gym", "focus"];
 /// The tags entitlements grant and contents carry.
@@ -178,7 +177,7 @@ fn session_meta(
         (!events.is_empty()).then(|| {
             (
                 decision.inbox_seq,
-                wire::player_answer(&events, Some(session)),
+                crate::runtime::kinds::user::answers::player_answer(&events, Some(session)),
             )
         })
     })

@@ -6,7 +6,7 @@ use playhead_proto::ids::{PlaylistId, UserId};
 use playhead_proto::v1;
 use prost::Message;
 
-use crate::domain::player::{PlayerError, Session};
+use crate::domain::player::{PlayerError, PlayerEvent, Session, SessionStatus};
 use crate::domain::playout::{self, PlayoutCommand};
 use crate::domain::time::Timestamp;
 use crate::domain::user::{UserCommand, UserDecider, UserError, UserEvent, UserState};
@@ -18,7 +18,7 @@ use crate::wire;
 /// `state` (what a redelivered player command is answered with).
 pub fn filed_answer(playlist: &PlaylistId, events: &[UserEvent], state: &UserState) -> LastAnswer {
     let player_events = UserEvent::player_events_of(events, playlist);
-    wire::player_answer(&player_events, state.session(playlist).as_ref())
+    player_answer(&player_events, state.session(playlist).as_ref())
 }
 
 /// The encoded answer to `command`, decided as `decided`, with `state` the user's state after
@@ -47,9 +47,7 @@ pub fn encode(
                 };
             let reply = match decided {
                 // A no-op changes nothing: answer for the session as it is.
-                Decided::Events([]) => {
-                    view(session, wire::player_answer(&[], session), String::new())
-                }
+                Decided::Events([]) => view(session, player_answer(&[], session), String::new()),
                 Decided::Events(_) | Decided::Duplicate => view(session, filed, String::new()),
                 Decided::Refused(UserError::Player(PlayerError::NoSession)) => view(
                     None,
@@ -93,5 +91,28 @@ pub fn encode(
             Some(answer.encode_to_vec())
         }
         UserCommand::Playout(PlayoutCommand::UpdateEntitlements(_)) => None,
+    }
+}
+
+/// The answer to a command that produced `events` and left the session as `session`.
+pub fn player_answer(events: &[PlayerEvent], session: Option<&Session>) -> LastAnswer {
+    let denied = events.iter().find_map(|event| match event {
+        PlayerEvent::SkipDenied { retry_after, .. } => Some(*retry_after),
+        _ => None,
+    });
+    if let Some(retry_after) = denied {
+        return LastAnswer {
+            outcome: v1::PlayerOutcome::SkipLimited as i32,
+            retry_after_ms: retry_after.as_millis().try_into().unwrap_or(u64::MAX),
+        };
+    }
+    let completed = session.is_some_and(|session| session.status == SessionStatus::Completed);
+    LastAnswer {
+        outcome: if completed {
+            v1::PlayerOutcome::Completed
+        } else {
+            v1::PlayerOutcome::Ok
+        } as i32,
+        retry_after_ms: 0,
     }
 }

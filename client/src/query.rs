@@ -1,0 +1,282 @@
+//! Queries: the request checks the gateway and the node share, so both edges refuse the same
+//! request with the same words, and [`QueryError`], which travels over the NATS service API as
+//! an HTTP-like `Nats-Service-Error-Code`.
+//!
+//! ```
+//! use playhead_client::query::{QueryError, sessions_query};
+//! use playhead_client::v1::ListSessionsRequest;
+//!
+//! let request = ListSessionsRequest {
+//!     user_id: "ann".into(),
+//!     page_size: 500,
+//!     ..Default::default()
+//! };
+//! let error = sessions_query(&request).unwrap_err();
+//! assert!(matches!(error, QueryError::InvalidArgument(_)));
+//! assert_eq!(error.code(), 400);
+//! assert_eq!(error.to_string(), "page_size 500 is over the limit of 100");
+//! ```
+
+use std::collections::BTreeSet;
+
+use playhead_proto::ids::{IdError, PlaylistId, StationId, Tag, UserId};
+use playhead_proto::v1;
+
+use crate::command::MAX_ENTITLEMENTS;
+use crate::time::Timestamp;
+use crate::wire;
+
+/// Largest page a query returns.
+pub const MAX_PAGE_SIZE: u32 = 100;
+pub const DEFAULT_PAGE_SIZE: u32 = 20;
+
+/// A query that cannot be answered, with the service error code it travels as.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl QueryError {
+    /// Service error codes (HTTP-like): 400, 404, 500.
+    pub fn code(&self) -> usize {
+        match self {
+            QueryError::InvalidArgument(_) => 400,
+            QueryError::NotFound(_) => 404,
+            QueryError::Internal(_) => 500,
+        }
+    }
+}
+
+impl From<IdError> for QueryError {
+    fn from(error: IdError) -> Self {
+        QueryError::InvalidArgument(error.to_string())
+    }
+}
+
+/// `0` means the default; above the maximum is refused rather than silently cut.
+pub fn page_size(requested: u32) -> Result<usize, QueryError> {
+    match requested {
+        0 => Ok(DEFAULT_PAGE_SIZE as usize),
+        size if size <= MAX_PAGE_SIZE => Ok(size as usize),
+        size => Err(QueryError::InvalidArgument(format!(
+            "page_size {size} is over the limit of {MAX_PAGE_SIZE}"
+        ))),
+    }
+}
+
+/// A page of a station's plays, newest first: before or since a play sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlaysQuery {
+    pub page_size: usize,
+    pub before: Option<u64>,
+    pub since: Option<u64>,
+}
+
+/// Checks a `ListPlays` request.
+pub fn plays_query(request: &v1::ListPlaysRequest) -> Result<(StationId, PlaysQuery), QueryError> {
+    let station = StationId::parse(request.station_id.clone())?;
+    Ok((
+        station,
+        PlaysQuery {
+            page_size: page_size(request.page_size)?,
+            before: request.before,
+            since: request.since,
+        },
+    ))
+}
+
+/// Checks a `GetSession` request.
+pub fn session_query(request: &v1::GetSessionRequest) -> Result<(UserId, PlaylistId), QueryError> {
+    let user = UserId::parse(request.user_id.clone())?;
+    let playlist = PlaylistId::parse(request.playlist_id.clone())?;
+    Ok((user, playlist))
+}
+
+/// A page of a listener's sessions, most recently touched first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionsQuery {
+    pub user: UserId,
+    pub page_size: usize,
+    /// Continue after this position of the previous page.
+    pub after: Option<SessionCursor>,
+}
+
+/// A position in the "most recent first, then playlist id" order; travels as the opaque
+/// page token `{last_touched_ms}.{playlist_id}` (ids cannot contain `.`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionCursor {
+    pub last_touched_ms: u64,
+    pub playlist: PlaylistId,
+}
+
+impl SessionCursor {
+    pub fn token(&self) -> String {
+        format!("{}.{}", self.last_touched_ms, self.playlist)
+    }
+
+    pub fn parse(token: &str) -> Result<Self, QueryError> {
+        let invalid = || {
+            QueryError::InvalidArgument(format!(
+                "page_token {token:?} is not one this service returned"
+            ))
+        };
+        let (millis, playlist) = token.split_once('.').ok_or_else(invalid)?;
+        Ok(Self {
+            last_touched_ms: millis.parse().map_err(|_| invalid())?,
+            playlist: PlaylistId::parse(playlist).map_err(|_| invalid())?,
+        })
+    }
+
+    /// Whether `other` comes after this cursor in listing order.
+    pub fn precedes(&self, other: &SessionCursor) -> bool {
+        other.last_touched_ms < self.last_touched_ms
+            || (other.last_touched_ms == self.last_touched_ms && other.playlist > self.playlist)
+    }
+}
+
+/// Checks a `ListSessions` request.
+pub fn sessions_query(request: &v1::ListSessionsRequest) -> Result<SessionsQuery, QueryError> {
+    let user = UserId::parse(request.user_id.clone())?;
+    let after = match request.page_token.as_str() {
+        "" => None,
+        token => Some(SessionCursor::parse(token)?),
+    };
+    Ok(SessionsQuery {
+        user,
+        page_size: page_size(request.page_size)?,
+        after,
+    })
+}
+
+/// Checks a `ListPlayouts` request.
+pub fn playouts_query(request: &v1::ListPlayoutsRequest) -> Result<UserId, QueryError> {
+    Ok(UserId::parse(request.user_id.as_str())?)
+}
+
+/// A page of viewing history, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewHistoryQuery {
+    pub user: UserId,
+    pub page_size: usize,
+    /// Only records viewed strictly before this instant (the previous page's `next_before`).
+    pub before: Option<Timestamp>,
+}
+
+/// Checks a `ListViewHistory` request.
+pub fn view_history_query(
+    request: &v1::ListViewHistoryRequest,
+) -> Result<ViewHistoryQuery, QueryError> {
+    Ok(ViewHistoryQuery {
+        user: UserId::parse(request.user_id.as_str())?,
+        page_size: page_size(request.page_size)?,
+        before: request
+            .before
+            .as_ref()
+            .map(|before| Timestamp::from_millis(wire::timestamp_millis(before))),
+    })
+}
+
+/// Checks a `CheckEntitlements` request (at most [`MAX_ENTITLEMENTS`] tags). Repeated tags
+/// are asked once.
+pub fn entitlements_query(
+    request: &v1::CheckEntitlementsRequest,
+) -> Result<(UserId, Vec<Tag>), QueryError> {
+    let user = UserId::parse(request.user_id.as_str())?;
+    if request.tags.len() > MAX_ENTITLEMENTS {
+        return Err(QueryError::InvalidArgument(format!(
+            "{} tags asked; at most {MAX_ENTITLEMENTS} per request",
+            request.tags.len()
+        )));
+    }
+    let mut seen = BTreeSet::new();
+    let mut tags = Vec::with_capacity(request.tags.len());
+    for tag in &request.tags {
+        let tag = Tag::parse(tag.as_str())?;
+        if seen.insert(tag.clone()) {
+            tags.push(tag);
+        }
+    }
+    Ok((user, tags))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_round_trip_and_garbage_is_refused() {
+        let cursor = SessionCursor {
+            last_touched_ms: 1_763_000_000_123,
+            playlist: PlaylistId::parse("road-trip").unwrap(),
+        };
+        assert_eq!(SessionCursor::parse(&cursor.token()).unwrap(), cursor);
+        for garbage in ["", "abc", "12", "x.road-trip", "12.a b"] {
+            assert!(
+                matches!(
+                    SessionCursor::parse(garbage),
+                    Err(QueryError::InvalidArgument(_))
+                ),
+                "{garbage:?} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn the_order_is_most_recent_first_then_by_playlist() {
+        let at = |millis, playlist: &str| SessionCursor {
+            last_touched_ms: millis,
+            playlist: PlaylistId::parse(playlist).unwrap(),
+        };
+        let cursor = at(100, "b");
+        assert!(cursor.precedes(&at(99, "a")));
+        assert!(cursor.precedes(&at(100, "c")));
+        assert!(!cursor.precedes(&at(100, "a")));
+        assert!(!cursor.precedes(&at(101, "z")));
+        assert!(!cursor.precedes(&cursor));
+    }
+
+    #[test]
+    fn requests_are_checked_before_anything_is_read() {
+        assert!(playouts_query(&v1::ListPlayoutsRequest::default()).is_err());
+        let too_big = v1::ListViewHistoryRequest {
+            user_id: "ann".into(),
+            page_size: 1_000,
+            before: None,
+        };
+        assert!(matches!(
+            view_history_query(&too_big),
+            Err(QueryError::InvalidArgument(_))
+        ));
+        let page = view_history_query(&v1::ListViewHistoryRequest {
+            user_id: "ann".into(),
+            page_size: 0,
+            before: Some(prost_types::Timestamp {
+                seconds: 5,
+                nanos: 0,
+            }),
+        })
+        .unwrap();
+        assert_eq!(page.page_size, DEFAULT_PAGE_SIZE as usize);
+        assert_eq!(page.before, Some(Timestamp::from_millis(5_000)));
+    }
+
+    #[test]
+    fn asked_tags_are_validated_bounded_and_asked_once() {
+        let ask = |tags: &[&str]| v1::CheckEntitlementsRequest {
+            user_id: "ann".into(),
+            tags: tags.iter().map(|tag| tag.to_string()).collect(),
+        };
+        let (_, tags) = entitlements_query(&ask(&["sports", "premium", "sports"])).unwrap();
+        let tags: Vec<&str> = tags.iter().map(Tag::as_str).collect();
+        assert_eq!(tags, ["sports", "premium"]);
+        assert!(entitlements_query(&ask(&["no spaces"])).is_err());
+        let many: Vec<String> = (0..=MAX_ENTITLEMENTS).map(|n| format!("t{n}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(entitlements_query(&ask(&many)).is_err());
+    }
+}
