@@ -105,7 +105,10 @@ fn main() -> std::process::ExitCode {
 
 #[tokio::main]
 async fn run(config: NodeConfig, options: node::RunOptions) -> anyhow::Result<()> {
-    let _telemetry = telemetry::init("playhead-node", &config.log)?;
+    let _telemetry = telemetry::init(
+        &telemetry::ServiceIdentity::this_process("playhead-node", env!("CARGO_PKG_VERSION")),
+        &config.log,
+    )?;
     let shutdown = CancellationToken::new();
     let signals = shutdown.clone();
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -7,7 +7,7 @@
 //! - [`now_playing`]: the KV-watch-fed now-playing cache; [`follow`]: following a KV bucket.
 //! - [`settings`]: what the nodes publish for the gateways (the heartbeat interval).
 //! - [`error`]: gateway errors and their one mapping to gRPC codes.
-//! - [`metrics`]: the gateway's metrics; [`rpc_metrics`]: the tower layer that counts every RPC.
+//! - [`metrics`]: the gateway's metrics; [`rpc_layer`]: the tower layer that traces and counts every RPC.
 
 pub mod error;
 pub mod follow;
@@ -17,7 +17,7 @@ pub mod node_client;
 pub mod now_playing;
 pub mod player;
 pub mod playout;
-pub mod rpc_metrics;
+pub mod rpc_layer;
 pub mod server;
 pub mod settings;
 pub mod station;

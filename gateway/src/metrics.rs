@@ -115,7 +115,7 @@ impl GatewayMetrics {
         })
     }
 
-    /// Records one finished request (see [`crate::rpc_metrics`]).
+    /// Records one finished request (see [`crate::rpc_layer`]).
     pub fn record(&self, method: &'static str, code: &'static str, started: Instant) {
         self.requests
             .get_or_create(&RequestLabel { method, code })

@@ -26,7 +26,7 @@ use crate::node_client::NodeClient;
 use crate::now_playing::NowPlayingCache;
 use crate::player::PlayerApi;
 use crate::playout::PlayoutApi;
-use crate::rpc_metrics::RpcMetricsLayer;
+use crate::rpc_layer::RpcLayer;
 use crate::settings::Settings;
 use crate::station::StationApi;
 
@@ -170,7 +170,7 @@ pub async fn serve(
         let _ = ready.send(endpoints);
     }
     let served = tonic::transport::Server::builder()
-        .layer(RpcMetricsLayer::new(rpc_metrics))
+        .layer(RpcLayer::new(rpc_metrics))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(StationServiceServer::new(station))

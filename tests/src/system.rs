@@ -302,6 +302,62 @@ pub fn strip_ansi(text: &str) -> String {
     plain
 }
 
+/// `playhead-gateway` as a child process on free ports (for what only a process of its own
+/// can do, e.g. install a trace exporter).
+pub struct GatewayProcess {
+    pub process: ChildProcess,
+    /// `host:port` of its gRPC server.
+    pub grpc: String,
+}
+
+impl GatewayProcess {
+    /// Starts the binary joining `nats_url`, and waits until it serves.
+    pub async fn start(nats_url: &str, extra_env: &[(&str, &str)]) -> Self {
+        let mut process = ChildProcess::spawn(
+            workspace_binary("playhead-gateway"),
+            [
+                "--nats-url",
+                nats_url,
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ],
+            extra_env,
+        );
+        let log_path = process.log_path().to_owned();
+        let serving = eventually(
+            "playhead-gateway to log that it serves",
+            Duration::from_secs(30),
+            || {
+                let log = strip_ansi(&std::fs::read_to_string(&log_path).unwrap_or_default());
+                async move {
+                    log.lines()
+                        .filter(|line| line.contains("playhead-gateway serving"))
+                        .find_map(|line| {
+                            let rest = line.split("grpc=").nth(1)?;
+                            Some(rest.split_whitespace().next()?.to_owned())
+                        })
+                }
+            },
+        );
+        let grpc = tokio::select! {
+            grpc = serving => grpc,
+            _ = async {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    if !process.is_running() { break; }
+                }
+            } => panic!("playhead-gateway exited during start:\n{}", process.log_tail(40)),
+        };
+        GatewayProcess { process, grpc }
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+}
+
 /// One `ListPlays` page through the gateway.
 pub async fn list_plays_page(
     client: &mut StationServiceClient<Channel>,

@@ -46,6 +46,7 @@ use async_nats::jetstream::{self, consumer::PullConsumer};
 use futures::StreamExt;
 use ractor::{Actor, ActorRef};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use self::dead_letter::DeadLetters;
 use self::group::GroupId;
@@ -173,11 +174,30 @@ struct Applied {
     batch: Vec<jetstream::Message>,
     /// Positions in `batch` to copy to the dead-letter stream, in order.
     rejected: Vec<(usize, DeadLetter)>,
-    /// The answers, sent once the batch is durable.
-    answers: Vec<(playhead_proto::subjects::ReplySubject, Vec<u8>)>,
+    /// The answers, sent once the batch is durable, each under its command's trace.
+    answers: Vec<Answer>,
     /// Outcomes of the applied messages, by label.
     counts: HashMap<&'static str, u64>,
     started: std::time::Instant,
+}
+
+/// An answer for the settle stage to send once its batch is durable.
+struct Answer {
+    subject: playhead_proto::subjects::ReplySubject,
+    answer: Vec<u8>,
+    /// The answered command's trace.
+    span: tracing::Span,
+}
+
+/// A command's span, the child of its publisher's `traceparent` when it sent one; none while
+/// spans are not exported.
+fn command_span(inbox: &'static str, seq: u64, headers: Option<&HeaderMap>) -> tracing::Span {
+    if !telemetry::exporting() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!("apply", inbox, seq);
+    telemetry::adopt_context(&span, headers);
+    span
 }
 
 /// A screened message, where it sits in its batch.
@@ -337,6 +357,11 @@ impl<K: EntityKind> GroupIntake<K> {
                         ),
                         command,
                         reply_to,
+                        span: command_span(
+                            self.group.inbox.label(),
+                            info.stream_sequence,
+                            message.headers.as_ref(),
+                        ),
                     },
                 )),
                 Err(letter) => rejected.push((position, letter)),
@@ -358,15 +383,21 @@ impl<K: EntityKind> GroupIntake<K> {
         let (accepted, mut rejected) = self.screen_batch(&batch);
         let replies: Vec<_> = accepted
             .iter()
-            .map(|(position, _, envelope)| (*position, envelope.reply_to.clone()))
+            .map(|(position, _, envelope)| {
+                (*position, envelope.reply_to.clone(), envelope.span.clone())
+            })
             .collect();
         let results = self.apply(&batch, accepted, shard, stop).await?;
         let mut counts = HashMap::<&'static str, u64>::new();
         let mut answers = Vec::new();
-        for ((position, reply_to), processed) in replies.into_iter().zip(results) {
+        for ((position, reply_to, span), processed) in replies.into_iter().zip(results) {
             let Processed { outcome, answer } = processed;
             if let (Some(subject), Some(answer)) = (reply_to, answer) {
-                answers.push((subject, answer));
+                answers.push(Answer {
+                    subject,
+                    answer,
+                    span,
+                });
             }
             match outcome {
                 // Counted once, as dead-lettered, in the settle stage.
@@ -456,14 +487,21 @@ impl<K: EntityKind> GroupIntake<K> {
     }
 
     /// Best effort: a publisher that went away does not hold up the group.
-    async fn send_answers(&self, answers: Vec<(playhead_proto::subjects::ReplySubject, Vec<u8>)>) {
+    async fn send_answers(&self, answers: Vec<Answer>) {
         let any = !answers.is_empty();
-        for (subject, answer) in answers {
+        for Answer {
+            subject,
+            answer,
+            span,
+        } in answers
+        {
+            let reply = crate::child_span!(&span, "reply");
             let mut headers = HeaderMap::new();
-            telemetry::inject_context(&mut headers);
+            telemetry::inject_span_context(&reply, &mut headers);
             if let Err(error) = self
                 .client
                 .publish_with_headers(subject.as_str().to_owned(), headers, answer.into())
+                .instrument(reply)
                 .await
             {
                 tracing::warn!(subject = subject.as_str(), %error, "cannot publish an answer");

@@ -81,6 +81,8 @@ pub struct OutgoingEvent {
     pub index: u32,
     pub count: u32,
     pub event: EncodedEvent,
+    /// The deciding command's trace: the event's message carries it.
+    pub span: tracing::Span,
 }
 
 /// One event read back from an entity's journal.
@@ -203,7 +205,7 @@ impl Journal {
                 format!("{}/{}", outgoing.index, outgoing.count).as_str(),
             );
             headers.insert(EVENT_VERSION, outgoing.event.version.to_string().as_str());
-            telemetry::inject_context(&mut headers);
+            telemetry::inject_span_context(&outgoing.span, &mut headers);
             let subject = event_subject(family, id, outgoing.event.name);
             let published = match self
                 .jetstream

@@ -15,12 +15,14 @@ use futures::StreamExt;
 use futures::stream::SelectAll;
 use playhead_proto::subjects::{QUERY_GROUP, QUERY_SERVICE, Query};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::domain::player::PlayerPolicy;
 use crate::domain::playout::PlayoutPolicy;
 use crate::domain::time::Timestamp;
 use crate::storage::Storage;
 use crate::storage::clock::{Clock, SystemClock};
+use crate::telemetry;
 
 pub use playhead_client::query::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, QueryError, page_size};
 
@@ -134,15 +136,22 @@ impl QueryService {
                     None => break,
                 },
             };
+            let span = if telemetry::exporting() {
+                let span = tracing::info_span!("query", endpoint = query.endpoint_name());
+                telemetry::adopt_context(&span, request.message.headers.as_ref());
+                span
+            } else {
+                tracing::Span::none()
+            };
             // Reads are short sled lookups; answering inline keeps them in arrival order.
-            let response = context
-                .answer(query, &request.message.payload)
+            let response = span
+                .in_scope(|| context.answer(query, &request.message.payload))
                 .map(Bytes::from)
                 .map_err(|error| service::error::Error {
                     code: error.code(),
                     status: error.to_string(),
                 });
-            if let Err(error) = request.respond(response).await {
+            if let Err(error) = request.respond(response).instrument(span).await {
                 tracing::warn!(endpoint = query.endpoint_name(), %error, "cannot answer a query");
             }
         }

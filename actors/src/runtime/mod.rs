@@ -39,6 +39,24 @@ pub struct Envelope<C> {
     pub command: C,
     /// Where the answer goes, when the publisher asked for one.
     pub reply_to: Option<ReplySubject>,
+    /// The command's trace (the child of the publisher's `traceparent`, when it sent one):
+    /// its decision, journal events, persisting and answer are recorded under it.
+    /// `Span::none()` unless traces are exported.
+    pub span: tracing::Span,
+}
+
+/// A child of `parent` named `$name`, or no span when `parent` is none (spans are not
+/// exported): nothing is created for nobody.
+#[macro_export]
+macro_rules! child_span {
+    ($parent:expr, $name:literal $(, $($field:tt)*)?) => {{
+        let parent: &tracing::Span = $parent;
+        if parent.is_none() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!(parent: parent, $name $(, $($field)*)?)
+        }
+    }};
 }
 
 /// Why a message was set aside without being applied.

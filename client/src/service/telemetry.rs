@@ -7,9 +7,10 @@ use opentelemetry::trace::TracerProvider;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer as _};
 
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +39,14 @@ impl Default for LogConfig {
     }
 }
 
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether spans are exported (OTLP configured). Per-message spans are only worth their cost
+/// then: without an exporter they would be formatted for nobody.
+pub fn exporting() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Keeps the trace exporter alive; dropping it flushes pending spans.
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
@@ -53,8 +62,35 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// Installs the global subscriber. Call once, from a binary.
-pub fn init(service_name: &'static str, config: &LogConfig) -> anyhow::Result<TelemetryGuard> {
+/// Who exports the traces: the OTLP resource's `service.name`, `service.version` and
+/// `service.instance.id`.
+#[derive(Debug, Clone)]
+pub struct ServiceIdentity {
+    pub name: &'static str,
+    pub version: &'static str,
+    /// Distinguishes the processes of one service (a node's id; host and pid for a gateway).
+    pub instance_id: String,
+}
+
+impl ServiceIdentity {
+    /// This process: `instance_id` is `{hostname}/{pid}`.
+    pub fn this_process(name: &'static str, version: &'static str) -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|name| name.trim().to_owned())
+            .unwrap_or_else(|_| "localhost".into());
+        Self {
+            name,
+            version,
+            instance_id: format!("{host}/{}", std::process::id()),
+        }
+    }
+}
+
+/// Installs the global subscriber. Call once, from a binary. With
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` set, spans are exported over OTLP (ractor's own spans are
+/// left out: they are one per actor and say nothing about a request).
+pub fn init(service: &ServiceIdentity, config: &LogConfig) -> anyhow::Result<TelemetryGuard> {
+    let service_name = service.name;
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.filter))
         .map_err(|error| anyhow::anyhow!("log.filter {:?}: {error}", config.filter))?;
@@ -69,6 +105,13 @@ pub fn init(service_name: &'static str, config: &LogConfig) -> anyhow::Result<Te
                     .with_resource(
                         opentelemetry_sdk::Resource::builder()
                             .with_service_name(service_name)
+                            .with_attributes([
+                                opentelemetry::KeyValue::new("service.version", service.version),
+                                opentelemetry::KeyValue::new(
+                                    "service.instance.id",
+                                    service.instance_id.clone(),
+                                ),
+                            ])
                             .build(),
                     )
                     .build(),
@@ -76,9 +119,16 @@ pub fn init(service_name: &'static str, config: &LogConfig) -> anyhow::Result<Te
         }
         _ => None,
     };
-    let otel_layer = provider
-        .as_ref()
-        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name)));
+    EXPORTING.store(provider.is_some(), std::sync::atomic::Ordering::Relaxed);
+    let otel_layer = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer(service_name))
+            .with_filter(
+                Targets::new()
+                    .with_default(LevelFilter::TRACE)
+                    .with_target("ractor", LevelFilter::OFF),
+            )
+    });
     let registry = tracing_subscriber::registry().with(filter).with(otel_layer);
     match config.format {
         LogFormat::Text => registry
@@ -117,8 +167,35 @@ impl Extractor for HeaderExtractor<'_> {
 
 /// Writes the current span's W3C trace context into `headers`.
 pub fn inject_context(headers: &mut HeaderMap) {
-    let context = tracing::Span::current().context();
-    TraceContextPropagator::new().inject_context(&context, &mut HeaderInjector(headers));
+    inject_span_context(&tracing::Span::current(), headers);
+}
+
+/// Writes `span`'s W3C trace context into `headers` (a message published for a request that
+/// is not the current span's, e.g. one of a batch).
+pub fn inject_span_context(span: &tracing::Span, headers: &mut HeaderMap) {
+    TraceContextPropagator::new().inject_context(&span.context(), &mut HeaderInjector(headers));
+}
+
+struct HttpExtractor<'a>(&'a http::HeaderMap);
+
+impl Extractor for HttpExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key)?.to_str().ok()
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+/// Makes the trace context of an HTTP request (a gRPC client's `traceparent`), if any, the
+/// parent of `span`.
+pub fn adopt_http_context(span: &tracing::Span, headers: &http::HeaderMap) {
+    if !headers.contains_key(playhead_proto::headers::TRACEPARENT) {
+        return;
+    }
+    let context = TraceContextPropagator::new().extract(&HttpExtractor(headers));
+    let _ = span.set_parent(context);
 }
 
 /// Makes the trace context carried by `headers` (if any) the parent of `span`.

@@ -92,7 +92,10 @@ async fn main() -> anyhow::Result<()> {
         },
         filter: "info".into(),
     };
-    let _telemetry = telemetry::init("playhead-gateway", &log)?;
+    let _telemetry = telemetry::init(
+        &telemetry::ServiceIdentity::this_process("playhead-gateway", env!("CARGO_PKG_VERSION")),
+        &log,
+    )?;
     let shutdown = CancellationToken::new();
     let signals = shutdown.clone();
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

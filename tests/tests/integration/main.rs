@@ -20,3 +20,4 @@ mod quarantine;
 mod rebuild;
 mod snapshots;
 mod station_flow;
+mod traces;

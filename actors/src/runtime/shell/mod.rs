@@ -39,6 +39,8 @@ mod catch_up;
 
 use std::panic::AssertUnwindSafe;
 
+use tracing::Instrument as _;
+
 use crate::domain::decider::Decider;
 use crate::domain::time::Timestamp;
 use crate::journal::append::{JournalError, OutgoingEvent};
@@ -256,10 +258,12 @@ impl<K: EntityKind> Shell<K> {
                 self.stand(context, loaded, partial, &mut applied)
                     .map_err(SliceError::at(seq))?;
             }
-            let decision = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                runtime.faults.panic_if_marked(&envelope.command);
-                decider.decide(&envelope.command, K::state(&loaded.records), envelope.now)
-            }));
+            let decision = crate::child_span!(&envelope.span, "decide").in_scope(|| {
+                std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    runtime.faults.panic_if_marked(&envelope.command);
+                    decider.decide(&envelope.command, K::state(&loaded.records), envelope.now)
+                }))
+            });
             let partial = loaded.pending.take_if(|partial| partial.inbox_seq == seq);
             let result = match decision {
                 Ok(Ok(events)) if !events.is_empty() || partial.is_some() => {
@@ -274,6 +278,7 @@ impl<K: EntityKind> Shell<K> {
                             index: index as u32,
                             count,
                             event: K::encode(&self.id, event),
+                            span: envelope.span.clone(),
                         });
                     }
                     K::apply(&mut loaded.records, seq, &events, false);
@@ -385,11 +390,21 @@ impl<K: EntityKind> Shell<K> {
             return Ok(processed);
         }
         let _gate = runtime.commit_gate.read().await;
+        // One append per slice: its span is a child of the last deciding command's trace (each
+        // event's message carries its own command's).
+        let last_span = outgoing
+            .last()
+            .map_or_else(tracing::Span::none, |event| event.span.clone());
         if !outgoing.is_empty() {
             let expected = loaded.sequences.last_journal;
             loaded.sequences.last_journal = match runtime
                 .journal
                 .append(K::FAMILY, self.id.as_ref(), expected, &outgoing)
+                .instrument(crate::child_span!(
+                    &last_span,
+                    "append",
+                    events = outgoing.len()
+                ))
                 .await
             {
                 Ok(last) => {
@@ -422,13 +437,15 @@ impl<K: EntityKind> Shell<K> {
             }
         }
         file_answers()?;
-        K::persist(
-            context,
-            &self.id,
-            &mut loaded.records,
-            loaded.sequences,
-            &applied,
-        )?;
+        crate::child_span!(&last_span, "persist").in_scope(|| {
+            K::persist(
+                context,
+                &self.id,
+                &mut loaded.records,
+                loaded.sequences,
+                &applied,
+            )
+        })?;
         K::project(context, &self.id, &loaded.records).await?;
         Ok(processed)
     }

@@ -302,6 +302,7 @@ impl Appender {
                 index: index as u32,
                 count,
                 event: event.clone(),
+                span: tracing::Span::none(),
             })
             .collect()
     }

@@ -1,0 +1,129 @@
+//! One tower layer around the gRPC server gives every playhead RPC, instead of code in each
+//! handler:
+//!
+//! - **a server span** (`rpc {method}`), the child of the client's W3C `traceparent` when it
+//!   sent one; the handler runs in it, so the commands and queries it publishes carry it on to
+//!   the node;
+//! - **metrics**: requests by method and status code, and the time until the response starts
+//!   (a unary call's answer; a stream's opening). The code is the `grpc-status` header of a
+//!   trailers-only response — how tonic answers a handler's error — else OK.
+//!
+//! Method labels come from the services' descriptors, so a client cannot grow the label set:
+//! any other path (health, reflection, a method that does not exist) is neither counted nor
+//! traced.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use playhead_client::service::telemetry;
+use prost::Message as _;
+use tower::{Layer, Service};
+use tracing::Instrument as _;
+
+use crate::metrics::{GatewayMetrics, code_name};
+
+/// The playhead methods by gRPC path (`/playhead.v1.StationService/GetNowPlaying` →
+/// `GetNowPlaying`), read once from the compiled descriptors.
+fn methods() -> HashMap<String, &'static str> {
+    let descriptors = prost_types::FileDescriptorSet::decode(playhead_proto::FILE_DESCRIPTOR_SET)
+        .expect("the compiled descriptor set decodes");
+    let mut methods = HashMap::new();
+    for file in descriptors.file {
+        let package = file.package();
+        for service in &file.service {
+            for method in &service.method {
+                let name: &'static str = Box::leak(method.name().to_owned().into_boxed_str());
+                methods.insert(format!("/{package}.{}/{name}", service.name()), name);
+            }
+        }
+    }
+    methods
+}
+
+#[derive(Clone)]
+pub struct RpcLayer {
+    metrics: Arc<GatewayMetrics>,
+    methods: Arc<HashMap<String, &'static str>>,
+}
+
+impl RpcLayer {
+    pub fn new(metrics: Arc<GatewayMetrics>) -> Self {
+        Self {
+            metrics,
+            methods: Arc::new(methods()),
+        }
+    }
+}
+
+impl<S> Layer<S> for RpcLayer {
+    type Service = RpcService<S>;
+
+    fn layer(&self, inner: S) -> RpcService<S> {
+        RpcService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct RpcService<S> {
+    inner: S,
+    layer: RpcLayer,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B, ResponseBody> Service<http::Request<B>> for RpcService<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<ResponseBody>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ResponseBody: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, context: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(context)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let Some(method) = self.layer.methods.get(request.uri().path()).copied() else {
+            return Box::pin(self.inner.call(request));
+        };
+        let span = tracing::info_span!(
+            "rpc",
+            otel.name = %format!("rpc {method}"),
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.method = method,
+            rpc.grpc.status_code = tracing::field::Empty,
+        );
+        telemetry::adopt_http_context(&span, request.headers());
+        let started = Instant::now();
+        let response = span.in_scope(|| self.inner.call(request));
+        let metrics = self.layer.metrics.clone();
+        Box::pin(
+            async move {
+                let response = response.await;
+                if let Ok(response) = &response {
+                    let code = response
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|value| value.to_str().ok()?.parse::<i32>().ok())
+                        .map_or(tonic::Code::Ok, tonic::Code::from_i32);
+                    tracing::Span::current().record("rpc.grpc.status_code", code as i32);
+                    metrics.record(method, code_name(code), started);
+                }
+                response
+            }
+            .instrument(span),
+        )
+    }
+}
