@@ -1,9 +1,9 @@
 //! One tower layer around the gRPC server gives every playhead RPC, instead of code in each
 //! handler:
 //!
-//! - **a server span** (`rpc {method}`), the child of the client's W3C `traceparent` when it
-//!   sent one; the handler runs in it, so the commands and queries it publishes carry it on to
-//!   the node;
+//! - **a server span** (`rpc {method}`, while spans are exported), the child of the client's
+//!   W3C `traceparent` when it sent one; the handler runs in it, so the commands and queries it
+//!   publishes carry it on to the node;
 //! - **metrics**: requests by method and status code, and the time until the response starts
 //!   (a unary call's answer; a stream's opening). The code is the `grpc-status` header of a
 //!   trailers-only response — how tonic answers a handler's error — else OK.
@@ -97,15 +97,22 @@ where
         let Some(method) = self.layer.methods.get(request.uri().path()).copied() else {
             return Box::pin(self.inner.call(request));
         };
-        let span = tracing::info_span!(
-            "rpc",
-            otel.name = %format!("rpc {method}"),
-            otel.kind = "server",
-            rpc.system = "grpc",
-            rpc.method = method,
-            rpc.grpc.status_code = tracing::field::Empty,
-        );
-        telemetry::adopt_http_context(&span, request.headers());
+        // Like the node's, created only while spans are exported: at tens of thousands of
+        // requests a second they would be formatted for nobody.
+        let span = if telemetry::exporting() {
+            let span = tracing::info_span!(
+                "rpc",
+                otel.name = %format!("rpc {method}"),
+                otel.kind = "server",
+                rpc.system = "grpc",
+                rpc.method = method,
+                rpc.grpc.status_code = tracing::field::Empty,
+            );
+            telemetry::adopt_http_context(&span, request.headers());
+            span
+        } else {
+            tracing::Span::none()
+        };
         let started = Instant::now();
         let response = span.in_scope(|| self.inner.call(request));
         let metrics = self.layer.metrics.clone();
