@@ -6,6 +6,8 @@
 //! - `actor_panic_on=MARK`: the entity actor panics (outside the decider's guard) on a slice
 //!   holding such a command, so the actor fails while it holds the slice;
 //! - `poison_on=MARK`: applying such a command fails with a permanent error every time;
+//! - `prepare_delay_ms=N`: the node waits N ms after taking its groups' leases, before it
+//!   prepares its store (a store restore or rebuild that outlasts a lease);
 //! - `crash_after_appends=N`: the process aborts right after its `N`th journal append, before
 //!   the local commit (the window exactly-once must survive);
 //! - `crash_after_answers=N`: the process aborts right after its `N`th batch of answers reached
@@ -25,6 +27,7 @@ pub struct Faults {
     panic_on: Option<String>,
     actor_panic_on: Option<String>,
     poison_on: Option<String>,
+    prepare_delay_ms: Option<u64>,
     crash_after_appends: Option<u64>,
     appends: AtomicU64,
     crash_after_answers: Option<u64>,
@@ -51,6 +54,11 @@ impl Faults {
                 "panic_on" => faults.panic_on = Some(value.to_owned()),
                 "actor_panic_on" => faults.actor_panic_on = Some(value.to_owned()),
                 "poison_on" => faults.poison_on = Some(value.to_owned()),
+                "prepare_delay_ms" => {
+                    faults.prepare_delay_ms = Some(value.parse().map_err(|_| {
+                        FaultsError(format!("prepare_delay_ms={value:?} is not a count"))
+                    })?)
+                }
                 "crash_after_appends" => {
                     faults.crash_after_appends = Some(value.parse().map_err(|_| {
                         FaultsError(format!("crash_after_appends={value:?} is not a count"))
@@ -64,7 +72,7 @@ impl Faults {
                 other => {
                     return Err(FaultsError(format!(
                         "unknown fault {other:?}; known: panic_on, actor_panic_on, poison_on, \
-                         crash_after_appends, crash_after_answers"
+                         prepare_delay_ms, crash_after_appends, crash_after_answers"
                     )));
                 }
             }
@@ -84,6 +92,7 @@ impl Faults {
         self.panic_on.is_some()
             || self.actor_panic_on.is_some()
             || self.poison_on.is_some()
+            || self.prepare_delay_ms.is_some()
             || self.crash_after_appends.is_some()
             || self.crash_after_answers.is_some()
     }
@@ -111,6 +120,13 @@ impl Faults {
                 .any(|command| format!("{command:?}").contains(mark.as_str()))
         {
             panic!("injected entity actor panic on {mark}");
+        }
+    }
+
+    /// Waits the configured time before the store is prepared.
+    pub async fn delay_prepare(&self) {
+        if let Some(millis) = self.prepare_delay_ms {
+            tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
         }
     }
 

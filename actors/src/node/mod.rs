@@ -156,9 +156,14 @@ pub async fn run_with(
         }
         return Ok(());
     };
+    let owned = ownership.groups();
+    let another_node_owned_since = ownership.another_node_owned_since();
+    // Renewed from now on: preparing the store (a restore or a rebuild) may outlast a lease.
+    // Released on the way out, after intake has stopped (background tasks stop after it).
+    background.spawn(ownership.keep(background_stop.clone()));
     // The owner's configuration is the one in effect: the gateways follow it from here.
     broker::publish_settings(&topology.settings, &config).await?;
-    let consumers = broker::ensure_consumers(&jetstream, &config, &ownership.groups()).await?;
+    let consumers = broker::ensure_consumers(&jetstream, &config, &owned).await?;
     tracing::info!(
         partitions = config.ingest.partitions,
         groups_per_inbox = config.ingest.groups,
@@ -169,6 +174,7 @@ pub async fn run_with(
     let journal = Journal::open(jetstream.clone()).await?;
 
     let snapshot_bucket = snapshot::ensure_bucket(&jetstream, config.nats.replicas).await?;
+    options.faults.delay_prepare().await;
     if options.rebuild {
         store::move_aside(&store::state_dir(&config), "before-rebuild")?;
     }
@@ -178,7 +184,7 @@ pub async fn run_with(
         &snapshot_bucket,
         &topology.journal_identity,
         &topology.now_playing,
-        ownership.another_node_owned_since(),
+        another_node_owned_since,
     )
     .await?;
     storage.mark_running(&topology.journal_identity)?;
@@ -200,8 +206,6 @@ pub async fn run_with(
         );
     }
 
-    // Released on the way out, after intake has stopped (background tasks stop after it).
-    background.spawn(ownership.keep(background_stop.clone()));
     let queries = query::start(
         client.clone(),
         QueryContext {
@@ -242,6 +246,16 @@ pub async fn run_with(
         stop: CancellationToken::new(),
         progress: std::sync::Mutex::new(Vec::new()),
     };
+    // Nothing may have ended while the store was prepared (a lease lost because renewals
+    // failed for a whole lease time): no intake starts without its group's lease.
+    if let Some(ended) = background.try_join_next() {
+        let cause = match ended {
+            Ok(Ok(())) => "a background task ended".to_owned(),
+            Ok(Err(error)) => format!("{error:#}"),
+            Err(error) => format!("a background task failed: {error}"),
+        };
+        anyhow::bail!("{cause}; the node stopped before serving");
+    }
     let mut intakes = JoinSet::new();
     for (group, consumer) in consumers {
         match group.inbox {

@@ -185,3 +185,30 @@ async fn a_second_node_stands_by_and_takes_over_with_a_rebuilt_store() {
     let status = a.process.terminate_within(Duration::from_secs(30));
     assert!(status.success(), "graceful stop exits 0: {status}");
 }
+
+/// Preparing the store (a restore or a rebuild) may take longer than a lease: the leases are
+/// renewed meanwhile, so the node serves afterwards instead of finding them lapsed and stopping
+/// (a 27 s rebuild in the benchmark against a 15 s lease did, before the renewals started at
+/// once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_preparation_longer_than_a_lease_keeps_the_groups() {
+    let nats = NatsServer::start();
+    let data = temp_dir();
+    let mut env = LEASE.to_vec();
+    env.push(("PLAYHEAD_FAULTS", "prepare_delay_ms=5000"));
+    let mut node = NodeProcess::start(&nats.url(), data.path(), &env).await;
+    let (observations, expected) = generate(41, STATIONS, 200, 50);
+    let jetstream = async_nats::jetstream::new(nats.connect().await);
+    publish_all(&jetstream, &observations).await;
+    wait_until_drained(&jetstream, Inbox::Station, DRAIN).await;
+    assert_plays(&nats.url(), &expected, "after a long store preparation").await;
+    // Well past a lease after serving: still running, never having lost a group.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(node.process.is_running(), "{}", node.process.log_tail(20));
+    assert!(
+        !log_of(&node).contains("lost the ownership"),
+        "{}",
+        node.process.log_tail(20)
+    );
+    node.process.terminate();
+}
