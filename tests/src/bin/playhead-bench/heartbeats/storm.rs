@@ -38,7 +38,7 @@ pub(super) struct Storm {
     drains: Drains,
     outcomes: Vec<(&'static str, f64)>,
     dead_letters: f64,
-    /// `playhead_dead_letters_total` lines of the user inbox (reason and count).
+    /// `playhead_dead_letters_total` lines of the user inbox that counted (reason and count).
     dead_letter_reasons: Vec<String>,
     /// (event, published by the node, expected from the mix).
     events: Vec<(&'static str, f64, u64)>,
@@ -90,6 +90,8 @@ pub(super) async fn run(
         .lines()
         .filter(|line| line.starts_with("playhead_dead_letters_total{"))
         .filter(|line| line.contains(&format!("inbox=\"{}\"", Inbox::User.label())))
+        // Every reason's series exists from the start, at 0: list those that counted.
+        .filter(|line| !line.ends_with(" 0"))
         .map(str::to_owned)
         .collect();
     let events = mix
