@@ -19,6 +19,19 @@ use playhead_tests::system::{GatewayProcess, NodeProcess, temp_dir};
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN_ID: &str = "00f067aa0ba902b7";
 
+/// `message` as a gRPC request from a client whose span `CLIENT_SPAN_ID` of trace `trace_id`
+/// is sampled.
+fn traced<M>(message: M, trace_id: &str) -> tonic::Request<M> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-{CLIENT_SPAN_ID}-01")
+            .parse()
+            .expect("ascii"),
+    );
+    request
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_holds_the_gateway_the_node_the_event_and_the_reply_of_a_start_playlist() {
     let receiver = OtlpReceiver::start().await;
@@ -35,12 +48,9 @@ async fn one_trace_holds_the_gateway_the_node_the_event_and_the_reply_of_a_start
     let mut player = PlayerServiceClient::connect(gateway.grpc_url())
         .await
         .expect("gateway");
-    let mut request = tonic::Request::new(start_request("tracy", "traced", 3, Some(7), false));
-    request.metadata_mut().insert(
-        "traceparent",
-        format!("00-{TRACE_ID}-{CLIENT_SPAN_ID}-01")
-            .parse()
-            .expect("ascii"),
+    let request = traced(
+        start_request("tracy", "traced", 3, Some(7), false),
+        TRACE_ID,
     );
     player.start_playlist(request).await.expect("started");
 
@@ -107,15 +117,12 @@ async fn one_trace_holds_the_gateway_the_node_the_event_and_the_reply_of_a_start
 
     // A query is traced the same way: the node's query span is the gateway's RPC span's child.
     const QUERY_TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
-    let mut request = tonic::Request::new(GetSessionRequest {
-        user_id: "tracy".into(),
-        playlist_id: "traced".into(),
-    });
-    request.metadata_mut().insert(
-        "traceparent",
-        format!("00-{QUERY_TRACE_ID}-{CLIENT_SPAN_ID}-01")
-            .parse()
-            .expect("ascii"),
+    let request = traced(
+        GetSessionRequest {
+            user_id: "tracy".into(),
+            playlist_id: "traced".into(),
+        },
+        QUERY_TRACE_ID,
     );
     player.get_session(request).await.expect("the session");
     let spans = eventually("the query's trace", Duration::from_secs(30), || {
