@@ -23,7 +23,7 @@ PYTHON ?= python3
 
 export PLAYHEAD_NATS_SERVER := $(abspath $(NATS_SERVER))
 
-.PHONY: help tools build test run bench lint docs rules boundaries clean-data
+.PHONY: help tools browser build test run bench lint docs rules boundaries clean-data
 
 help: ## list the targets
 	@echo "playhead — make targets:"
@@ -80,12 +80,31 @@ $(PROMTOOL): Makefile
 	rm -rf "$$work"; \
 	echo "installed $$($@ --version 2>&1 | head -1)"
 
+# The console's browser test drives Debian's chromium through chromedriver (WebDriver). Unlike
+# the tools above these are system packages (chromium needs its shared libraries), installed
+# with apt-get as root, which CI is; a machine that already has both is left alone.
+browser: ## install Debian's chromium and chromium-driver for the console's browser test, once
+	@if [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]]; then exit 0; fi; \
+	echo "installing Debian's chromium and chromium-driver (the console's browser test)"; \
+	if ! apt-cache show chromium-driver >/dev/null 2>&1; then \
+		apt-get update -qq || { echo "error: 'apt-get update' failed (run make as root, or" \
+			"install the packages chromium and chromium-driver)" >&2; exit 1; }; \
+	fi; \
+	log=$$(mktemp); \
+	if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			chromium chromium-driver >"$$log" 2>&1; then \
+		tail -20 "$$log" >&2; rm -f "$$log"; \
+		echo "error: could not install chromium and chromium-driver with apt-get" >&2; exit 1; \
+	fi; \
+	rm -f "$$log"; \
+	echo "installed $$(/usr/bin/chromium --version 2>/dev/null | head -1)"
+
 build: ## build every binary of the workspace (debug)
 	$(CARGO) build --workspace --bins
 
 # Integration tests spawn target/debug/playhead-node & co, so the binaries are built before the
 # tests; both steps use the debug profile so nothing is compiled twice.
-test: tools lint docs rules boundaries ## install the tools, check format, lints, docs, alert rules and crate boundaries, run every test
+test: tools browser lint docs rules boundaries ## install the tools, check format, lints, docs, alert rules and crate boundaries, run every test
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 

@@ -21,6 +21,7 @@ nats_port=4222
 node_metrics_port=9464
 grpc_port=50051
 gateway_metrics_port=9465
+console_port=9466
 
 startup_timeout_s=30
 stop_timeout_s=30
@@ -155,6 +156,7 @@ playhead is running (Ctrl-C stops it)
   gRPC            $host:$grpc_port
   node metrics    http://$host:$node_metrics_port/metrics   (and /readyz, /livez)
   gateway metrics http://$host:$gateway_metrics_port/metrics   (and /readyz, /livez)
+  console         http://$host:$console_port/   (live now-playing wall, history, users, dead letters)
   data            $data_dir
   logs            $node_log
                   $gateway_log

@@ -53,6 +53,19 @@ impl From<GatewayError> for tonic::Status {
     }
 }
 
+impl GatewayError {
+    /// The HTTP status of the console's JSON API for this error (the same classes as gRPC).
+    pub fn http_status(&self) -> u16 {
+        match self {
+            GatewayError::InvalidId(_) | GatewayError::InvalidArgument(_) => 400,
+            GatewayError::NotFound(_) => 404,
+            GatewayError::Unavailable(_) => 503,
+            GatewayError::Timeout(_) => 504,
+            GatewayError::Internal(_) => 500,
+        }
+    }
+}
+
 impl From<playhead_client::command::ValidationError> for GatewayError {
     fn from(error: playhead_client::command::ValidationError) -> Self {
         GatewayError::InvalidArgument(error.to_string())

@@ -1,11 +1,13 @@
 //! Following a KV bucket: every entry (history first, then each change) handed to a callback,
 //! watched again after each interruption — a broker outage, or a bucket no node has created
-//! yet — backing off from 100 ms to 5 s. The now-playing cache and the settings use it.
+//! yet — backing off from 100 ms to 5 s (with jitter, [`retry::backoff`]). The now-playing
+//! cache and the settings use it.
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
+use playhead_client::service::retry;
 use tokio_util::sync::CancellationToken;
 
 /// Follows the keys matching `filter` in `bucket` until `stop`.
@@ -16,22 +18,25 @@ pub async fn follow_bucket(
     stop: &CancellationToken,
     mut on_entry: impl FnMut(kv::Entry),
 ) {
-    let mut backoff = Duration::from_millis(100);
+    let max = Duration::from_secs(5);
+    // The callback is the loop's own mutable state, so the loop sleeps itself.
+    let mut waits = retry::backoff(Duration::from_millis(100), max);
     loop {
-        match watch_once(jetstream, bucket, filter, stop, &mut on_entry).await {
+        let error = match watch_once(jetstream, bucket, filter, stop, &mut on_entry).await {
             Ok(()) => return,
-            Err(error) => tracing::warn!(
-                bucket,
-                %error,
-                retry_in_ms = backoff.as_millis() as u64,
-                "watch of a KV bucket interrupted"
-            ),
-        }
+            Err(error) => error,
+        };
+        let wait = waits.next().unwrap_or(max);
+        tracing::warn!(
+            bucket,
+            %error,
+            retry_in_ms = wait.as_millis() as u64,
+            "watch of a KV bucket interrupted"
+        );
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 

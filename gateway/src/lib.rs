@@ -6,9 +6,13 @@
 //! - [`node_client`]: queries, commands and their routed replies over NATS.
 //! - [`now_playing`]: the KV-watch-fed now-playing cache; [`follow`]: following a KV bucket.
 //! - [`settings`]: what the nodes publish for the gateways (the heartbeat interval).
+//! - [`config`]: the layered settings (defaults, TOML file, environment, flags).
+//! - [`console`]: the operator's web console (embedded page, JSON + SSE API).
 //! - [`error`]: gateway errors and their one mapping to gRPC codes.
 //! - [`metrics`]: the gateway's metrics; [`rpc_layer`]: the tower layer that traces and counts every RPC.
 
+pub mod config;
+pub mod console;
 pub mod error;
 pub mod follow;
 pub mod health;

@@ -46,6 +46,10 @@ pub struct GatewayMetrics {
     /// The nodes' heartbeat interval this gateway follows (fail-open answers ask for it).
     pub heartbeat_interval_seconds: Gauge,
     pub watchers: Gauge,
+    /// Dead letters the console replayed into their inbox.
+    pub dead_letter_replays: Counter,
+    /// Open console event streams.
+    pub console_streams: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -64,6 +68,8 @@ impl GatewayMetrics {
         let cached_stations = Gauge::default();
         let heartbeat_interval_seconds = Gauge::default();
         let watchers = Gauge::default();
+        let dead_letter_replays = Counter::default();
+        let console_streams = Gauge::default();
         let heartbeat_decisions = Family::<DecisionLabel, Counter>::default();
         let heartbeat_fail_open = Family::<CauseLabel, Counter>::default();
         registry.register(
@@ -102,6 +108,16 @@ impl GatewayMetrics {
             "Open WatchNowPlaying streams",
             watchers.clone(),
         );
+        registry.register(
+            "dead_letter_replays",
+            "Dead letters replayed into their inbox from the console",
+            dead_letter_replays.clone(),
+        );
+        registry.register(
+            "console_streams",
+            "Open console event streams (live pages)",
+            console_streams.clone(),
+        );
         metrics_http::register_build_info(&mut registry);
         Arc::new(Self {
             registry,
@@ -112,6 +128,8 @@ impl GatewayMetrics {
             cached_stations,
             heartbeat_interval_seconds,
             watchers,
+            dead_letter_replays,
+            console_streams,
         })
     }
 

@@ -11,6 +11,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, publish::PublishAck};
 use futures::StreamExt;
 use futures::future::BoxFuture;
+use playhead_client::query::QueryError;
 use playhead_client::service::telemetry;
 use playhead_proto::headers::{MSG_ID, REPLY_TO};
 use playhead_proto::subjects::Query;
@@ -120,6 +121,18 @@ impl NodeClient {
         }
         R::decode(reply.payload.as_ref())
             .map_err(|error| GatewayError::Internal(format!("undecodable node reply: {error}")))
+    }
+
+    /// [`NodeClient::query`] after `check`, the node's own rules for the request, so a bad
+    /// request is refused here with the node's words instead of a round trip.
+    pub async fn checked_query<Q: Message, R: Message + Default, V>(
+        &self,
+        query: Query,
+        request: &Q,
+        check: fn(&Q) -> Result<V, QueryError>,
+    ) -> Result<R, GatewayError> {
+        check(request)?;
+        self.query(query, request).await
     }
 
     /// Publishes into an inbox stream and waits for the broker's acknowledgement.

@@ -91,16 +91,18 @@ impl PlayerApi {
     }
 
     async fn get_session(&self, request: GetSessionRequest) -> Result<PlayerSession, GatewayError> {
-        session_query(&request)?;
-        self.node.query(Query::GetSession, &request).await
+        self.node
+            .checked_query(Query::GetSession, &request, session_query)
+            .await
     }
 
     async fn list_sessions(
         &self,
         request: ListSessionsRequest,
     ) -> Result<ListSessionsResponse, GatewayError> {
-        sessions_query(&request)?;
-        self.node.query(Query::ListSessions, &request).await
+        self.node
+            .checked_query(Query::ListSessions, &request, sessions_query)
+            .await
     }
 
     /// `NextTrack` and `SkipTrack`: the same request, a different command.

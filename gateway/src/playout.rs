@@ -92,12 +92,11 @@ impl PlayoutApi {
         request: Request<Q>,
         check: fn(&Q) -> Result<V, QueryError>,
     ) -> Result<Response<R>, Status> {
-        let request = request.into_inner();
-        let result = match check(&request) {
-            Ok(_) => self.node.query(query, &request).await,
-            Err(error) => Err(error.into()),
-        };
-        respond(result)
+        respond(
+            self.node
+                .checked_query(query, &request.into_inner(), check)
+                .await,
+        )
     }
 
     fn degraded(&self) -> HeartbeatDecision {

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
 
+use crate::console::{self, Console};
 use crate::health;
 use crate::metrics::GatewayMetrics;
 use crate::node_client::NodeClient;
@@ -35,6 +36,8 @@ pub struct GatewayConfig {
     pub nats_url: String,
     pub listen: SocketAddr,
     pub metrics_listen: SocketAddr,
+    /// The operator console's HTTP address; `None` serves no console.
+    pub console_listen: Option<SocketAddr>,
     /// Longest wait for the broker or a node on a request.
     pub request_timeout: Duration,
     /// Longest wait for a heartbeat decision before answering CONTINUE / DEGRADED.
@@ -45,6 +48,7 @@ pub struct GatewayConfig {
 pub struct GatewayEndpoints {
     pub grpc: SocketAddr,
     pub metrics: SocketAddr,
+    pub console: Option<SocketAddr>,
 }
 
 /// Services of capabilities not built yet: every method answers UNIMPLEMENTED.
@@ -93,10 +97,36 @@ pub async fn serve(
     let metrics_listener = TcpListener::bind(config.metrics_listen)
         .await
         .with_context(|| format!("cannot listen for metrics on {}", config.metrics_listen))?;
+    let console_listener = match config.console_listen {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen for the console on {address}"))?,
+        ),
+        None => None,
+    };
     let endpoints = GatewayEndpoints {
         grpc: grpc_listener.local_addr()?,
         metrics: metrics_listener.local_addr()?,
+        console: match &console_listener {
+            Some(listener) => Some(listener.local_addr()?),
+            None => None,
+        },
     };
+    if let Some(listener) = console_listener {
+        let console = Console::new(
+            node.clone(),
+            cache.clone(),
+            metrics.clone(),
+            stop_background.clone(),
+        );
+        let stop = stop_background.clone();
+        background.spawn(async move {
+            if let Err(error) = console::serve(listener, console, stop.cancelled_owned()).await {
+                tracing::warn!(%error, "console stopped");
+            }
+        });
+    }
     {
         let metrics = metrics.clone();
         let cache = cache.clone();
@@ -163,6 +193,9 @@ pub async fn serve(
     tracing::info!(
         grpc = %endpoints.grpc,
         metrics = %format!("http://{}/metrics", endpoints.metrics),
+        console = %endpoints
+            .console
+            .map_or_else(|| "off".to_owned(), |address| format!("http://{address}/")),
         nats = %config.nats_url,
         "playhead-gateway serving"
     );

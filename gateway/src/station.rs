@@ -47,8 +47,9 @@ impl StationApi {
         &self,
         request: ListPlaysRequest,
     ) -> Result<ListPlaysResponse, GatewayError> {
-        plays_query(&request)?;
-        self.node.query(Query::ListPlays, &request).await
+        self.node
+            .checked_query(Query::ListPlays, &request, plays_query)
+            .await
     }
 
     fn watch(&self, request: &WatchNowPlayingRequest) -> Result<NowPlayingStream, GatewayError> {

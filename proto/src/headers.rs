@@ -28,6 +28,9 @@ pub const DLQ_PAYLOAD_BYTES: &str = "Playhead-Dlq-Payload-Bytes";
 /// `true` on a dead-letter copy that carries only the first bytes of the original payload.
 pub const DLQ_TRUNCATED: &str = "Playhead-Dlq-Truncated";
 
+/// On a message the console replayed from the dead-letter stream: the letter's sequence there.
+pub const REPLAY_OF: &str = "Playhead-Replay-Of";
+
 /// W3C trace context, carried from publisher to actor to reply.
 pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";

@@ -20,6 +20,9 @@ pub const SETTINGS_BUCKET: &str = "PLAYHEAD_SETTINGS";
 /// Key in [`SETTINGS_BUCKET`]: the nodes' heartbeat interval (`playout.heartbeat_interval_secs`)
 /// in milliseconds, as decimal text. A gateway answers a fail-open heartbeat with it.
 pub const HEARTBEAT_INTERVAL_KEY: &str = "heartbeat_interval_ms";
+/// KV bucket of the inbox groups' ownership leases: key `{inbox}.g{index}of{groups}`, value
+/// `{node_id} pid={pid} data_dir={path}`; an entry lapses unless its node renews it.
+pub const OWNERSHIP_BUCKET: &str = "PLAYHEAD_OWNERSHIP";
 /// Object-store bucket holding the current snapshot of each (kind, group) of folded sled state;
 /// see [`snapshot_object`].
 pub const SNAPSHOT_BUCKET: &str = "PLAYHEAD_SNAPSHOTS";
@@ -144,9 +147,12 @@ impl Inbox {
             .is_some_and(|rest| rest.starts_with('p') || rest.starts_with('g'))
     }
 
-    /// Subject the dead-letter copy of a rejected message of this inbox is published on.
-    pub fn dlq_subject(self) -> String {
-        format!("{PUBLISH_PREFIX}.dlq.{}", self.label())
+    /// Subject the dead-letter copy of a message of this inbox rejected for `reason` is
+    /// published on: `playhead.dlq.{inbox}.{reason}`, so the broker counts the letters by
+    /// reason (stream info per subject) and a reader can filter by it. `reason` is a
+    /// lower-case label (`undecodable`, `invalid_id`, …), never a wildcard.
+    pub fn dlq_subject(self, reason: &str) -> String {
+        format!("{PUBLISH_PREFIX}.dlq.{}.{reason}", self.label())
     }
 
     /// Splits a stored subject into partition and the raw (not yet validated) entity token.

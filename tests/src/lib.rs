@@ -17,3 +17,4 @@ pub mod player;
 pub mod playout;
 pub mod system;
 pub mod systemd;
+pub mod webdriver;

@@ -138,6 +138,7 @@ pub fn test_gateway_config(nats_url: &str) -> GatewayConfig {
         nats_url: nats_url.to_owned(),
         listen: "127.0.0.1:0".parse().expect("valid address"),
         metrics_listen: "127.0.0.1:0".parse().expect("valid address"),
+        console_listen: Some("127.0.0.1:0".parse().expect("valid address")),
         request_timeout: Duration::from_secs(2),
         heartbeat_timeout: Duration::from_secs(2),
     }
@@ -321,6 +322,8 @@ impl GatewayProcess {
                 "--listen",
                 "127.0.0.1:0",
                 "--metrics-listen",
+                "127.0.0.1:0",
+                "--console-listen",
                 "127.0.0.1:0",
             ],
             extra_env,
@@ -532,37 +535,189 @@ async fn scrape(url: &str) -> String {
     http_get(url).await.1
 }
 
-/// A minimal HTTP/1.0 GET (tests need no HTTP client dependency for the operations endpoint):
-/// the status code and the body.
+/// A minimal HTTP GET (tests need no HTTP client dependency for the operations endpoint): the
+/// status code and the body. Panics if the server cannot be reached.
 pub async fn http_get(url: &str) -> (u16, String) {
+    http_request("GET", url, None).await
+}
+
+/// [`try_http_request`] for a server that must answer: panics if it cannot be reached.
+pub async fn http_request(
+    method: &str,
+    url: &str,
+    body: Option<&serde_json::Value>,
+) -> (u16, String) {
+    try_http_request(method, url, body)
+        .await
+        .unwrap_or_else(|error| panic!("{method} {url}: {error:#}"))
+}
+
+/// One HTTP/1.1 request to an `http://host:port/path` URL on a fresh connection
+/// (`Connection: close`), with `body` as JSON if given: the status code (0 if the server sent
+/// no status line) and the body, read as far as its `Content-Length` says, a chunked body to its
+/// last chunk (and decoded), any other to the end of the connection.
+///
+/// Tests' only HTTP client: the operations endpoint and chromedriver speak plain HTTP/1.1, so
+/// no client crate is needed.
+pub async fn try_http_request(
+    method: &str,
+    url: &str,
+    body: Option<&serde_json::Value>,
+) -> anyhow::Result<(u16, String)> {
+    use anyhow::Context as _;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let without_scheme = url.trim_start_matches("http://");
-    let (address, path) = without_scheme
-        .split_once('/')
-        .map(|(address, path)| (address, format!("/{path}")))
-        .expect("url has a path");
+    let without_scheme = url
+        .strip_prefix("http://")
+        .with_context(|| format!("{url} is not an http:// URL"))?;
+    let (address, path) = match without_scheme.split_once('/') {
+        Some((address, path)) => (address, format!("/{path}")),
+        None => (without_scheme, "/".to_owned()),
+    };
+    let body = body.map(serde_json::Value::to_string);
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nAccept: */*\r\n"
+    );
+    match &body {
+        Some(body) => request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )),
+        None if matches!(method, "POST" | "PUT" | "PATCH") => {
+            request.push_str("Content-Length: 0\r\n\r\n")
+        }
+        None => request.push_str("\r\n"),
+    }
     let mut stream = tokio::net::TcpStream::connect(address)
         .await
-        .expect("the operations endpoint accepts connections");
+        .with_context(|| format!("connect to {address}"))?;
     stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
+        .write_all(request.as_bytes())
         .await
-        .expect("request written");
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .await
-        .expect("response read");
-    let status = response
+        .context("write the request")?;
+    // Read until the body is complete by its framing, not until the server closes: chromedriver
+    // answers `Connection: close` but leaves the connection open.
+    let mut response = Vec::new();
+    let mut buffer = [0u8; 16 * 1024];
+    let mut head = None;
+    loop {
+        let read = stream
+            .read(&mut buffer)
+            .await
+            .context("read the response")?;
+        response.extend_from_slice(&buffer[..read]);
+        if head.is_none() {
+            head = parse_response_head(&response, method);
+        }
+        let complete = head
+            .as_ref()
+            .is_some_and(|head: &ResponseHead| head.body_complete(&response));
+        if !complete && read > 0 {
+            continue;
+        }
+        let Some(head) = head else {
+            // Closed before a complete head: no status to report.
+            return Ok((0, String::new()));
+        };
+        let raw_body = &response[head.body_start..];
+        let body = match head.framing {
+            Framing::Chunked => decode_chunked(raw_body)
+                .with_context(|| format!("decode the chunked body of {url}"))?,
+            Framing::Length(length) => {
+                anyhow::ensure!(
+                    raw_body.len() >= length,
+                    "{url}: the connection closed after {} of {length} body bytes",
+                    raw_body.len()
+                );
+                raw_body[..length].to_vec()
+            }
+            Framing::UntilClose => raw_body.to_vec(),
+        };
+        return Ok((head.status, String::from_utf8_lossy(&body).into_owned()));
+    }
+}
+
+/// How an HTTP response's body ends.
+enum Framing {
+    Chunked,
+    Length(usize),
+    UntilClose,
+}
+
+/// The parts of an HTTP response head that tell where its body ends.
+struct ResponseHead {
+    /// 0 if the status line has none.
+    status: u16,
+    body_start: usize,
+    framing: Framing,
+}
+
+impl ResponseHead {
+    /// Whether `response` holds the whole body.
+    fn body_complete(&self, response: &[u8]) -> bool {
+        let body = &response[self.body_start..];
+        match self.framing {
+            Framing::Length(length) => body.len() >= length,
+            Framing::Chunked => decode_chunked(body).is_ok(),
+            Framing::UntilClose => false,
+        }
+    }
+}
+
+/// The head of `response` to a `method` request, once it is complete.
+fn parse_response_head(response: &[u8], method: &str) -> Option<ResponseHead> {
+    let head_end = response
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&response[..head_end]);
+    let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
         .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    let header = |wanted: &str| {
+        head.lines().skip(1).find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.trim()
+                .eq_ignore_ascii_case(wanted)
+                .then(|| value.trim().to_ascii_lowercase())
+        })
+    };
+    let framing = if method == "HEAD" || matches!(status, 100..=199 | 204 | 304) {
+        Framing::Length(0)
+    } else if header("transfer-encoding").is_some_and(|value| value.contains("chunked")) {
+        Framing::Chunked
+    } else if let Some(length) = header("content-length").and_then(|value| value.parse().ok()) {
+        Framing::Length(length)
+    } else {
+        Framing::UntilClose
+    };
+    Some(ResponseHead {
+        status,
+        body_start: head_end + 4,
+        framing,
+    })
+}
+
+/// A `Transfer-Encoding: chunked` body decoded (chunk extensions and trailers ignored).
+fn decode_chunked(mut raw: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = raw
+            .windows(2)
+            .position(|window| window == b"\r\n")
+            .ok_or_else(|| anyhow::anyhow!("a chunk size line without its end"))?;
+        let size_line = std::str::from_utf8(&raw[..line_end])?;
+        let size_hex = size_line.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_hex, 16)
+            .map_err(|_| anyhow::anyhow!("bad chunk size {size_line:?}"))?;
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return Ok(body);
+        }
+        anyhow::ensure!(raw.len() >= size, "a chunk of {size} bytes cut short");
+        body.extend_from_slice(&raw[..size]);
+        raw = raw[size..].strip_prefix(b"\r\n").unwrap_or(&raw[size..]);
+    }
 }
 
 /// A fresh directory under the system temp dir, removed on drop.
@@ -576,4 +731,22 @@ pub fn temp_dir() -> tempfile::TempDir {
 /// Path helper for sled data of a node inside a test temp dir.
 pub fn node_data_dir(root: &Path, name: &str) -> PathBuf {
     root.join(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode_chunked;
+
+    #[test]
+    fn a_chunked_body_is_decoded_and_a_cut_one_is_an_error() {
+        let raw =
+            b"4;ext=1\r\nWiki\r\n6\r\npedia \r\nE\r\nin \r\n\r\nchunks.\r\n0\r\nTrailer: x\r\n\r\n";
+        assert_eq!(
+            decode_chunked(raw).expect("decodes"),
+            b"Wikipedia in \r\n\r\nchunks."
+        );
+        assert_eq!(decode_chunked(b"0\r\n\r\n").expect("decodes"), b"");
+        assert!(decode_chunked(b"a\r\nshort\r\n").is_err());
+        assert!(decode_chunked(b"zz\r\n").is_err());
+    }
 }

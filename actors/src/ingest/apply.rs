@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
+use playhead_client::service::retry::{self, ExponentialBackoff, Retryable};
 use ractor::ActorRef;
 use ractor::rpc::CallResult;
 use tokio_util::sync::CancellationToken;
@@ -18,6 +19,12 @@ use crate::runtime::{
 
 const RETRY_BACKOFF_START: Duration = Duration::from_millis(100);
 const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// The waits between attempts (jittered, from 100 ms up to 5 s). The apply loops own their
+/// shard handle mutably between attempts, so they take the waits and sleep themselves.
+fn backoff() -> ExponentialBackoff {
+    retry::backoff(RETRY_BACKOFF_START, RETRY_BACKOFF_MAX)
+}
 
 impl<K: EntityKind> GroupIntake<K> {
     /// Applies the accepted envelopes of `messages`. A transient failure retries the batch as
@@ -41,14 +48,14 @@ impl<K: EntityKind> GroupIntake<K> {
         };
         let again = || envelopes(self.screen_batch(messages).0);
         let mut batch = Some(envelopes(accepted));
-        let mut backoff = RETRY_BACKOFF_START;
+        let mut waits = backoff();
         loop {
             let attempt = batch.take().unwrap_or_else(again);
             match self.call_shard(shard, attempt).await {
                 Ok(results) => return Some(results),
                 Err(failure) if failure.error.is_transient() => {
-                    self.note_retry("apply", &failure.error, backoff);
-                    if !self.pause(stop, &mut backoff).await {
+                    let wait = self.note_retry("apply", &failure.error, &mut waits);
+                    if !self.pause(stop, wait).await {
                         return None;
                     }
                 }
@@ -82,12 +89,12 @@ impl<K: EntityKind> GroupIntake<K> {
     ) -> Option<Processed> {
         let seq = item.1.seq;
         let mut failures = 1;
-        let mut backoff = RETRY_BACKOFF_START;
+        let mut waits = backoff();
         loop {
-            match self.call_shard(shard, vec![item.clone()]).await {
+            let wait = match self.call_shard(shard, vec![item.clone()]).await {
                 Ok(mut results) => return results.pop(),
                 Err(failure) if failure.error.is_transient() => {
-                    self.note_retry("apply", &failure.error, backoff);
+                    self.note_retry("apply", &failure.error, &mut waits)
                 }
                 Err(failure) => {
                     failures += 1;
@@ -112,10 +119,10 @@ impl<K: EntityKind> GroupIntake<K> {
                             answer: None,
                         });
                     }
-                    self.note_retry("apply", &failure.error, backoff);
+                    self.note_retry("apply", &failure.error, &mut waits)
                 }
-            }
-            if !self.pause(stop, &mut backoff).await {
+            };
+            if !self.pause(stop, wait).await {
                 return None;
             }
         }
@@ -160,12 +167,24 @@ impl<K: EntityKind> GroupIntake<K> {
         }
     }
 
-    fn note_retry(&self, what: &str, error: &EntityError, backoff: Duration) {
+    /// Logs and counts a failed attempt; the wait before the next one.
+    fn note_retry(
+        &self,
+        what: &str,
+        error: &EntityError,
+        waits: &mut ExponentialBackoff,
+    ) -> Duration {
+        let wait = waits.next().unwrap_or(RETRY_BACKOFF_MAX);
+        self.log_retry(what, error, wait);
+        wait
+    }
+
+    fn log_retry(&self, what: &str, error: &EntityError, wait: Duration) {
         tracing::warn!(
             inbox = self.group.inbox.label(),
             group = %self.group,
             %error,
-            retry_in_ms = backoff.as_millis() as u64,
+            retry_in_ms = wait.as_millis() as u64,
             "{what} failed; retrying"
         );
         self.metrics
@@ -176,44 +195,57 @@ impl<K: EntityKind> GroupIntake<K> {
             .inc();
     }
 
-    /// Waits out `backoff` (doubling it); false if `stop` came first.
-    async fn pause(&self, stop: &CancellationToken, backoff: &mut Duration) -> bool {
+    /// Waits `wait`; false if `stop` came first.
+    async fn pause(&self, stop: &CancellationToken, wait: Duration) -> bool {
         tokio::select! {
             _ = stop.cancelled() => {
-                tracing::warn!(
-                    inbox = self.group.inbox.label(),
-                    group = %self.group,
-                    "stopping with an unfinished batch; it is redelivered after restart"
-                );
+                self.note_stopped();
                 false
             }
-            _ = tokio::time::sleep(*backoff) => {
-                *backoff = (*backoff * 2).min(RETRY_BACKOFF_MAX);
-                true
-            }
+            _ = tokio::time::sleep(wait) => true,
         }
     }
 
-    /// Runs `attempt` until it succeeds, backing off; None if `stop` came first.
+    fn note_stopped(&self) {
+        tracing::warn!(
+            inbox = self.group.inbox.label(),
+            group = %self.group,
+            "stopping with an unfinished batch; it is redelivered after restart"
+        );
+    }
+
+    /// Runs `attempt` until it succeeds, backing off; None if `stop` came first. An attempt in
+    /// flight is never cut short: once `stop` comes the wait ends, and the next failure is the
+    /// last.
     pub(super) async fn retry<F, Fut, T>(
         &self,
         stop: &CancellationToken,
         what: &str,
-        mut attempt: F,
+        attempt: F,
     ) -> Option<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, EntityError>>,
     {
-        let mut backoff = RETRY_BACKOFF_START;
-        loop {
-            match attempt().await {
-                Ok(value) => return Some(value),
-                Err(error) => self.note_retry(what, &error, backoff),
-            }
-            if !self.pause(stop, &mut backoff).await {
-                return None;
-            }
+        let waiting = stop.clone();
+        let result = attempt
+            .retry(retry::policy(RETRY_BACKOFF_START, RETRY_BACKOFF_MAX))
+            .sleep(move |wait| {
+                let stop = waiting.clone();
+                async move {
+                    tokio::select! {
+                        _ = stop.cancelled() => {}
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            })
+            .when(|_| !stop.is_cancelled())
+            .notify(|error, wait| self.log_retry(what, error, wait))
+            .await;
+        if result.is_err() {
+            // The policy has no last attempt: only `stop` ends it in failure.
+            self.note_stopped();
         }
+        result.ok()
     }
 }

@@ -129,7 +129,7 @@ impl DeadLetterCopy<'_> {
         self.dead_letters
             .jetstream
             .publish_with_headers(
-                self.inbox.dlq_subject(),
+                self.inbox.dlq_subject(self.letter.reason.label()),
                 self.headers.to_header_map(),
                 self.payload.clone(),
             )

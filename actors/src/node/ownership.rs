@@ -30,8 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::NodeConfig;
 use crate::ingest::group::GroupId;
 
-/// The bucket of ownership leases.
-pub const OWNERSHIP_BUCKET: &str = "PLAYHEAD_OWNERSHIP";
+pub use playhead_proto::subjects::OWNERSHIP_BUCKET;
 
 /// The bucket that remembers which node owned the groups last (no expiry): a node that finds
 /// another one there knows its store missed that node's work.

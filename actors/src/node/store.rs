@@ -23,6 +23,7 @@ use anyhow::Context as _;
 use async_nats::jetstream;
 use async_nats::jetstream::kv;
 use async_nats::jetstream::object_store::ObjectStore;
+use playhead_client::service::retry::{ConstantBuilder, Retryable};
 use playhead_proto::subjects::{EVENTS_STREAM, EventFamily};
 
 use super::snapshots;
@@ -119,15 +120,17 @@ pub async fn open_sled(dir: &Path) -> anyhow::Result<sled::Db> {
 async fn retry_while_locked<T>(
     mut open: impl FnMut() -> Result<T, StorageError>,
 ) -> Result<T, StorageError> {
-    let deadline = tokio::time::Instant::now() + LOCK_RELEASE_WAIT;
-    loop {
-        match open() {
-            Err(StorageError::InUse { .. }) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            result => return result,
-        }
-    }
+    const EVERY: Duration = Duration::from_millis(50);
+    let times = (LOCK_RELEASE_WAIT.as_millis() / EVERY.as_millis()) as usize;
+    (|| std::future::ready(open()))
+        .retry(
+            ConstantBuilder::default()
+                .with_delay(EVERY)
+                .with_max_times(times),
+        )
+        .sleep(tokio::time::sleep)
+        .when(|error| matches!(error, StorageError::InUse { .. }))
+        .await
 }
 
 /// Whether the journal holds anything a store would have to fold.

@@ -1,69 +1,85 @@
 //! `playhead-gateway`: the gRPC gateway. See `playhead-gateway --help`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use playhead_client::service::telemetry::{self, LogConfig, LogFormat};
-use playhead_gateway::server::{self, GatewayConfig};
+use playhead_client::service::duration::parse_duration;
+use playhead_client::service::telemetry::{self, LogFormat};
+use playhead_gateway::config::{self, Layer, Listen};
+use playhead_gateway::server;
 use tokio_util::sync::CancellationToken;
 
 /// playhead's stateless gRPC gateway (package playhead.v1): validates requests, publishes
-/// commands to NATS, serves now-playing from a local cache fed by a KV watch, and forwards
-/// per-entity queries to the nodes. Health (grpc.health.v1) and reflection are on. Every flag
-/// can also be set by its PLAYHEAD_GATEWAY_* environment variable. The heartbeat interval of a
-/// fail-open answer is the nodes' (playout.heartbeat_interval_secs), which they publish. Stops gracefully on
-/// SIGTERM or Ctrl-C.
+/// commands to NATS, serves now-playing from a local cache fed by a KV watch, forwards
+/// per-entity queries to the nodes, and serves the operator console (a web page) on its own
+/// port. Health (grpc.health.v1) and reflection are on.
+///
+/// Settings, each layer over the one before: defaults; a TOML file (--config or
+/// PLAYHEAD_GATEWAY_CONFIG; keys as the flags' names with underscores, e.g.
+/// request_timeout = "2s"); PLAYHEAD_GATEWAY_<KEY> environment variables (e.g.
+/// PLAYHEAD_GATEWAY_REQUEST_TIMEOUT=2s); flags. Unknown keys are refused. Durations are
+/// written with their unit: 250ms, 2s, 1m. The heartbeat interval of a fail-open answer is the
+/// nodes' (playout.heartbeat_interval_secs), which they publish. Stops gracefully on SIGTERM
+/// or Ctrl-C.
 #[derive(Debug, Parser)]
 #[command(name = "playhead-gateway", version)]
 struct Cli {
-    /// NATS server or cluster to use.
-    #[arg(
-        long,
-        env = "PLAYHEAD_GATEWAY_NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
-    )]
-    nats_url: String,
-    /// gRPC listen address.
-    #[arg(
-        long,
-        env = "PLAYHEAD_GATEWAY_LISTEN",
-        default_value = "127.0.0.1:50051"
-    )]
-    listen: SocketAddr,
-    /// Prometheus /metrics listen address.
-    #[arg(
-        long,
-        env = "PLAYHEAD_GATEWAY_METRICS_LISTEN",
-        default_value = "127.0.0.1:9465"
-    )]
-    metrics_listen: SocketAddr,
-    /// Longest wait for the broker or a node, in milliseconds (1..=60000).
-    #[arg(
-        long,
-        env = "PLAYHEAD_GATEWAY_REQUEST_TIMEOUT_MS",
-        default_value_t = 2000,
-        value_parser = clap::value_parser!(u64).range(1..=60_000)
-    )]
-    request_timeout_ms: u64,
-    /// Longest wait for a heartbeat decision, in milliseconds (1..=60000). When no decision
-    /// comes in time (or the broker is down) the gateway answers CONTINUE with reason
-    /// DEGRADED: playback never stops because playhead is in trouble.
-    #[arg(
-        long,
-        env = "PLAYHEAD_GATEWAY_HEARTBEAT_TIMEOUT_MS",
-        default_value_t = 2000,
-        value_parser = clap::value_parser!(u64).range(1..=60_000)
-    )]
-    heartbeat_timeout_ms: u64,
-    /// Log format: text or json (RUST_LOG sets the filter).
-    #[arg(long, env = "PLAYHEAD_GATEWAY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
-    log_format: String,
-    /// Parse and validate the flags and environment, print the resulting settings, and exit
-    /// (status 0; a bad value exits 2 with what is wrong, as at start).
+    /// TOML configuration file.
+    #[arg(long, env = config::CONFIG_FILE_ENV)]
+    config: Option<PathBuf>,
+    /// NATS server or cluster to use [default: nats://127.0.0.1:4222].
+    #[arg(long)]
+    nats_url: Option<String>,
+    /// gRPC listen address [default: 127.0.0.1:50051].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Prometheus /metrics, /livez and /readyz listen address [default: 127.0.0.1:9465].
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+    /// The operator console's HTTP address, or "off" [default: 127.0.0.1:9466]. Keep it on
+    /// loopback: until tokens exist anyone who reaches it can replay dead letters.
+    #[arg(long)]
+    console_listen: Option<Listen>,
+    /// Longest wait for the broker or a node (1ms..=1m) [default: 2s].
+    #[arg(long, value_parser = parse_duration)]
+    request_timeout: Option<Duration>,
+    /// Longest wait for a heartbeat decision (1ms..=1m) [default: 2s]. When no decision comes
+    /// in time (or the broker is down) the gateway answers CONTINUE with reason DEGRADED:
+    /// playback never stops because playhead is in trouble.
+    #[arg(long, value_parser = parse_duration)]
+    heartbeat_timeout: Option<Duration>,
+    /// Log format: text or json [default: text].
+    #[arg(long, value_parser = ["text", "json"])]
+    log_format: Option<String>,
+    /// Log filter directives (RUST_LOG wins when set) [default: info].
+    #[arg(long)]
+    log_filter: Option<String>,
+    /// Read and validate every layer, print the resulting settings, and exit (status 0; a bad
+    /// value exits 2 with what is wrong, as at start).
     #[arg(long)]
     check_config: bool,
+}
+
+impl Cli {
+    /// The flags as the top layer of the settings.
+    fn layer(&self) -> Layer {
+        Layer {
+            nats_url: self.nats_url.clone(),
+            listen: self.listen,
+            metrics_listen: self.metrics_listen,
+            console_listen: self.console_listen,
+            request_timeout: self.request_timeout,
+            heartbeat_timeout: self.heartbeat_timeout,
+            log_format: self.log_format.as_deref().map(|format| match format {
+                "json" => LogFormat::Json,
+                _ => LogFormat::Text,
+            }),
+            log_filter: self.log_filter.clone(),
+        }
+    }
 }
 
 /// mimalloc: glibc malloc was about a quarter of the node's CPU under load (profiled).
@@ -73,25 +89,19 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config = GatewayConfig {
-        nats_url: cli.nats_url,
-        listen: cli.listen,
-        metrics_listen: cli.metrics_listen,
-        request_timeout: Duration::from_millis(cli.request_timeout_ms),
-        heartbeat_timeout: Duration::from_millis(cli.heartbeat_timeout_ms),
+    let settings = match config::load(cli.config.as_deref(), std::env::vars(), cli.layer()) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("playhead-gateway: {error}");
+            std::process::exit(2);
+        }
     };
     if cli.check_config {
-        println!("{config:#?}\nlog format: {}", cli.log_format);
+        println!("{settings:#?}");
         return Ok(());
     }
-    let log = LogConfig {
-        format: if cli.log_format == "json" {
-            LogFormat::Json
-        } else {
-            LogFormat::Text
-        },
-        filter: "info".into(),
-    };
+    let log = settings.log;
+    let config = settings.gateway;
     let _telemetry = telemetry::init(
         &telemetry::ServiceIdentity::this_process("playhead-gateway", env!("CARGO_PKG_VERSION")),
         &log,

@@ -1,12 +1,15 @@
-//! The workspace's own binaries (`playhead-node`, `playhead-gateway`, `playhead`) as child
-//! processes of a test.
+//! The workspace's own binaries (`playhead-node`, `playhead-gateway`, `playhead`) and other
+//! programs (chromedriver) as child processes of a test.
 //!
 //! Integration tests run the binaries `cargo build --workspace --bins` left in `target/debug`
 //! (`make test` builds them first), so a test exercises exactly what ships: flags, config
 //! loading, signal handling. Each child logs to its own temporary file, is stopped with SIGTERM
-//! (graceful) or SIGKILL (crash), and is killed on drop so no test leaves one behind.
+//! (graceful) or SIGKILL (crash), and is killed on drop so no test leaves one behind. A program
+//! that starts programs of its own (chromedriver starts chromium) runs in a process group of its
+//! own ([`ChildProcess::spawn_process_group`]): signals go to the whole group.
 
 use std::ffi::OsStr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
@@ -72,6 +75,8 @@ pub struct ChildProcess {
     child: Child,
     exit_status: Option<ExitStatus>,
     log: NamedTempFile,
+    /// Leads a process group of its own: signals go to the group.
+    process_group: bool,
 }
 
 impl ChildProcess {
@@ -90,7 +95,35 @@ impl ChildProcess {
         A: IntoIterator,
         A::Item: AsRef<OsStr>,
     {
-        let binary = binary.as_ref();
+        Self::spawn_with(binary.as_ref(), args, envs, false)
+    }
+
+    /// [`ChildProcess::spawn`] in a new process group led by the child, for a program that starts
+    /// programs of its own: [`ChildProcess::kill`], [`ChildProcess::terminate`] and drop signal
+    /// the whole group (what the child started too), and kill and drop wait until no process of
+    /// the group runs any more. A descendant that leaves the group (`setsid`) is not reached.
+    pub fn spawn_process_group<A>(
+        binary: impl AsRef<Path>,
+        args: A,
+        envs: &[(&str, &str)],
+    ) -> ChildProcess
+    where
+        A: IntoIterator,
+        A::Item: AsRef<OsStr>,
+    {
+        Self::spawn_with(binary.as_ref(), args, envs, true)
+    }
+
+    fn spawn_with<A>(
+        binary: &Path,
+        args: A,
+        envs: &[(&str, &str)],
+        process_group: bool,
+    ) -> ChildProcess
+    where
+        A: IntoIterator,
+        A::Item: AsRef<OsStr>,
+    {
         let name = binary.file_name().map_or_else(
             || binary.display().to_string(),
             |name| name.to_string_lossy().into_owned(),
@@ -102,12 +135,17 @@ impl ChildProcess {
             .expect("create a temporary log file");
         let stdout = log.reopen().expect("open the log file for stdout");
         let stderr = log.reopen().expect("open the log file for stderr");
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .args(args)
             .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::from(stdout))
-            .stderr(Stdio::from(stderr))
+            .stderr(Stdio::from(stderr));
+        if process_group {
+            command.process_group(0);
+        }
+        let child = command
             .spawn()
             .unwrap_or_else(|error| panic!("spawn {}: {error}", binary.display()));
         ChildProcess {
@@ -115,6 +153,7 @@ impl ChildProcess {
             child,
             exit_status: None,
             log,
+            process_group,
         }
     }
 
@@ -161,14 +200,7 @@ impl ChildProcess {
             return status;
         }
         // std offers only SIGKILL; `kill` from procps/util-linux sends the graceful signal.
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap_or_else(|error| panic!("run `kill -TERM` for {}: {error}", self.name));
-        if !sent.success()
+        if !self.signal("TERM")
             && let Some(status) = self.try_exit_status()
         {
             // It exited between the check above and the signal.
@@ -204,7 +236,13 @@ impl ChildProcess {
 
     /// Kills the process with SIGKILL, like a crash, and returns its exit status (the earlier
     /// one if it had already exited).
+    ///
+    /// In a process group of its own, the whole group is killed, even if the child itself had
+    /// already exited.
     pub fn kill(&mut self) -> ExitStatus {
+        if self.process_group {
+            self.kill_group();
+        }
         if let Some(status) = self.try_exit_status() {
             return status;
         }
@@ -217,6 +255,58 @@ impl ChildProcess {
         self.exit_status = Some(status);
         status
     }
+
+    /// Sends `SIG<signal>` with `kill` to the process, or to its whole group; whether it was
+    /// delivered (not if nothing was left to signal).
+    fn signal(&self, signal: &str) -> bool {
+        let target = if self.process_group {
+            format!("-{}", self.pid())
+        } else {
+            self.pid().to_string()
+        };
+        Command::new("kill")
+            .args([&format!("-{signal}"), "--", &target])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap_or_else(|error| panic!("run `kill -{signal}` for {}: {error}", self.name))
+            .success()
+    }
+
+    /// SIGKILL to the process group, then waits (up to [`TERMINATE_TIMEOUT`]) until none of its
+    /// processes runs any more: their files (a browser's profile directory) are no longer
+    /// written once this returns.
+    fn kill_group(&self) {
+        if !self.signal("KILL") {
+            return;
+        }
+        let deadline = Instant::now() + TERMINATE_TIMEOUT;
+        while group_has_running_processes(self.pid()) && Instant::now() < deadline {
+            thread::sleep(EXIT_POLL_INTERVAL);
+        }
+    }
+}
+
+/// Whether a process of group `pgid` is still running (a zombie does not count), from `/proc`.
+fn group_has_running_processes(pgid: u32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    let pgid = pgid.to_string();
+    entries.flatten().any(|entry| {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            return false;
+        };
+        // `pid (comm) state ppid pgrp …`, where comm may hold spaces and parentheses.
+        let Some((_, fields)) = stat.rsplit_once(')') else {
+            return false;
+        };
+        let mut fields = fields.split_whitespace();
+        let state = fields.next();
+        let pgrp = fields.nth(1);
+        state.is_some_and(|state| state != "Z" && state != "X") && pgrp == Some(pgid.as_str())
+    })
 }
 
 impl Drop for ChildProcess {
@@ -228,6 +318,9 @@ impl Drop for ChildProcess {
                 self.log.path().display(),
                 self.log_tail(LOG_TAIL_LINES)
             );
+        }
+        if self.process_group {
+            self.kill_group();
         }
         if self.exit_status.is_none() {
             let _ = self.child.kill();

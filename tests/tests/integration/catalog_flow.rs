@@ -62,7 +62,7 @@ async fn content_updates_apply_once_per_change_and_bad_tags_are_dead_lettered() 
     let letter = eventually("the dead letter", Duration::from_secs(10), || {
         let dlq = dlq.clone();
         async move {
-            dlq.get_last_raw_message_by_subject("playhead.dlq.catalog")
+            dlq.get_last_raw_message_by_subject("playhead.dlq.catalog.invalid_id")
                 .await
                 .ok()
         }

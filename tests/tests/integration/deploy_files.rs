@@ -86,8 +86,46 @@ fn the_gateway_unit_starts_with_the_example_environment() {
         "nats://nats.internal:4222",
         "0.0.0.0:50051",
         "heartbeat_timeout: 2s",
-        "log format: json",
+        "format: Json",
     ] {
         assert!(printed.contains(expected), "{expected} in:\n{printed}");
     }
+}
+
+/// `playhead-gateway [--config FILE] --check-config` with an empty environment.
+fn gateway_check_config(file: Option<&Path>) -> std::process::Output {
+    let mut command = Command::new(workspace_binary("playhead-gateway"));
+    if let Some(file) = file {
+        command.arg("--config").arg(file);
+    }
+    command
+        .arg("--check-config")
+        .env_clear()
+        .output()
+        .expect("run the binary")
+}
+
+/// The sample `deploy/gateway.toml` is read (every key known) and spells the defaults: the
+/// settings it gives are those of no file at all.
+#[test]
+fn the_gateway_sample_file_is_accepted_and_spells_the_defaults() {
+    let settings = |file: Option<&Path>| {
+        let output = gateway_check_config(file);
+        assert!(
+            output.status.success(),
+            "playhead-gateway --config {file:?} --check-config exited {}:\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let sample = deploy("gateway.toml");
+    assert_eq!(settings(Some(&sample)), settings(None));
+    // A key the gateway does not know is refused, not ignored.
+    let data = temp_dir();
+    let typo = data.path().join("gateway.toml");
+    std::fs::write(&typo, "request_timeout_ms = 2000\n").unwrap();
+    let output = gateway_check_config(Some(&typo));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("request_timeout_ms"));
 }

@@ -1,7 +1,9 @@
 //! Integration tests of playhead against a real nats-server, one binary for all.
 
 mod bad_input;
+mod browser;
 mod catalog_flow;
+mod console;
 mod crash_restart;
 mod dead_letter_failures;
 mod dead_letter_hygiene;

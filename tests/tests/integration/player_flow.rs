@@ -369,7 +369,7 @@ async fn nats_publishers_get_decisions_on_their_reply_subject() {
     let letter = eventually("the dead letter", Duration::from_secs(10), || {
         let dlq = dlq.clone();
         async move {
-            dlq.get_last_raw_message_by_subject("playhead.dlq.user")
+            dlq.get_last_raw_message_by_subject("playhead.dlq.user.invalid_reply_to")
                 .await
                 .ok()
         }

@@ -1,0 +1,316 @@
+//! The gateway's configuration, layered like the node's: defaults, then a TOML file
+//! (`--config` / `PLAYHEAD_GATEWAY_CONFIG`), then `PLAYHEAD_GATEWAY_<KEY>` environment
+//! variables, then flags; unknown keys are refused in every layer, durations are written for
+//! people (`2s`, `250ms`), and the result is validated before anything starts.
+//!
+//! The node reads its layers with figment; the gateway keeps to a plain TOML reader and one
+//! typed [`Layer`] per source, so that it links none of the node's dependencies.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use playhead_client::service::duration::{self, format_duration};
+use playhead_client::service::telemetry::{LogConfig, LogFormat};
+use serde::Deserialize;
+
+use crate::server::GatewayConfig;
+
+/// Prefix of the gateway's environment variables.
+pub const ENV_PREFIX: &str = "PLAYHEAD_GATEWAY_";
+/// The environment variable naming the configuration file (not a setting itself).
+pub const CONFIG_FILE_ENV: &str = "PLAYHEAD_GATEWAY_CONFIG";
+/// Longest wait a timeout may be set to.
+const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+
+const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+const DEFAULT_LISTEN: SocketAddr = loopback(50051);
+const DEFAULT_METRICS_LISTEN: SocketAddr = loopback(9465);
+const DEFAULT_CONSOLE_LISTEN: SocketAddr = loopback(9466);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+const DEFAULT_LOG_FILTER: &str = "info";
+
+const fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::V4(std::net::SocketAddrV4::new(
+        std::net::Ipv4Addr::LOCALHOST,
+        port,
+    ))
+}
+
+/// An address to listen on, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen(pub Option<SocketAddr>);
+
+impl std::str::FromStr for Listen {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.eq_ignore_ascii_case("off") {
+            return Ok(Listen(None));
+        }
+        text.parse().map(|address| Listen(Some(address))).map_err(|_| {
+            format!("{text:?} is not an address to listen on (host:port, e.g. 127.0.0.1:9466, or off)")
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Listen {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// One source of settings; a key it does not give is `None` and leaves the layers below it
+/// in force (below them all, the defaults of [`load`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Layer {
+    pub nats_url: Option<String>,
+    pub listen: Option<SocketAddr>,
+    pub metrics_listen: Option<SocketAddr>,
+    pub console_listen: Option<Listen>,
+    #[serde(default, with = "duration::optional")]
+    pub request_timeout: Option<Duration>,
+    #[serde(default, with = "duration::optional")]
+    pub heartbeat_timeout: Option<Duration>,
+    pub log_format: Option<LogFormat>,
+    pub log_filter: Option<String>,
+}
+
+impl Layer {
+    /// This layer over `lower`: each key this layer gives wins.
+    pub fn over(self, lower: Layer) -> Layer {
+        Layer {
+            nats_url: self.nats_url.or(lower.nats_url),
+            listen: self.listen.or(lower.listen),
+            metrics_listen: self.metrics_listen.or(lower.metrics_listen),
+            console_listen: self.console_listen.or(lower.console_listen),
+            request_timeout: self.request_timeout.or(lower.request_timeout),
+            heartbeat_timeout: self.heartbeat_timeout.or(lower.heartbeat_timeout),
+            log_format: self.log_format.or(lower.log_format),
+            log_filter: self.log_filter.or(lower.log_filter),
+        }
+    }
+
+    /// The layer of a TOML file's text.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|error| error.to_string())
+    }
+
+    /// The layer of the `PLAYHEAD_GATEWAY_<KEY>` variables among `vars` (each value read as
+    /// the same text a file would hold in quotes).
+    pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, String> {
+        let mut table = toml::Table::new();
+        for (name, value) in vars {
+            let Some(key) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            if name == CONFIG_FILE_ENV {
+                continue;
+            }
+            table.insert(key.to_ascii_lowercase(), toml::Value::String(value));
+        }
+        Layer::deserialize(table).map_err(|error| {
+            // serde names the field; say which variable it came from.
+            let message = error.to_string();
+            let message = message.trim_end();
+            format!("{message} (environment variables {ENV_PREFIX}<KEY>)")
+        })
+    }
+}
+
+/// Why the gateway cannot start with its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("cannot read {path}: {detail}")]
+    File { path: PathBuf, detail: String },
+    #[error("invalid environment: {0}")]
+    Env(String),
+    #[error("invalid configuration: {key} = {value}: {fix}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        fix: String,
+    },
+}
+
+/// The resolved settings: the server's configuration and how to log.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub gateway: GatewayConfig,
+    pub log: LogConfig,
+}
+
+/// Defaults, then `file`, then the environment `vars`, then `flags`; validated.
+pub fn load(
+    file: Option<&Path>,
+    vars: impl IntoIterator<Item = (String, String)>,
+    flags: Layer,
+) -> Result<Settings, ConfigError> {
+    let mut layers = Layer::default();
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|error| match error.kind() {
+            std::io::ErrorKind::NotFound => ConfigError::MissingFile(path.to_owned()),
+            _ => ConfigError::File {
+                path: path.to_owned(),
+                detail: error.to_string(),
+            },
+        })?;
+        let layer = Layer::from_toml(&text).map_err(|detail| ConfigError::File {
+            path: path.to_owned(),
+            detail,
+        })?;
+        layers = layer.over(layers);
+    }
+    layers = Layer::from_env(vars)
+        .map_err(ConfigError::Env)?
+        .over(layers);
+    resolve(flags.over(layers))
+}
+
+fn resolve(layers: Layer) -> Result<Settings, ConfigError> {
+    let nats_url = layers.nats_url.unwrap_or_else(|| DEFAULT_NATS_URL.into());
+    if !(nats_url.starts_with("nats://") || nats_url.starts_with("tls://")) {
+        return Err(ConfigError::Invalid {
+            key: "nats_url",
+            value: nats_url,
+            fix: "use nats://host:port or tls://host:port".into(),
+        });
+    }
+    let timeout = |key: &'static str, value: Option<Duration>| {
+        let value = value.unwrap_or(DEFAULT_TIMEOUT);
+        if value.is_zero() || value > MAX_TIMEOUT {
+            return Err(ConfigError::Invalid {
+                key,
+                value: format_duration(value),
+                fix: format!("give 1ms to {}", format_duration(MAX_TIMEOUT)),
+            });
+        }
+        Ok(value)
+    };
+    let gateway = GatewayConfig {
+        nats_url,
+        listen: layers.listen.unwrap_or(DEFAULT_LISTEN),
+        metrics_listen: layers.metrics_listen.unwrap_or(DEFAULT_METRICS_LISTEN),
+        console_listen: layers
+            .console_listen
+            .unwrap_or(Listen(Some(DEFAULT_CONSOLE_LISTEN)))
+            .0,
+        request_timeout: timeout("request_timeout", layers.request_timeout)?,
+        heartbeat_timeout: timeout("heartbeat_timeout", layers.heartbeat_timeout)?,
+    };
+    let log = LogConfig {
+        format: layers.log_format.unwrap_or(LogFormat::Text),
+        filter: layers
+            .log_filter
+            .unwrap_or_else(|| DEFAULT_LOG_FILTER.into()),
+    };
+    Ok(Settings { gateway, log })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn given_nothing_the_defaults_serve_on_loopback() {
+        let settings = load(None, vars(&[]), Layer::default()).unwrap();
+        let gateway = settings.gateway;
+        assert_eq!(gateway.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(gateway.metrics_listen.to_string(), "127.0.0.1:9465");
+        assert_eq!(
+            gateway.console_listen.unwrap().to_string(),
+            "127.0.0.1:9466"
+        );
+        assert_eq!(gateway.request_timeout, Duration::from_secs(2));
+        assert_eq!(settings.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn each_layer_wins_over_the_ones_below() {
+        let dir = std::env::temp_dir().join(format!("playhead-gw-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("gateway.toml");
+        std::fs::write(
+            &file,
+            "request_timeout = \"5s\"\nheartbeat_timeout = \"750ms\"\nlisten = \"127.0.0.1:1\"\n\
+             log_format = \"json\"\n",
+        )
+        .unwrap();
+        let env = vars(&[
+            ("PLAYHEAD_GATEWAY_HEARTBEAT_TIMEOUT", "1m"),
+            ("PLAYHEAD_GATEWAY_LISTEN", "127.0.0.1:2"),
+            ("PLAYHEAD_GATEWAY_CONSOLE_LISTEN", "off"),
+            ("PLAYHEAD_GATEWAY_CONFIG", "/ignored/as/a/setting"),
+            ("PLAYHEAD_NATS_URL", "nats://not-the-gateways:1"),
+        ]);
+        let flags = Layer {
+            listen: Some("127.0.0.1:3".parse().unwrap()),
+            ..Layer::default()
+        };
+        let settings = load(Some(&file), env, flags).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let gateway = settings.gateway;
+        assert_eq!(gateway.request_timeout, Duration::from_secs(5), "file");
+        assert_eq!(
+            gateway.heartbeat_timeout,
+            Duration::from_secs(60),
+            "env over file"
+        );
+        assert_eq!(gateway.listen.to_string(), "127.0.0.1:3", "flag over env");
+        assert_eq!(gateway.console_listen, None, "off");
+        assert_eq!(gateway.nats_url, "nats://127.0.0.1:4222", "default");
+        assert_eq!(settings.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused_with_what_to_change() {
+        let unknown = Layer::from_toml("request_timeout_ms = 2000\n").unwrap_err();
+        assert!(unknown.contains("request_timeout_ms"), "{unknown}");
+        let env = load(
+            None,
+            vars(&[("PLAYHEAD_GATEWAY_LISTN", "x")]),
+            Layer::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(env.contains("listn") && env.contains(ENV_PREFIX), "{env}");
+        let unitless = load(
+            None,
+            vars(&[("PLAYHEAD_GATEWAY_REQUEST_TIMEOUT", "2000")]),
+            Layer::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(unitless.contains("needs its unit"), "{unitless}");
+        let too_long = load(
+            None,
+            vars(&[("PLAYHEAD_GATEWAY_REQUEST_TIMEOUT", "2m")]),
+            Layer::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            too_long.contains("request_timeout = 2m: give 1ms to 1m"),
+            "{too_long}"
+        );
+        let missing = load(
+            Some(Path::new("/no/such/gateway.toml")),
+            vars(&[]),
+            Layer::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(missing, ConfigError::MissingFile(_)));
+    }
+}

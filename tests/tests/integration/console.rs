@@ -1,0 +1,253 @@
+//! The operator console in a real browser (Debian's chromium, driven over WebDriver): songs
+//! published over NATS appear on the wall without a reload, and a dead-lettered message shows
+//! up, is fixed in the page and replayed into its inbox, where the node applies it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use playhead_proto::headers::{CONTENT_TYPE, JSON_CONTENT_TYPE};
+use playhead_proto::ids::StationId;
+use playhead_proto::subjects::{DLQ_STREAM, Inbox, station_song};
+use playhead_tests::harness::NatsServer;
+use playhead_tests::harness::wait::eventually;
+use playhead_tests::model::{Observation, publish_all};
+use playhead_tests::system::{
+    TestGateway, TestNode, http_get, http_request, temp_dir, test_node_config, wait_until_drained,
+};
+use playhead_tests::webdriver::Browser;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn card(station: &str, part: &str) -> String {
+    format!("article.card[data-station=\"{station}\"] {part}")
+}
+
+async fn songs(jetstream: &async_nats::jetstream::Context, songs: &[(&str, &str, &str)]) {
+    let observations: Vec<Observation> = songs
+        .iter()
+        .map(|(station, artist, title)| Observation {
+            station: station.to_string(),
+            artist: artist.to_string(),
+            title: title.to_string(),
+        })
+        .collect();
+    publish_all(jetstream, &observations).await;
+}
+
+/// Where the screenshots go: `target/console-*.png`, and with `PLAYHEAD_UPDATE_SCREENSHOTS=1`
+/// also `gateway/console/` (the pictures the README shows).
+fn screenshot_paths(name: &str) -> Vec<PathBuf> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut paths = vec![root.join("target").join(format!("console-{name}.png"))];
+    if std::env::var_os("PLAYHEAD_UPDATE_SCREENSHOTS").is_some() {
+        paths.push(root.join("gateway/console").join(format!("{name}.png")));
+    }
+    paths
+}
+
+async fn screenshot(browser: &Browser, name: &str) {
+    for path in screenshot_paths(name) {
+        browser
+            .save_screenshot(&path)
+            .await
+            .unwrap_or_else(|error| panic!("screenshot {}: {error}", path.display()));
+    }
+}
+
+async fn click(browser: &Browser, css: &str) {
+    browser
+        .find(css)
+        .await
+        .unwrap_or_else(|error| panic!("{css}: {error}"))
+        .click()
+        .await
+        .unwrap_or_else(|error| panic!("click {css}: {error}"));
+}
+
+async fn api(console: &str, path: &str) -> (u16, Value) {
+    let (status, body) = http_get(&format!("{console}{path}")).await;
+    let value = serde_json::from_str(&body)
+        .unwrap_or_else(|error| panic!("{path} answered {status} with non-JSON ({error}): {body}"));
+    (status, value)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_songs_live_and_replays_a_fixed_dead_letter() {
+    let nats = NatsServer::start();
+    let data = temp_dir();
+    let node = TestNode::start(test_node_config(&nats.url(), data.path())).await;
+    let gateway = TestGateway::start(&nats.url()).await;
+    let console = format!(
+        "http://{}",
+        gateway
+            .endpoints
+            .console
+            .expect("the test gateway serves a console")
+    );
+    let jetstream = async_nats::jetstream::new(nats.connect().await);
+    songs(
+        &jetstream,
+        &[
+            ("radio-jazz", "Miles Davis", "Blue in Green"),
+            ("radio-soul", "Aretha Franklin", "Respect"),
+            ("radio-rock", "The Kinks", "Waterloo Sunset"),
+        ],
+    )
+    .await;
+    wait_until_drained(&jetstream, Inbox::Station, WAIT).await;
+
+    let browser = Browser::start().await.expect("the browser starts");
+    browser.goto(&format!("{console}/")).await.expect("page");
+    browser
+        .wait_for_text("#live", "live", WAIT)
+        .await
+        .expect("the page follows the event stream");
+    // Given: what was playing before the page opened is on the wall.
+    browser
+        .wait_for_text(&card("radio-soul", ".title"), "Respect", WAIT)
+        .await
+        .expect("the snapshot");
+    // A mark that a reload would wipe.
+    browser
+        .execute("window.playheadMark = 'same page'; return true;", json!([]))
+        .await
+        .expect("script");
+
+    // When a song is published over NATS, then it appears on the wall, and so does the next.
+    songs(&jetstream, &[("radio-live", "Nina Simone", "Sinnerman")]).await;
+    browser
+        .wait_for_text(&card("radio-live", ".title"), "Sinnerman", WAIT)
+        .await
+        .expect("the new song on the wall");
+    songs(&jetstream, &[("radio-live", "Nina Simone", "Feeling Good")]).await;
+    browser
+        .wait_for_text(&card("radio-live", ".title"), "Feeling Good", WAIT)
+        .await
+        .expect("the next song on the wall");
+    let mark = browser
+        .execute("return window.playheadMark;", json!([]))
+        .await
+        .expect("script");
+    assert_eq!(
+        mark,
+        json!("same page"),
+        "the wall changed without a reload"
+    );
+    screenshot(&browser, "wall").await;
+
+    // When a publisher sends JSON with a field SongObserved does not have, then it is
+    // dead-lettered as undecodable and the station plays nothing.
+    let station = StationId::parse("radio-fixed").unwrap();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(CONTENT_TYPE, JSON_CONTENT_TYPE);
+    let broken = r#"{"stationId": "radio-fixed", "artist": "John Coltrane", "title": "Naima", "album": "Giant Steps"}"#;
+    jetstream
+        .publish_with_headers(station_song(&station), headers, broken.into())
+        .await
+        .expect("publish")
+        .await
+        .expect("the inbox takes it");
+    click(&browser, "#tab-dead-letters").await;
+    let letter = "article.letter[data-reason=\"undecodable\"]";
+    browser
+        .wait_for_text(
+            &format!("{letter} .subject"),
+            "playhead.station.radio-fixed.song",
+            WAIT,
+        )
+        .await
+        .expect("the dead letter in the console");
+    let detail = browser
+        .find(&format!("{letter} .detail"))
+        .await
+        .expect("detail")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        detail.contains("album"),
+        "the reason names the field: {detail}"
+    );
+    screenshot(&browser, "dead-letters").await;
+
+    // When the operator removes the unknown field in the page and replays the letter, then the
+    // node applies it: the song is on the wall and the letter has left the dead-letter stream.
+    let letter = browser.find(letter).await.expect("letter");
+    let sequence: u64 = letter
+        .attribute("data-sequence")
+        .await
+        .expect("attribute")
+        .expect("data-sequence")
+        .parse()
+        .expect("a sequence");
+    // A replay that would only be dead-lettered again is refused with the reason, and the
+    // letter stays.
+    let (status, refused) = http_request(
+        "POST",
+        &format!("{console}/api/dead-letters/{sequence}/replay"),
+        Some(&json!({ "payload": r#"{"stationId": "radio-fixed", "mood": "blue"}"# })),
+    )
+    .await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused.contains("mood") && refused.contains("fix the payload"),
+        "{refused}"
+    );
+    let payload = letter.find("textarea.payload").await.expect("payload");
+    payload.clear().await.expect("clear");
+    payload
+        .send_keys(r#"{"stationId": "radio-fixed", "artist": "John Coltrane", "title": "Naima"}"#)
+        .await
+        .expect("type the fix");
+    letter
+        .find("button.replay")
+        .await
+        .expect("replay button")
+        .click()
+        .await
+        .expect("click");
+    click(&browser, "#tab-wall").await;
+    browser
+        .wait_for_text(&card("radio-fixed", ".title"), "Naima", WAIT)
+        .await
+        .expect("the replayed song applied and on the wall");
+    let remaining = eventually("the letter to leave the DLQ", WAIT, || {
+        let console = console.clone();
+        async move {
+            let (_, list) = api(&console, "/api/dead-letters").await;
+            let gone = list["letters"]
+                .as_array()?
+                .iter()
+                .all(|letter| letter["sequence"] != json!(sequence));
+            gone.then_some(list)
+        }
+    })
+    .await;
+    assert_eq!(remaining["total"], json!(0), "{remaining}");
+    let mut dlq = jetstream.get_stream(DLQ_STREAM).await.expect("dlq");
+    assert_eq!(dlq.info().await.expect("info").state.messages, 0);
+
+    // The status shows the node holding its groups and every group's consumer.
+    let (status, report) = api(&console, "/api/status").await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["gateway"]["broker"], json!("connected"));
+    let nodes = report["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 1, "{report}");
+    assert!(!nodes[0]["groups"].as_array().expect("groups").is_empty());
+    assert!(
+        !report["consumers"]
+            .as_array()
+            .expect("consumers")
+            .is_empty()
+    );
+    // Bad input to the API is answered with a reason, not a crash.
+    let (status, error) = api(&console, "/api/users/not.an.id").await;
+    assert_eq!(status, 400, "{error}");
+    assert!(error["error"].as_str().is_some_and(|text| !text.is_empty()));
+    let (status, _) = http_get(&format!("{console}/api/dead-letters/999999/replay")).await;
+    assert_eq!(status, 405, "replay is a POST");
+
+    browser.quit().await.expect("browser quits");
+    node.stop().await;
+}
