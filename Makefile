@@ -23,7 +23,7 @@ PYTHON ?= python3
 
 export PLAYHEAD_NATS_SERVER := $(abspath $(NATS_SERVER))
 
-.PHONY: help tools browser build test run bench lint docs rules boundaries clean-data
+.PHONY: help tools browser build test run bench fuzz lint docs rules boundaries clean-data
 
 help: ## list the targets
 	@echo "playhead — make targets:"
@@ -103,10 +103,20 @@ build: ## build every binary of the workspace (debug)
 	$(CARGO) build --workspace --bins
 
 # Integration tests spawn target/debug/playhead-node & co, so the binaries are built before the
-# tests; both steps use the debug profile so nothing is compiled twice.
-test: tools browser lint docs rules boundaries ## install the tools, check format, lints, docs, alert rules and crate boundaries, run every test
+# tests; both steps use the debug profile so nothing is compiled twice. The fuzzer then runs for
+# a short, fixed-seed while over every decoder of outside input (`make fuzz` runs it longer,
+# with a fresh seed).
+FUZZ_SMOKE := --time 20s --seed 1
+FUZZ_TIME ?= 10m
+
+test: tools browser lint docs rules boundaries ## install the tools, check format, lints, docs, alert rules and crate boundaries, run every test and a short fuzz
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
+	target/debug/playhead-fuzz $(FUZZ_SMOKE)
+
+fuzz: ## fuzz every decoder of outside input for FUZZ_TIME (default 10m; release build)
+	$(CARGO) build --release -p playhead-tests --bin playhead-fuzz
+	target/release/playhead-fuzz --time $(FUZZ_TIME)
 
 run: tools build ## start broker + node + gateway on localhost (data in ./data), print endpoints
 	scripts/run.sh
