@@ -13,7 +13,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use playhead_proto::subjects::{
     DLQ_CAPTURE, DLQ_STREAM, EVENTS_CAPTURE, EVENTS_STREAM, HEARTBEAT_INTERVAL_KEY, Inbox,
-    NOW_PLAYING_BUCKET, SETTINGS_BUCKET,
+    MAX_MESSAGE_BYTES_KEY, NOW_PLAYING_BUCKET, SETTINGS_BUCKET,
 };
 use tokio::process::{Child, Command};
 
@@ -228,8 +228,9 @@ pub async fn ensure_streams(
     })
 }
 
-/// Publishes the settings the gateways follow, from this node's configuration: the heartbeat
-/// interval, so it is configured once (`playout.heartbeat_interval_secs`).
+/// Publishes the settings the gateways follow, from this node's configuration, so each is
+/// configured once: the heartbeat interval (`playout.heartbeat_interval_secs`) and the size
+/// limit of an inbox message (`ingest.max_message_bytes`).
 pub async fn publish_settings(
     settings: &kv::Store,
     config: &NodeConfig,
@@ -237,6 +238,13 @@ pub async fn publish_settings(
     let interval_ms = config.playout.heartbeat_interval_secs * 1000;
     settings
         .put(HEARTBEAT_INTERVAL_KEY, interval_ms.to_string().into())
+        .await
+        .map_err(|error| setup_error(SETTINGS_BUCKET)(error.to_string()))?;
+    settings
+        .put(
+            MAX_MESSAGE_BYTES_KEY,
+            config.ingest.max_message_bytes.to_string().into(),
+        )
         .await
         .map_err(|error| setup_error(SETTINGS_BUCKET)(error.to_string()))?;
     Ok(())

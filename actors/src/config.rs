@@ -220,7 +220,7 @@ impl Default for IngestConfig {
         Self {
             partitions: playhead_proto::partition::DEFAULT_PARTITIONS,
             batch_size: 256,
-            max_message_bytes: 64 * 1024,
+            max_message_bytes: playhead_client::settings::DEFAULT_MAX_MESSAGE_BYTES,
             ack_wait_secs: 30,
             duplicate_window_secs: 120,
             max_attempts: 5,

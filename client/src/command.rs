@@ -29,8 +29,11 @@ use std::collections::HashSet;
 use playhead_proto::ids::{ContentId, DeviceId, IdError, PlaylistId, PlayoutId};
 use playhead_proto::v1;
 
-/// Most tracks a playlist may have.
-pub const MAX_TRACKS: usize = 10_000;
+/// Most tracks a playlist may have. With the default message limit
+/// ([`DEFAULT_MAX_MESSAGE_BYTES`](crate::settings::DEFAULT_MAX_MESSAGE_BYTES), 64 KiB) a
+/// `StartPlaylist` of this many tracks fits when its track ids have up to 8 characters and no
+/// artist; every command must also fit that limit ([`check_encoded_size`]).
+pub const MAX_TRACKS: usize = 5_000;
 /// Most entitlement tags kept per user (and asked per `CheckEntitlements`).
 pub const MAX_ENTITLEMENTS: usize = 256;
 /// Highest concurrency limit a user may have.
@@ -39,6 +42,12 @@ pub const MAX_CONCURRENCY_LIMIT: u32 = 16;
 /// Why a command is refused before anything is decided.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValidationError {
+    /// The command encodes to more bytes than the nodes take in one inbox message.
+    #[error(
+        "the command encodes to {bytes} bytes; the nodes take at most {limit} \
+         (ingest.max_message_bytes): send fewer or shorter tracks or fields"
+    )]
+    TooLarge { bytes: usize, limit: usize },
     /// An id is missing or malformed (the message names the field).
     #[error(transparent)]
     InvalidId(#[from] IdError),
@@ -60,6 +69,24 @@ pub enum TrackError {
     DuplicateTrack(String),
     #[error("track ids must not be empty")]
     EmptyTrackId,
+}
+
+/// Checks a command's encoded size against the nodes' limit, before it is encoded
+/// (`prost::Message::encoded_len` counts without allocating).
+///
+/// ```
+/// use playhead_client::command::{check_encoded_size, ValidationError};
+/// assert!(check_encoded_size(65_536, 65_536).is_ok());
+/// assert_eq!(
+///     check_encoded_size(65_537, 65_536),
+///     Err(ValidationError::TooLarge { bytes: 65_537, limit: 65_536 })
+/// );
+/// ```
+pub fn check_encoded_size(bytes: usize, limit: usize) -> Result<(), ValidationError> {
+    if bytes > limit {
+        return Err(ValidationError::TooLarge { bytes, limit });
+    }
+    Ok(())
 }
 
 /// Checks a playlist's track ids: at least one, at most [`MAX_TRACKS`], none empty, no repeats.

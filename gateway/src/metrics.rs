@@ -45,6 +45,8 @@ pub struct GatewayMetrics {
     pub cached_stations: Gauge,
     /// The nodes' heartbeat interval this gateway follows (fail-open answers ask for it).
     pub heartbeat_interval_seconds: Gauge,
+    /// The nodes' size limit of a command this gateway follows.
+    pub max_message_bytes: Gauge,
     pub watchers: Gauge,
     /// Dead letters the console replayed into their inbox.
     pub dead_letter_replays: Counter,
@@ -67,6 +69,7 @@ impl GatewayMetrics {
             );
         let cached_stations = Gauge::default();
         let heartbeat_interval_seconds = Gauge::default();
+        let max_message_bytes = Gauge::default();
         let watchers = Gauge::default();
         let dead_letter_replays = Counter::default();
         let console_streams = Gauge::default();
@@ -104,6 +107,12 @@ impl GatewayMetrics {
             heartbeat_interval_seconds.clone(),
         );
         registry.register(
+            "max_message_bytes",
+            "The nodes' size limit of an inbox message (ingest.max_message_bytes), as published \
+             by them and held to every command here before it is encoded",
+            max_message_bytes.clone(),
+        );
+        registry.register(
             "now_playing_watchers",
             "Open WatchNowPlaying streams",
             watchers.clone(),
@@ -127,6 +136,7 @@ impl GatewayMetrics {
             request_seconds,
             cached_stations,
             heartbeat_interval_seconds,
+            max_message_bytes,
             watchers,
             dead_letter_replays,
             console_streams,

@@ -11,6 +11,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, publish::PublishAck};
 use futures::StreamExt;
 use futures::future::BoxFuture;
+use playhead_client::command;
 use playhead_client::query::QueryError;
 use playhead_client::service::telemetry;
 use playhead_proto::headers::{MSG_ID, REPLY_TO};
@@ -20,6 +21,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::GatewayError;
+use crate::settings::Settings;
 
 /// gRPC metadata key whose value becomes the broker's `Nats-Msg-Id` (retries de-duplicate).
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -63,6 +65,8 @@ pub struct NodeClient {
     pub client: async_nats::Client,
     pub jetstream: jetstream::Context,
     pub request_timeout: Duration,
+    /// What the nodes publish: the size limit of a command, the heartbeat interval.
+    pub settings: Arc<Settings>,
     replies: ReplyRouter,
 }
 
@@ -72,6 +76,7 @@ impl NodeClient {
     pub async fn start(
         client: async_nats::Client,
         request_timeout: Duration,
+        settings: Arc<Settings>,
         stop: CancellationToken,
     ) -> Result<(Arc<Self>, BoxFuture<'static, ()>), GatewayError> {
         let (replies, dispatcher) = ReplyRouter::start(&client, stop).await?;
@@ -79,6 +84,7 @@ impl NodeClient {
             jetstream: jetstream::new(client.clone()),
             client,
             request_timeout,
+            settings,
             replies,
         });
         Ok((node, dispatcher))
@@ -133,6 +139,13 @@ impl NodeClient {
     ) -> Result<R, GatewayError> {
         check(request)?;
         self.query(query, request).await
+    }
+
+    /// A command's payload, once its size is known to fit the nodes' limit: counted before it
+    /// is encoded, so an oversize request is refused without a copy of it.
+    pub fn encode_command(&self, command: &impl Message) -> Result<Vec<u8>, GatewayError> {
+        command::check_encoded_size(command.encoded_len(), self.settings.max_message_bytes())?;
+        Ok(command.encode_to_vec())
     }
 
     /// Publishes into an inbox stream and waits for the broker's acknowledgement.

@@ -15,7 +15,6 @@ use playhead_proto::v1::{
     GetSessionRequest, ListSessionsRequest, ListSessionsResponse, NextTrack, PlayerCommand,
     PlayerOutcome, PlayerReply, PlayerSession, PlayerTrackRequest, SkipTrack, StartPlaylistRequest,
 };
-use prost::Message;
 use tonic::{Request, Response, Status};
 
 use crate::error::{GatewayError, respond};
@@ -41,12 +40,13 @@ impl PlayerApi {
             user_id: user.to_string(),
             command: Some(command),
         };
-        let payload = wire.encode_to_vec();
-        // Refused here as the node would refuse it (same checks, same words).
+        // Refused here as the node would refuse it (same checks, same words), the track count
+        // before the size, and both before anything is encoded.
         let playlist = command::player_command(&wire)?;
         if let Some(Command::Start(start)) = &wire.command {
             command::check_tracks(&start.tracks)?;
         }
+        let payload = self.node.encode_command(&wire)?;
         let headers = command_headers(idempotency_key)?;
         let outcome = self
             .node

@@ -25,16 +25,12 @@ use tonic::{Request, Response, Status};
 use crate::error::{GatewayError, respond};
 use crate::metrics::GatewayMetrics;
 use crate::node_client::{CommandOutcome, NodeClient, command_headers};
-use crate::settings::Settings;
 
 pub struct PlayoutApi {
     pub node: Arc<NodeClient>,
     pub metrics: Arc<GatewayMetrics>,
     /// Longest wait for a decision before failing open.
     pub heartbeat_timeout: Duration,
-    /// The interval a fail-open answer asks for: the nodes' heartbeat interval.
-    /// The nodes' heartbeat interval, for fail-open answers.
-    pub settings: Arc<Settings>,
     /// Heartbeats answered DEGRADED so far (an outage logs once per `FAIL_OPEN_LOG_EVERY`).
     pub fail_opens: AtomicU64,
 }
@@ -46,8 +42,8 @@ impl PlayoutApi {
     async fn heartbeat(&self, heartbeat: Heartbeat) -> Result<HeartbeatDecision, GatewayError> {
         // Refused here as the node's screen would refuse it, so it is never dead-lettered.
         let user = UserId::parse(heartbeat.user_id.as_str())?;
-        let payload = heartbeat.encode_to_vec();
         let screened = command::heartbeat(&heartbeat)?;
+        let payload = self.node.encode_command(&heartbeat)?;
         let decided = self
             .node
             .command::<HeartbeatDecision>(
@@ -100,7 +96,8 @@ impl PlayoutApi {
     }
 
     fn degraded(&self) -> HeartbeatDecision {
-        wire::degraded_decision(self.settings.heartbeat_interval())
+        // The interval a fail-open answer asks for: the nodes' heartbeat interval.
+        wire::degraded_decision(self.node.settings.heartbeat_interval())
     }
 }
 

@@ -51,6 +51,12 @@ pub struct GatewayEndpoints {
     pub console: Option<SocketAddr>,
 }
 
+/// Largest gRPC request a service decodes: twice the most a node can be configured to take in
+/// one inbox message (`ingest.max_message_bytes` ≤ 1 MiB). A request up to this size that does
+/// not fit the nodes' current limit is answered INVALID_ARGUMENT with its size; a larger one is
+/// refused by tonic before it is read whole.
+pub const MAX_GRPC_REQUEST_BYTES: usize = 2 * 1024 * 1024;
+
 /// Services of capabilities not built yet: every method answers UNIMPLEMENTED.
 struct NotYetBuilt;
 
@@ -85,6 +91,7 @@ pub async fn serve(
     let (node, reply_dispatcher) = NodeClient::start(
         client.clone(),
         config.request_timeout,
+        settings.clone(),
         stop_background.clone(),
     )
     .await
@@ -140,6 +147,9 @@ pub async fn serve(
                 metrics
                     .heartbeat_interval_seconds
                     .set(settings.heartbeat_interval().as_secs() as i64);
+                metrics
+                    .max_message_bytes
+                    .set(settings.max_message_bytes() as i64);
                 metrics_http::render(&[&metrics.registry, &process])
             };
             if let Err(error) = metrics_http::serve(
@@ -187,7 +197,6 @@ pub async fn serve(
         node,
         metrics,
         heartbeat_timeout: config.heartbeat_timeout,
-        settings,
         fail_opens: Default::default(),
     };
     tracing::info!(
@@ -206,9 +215,15 @@ pub async fn serve(
         .layer(RpcLayer::new(rpc_metrics))
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(StationServiceServer::new(station))
-        .add_service(PlayerServiceServer::new(player))
-        .add_service(PlayoutServiceServer::new(playout))
+        .add_service(
+            StationServiceServer::new(station).max_decoding_message_size(MAX_GRPC_REQUEST_BYTES),
+        )
+        .add_service(
+            PlayerServiceServer::new(player).max_decoding_message_size(MAX_GRPC_REQUEST_BYTES),
+        )
+        .add_service(
+            PlayoutServiceServer::new(playout).max_decoding_message_size(MAX_GRPC_REQUEST_BYTES),
+        )
         .add_service(ImportServiceServer::new(NotYetBuilt))
         .add_service(ShowServiceServer::new(NotYetBuilt))
         .serve_with_incoming_shutdown(

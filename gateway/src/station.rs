@@ -12,7 +12,6 @@ use playhead_proto::v1::{
     GetNowPlayingRequest, GetNowPlayingResponse, ListPlaysRequest, ListPlaysResponse, NowPlaying,
     ReportSongResponse, SongObserved, WatchNowPlayingRequest,
 };
-use prost::Message;
 use tokio_stream::wrappers::WatchStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -93,9 +92,10 @@ impl StationApi {
     ) -> Result<ReportSongResponse, GatewayError> {
         let station = StationId::parse(song.station_id.clone())?;
         let headers = command_headers(idempotency_key)?;
+        let payload = self.node.encode_command(&song)?;
         let ack = self
             .node
-            .publish(station_song(&station), headers, song.encode_to_vec())
+            .publish(station_song(&station), headers, payload)
             .await?;
         Ok(ReportSongResponse {
             sequence: ack.sequence,

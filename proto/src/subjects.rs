@@ -20,6 +20,10 @@ pub const SETTINGS_BUCKET: &str = "PLAYHEAD_SETTINGS";
 /// Key in [`SETTINGS_BUCKET`]: the nodes' heartbeat interval (`playout.heartbeat_interval_secs`)
 /// in milliseconds, as decimal text. A gateway answers a fail-open heartbeat with it.
 pub const HEARTBEAT_INTERVAL_KEY: &str = "heartbeat_interval_ms";
+/// Key in [`SETTINGS_BUCKET`]: the most bytes an inbox message's payload may have
+/// (`ingest.max_message_bytes` of the node), as decimal text. A gateway refuses a larger
+/// command before publishing it.
+pub const MAX_MESSAGE_BYTES_KEY: &str = "max_message_bytes";
 /// KV bucket of the inbox groups' ownership leases: key `{inbox}.g{index}of{groups}`, value
 /// `{node_id} pid={pid} data_dir={path}`; an entry lapses unless its node renews it.
 pub const OWNERSHIP_BUCKET: &str = "PLAYHEAD_OWNERSHIP";

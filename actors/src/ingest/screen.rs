@@ -86,6 +86,9 @@ impl From<playhead_client::command::ValidationError> for DeadLetter {
         use playhead_client::command::ValidationError;
         match error {
             ValidationError::InvalidId(error) => error.into(),
+            error @ ValidationError::TooLarge { .. } => {
+                DeadLetter::new(DeadLetterReason::Oversize, error.to_string())
+            }
             error @ (ValidationError::InvalidCommand(_) | ValidationError::Tracks(_)) => {
                 DeadLetter::new(DeadLetterReason::InvalidCommand, error.to_string())
             }

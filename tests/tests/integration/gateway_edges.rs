@@ -2,13 +2,18 @@
 
 use std::time::Duration;
 
+use playhead_client::command::MAX_TRACKS;
+use playhead_client::settings::DEFAULT_MAX_MESSAGE_BYTES;
+use playhead_proto::subjects::Inbox;
 use playhead_proto::v1::station_service_client::StationServiceClient;
 use playhead_proto::v1::{
-    GetNowPlayingRequest, ListPlaysRequest, SongObserved, WatchNowPlayingRequest,
+    GetNowPlayingRequest, ListPlaysRequest, PlayerOutcome, PlaylistTrack, SongObserved,
+    StartPlaylist, StartPlaylistRequest, WatchNowPlayingRequest,
 };
 use playhead_tests::harness::NatsServer;
 use playhead_tests::harness::wait::eventually;
 use playhead_tests::system::{TestGateway, TestNode, metric_value, temp_dir, test_node_config};
+use prost::Message;
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -176,5 +181,110 @@ async fn invalid_ids_and_limits_are_invalid_arguments_and_unknown_stations_not_f
     );
     assert!(!metrics.contains("method=\"Check\""), "{metrics}");
     gateway.stop().await;
+    node.stop().await;
+}
+
+/// `StartPlaylist` tracks `t…` with ids of `id_len` characters and no artist.
+fn playlist_of(user: &str, count: usize, id_len: usize) -> StartPlaylistRequest {
+    let tracks = (0..count)
+        .map(|n| PlaylistTrack {
+            track_id: format!("t{n:0width$}", width = id_len - 1),
+            artist: String::new(),
+        })
+        .collect();
+    StartPlaylistRequest {
+        user_id: user.into(),
+        start: Some(StartPlaylist {
+            playlist_id: "big".into(),
+            tracks,
+            seed: Some(1),
+            restart: false,
+        }),
+    }
+}
+
+/// One size contract: the node publishes its `ingest.max_message_bytes`, the gateway holds
+/// every command to it before encoding it, and a playlist at the documented maximum
+/// (`MAX_TRACKS` tracks with 8-character ids) fits the default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_playlist_at_the_documented_maximum_is_accepted_and_larger_ones_refused_before_publishing()
+ {
+    const NODE_LIMIT: usize = 96 * 1024;
+    let nats = NatsServer::start();
+    let data = temp_dir();
+    let mut config = test_node_config(&nats.url(), data.path());
+    config.ingest.max_message_bytes = NODE_LIMIT;
+    let node = TestNode::start(config).await;
+    let gateway = TestGateway::start(&nats.url()).await;
+    // The gateway follows the limit the node published (not its own default of 64 KiB).
+    eventually(
+        "the gateway to follow the node's limit",
+        Duration::from_secs(10),
+        || {
+            let gateway = &gateway;
+            async move {
+                let metrics = gateway.metrics().await;
+                (metric_value(&metrics, "playhead_gateway_max_message_bytes", &[])
+                    == NODE_LIMIT as f64)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    let mut players = gateway.players().await;
+    let jetstream = async_nats::jetstream::new(nats.connect().await);
+    let published = || {
+        let jetstream = jetstream.clone();
+        async move {
+            let mut stream = jetstream
+                .get_stream(Inbox::User.stream_name())
+                .await
+                .unwrap();
+            stream.info().await.unwrap().state.messages
+        }
+    };
+
+    // The documented maximum fits the default limit, and is accepted.
+    let maximum = playlist_of("max", MAX_TRACKS, 8);
+    assert!(maximum.encoded_len() < DEFAULT_MAX_MESSAGE_BYTES);
+    let reply = players
+        .start_playlist(maximum)
+        .await
+        .expect("accepted")
+        .into_inner();
+    assert_eq!(reply.outcome, PlayerOutcome::Ok as i32, "{reply:?}");
+    assert!(reply.session.is_some());
+    // Above the node's default but within the limit it published: accepted too.
+    let between = playlist_of("between", 3_000, 24);
+    assert!((DEFAULT_MAX_MESSAGE_BYTES..NODE_LIMIT).contains(&between.encoded_len()));
+    players.start_playlist(between).await.expect("accepted");
+
+    // One track more than the maximum, or more bytes than the node takes: refused, nothing
+    // published.
+    let before = published().await;
+    let status = players
+        .start_playlist(playlist_of("over", MAX_TRACKS + 1, 8))
+        .await
+        .expect_err("too many tracks");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("at most 5000"),
+        "{}",
+        status.message()
+    );
+    let too_big = playlist_of("big", 3_000, 40);
+    let size = too_big.encoded_len();
+    assert!(size > NODE_LIMIT);
+    let status = players
+        .start_playlist(too_big)
+        .await
+        .expect_err("too large");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("at most 98304"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(published().await, before, "nothing was published");
     node.stop().await;
 }
