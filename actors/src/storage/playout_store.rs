@@ -13,6 +13,7 @@ use playhead_proto::ids::{ContentId, DeviceId, PlayoutId, Tag, UserId};
 use playhead_proto::v1;
 
 use super::StorageError;
+use super::user_meta_store::UserMeta;
 use crate::domain::playout::{
     HeartbeatAction, HeartbeatDecision, HeartbeatReason, MAX_CONCURRENCY_LIMIT, MAX_ENTITLEMENTS,
     MAX_RECENT_DECISIONS, PlayoutState, RecentDecision, Slot,
@@ -28,6 +29,10 @@ const WHAT: &str = "user playouts";
 pub struct StoredPlayouts {
     pub state: PlayoutState,
     pub last_applied_seq: u64,
+    /// Where the whole user entity stood when this record was written (its last inbox
+    /// sequence and journal event): written with the record, so a heartbeat costs one write
+    /// instead of this record plus `user_meta`. Zero in records written before.
+    pub position: UserMeta,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -93,6 +98,11 @@ struct PlayoutsRecord {
     /// Absent in records written before bookmarks were stored sparingly: 0.
     #[prost(uint64, tag = "6")]
     last_view_at_ms: u64,
+    /// The user entity's position (see [`StoredPlayouts::position`]); absent before: 0.
+    #[prost(uint64, tag = "7")]
+    user_inbox_seq: u64,
+    #[prost(uint64, tag = "8")]
+    user_journal_seq: u64,
 }
 
 #[derive(Clone)]
@@ -139,6 +149,8 @@ fn encode(stored: &StoredPlayouts) -> Vec<u8> {
     let state = &stored.state;
     prost::Message::encode_to_vec(&PlayoutsRecord {
         last_applied_seq: stored.last_applied_seq,
+        user_inbox_seq: stored.position.last_inbox_seq,
+        user_journal_seq: stored.position.last_journal_seq,
         entitlements: state
             .entitlements
             .iter()
@@ -271,6 +283,10 @@ fn decode(bytes: &[u8]) -> Result<StoredPlayouts, String> {
             last_view_at: Timestamp::from_millis(record.last_view_at_ms),
         },
         last_applied_seq: record.last_applied_seq,
+        position: UserMeta {
+            last_inbox_seq: record.user_inbox_seq,
+            last_journal_seq: record.user_journal_seq,
+        },
     })
 }
 
@@ -364,6 +380,10 @@ mod tests {
         let stored = StoredPlayouts {
             state,
             last_applied_seq: 1234,
+            position: UserMeta {
+                last_inbox_seq: 1234,
+                last_journal_seq: 5678,
+            },
         };
 
         store.save(&user, &stored).unwrap();
@@ -380,6 +400,7 @@ mod tests {
                 &StoredPlayouts {
                     state: lived_in_state(),
                     last_applied_seq: 9,
+                    position: UserMeta::default(),
                 },
             )
             .unwrap();
@@ -405,6 +426,8 @@ mod tests {
                 next_heartbeat_ms: 1,
             }],
             last_view_at_ms: 0,
+            user_inbox_seq: 0,
+            user_journal_seq: 0,
         };
         db.open_tree(TREE_NAME)
             .unwrap()
@@ -436,6 +459,8 @@ mod tests {
             }],
             recent_decisions: vec![],
             last_view_at_ms: 0,
+            user_inbox_seq: 0,
+            user_journal_seq: 0,
         };
         db.open_tree(TREE_NAME)
             .unwrap()

@@ -1,7 +1,10 @@
 //! Where each user entity stands: the last inbox sequence it applied and its last journal
-//! event. One small record per user in the plain tree `user_meta`, written after the user's
-//! sessions and playout record, so a crash in between leaves it behind them (never ahead):
-//! catch-up then folds the missing events, and records already past an event skip it.
+//! event. One small record per user in the plain tree `user_meta`, written after a decision
+//! that changed the user's sessions, so a crash in between leaves it behind them (never
+//! ahead): catch-up then folds the missing events, and records already past an event skip it.
+//! A decision that changed the playouts writes the position inside the playout record instead
+//! (one write, atomic with the state it covers); the entity stands at the later of the two.
+//! Both only ever follow (in sled's one log) the records they cover.
 
 use playhead_proto::ids::UserId;
 

@@ -230,6 +230,7 @@ fn check(steps: &[Step]) -> Result<(), TestCaseError> {
                 let stored = StoredPlayouts {
                     state: state.playouts.clone(),
                     last_applied_seq,
+                    position: Default::default(),
                 };
                 playouts.save(&user, &stored)?;
             }
@@ -263,6 +264,7 @@ fn check(steps: &[Step]) -> Result<(), TestCaseError> {
         StoredPlayouts {
             state: run.state.playouts.clone(),
             last_applied_seq: last_playout_seq(&run.decisions).unwrap_or(0),
+            position: Default::default(),
         }
     );
     prop_assert_eq!(

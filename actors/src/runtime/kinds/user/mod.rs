@@ -77,13 +77,25 @@ impl EntityKind for UserKind {
         &records.state
     }
 
+    /// The entity stands at the later of the two positions it writes (see
+    /// [`crate::storage::user_meta_store`]); the playout record read for it is kept.
     fn load(context: &UserContext, id: &UserId) -> Result<(UserRecords, Sequences), EntityError> {
         let meta = context.storage.user_meta.load(id)?;
+        let playouts = context.storage.playouts.load(id)?;
+        // Both counters only grow, so the later write is the larger in each.
+        let position = UserMeta {
+            last_inbox_seq: meta.last_inbox_seq.max(playouts.position.last_inbox_seq),
+            last_journal_seq: meta
+                .last_journal_seq
+                .max(playouts.position.last_journal_seq),
+        };
+        let mut records = UserRecords::new();
+        records.take_playouts(playouts);
         Ok((
-            UserRecords::new(),
+            records,
             Sequences {
-                last_inbox: meta.last_inbox_seq,
-                last_journal: meta.last_journal_seq,
+                last_inbox: position.last_inbox_seq,
+                last_journal: position.last_journal_seq,
             },
         ))
     }
@@ -180,15 +192,94 @@ impl EntityKind for UserKind {
         sequences: Sequences,
         applied: &[(u64, Vec<UserEvent>)],
     ) -> Result<(), EntityError> {
-        records.persist(&context.storage, id, applied)?;
-        // Last: the records are never behind what it claims.
-        context.storage.user_meta.save(
-            id,
-            UserMeta {
-                last_inbox_seq: sequences.last_inbox,
-                last_journal_seq: sequences.last_journal,
-            },
-        )?;
+        let position = UserMeta {
+            last_inbox_seq: sequences.last_inbox,
+            last_journal_seq: sequences.last_journal,
+        };
+        let in_playouts = records.persist(&context.storage, id, applied, position)?;
+        if !in_playouts {
+            // Last: the records are never behind what it claims.
+            context.storage.user_meta.save(id, position)?;
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::NodeConfig;
+    use crate::storage::clock::SystemClock;
+    use crate::storage::playout_store::StoredPlayouts;
+
+    fn context(dir: &std::path::Path) -> UserContext {
+        let config = NodeConfig::default();
+        UserContext {
+            storage: Storage::open(dir, &config, Arc::new(SystemClock)).unwrap(),
+            decider: UserDecider::default(),
+        }
+    }
+
+    fn position(last_inbox_seq: u64, last_journal_seq: u64) -> UserMeta {
+        UserMeta {
+            last_inbox_seq,
+            last_journal_seq,
+        }
+    }
+
+    /// A heartbeat writes the entity's position inside the playout record, a player command in
+    /// `user_meta`: whichever was written last is where the entity stands.
+    #[test]
+    fn given_positions_in_both_records_when_loaded_then_the_entity_stands_at_the_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let context = context(dir.path());
+        let ann = UserId::parse("ann").unwrap();
+        let playouts = |at: UserMeta| StoredPlayouts {
+            last_applied_seq: at.last_inbox_seq,
+            position: at,
+            ..StoredPlayouts::default()
+        };
+
+        // Given a player command at 5 then a heartbeat at 7: the playout record is later.
+        context
+            .storage
+            .user_meta
+            .save(&ann, position(5, 50))
+            .unwrap();
+        context
+            .storage
+            .playouts
+            .save(&ann, &playouts(position(7, 70)))
+            .unwrap();
+        let (records, sequences) = UserKind::load(&context, &ann).unwrap();
+        assert_eq!((sequences.last_inbox, sequences.last_journal), (7, 70));
+        // The playout record read for the position is kept, not read again.
+        assert_eq!(records.playouts_seq, Some(7));
+
+        // Given another player command at 9: user_meta is later.
+        context
+            .storage
+            .user_meta
+            .save(&ann, position(9, 90))
+            .unwrap();
+        let (_, sequences) = UserKind::load(&context, &ann).unwrap();
+        assert_eq!((sequences.last_inbox, sequences.last_journal), (9, 90));
+
+        // A record from before positions were kept in it (zeros) leaves user_meta in charge.
+        let bob = UserId::parse("bob").unwrap();
+        context
+            .storage
+            .user_meta
+            .save(&bob, position(3, 30))
+            .unwrap();
+        context
+            .storage
+            .playouts
+            .save(&bob, &playouts(position(0, 0)))
+            .unwrap();
+        let (_, sequences) = UserKind::load(&context, &bob).unwrap();
+        assert_eq!((sequences.last_inbox, sequences.last_journal), (3, 30));
     }
 }

@@ -13,7 +13,9 @@ use crate::domain::playout::{Bookmark, PlayoutEvent, Slot, released_views};
 use crate::domain::user::{UserDecider, UserEvent, UserState};
 use crate::runtime::EntityError;
 use crate::storage::Storage;
+use crate::storage::playout_store::StoredPlayouts;
 use crate::storage::session_store::LastAnswer;
+use crate::storage::user_meta_store::UserMeta;
 
 /// Bookkeeping of one loaded session (present for every loaded playlist, with or without a
 /// session).
@@ -76,10 +78,14 @@ impl UserRecords {
         if self.playouts_seq.is_some() {
             return Ok(());
         }
-        let stored = storage.playouts.load(user)?;
+        self.take_playouts(storage.playouts.load(user)?);
+        Ok(())
+    }
+
+    /// Holds a playout record read already (at load, for the position it carries).
+    pub(super) fn take_playouts(&mut self, stored: StoredPlayouts) {
         self.state.playouts = stored.state;
         self.playouts_seq = Some(stored.last_applied_seq);
-        Ok(())
     }
 
     /// Folds one decision's events into the records they name.
@@ -150,12 +156,15 @@ impl UserRecords {
     /// The history gets the bookmarks the events store (not every BEAT's: see
     /// [`PlayoutEvent::stored_bookmark`]) and the views of released slots; a BEAT that stores
     /// none writes the playout record alone.
+    /// Returns whether the playout record was written, with `position` in it (then the
+    /// entity's position needs no other write).
     pub(super) fn persist(
         &mut self,
         storage: &Storage,
         user: &UserId,
         applied: &[(u64, Vec<UserEvent>)],
-    ) -> Result<(), EntityError> {
+        position: UserMeta,
+    ) -> Result<bool, EntityError> {
         let mut touched: BTreeSet<&PlaylistId> = BTreeSet::new();
         let released = std::mem::take(&mut self.released);
         let mut bookmarks = Vec::new();
@@ -192,12 +201,13 @@ impl UserRecords {
             }
             storage.playouts.save(
                 user,
-                &crate::storage::playout_store::StoredPlayouts {
+                &StoredPlayouts {
                     state: self.state.playouts.clone(),
                     last_applied_seq: self.playouts_seq.unwrap_or(0),
+                    position,
                 },
             )?;
         }
-        Ok(())
+        Ok(playouts_touched)
     }
 }
