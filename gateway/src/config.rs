@@ -29,6 +29,8 @@ const DEFAULT_METRICS_LISTEN: SocketAddr = loopback(9465);
 const DEFAULT_CONSOLE_LISTEN: SocketAddr = loopback(9466);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 const DEFAULT_LOG_FILTER: &str = "info";
+const DEFAULT_MAX_CONCURRENT_RPCS: usize = 512;
+const MAX_CONCURRENT_RPCS: usize = 100_000;
 
 const fn loopback(port: u16) -> SocketAddr {
     SocketAddr::V4(std::net::SocketAddrV4::new(
@@ -77,6 +79,7 @@ pub struct Layer {
     pub heartbeat_timeout: Option<Duration>,
     pub log_format: Option<LogFormat>,
     pub log_filter: Option<String>,
+    pub max_concurrent_rpcs: Option<usize>,
 }
 
 impl Layer {
@@ -91,6 +94,7 @@ impl Layer {
             heartbeat_timeout: self.heartbeat_timeout.or(lower.heartbeat_timeout),
             log_format: self.log_format.or(lower.log_format),
             log_filter: self.log_filter.or(lower.log_filter),
+            max_concurrent_rpcs: self.max_concurrent_rpcs.or(lower.max_concurrent_rpcs),
         }
     }
 
@@ -202,6 +206,19 @@ fn resolve(layers: Layer) -> Result<Settings, ConfigError> {
             .0,
         request_timeout: timeout("request_timeout", layers.request_timeout)?,
         heartbeat_timeout: timeout("heartbeat_timeout", layers.heartbeat_timeout)?,
+        max_concurrent_rpcs: match layers
+            .max_concurrent_rpcs
+            .unwrap_or(DEFAULT_MAX_CONCURRENT_RPCS)
+        {
+            limit @ 1..=MAX_CONCURRENT_RPCS => limit,
+            other => {
+                return Err(ConfigError::Invalid {
+                    key: "max_concurrent_rpcs",
+                    value: other.to_string(),
+                    fix: format!("give 1 to {MAX_CONCURRENT_RPCS}"),
+                });
+            }
+        },
     };
     let log = LogConfig {
         format: layers.log_format.unwrap_or(LogFormat::Text),

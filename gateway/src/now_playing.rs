@@ -3,6 +3,11 @@
 //! `watch` channel: readers get the latest value, and a slow watcher skips to the latest
 //! instead of holding anyone back. Every change is also announced (by station id) to
 //! [`NowPlayingCache::changes`], for followers of all stations such as the console's wall.
+//!
+//! Bounded: a station is held while it has a song or a watcher. Watching ids that have no
+//! song leaves empty slots behind when the watch ends; once more than a bound of them pile up
+//! (10,000 by default) the next new watch sweeps them, so the cache holds the stations that
+//! play plus what is watched now, not every id ever asked for.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -23,22 +28,41 @@ type Slot = watch::Sender<Option<Arc<NowPlaying>>>;
 /// (it then reads the whole [`NowPlayingCache::snapshot`] again).
 const CHANGES_CAPACITY: usize = 4096;
 
+/// Slots with neither a song nor a watcher tolerated before a sweep.
+pub const DEFAULT_IDLE_SLOTS: usize = 10_000;
+
 #[derive(Clone)]
 pub struct NowPlayingCache {
-    stations: Arc<RwLock<HashMap<StationId, Slot>>>,
+    stations: Arc<RwLock<Stations>>,
     changes: broadcast::Sender<StationId>,
+}
+
+struct Stations {
+    slots: HashMap<StationId, Slot>,
+    idle_bound: usize,
+    /// A new slot sweeps the idle ones once the map is this large.
+    sweep_at: usize,
 }
 
 impl Default for NowPlayingCache {
     fn default() -> Self {
-        Self {
-            stations: Arc::default(),
-            changes: broadcast::channel(CHANGES_CAPACITY).0,
-        }
+        Self::with_idle_bound(DEFAULT_IDLE_SLOTS)
     }
 }
 
 impl NowPlayingCache {
+    /// A cache that sweeps once more than `idle_bound` slots have neither a song nor a watcher.
+    pub fn with_idle_bound(idle_bound: usize) -> Self {
+        Self {
+            stations: Arc::new(RwLock::new(Stations {
+                slots: HashMap::new(),
+                idle_bound,
+                sweep_at: idle_bound,
+            })),
+            changes: broadcast::channel(CHANGES_CAPACITY).0,
+        }
+    }
+
     /// The ids of the stations that change from now on (read their value with
     /// [`NowPlayingCache::get`]). Subscribe before taking a [`NowPlayingCache::snapshot`], so
     /// that nothing falls between the two.
@@ -50,6 +74,7 @@ impl NowPlayingCache {
     pub fn snapshot(&self) -> Vec<(StationId, Arc<NowPlaying>)> {
         let stations = self.stations.read().expect("cache lock poisoned");
         stations
+            .slots
             .iter()
             .filter_map(|(station, slot)| Some((station.clone(), slot.borrow().clone()?)))
             .collect()
@@ -57,7 +82,7 @@ impl NowPlayingCache {
 
     pub fn get(&self, station: &StationId) -> Option<Arc<NowPlaying>> {
         let stations = self.stations.read().expect("cache lock poisoned");
-        stations.get(station)?.borrow().clone()
+        stations.slots.get(station)?.borrow().clone()
     }
 
     /// A receiver that sees the current value (if any) and every later one.
@@ -66,19 +91,28 @@ impl NowPlayingCache {
             .stations
             .read()
             .expect("cache lock poisoned")
+            .slots
             .get(station)
         {
             return slot.subscribe();
         }
         let mut stations = self.stations.write().expect("cache lock poisoned");
+        if stations.slots.len() >= stations.sweep_at {
+            stations.sweep();
+        }
         stations
+            .slots
             .entry(station.clone())
             .or_insert_with(|| watch::channel(None).0)
             .subscribe()
     }
 
     pub fn len(&self) -> usize {
-        self.stations.read().expect("cache lock poisoned").len()
+        self.stations
+            .read()
+            .expect("cache lock poisoned")
+            .slots
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -88,6 +122,7 @@ impl NowPlayingCache {
     fn store(&self, station: StationId, value: Option<Arc<NowPlaying>>) {
         let mut stations = self.stations.write().expect("cache lock poisoned");
         let slot = stations
+            .slots
             .entry(station.clone())
             .or_insert_with(|| watch::channel(None).0);
         let newer = match (&*slot.borrow(), &value) {
@@ -121,5 +156,55 @@ impl NowPlayingCache {
             },
             kv::Operation::Delete | kv::Operation::Purge => self.store(station, None),
         }
+    }
+}
+
+impl Stations {
+    /// Drops the slots with neither a song nor a watcher; the next sweep waits until the map
+    /// has grown by the idle bound again (amortised O(1) per new slot).
+    fn sweep(&mut self) {
+        self.slots
+            .retain(|_, slot| slot.borrow().is_some() || slot.receiver_count() > 0);
+        self.sweep_at = self.slots.len() + self.idle_bound;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn station(n: usize) -> StationId {
+        StationId::parse(format!("s{n}")).unwrap()
+    }
+
+    #[test]
+    fn ids_watched_without_a_song_do_not_pile_up() {
+        let cache = NowPlayingCache::with_idle_bound(100);
+        let playing = station(0);
+        cache.store(
+            playing.clone(),
+            Some(Arc::new(NowPlaying {
+                station_id: "s0".into(),
+                play_seq: 1,
+                ..Default::default()
+            })),
+        );
+        let watched = cache.subscribe(&station(1));
+        // 3,000 watches of ids that never play, each ended (its receiver dropped).
+        for n in 2..3_002 {
+            drop(cache.subscribe(&station(n)));
+        }
+        assert!(cache.len() <= 102, "{} slots", cache.len());
+        // What plays, and what is watched now, stay.
+        assert!(cache.get(&playing).is_some());
+        assert!(
+            cache
+                .stations
+                .read()
+                .unwrap()
+                .slots
+                .contains_key(&station(1))
+        );
+        drop(watched);
     }
 }

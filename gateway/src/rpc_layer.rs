@@ -6,7 +6,10 @@
 //!   publishes carry it on to the node;
 //! - **metrics**: requests by method and status code, and the time until the response starts
 //!   (a unary call's answer; a stream's opening). The code is the `grpc-status` header of a
-//!   trailers-only response — how tonic answers a handler's error — else OK.
+//!   trailers-only response — how tonic answers a handler's error — else OK;
+//! - **admission**: at most `max_concurrent_rpcs` RPCs are handled at once (a unary call until
+//!   its answer, a stream until it opens); one more is answered RESOURCE_EXHAUSTED at once,
+//!   before its request body is read, so a flood costs neither memory nor a queue.
 //!
 //! Method labels come from the services' descriptors, so a client cannot grow the label set:
 //! any other path (health, reflection, a method that does not exist) is neither counted nor
@@ -21,6 +24,7 @@ use std::time::Instant;
 
 use playhead_client::service::telemetry;
 use prost::Message as _;
+use tokio::sync::Semaphore;
 use tower::{Layer, Service};
 use tracing::Instrument as _;
 
@@ -48,13 +52,17 @@ fn methods() -> HashMap<String, &'static str> {
 pub struct RpcLayer {
     metrics: Arc<GatewayMetrics>,
     methods: Arc<HashMap<String, &'static str>>,
+    in_flight: Arc<Semaphore>,
+    max_in_flight: usize,
 }
 
 impl RpcLayer {
-    pub fn new(metrics: Arc<GatewayMetrics>) -> Self {
+    pub fn new(metrics: Arc<GatewayMetrics>, max_concurrent_rpcs: usize) -> Self {
         Self {
             metrics,
             methods: Arc::new(methods()),
+            in_flight: Arc::new(Semaphore::new(max_concurrent_rpcs)),
+            max_in_flight: max_concurrent_rpcs,
         }
     }
 }
@@ -78,12 +86,11 @@ pub struct RpcService<S> {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-impl<S, B, ResponseBody> Service<http::Request<B>> for RpcService<S>
+impl<S, B> Service<http::Request<B>> for RpcService<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<ResponseBody>>,
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
-    ResponseBody: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -114,11 +121,26 @@ where
             tracing::Span::none()
         };
         let started = Instant::now();
-        let response = span.in_scope(|| self.inner.call(request));
+        let permit = self.layer.in_flight.clone().try_acquire_owned();
+        let response = match permit {
+            Ok(_) => Some(span.in_scope(|| self.inner.call(request))),
+            // Dropped unread: the body is never buffered.
+            Err(_) => None,
+        };
         let metrics = self.layer.metrics.clone();
+        let limit = self.layer.max_in_flight;
         Box::pin(
             async move {
-                let response = response.await;
+                // Held until the response starts.
+                let _permit = permit;
+                let response = match response {
+                    Some(response) => response.await,
+                    None => Ok(tonic::Status::resource_exhausted(format!(
+                        "the gateway is handling {limit} requests already \
+                         (max_concurrent_rpcs); retry with backoff"
+                    ))
+                    .into_http()),
+                };
                 if let Ok(response) = &response {
                     let code = response
                         .headers()

@@ -42,6 +42,8 @@ pub struct GatewayConfig {
     pub request_timeout: Duration,
     /// Longest wait for a heartbeat decision before answering CONTINUE / DEGRADED.
     pub heartbeat_timeout: Duration,
+    /// RPCs handled at once; one more is answered RESOURCE_EXHAUSTED.
+    pub max_concurrent_rpcs: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -56,6 +58,9 @@ pub struct GatewayEndpoints {
 /// not fit the nodes' current limit is answered INVALID_ARGUMENT with its size; a larger one is
 /// refused by tonic before it is read whole.
 pub const MAX_GRPC_REQUEST_BYTES: usize = 2 * 1024 * 1024;
+
+/// HTTP/2 streams one connection may have open at once (more wait for the client to close some).
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 200;
 
 /// Services of capabilities not built yet: every method answers UNIMPLEMENTED.
 struct NotYetBuilt;
@@ -212,7 +217,8 @@ pub async fn serve(
         let _ = ready.send(endpoints);
     }
     let served = tonic::transport::Server::builder()
-        .layer(RpcLayer::new(rpc_metrics))
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .layer(RpcLayer::new(rpc_metrics, config.max_concurrent_rpcs))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(

@@ -141,6 +141,7 @@ pub fn test_gateway_config(nats_url: &str) -> GatewayConfig {
         console_listen: Some("127.0.0.1:0".parse().expect("valid address")),
         request_timeout: Duration::from_secs(2),
         heartbeat_timeout: Duration::from_secs(2),
+        max_concurrent_rpcs: 512,
     }
 }
 

@@ -57,6 +57,10 @@ struct Cli {
     /// Log filter directives (RUST_LOG wins when set) [default: info].
     #[arg(long)]
     log_filter: Option<String>,
+    /// RPCs handled at once; one more is answered RESOURCE_EXHAUSTED before its request is
+    /// read (1..=100000) [default: 512].
+    #[arg(long)]
+    max_concurrent_rpcs: Option<usize>,
     /// Read and validate every layer, print the resulting settings, and exit (status 0; a bad
     /// value exits 2 with what is wrong, as at start).
     #[arg(long)]
@@ -78,6 +82,7 @@ impl Cli {
                 _ => LogFormat::Text,
             }),
             log_filter: self.log_filter.clone(),
+            max_concurrent_rpcs: self.max_concurrent_rpcs,
         }
     }
 }

@@ -4,15 +4,20 @@ use std::time::Duration;
 
 use playhead_client::command::MAX_TRACKS;
 use playhead_client::settings::DEFAULT_MAX_MESSAGE_BYTES;
+use playhead_gateway::server::GatewayConfig;
 use playhead_proto::subjects::Inbox;
 use playhead_proto::v1::station_service_client::StationServiceClient;
 use playhead_proto::v1::{
     GetNowPlayingRequest, ListPlaysRequest, PlayerOutcome, PlaylistTrack, SongObserved,
     StartPlaylist, StartPlaylistRequest, WatchNowPlayingRequest,
 };
+use playhead_proto::v1::{HeartbeatKind, HeartbeatReason};
 use playhead_tests::harness::NatsServer;
 use playhead_tests::harness::wait::eventually;
-use playhead_tests::system::{TestGateway, TestNode, metric_value, temp_dir, test_node_config};
+use playhead_tests::playout::heartbeat;
+use playhead_tests::system::{
+    TestGateway, TestNode, metric_value, temp_dir, test_gateway_config, test_node_config,
+};
 use prost::Message;
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
@@ -287,4 +292,73 @@ async fn a_playlist_at_the_documented_maximum_is_accepted_and_larger_ones_refuse
     );
     assert_eq!(published().await, before, "nothing was published");
     node.stop().await;
+}
+
+/// Admission: beyond `max_concurrent_rpcs` requests in flight, one more is answered
+/// RESOURCE_EXHAUSTED at once (not queued), and the gateway takes requests again as soon as
+/// those in flight finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_the_concurrency_limit_are_resource_exhausted_at_once() {
+    let nats = NatsServer::start();
+    let data = temp_dir();
+    // The node creates the inboxes and stops: heartbeats are then accepted by the broker and
+    // wait for a decision until the heartbeat timeout, which holds them in flight.
+    TestNode::start(test_node_config(&nats.url(), data.path()))
+        .await
+        .stop()
+        .await;
+    let hold = Duration::from_secs(3);
+    let gateway = TestGateway::start_with(GatewayConfig {
+        heartbeat_timeout: hold,
+        max_concurrent_rpcs: 2,
+        ..test_gateway_config(&nats.url())
+    })
+    .await;
+    let playouts = gateway.playouts().await;
+    let beat = |user: &str| heartbeat(user, "tv", "p1", "film-1", HeartbeatKind::Start, 0);
+    let held: Vec<_> = ["ann", "bob"]
+        .into_iter()
+        .map(|user| {
+            let mut playouts = playouts.clone();
+            let request = beat(user);
+            tokio::spawn(async move { playouts.heartbeat(request).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let started = std::time::Instant::now();
+    let refused = playouts
+        .clone()
+        .heartbeat(beat("cid"))
+        .await
+        .expect_err("over the limit");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("max_concurrent_rpcs"));
+    assert!(started.elapsed() < hold / 2, "answered at once, not queued");
+
+    for held in held {
+        let decision = held
+            .await
+            .unwrap()
+            .expect("a fail-open answer")
+            .into_inner();
+        assert_eq!(decision.reason, HeartbeatReason::Degraded as i32);
+    }
+    // Room again.
+    let decision = playouts
+        .clone()
+        .heartbeat(beat("dee"))
+        .await
+        .expect("admitted again")
+        .into_inner();
+    assert_eq!(decision.reason, HeartbeatReason::Degraded as i32);
+    let metrics = gateway.metrics().await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "playhead_gateway_grpc_requests_total",
+            &[("method", "Heartbeat"), ("code", "ResourceExhausted")]
+        ),
+        1.0
+    );
 }
