@@ -22,6 +22,7 @@ use async_nats::jetstream::{self, message::StreamMessage};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use futures::TryStreamExt;
+use playhead_client::command::check_encoded_size;
 use playhead_proto::codec::{self, DecodeError, PayloadFormat};
 use playhead_proto::headers::{
     CONTENT_TYPE, DLQ_DETAIL, DLQ_ORIGINAL_SUBJECT, DLQ_PAYLOAD_BYTES, DLQ_REASON, DLQ_STREAM,
@@ -334,6 +335,8 @@ pub async fn replay(
     decode_as(target.kind, format, &payload).map_err(|error| {
         GatewayError::InvalidArgument(format!("{error}; fix the payload before replaying it"))
     })?;
+    // The same size contract as every command the gateway publishes.
+    check_encoded_size(payload.len(), console.node.settings.max_message_bytes())?;
     let mut headers = command_headers(Some(&replay_message_id(sequence, &payload)))?;
     if format == PayloadFormat::Json {
         headers.insert(CONTENT_TYPE, JSON_CONTENT_TYPE);

@@ -50,8 +50,8 @@ use crate::now_playing::NowPlayingCache;
 /// The page, embedded at build time.
 const INDEX_HTML: &str = include_str!("../../console/index.html");
 
-/// Largest request body (a replay's edited payload): an inbox message is at most 64 KiB.
-const MAX_BODY_BYTES: usize = 128 * 1024;
+/// Largest request body (a replay's edited payload, JSON-quoted): as large as a gRPC request.
+const MAX_BODY_BYTES: usize = crate::server::MAX_GRPC_REQUEST_BYTES;
 
 /// Most event streams open at once (each holds a broker subscription).
 pub const MAX_EVENT_STREAMS: usize = 64;
