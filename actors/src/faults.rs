@@ -8,6 +8,8 @@
 //! - `poison_on=MARK`: applying such a command fails with a permanent error every time;
 //! - `prepare_delay_ms=N`: the node waits N ms after taking its groups' leases, before it
 //!   prepares its store (a store restore or rebuild that outlasts a lease);
+//! - `slow_query=ENDPOINT:N`: answering the query endpoint `ENDPOINT` (e.g. `list_sessions`)
+//!   takes N ms more (a slow read must not hold the other queries);
 //! - `crash_after_appends=N`: the process aborts right after its `N`th journal append, before
 //!   the local commit (the window exactly-once must survive);
 //! - `crash_after_answers=N`: the process aborts right after its `N`th batch of answers reached
@@ -28,6 +30,7 @@ pub struct Faults {
     actor_panic_on: Option<String>,
     poison_on: Option<String>,
     prepare_delay_ms: Option<u64>,
+    slow_query: Option<(String, u64)>,
     crash_after_appends: Option<u64>,
     appends: AtomicU64,
     crash_after_answers: Option<u64>,
@@ -59,6 +62,15 @@ impl Faults {
                         FaultsError(format!("prepare_delay_ms={value:?} is not a count"))
                     })?)
                 }
+                "slow_query" => {
+                    let (endpoint, millis) = value
+                        .split_once(':')
+                        .and_then(|(endpoint, millis)| Some((endpoint, millis.parse().ok()?)))
+                        .ok_or_else(|| {
+                            FaultsError(format!("slow_query={value:?} is not ENDPOINT:MILLIS"))
+                        })?;
+                    faults.slow_query = Some((endpoint.to_owned(), millis));
+                }
                 "crash_after_appends" => {
                     faults.crash_after_appends = Some(value.parse().map_err(|_| {
                         FaultsError(format!("crash_after_appends={value:?} is not a count"))
@@ -72,7 +84,7 @@ impl Faults {
                 other => {
                     return Err(FaultsError(format!(
                         "unknown fault {other:?}; known: panic_on, actor_panic_on, poison_on, \
-                         prepare_delay_ms, crash_after_appends, crash_after_answers"
+                         prepare_delay_ms, slow_query, crash_after_appends, crash_after_answers"
                     )));
                 }
             }
@@ -93,6 +105,7 @@ impl Faults {
             || self.actor_panic_on.is_some()
             || self.poison_on.is_some()
             || self.prepare_delay_ms.is_some()
+            || self.slow_query.is_some()
             || self.crash_after_appends.is_some()
             || self.crash_after_answers.is_some()
     }
@@ -121,6 +134,13 @@ impl Faults {
         {
             panic!("injected entity actor panic on {mark}");
         }
+    }
+
+    /// The query endpoint to slow down and by how much, if any.
+    pub fn slow_query(&self) -> Option<(String, std::time::Duration)> {
+        self.slow_query
+            .as_ref()
+            .map(|(endpoint, millis)| (endpoint.clone(), std::time::Duration::from_millis(*millis)))
     }
 
     /// Waits the configured time before the store is prepared.

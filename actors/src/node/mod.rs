@@ -191,6 +191,7 @@ pub async fn run_with(
     if options.faults.any() {
         tracing::warn!(faults = ?options.faults, "FAULT INJECTION IS ON: this node is for tests only");
     }
+    let slow_query = options.faults.slow_query();
     let runtime = Arc::new(Runtime {
         journal,
         metrics: node_metrics.clone(),
@@ -212,6 +213,7 @@ pub async fn run_with(
             storage: storage.clone(),
             player_policy: config.player_policy(),
             playout_policy: config.playout_policy(),
+            slow_query,
         },
     )
     .await?;

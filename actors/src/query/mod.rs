@@ -1,5 +1,8 @@
 //! Per-entity queries over the NATS service API (`$SRV.PING.playhead` discovers them).
 //! Errors travel as `Nats-Service-Error-Code` with HTTP-like codes the gateway maps once.
+//! Up to [`MAX_CONCURRENT_QUERIES`] are answered at once, each on a blocking thread (they read
+//! sled), so a long read (a page of 100 sessions) holds no other query; one more waits for a
+//! slot, and the broker holds the requests meanwhile.
 //!
 //! - [`plays`]: a station's play history, cursor-paged.
 //! - [`sessions`]: a listener's player sessions.
@@ -9,11 +12,15 @@ pub mod playouts;
 pub mod plays;
 pub mod sessions;
 
+use std::sync::Arc;
+
 use async_nats::service::{self, ServiceExt};
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::SelectAll;
 use playhead_proto::subjects::{QUERY_GROUP, QUERY_SERVICE, Query};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
@@ -38,17 +45,27 @@ impl From<crate::storage::StorageError> for QueryError {
     }
 }
 
+/// Queries answered at once.
+pub const MAX_CONCURRENT_QUERIES: usize = 64;
+
 /// What the query handlers read.
 #[derive(Clone)]
 pub struct QueryContext {
     pub storage: Storage,
     pub player_policy: PlayerPolicy,
     pub playout_policy: PlayoutPolicy,
+    /// Fault injection (tests): this endpoint answers this much later.
+    pub slow_query: Option<(String, std::time::Duration)>,
 }
 
 impl QueryContext {
     fn answer(&self, query: Query, payload: &[u8]) -> Result<Vec<u8>, QueryError> {
         use prost::Message;
+        if let Some((endpoint, delay)) = &self.slow_query
+            && endpoint == query.endpoint_name()
+        {
+            std::thread::sleep(*delay);
+        }
         match query {
             Query::ListPlays => Ok(plays::list_plays(&self.storage, payload)?.encode_to_vec()),
             Query::GetSession => {
@@ -121,14 +138,20 @@ pub async fn start(
 }
 
 impl QueryService {
-    /// Answers queries until `stop` is cancelled.
+    /// Answers queries until `stop` is cancelled, then finishes those in flight.
     pub async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
         let QueryService {
             service,
             mut requests,
             context,
         } = self;
+        let slots = Arc::new(Semaphore::new(MAX_CONCURRENT_QUERIES));
+        let mut in_flight = JoinSet::new();
         loop {
+            let slot = tokio::select! {
+                _ = stop.cancelled() => break,
+                slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            };
             let (query, request) = tokio::select! {
                 _ = stop.cancelled() => break,
                 next = requests.next() => match next {
@@ -136,29 +159,47 @@ impl QueryService {
                     None => break,
                 },
             };
-            let span = if telemetry::exporting() {
-                let span = tracing::info_span!("query", endpoint = query.endpoint_name());
-                telemetry::adopt_context(&span, request.message.headers.as_ref());
-                span
-            } else {
-                tracing::Span::none()
-            };
-            // Reads are short sled lookups; answering inline keeps them in arrival order.
-            let response = span
-                .in_scope(|| context.answer(query, &request.message.payload))
-                .map(Bytes::from)
-                .map_err(|error| service::error::Error {
-                    code: error.code(),
-                    status: error.to_string(),
-                });
-            if let Err(error) = request.respond(response).instrument(span).await {
-                tracing::warn!(endpoint = query.endpoint_name(), %error, "cannot answer a query");
-            }
+            while in_flight.try_join_next().is_some() {}
+            in_flight.spawn(answer(context.clone(), query, request, slot));
         }
+        while in_flight.join_next().await.is_some() {}
         service
             .stop()
             .await
             .map_err(|error| anyhow::anyhow!("cannot stop the query service: {error}"))?;
         Ok(())
+    }
+}
+
+/// Answers one query (reading sled on a blocking thread) and frees its slot.
+async fn answer(
+    context: QueryContext,
+    query: Query,
+    request: service::Request,
+    _slot: OwnedSemaphorePermit,
+) {
+    let span = if telemetry::exporting() {
+        let span = tracing::info_span!("query", endpoint = query.endpoint_name());
+        telemetry::adopt_context(&span, request.message.headers.as_ref());
+        span
+    } else {
+        tracing::Span::none()
+    };
+    let payload = request.message.payload.clone();
+    let read_span = span.clone();
+    let answered =
+        tokio::task::spawn_blocking(move || read_span.in_scope(|| context.answer(query, &payload)))
+            .await
+            .unwrap_or_else(|error| {
+                Err(QueryError::Internal(format!("the query failed: {error}")))
+            });
+    let response = answered
+        .map(Bytes::from)
+        .map_err(|error| service::error::Error {
+            code: error.code(),
+            status: error.to_string(),
+        });
+    if let Err(error) = request.respond(response).instrument(span).await {
+        tracing::warn!(endpoint = query.endpoint_name(), %error, "cannot answer a query");
     }
 }
