@@ -27,6 +27,16 @@ pub const MAX_MESSAGE_BYTES_KEY: &str = "max_message_bytes";
 /// KV bucket of the inbox groups' ownership leases: key `{inbox}.g{index}of{groups}`, value
 /// `{node_id} pid={pid} data_dir={path}`; an entry lapses unless its node renews it.
 pub const OWNERSHIP_BUCKET: &str = "PLAYHEAD_OWNERSHIP";
+
+/// The value of an ownership lease: who holds it, for people and for [`lease_node`].
+pub fn lease_holder(node_id: &str, pid: u32, data_dir: &std::path::Path) -> String {
+    format!("{node_id} pid={pid} data_dir={}", data_dir.display())
+}
+
+/// The node id in a lease value written by [`lease_holder`].
+pub fn lease_node(holder: &str) -> &str {
+    holder.split_whitespace().next().unwrap_or_default()
+}
 /// Object-store bucket holding the current snapshot of each (kind, group) of folded sled state;
 /// see [`snapshot_object`].
 pub const SNAPSHOT_BUCKET: &str = "PLAYHEAD_SNAPSHOTS";
@@ -157,6 +167,11 @@ impl Inbox {
     /// lower-case label (`undecodable`, `invalid_id`, …), never a wildcard.
     pub fn dlq_subject(self, reason: &str) -> String {
         format!("{PUBLISH_PREFIX}.dlq.{}.{reason}", self.label())
+    }
+
+    /// The reason in a subject made by [`Inbox::dlq_subject`] (its last token).
+    pub fn dlq_reason(subject: &str) -> &str {
+        subject.rsplit('.').next().unwrap_or_default()
     }
 
     /// Splits a stored subject into partition and the raw (not yet validated) entity token.
@@ -423,6 +438,15 @@ impl Query {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dead_letter_subjects_and_lease_values_read_back() {
+        let subject = Inbox::User.dlq_subject("invalid_reply_to");
+        assert_eq!(subject, "playhead.dlq.user.invalid_reply_to");
+        assert_eq!(Inbox::dlq_reason(&subject), "invalid_reply_to");
+        let holder = lease_holder("n-1", 42, std::path::Path::new("/var/lib/playhead node"));
+        assert_eq!(lease_node(&holder), "n-1");
+    }
 
     #[test]
     fn stored_subjects_round_trip() {

@@ -31,6 +31,7 @@ use crate::config::NodeConfig;
 use crate::ingest::group::GroupId;
 
 pub use playhead_proto::subjects::OWNERSHIP_BUCKET;
+use playhead_proto::subjects::{lease_holder, lease_node};
 
 /// The bucket that remembers which node owned the groups last (no expiry): a node that finds
 /// another one there knows its store missed that node's work.
@@ -92,13 +93,9 @@ pub struct Ownership {
     pub previous_owner: Option<String>,
 }
 
-/// What a lease entry says about its holder: `{node_id} pid={pid} data_dir={path}`.
+/// What a lease entry says about its holder ([`lease_holder`]).
 fn holder_of(value: &[u8]) -> String {
     String::from_utf8_lossy(value).into_owned()
-}
-
-fn node_of(holder: &str) -> &str {
-    holder.split_whitespace().next().unwrap_or_default()
 }
 
 impl Ownership {
@@ -123,11 +120,7 @@ impl Ownership {
             })
             .await
             .with_context(|| format!("cannot set up the {OWNERSHIP_BUCKET} bucket"))?;
-        let holder = format!(
-            "{node_id} pid={} data_dir={}",
-            std::process::id(),
-            config.data_dir.display()
-        );
+        let holder = lease_holder(node_id, std::process::id(), &config.data_dir);
         let mut ownership = Self {
             bucket,
             holder,
@@ -203,7 +196,7 @@ impl Ownership {
             .get(LAST_OWNER_KEY)
             .await
             .with_context(|| format!("cannot read {LAST_OWNER_BUCKET}"))?
-            .map(|value| node_of(&holder_of(&value)).to_owned());
+            .map(|value| lease_node(&holder_of(&value)).to_owned());
         bucket
             .put(LAST_OWNER_KEY, Bytes::from(self.holder.clone()))
             .await
@@ -245,7 +238,7 @@ impl Ownership {
             // Ours, from a run of this node that did not release it: take it back.
             Some(entry)
                 if entry.operation == kv::Operation::Put
-                    && node_of(&holder_of(&entry.value)) == self.node_id =>
+                    && lease_node(&holder_of(&entry.value)) == self.node_id =>
             {
                 match self.bucket.update(&key, value, entry.revision).await {
                     Ok(revision) => Ok(Some(revision)),

@@ -27,6 +27,17 @@ pub struct UserMeta {
     pub last_journal_seq: u64,
 }
 
+impl UserMeta {
+    /// The later of two positions written for the same user: both counters only grow, so the
+    /// later write is the larger in each.
+    pub fn later(self, other: UserMeta) -> UserMeta {
+        UserMeta {
+            last_inbox_seq: self.last_inbox_seq.max(other.last_inbox_seq),
+            last_journal_seq: self.last_journal_seq.max(other.last_journal_seq),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct UserMetaStore {
     records: sled::Tree,

@@ -31,7 +31,7 @@ use playhead_proto::headers::{
 use playhead_proto::ids::{ContentId, StationId, UserId};
 use playhead_proto::partition::fnv1a_32;
 use playhead_proto::subjects::{
-    DLQ_CAPTURE, DLQ_STREAM as DLQ_STREAM_NAME, PUBLISH_PREFIX, UserKind, catalog_content,
+    DLQ_CAPTURE, DLQ_STREAM as DLQ_STREAM_NAME, Inbox, PUBLISH_PREFIX, UserKind, catalog_content,
     station_song, user_subject,
 };
 use playhead_proto::v1::{
@@ -270,8 +270,9 @@ pub async fn list(
         .await
         .map_err(|error| unavailable(&error))?
     {
-        let reason = subject.rsplit('.').next().unwrap_or_default().to_owned();
-        *by_reason.entry(reason).or_default() += count as u64;
+        *by_reason
+            .entry(Inbox::dlq_reason(&subject).to_owned())
+            .or_default() += count as u64;
     }
     let mut letters = Vec::new();
     let oldest = state

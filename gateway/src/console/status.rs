@@ -8,7 +8,7 @@ use async_nats::jetstream::{self, kv};
 use axum::Json;
 use axum::extract::State;
 use futures::{StreamExt, TryStreamExt};
-use playhead_proto::subjects::{DLQ_STREAM, Inbox, OWNERSHIP_BUCKET};
+use playhead_proto::subjects::{DLQ_STREAM, Inbox, OWNERSHIP_BUCKET, lease_node};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -56,12 +56,7 @@ async fn nodes(jetstream: &jetstream::Context, now: OffsetDateTime) -> Vec<NodeV
         if entry.operation != kv::Operation::Put {
             continue;
         }
-        let holder = String::from_utf8_lossy(&entry.value);
-        let node_id = holder
-            .split_whitespace()
-            .next()
-            .unwrap_or_default()
-            .to_owned();
+        let node_id = lease_node(&String::from_utf8_lossy(&entry.value)).to_owned();
         let age = age_ms(entry.created, now);
         let view = by_node.entry(node_id.clone()).or_insert_with(|| NodeView {
             node_id,

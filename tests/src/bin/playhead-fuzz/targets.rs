@@ -14,7 +14,7 @@ use playhead_proto::v1::{
 use prost::Message;
 
 /// The node's limit on an inbox message (its default `ingest.max_message_bytes`).
-const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+const MAX_MESSAGE_BYTES: usize = playhead_client::settings::DEFAULT_MAX_MESSAGE_BYTES;
 
 pub struct Target {
     pub name: &'static str,

@@ -82,13 +82,7 @@ impl EntityKind for UserKind {
     fn load(context: &UserContext, id: &UserId) -> Result<(UserRecords, Sequences), EntityError> {
         let meta = context.storage.user_meta.load(id)?;
         let playouts = context.storage.playouts.load(id)?;
-        // Both counters only grow, so the later write is the larger in each.
-        let position = UserMeta {
-            last_inbox_seq: meta.last_inbox_seq.max(playouts.position.last_inbox_seq),
-            last_journal_seq: meta
-                .last_journal_seq
-                .max(playouts.position.last_journal_seq),
-        };
+        let position = meta.later(playouts.position);
         let mut records = UserRecords::new();
         records.take_playouts(playouts);
         Ok((
