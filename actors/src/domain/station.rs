@@ -6,7 +6,7 @@
 //! observation is the one shown.
 
 use super::decider::Decider;
-use super::normalise::{comparison_key, split_raw, tidy};
+use super::normalise::{comparison_chars, comparison_key, split_raw, tidy};
 use super::time::Timestamp;
 
 /// A song as displayed: the original spelling.
@@ -24,6 +24,13 @@ impl Song {
             comparison_key(&self.artist),
             comparison_key(&self.title)
         )
+    }
+
+    /// Whether `other` is the same song spelled alike: their [`Song::comparison_key`]s are
+    /// equal (compared without building them).
+    pub fn same_song(&self, other: &Song) -> bool {
+        comparison_chars(&self.artist).eq(comparison_chars(&other.artist))
+            && comparison_chars(&self.title).eq(comparison_chars(&other.title))
     }
 }
 
@@ -112,7 +119,7 @@ impl Decider for StationDecider {
         let StationCommand::ObserveSong(observation) = command;
         let song = observed_song(observation)?;
         let previous = state.current.as_ref();
-        if previous.is_some_and(|current| current.song.comparison_key() == song.comparison_key()) {
+        if previous.is_some_and(|current| current.song.same_song(&song)) {
             return Ok(Vec::new());
         }
         let mut events = Vec::with_capacity(2);
