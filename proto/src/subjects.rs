@@ -268,9 +268,15 @@ pub fn snapshot_object(kind: &str, group: u32) -> Result<String, IdError> {
 /// Longest `Playhead-Reply-To` subject accepted.
 pub const MAX_REPLY_SUBJECT_LEN: usize = 256;
 
+/// The one prefix replies go under: `_INBOX.`, the prefix NATS clients use for their own
+/// request inboxes. A requester subscribes to `_INBOX.<a token of its own>.>` (async-nats'
+/// `new_inbox` makes an unguessable one); the broker's permissions (`deploy/`) let each
+/// account subscribe only to its own, so a decision cannot be pushed into the JetStream or KV
+/// API, or anywhere else a publisher should not reach.
+pub const REPLY_PREFIX: &str = "_INBOX";
+
 /// A subject a decision may be published to: a concrete subject (no wildcards), printable,
-/// bounded in length, and outside playhead's own inbox, event and dead-letter subjects (a reply
-/// must never be captured as a command or an event).
+/// bounded in length, under [`REPLY_PREFIX`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ReplySubject(String);
 
@@ -283,8 +289,10 @@ pub enum ReplySubjectError {
     TooLong(usize),
     #[error("reply subject {0:?} is not a concrete NATS subject (empty token, wildcard or space)")]
     Malformed(String),
-    #[error("reply subject {0:?} is inside playhead's own subjects; use an inbox such as _INBOX.x")]
-    Reserved(String),
+    #[error(
+        "reply subject {0:?} is not under the reply prefix; use a subject of your own inbox, such as {REPLY_PREFIX}.<your token>.1"
+    )]
+    OutsidePrefix(String),
 }
 
 impl ReplySubject {
@@ -304,11 +312,11 @@ impl ReplySubject {
         if malformed {
             return Err(ReplySubjectError::Malformed(value.to_owned()));
         }
-        let first = value.split('.').next().unwrap_or_default();
-        if first == PUBLISH_PREFIX || first == STORED_PREFIX {
-            return Err(ReplySubjectError::Reserved(value.to_owned()));
+        // At least one token of the requester's own after the prefix.
+        match value.split_once('.') {
+            Some((REPLY_PREFIX, _)) => Ok(Self(value.to_owned())),
+            _ => Err(ReplySubjectError::OutsidePrefix(value.to_owned())),
         }
-        Ok(Self(value.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -527,11 +535,11 @@ mod tests {
     }
 
     #[test]
-    fn reply_subjects_must_be_concrete_and_outside_playhead() {
+    fn reply_subjects_must_be_concrete_and_under_the_reply_prefix() {
         assert!(ReplySubject::parse("_INBOX.abc.1").is_ok());
-        assert!(ReplySubject::parse("app.replies.ann").is_ok());
+        assert!(ReplySubject::parse("_INBOX.abc").is_ok());
         assert_eq!(ReplySubject::parse(""), Err(ReplySubjectError::Empty));
-        for malformed in ["a..b", "a.*", "a.>", "a b", ".a"] {
+        for malformed in ["a..b", "a.*", "a.>", "a b", ".a", "_INBOX.", "_INBOX.a.>"] {
             assert!(
                 matches!(
                     ReplySubject::parse(malformed),
@@ -540,13 +548,28 @@ mod tests {
                 "{malformed} accepted"
             );
         }
+        for elsewhere in [
+            "playhead.user.ann.player",
+            "playhead-in.user.3.ann.player",
+            "$JS.API.STREAM.DELETE.PLAYHEAD_EVENTS",
+            "$KV.PLAYHEAD_NOW_PLAYING.radio-1",
+            "$SYS.REQ.SERVER.PING",
+            "app.replies.ann",
+            "_INBOX",
+            "_inbox.abc",
+            "_INBOXES.abc",
+        ] {
+            assert!(
+                matches!(
+                    ReplySubject::parse(elsewhere),
+                    Err(ReplySubjectError::OutsidePrefix(_))
+                ),
+                "{elsewhere} accepted"
+            );
+        }
         assert!(matches!(
-            ReplySubject::parse("playhead.user.ann.player"),
-            Err(ReplySubjectError::Reserved(_))
-        ));
-        assert!(matches!(
-            ReplySubject::parse(&"x".repeat(300)),
-            Err(ReplySubjectError::TooLong(300))
+            ReplySubject::parse(&format!("_INBOX.{}", "x".repeat(300))),
+            Err(ReplySubjectError::TooLong(307))
         ));
     }
 

@@ -424,11 +424,13 @@ mod tests {
             DeadLetterReason::InvalidCommand
         );
         let mut headers = HeaderMap::new();
-        headers.insert(REPLY_TO, "playhead.user.ann.player");
-        assert_eq!(
-            user_reason(screen_user(USER_SUBJECT, Some(&headers), &ok, 1024)),
-            DeadLetterReason::InvalidReplyTo
-        );
+        for outside in ["playhead.user.ann.player", "$KV.PLAYHEAD_NOW_PLAYING.x"] {
+            headers.insert(REPLY_TO, outside);
+            assert_eq!(
+                user_reason(screen_user(USER_SUBJECT, Some(&headers), &ok, 1024)),
+                DeadLetterReason::InvalidReplyTo
+            );
+        }
         assert_eq!(
             user_reason(screen_user(USER_SUBJECT, None, &ok, 4)),
             DeadLetterReason::Oversize

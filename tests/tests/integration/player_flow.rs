@@ -309,12 +309,12 @@ async fn nats_publishers_get_decisions_on_their_reply_subject() {
     let jetstream = async_nats::jetstream::new(client.clone());
     let user = UserId::parse("bo").unwrap();
     let subject = user_subject(&user, UserKind::Player);
-    let replies = client.subscribe("app.replies.bo").await.unwrap();
+    let replies = client.subscribe("_INBOX.bo-app.replies").await.unwrap();
     client.flush().await.unwrap();
     listen_to_the_end(&mut NatsPublisher {
         jetstream: jetstream.clone(),
         user,
-        reply_subject: "app.replies.bo",
+        reply_subject: "_INBOX.bo-app.replies",
         replies,
         sent: 0,
     })
@@ -350,9 +350,10 @@ async fn nats_publishers_get_decisions_on_their_reply_subject() {
     // Starting over does not reset the skip limit.
     assert_eq!(restarted.skips_used as usize, SKIP_LIMIT);
 
-    // A reply subject inside playhead's own subjects is refused, with its reason.
+    // A reply subject outside the reply prefix (here the JetStream API) is refused, with its
+    // reason.
     let mut headers = HeaderMap::new();
-    headers.insert(REPLY_TO, "playhead.user.bo.player");
+    headers.insert(REPLY_TO, "$JS.API.STREAM.DELETE.PLAYHEAD_EVENTS");
     let next = PlayerCommand {
         user_id: "bo".into(),
         command: Some(Command::Next(NextTrack {

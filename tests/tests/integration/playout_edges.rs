@@ -104,7 +104,7 @@ async fn nats_publishers_get_decisions_and_bad_playout_input_is_refused_with_a_r
     let system = PlayoutSystem::start(|_| {}).await;
     system.entitle("gus", &["premium"], DAY, 0).await;
     let client = system.nats.connect().await;
-    let mut replies = client.subscribe("app.gus.decisions").await.unwrap();
+    let mut replies = client.subscribe("_INBOX.gus.decisions").await.unwrap();
     client.flush().await.unwrap();
     let subject = user_subject(&UserId::parse("gus").unwrap(), UserKind::Heartbeat);
     let publish = |headers: HeaderMap, payload: Vec<u8>| {
@@ -120,7 +120,7 @@ async fn nats_publishers_get_decisions_and_bad_playout_input_is_refused_with_a_r
         }
     };
     let mut asking = HeaderMap::new();
-    asking.insert(REPLY_TO, "app.gus.decisions");
+    asking.insert(REPLY_TO, "_INBOX.gus.decisions");
     let mut asking_in_json = asking.clone();
     asking_in_json.insert(CONTENT_TYPE, JSON_CONTENT_TYPE);
 

@@ -243,10 +243,15 @@ pub fn all() -> Vec<Target> {
             name: "reply-subject",
             about: "the Playhead-Reply-To header's subject",
             seeds: || {
-                ["_INBOX.abc.def", "playhead.reply.gw-1.42", "a.b"]
-                    .into_iter()
-                    .map(|subject| subject.as_bytes().to_vec())
-                    .collect()
+                [
+                    "_INBOX.abc.def",
+                    "playhead.reply.gw-1.42",
+                    "$JS.API.INFO",
+                    "a.b",
+                ]
+                .into_iter()
+                .map(|subject| subject.as_bytes().to_vec())
+                .collect()
             },
             run: |input| {
                 let _ = ReplySubject::parse(&text(input));
