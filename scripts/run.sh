@@ -14,6 +14,7 @@ data_dir="${PLAYHEAD_DATA_DIR:-$root/data}"
 node_bin="$root/target/debug/playhead-node"
 gateway_bin="$root/target/debug/playhead-gateway"
 cli_bin="target/debug/playhead"
+cli_path="$root/$cli_bin"
 nats_server_bin="$root/.tools/nats/bin/nats-server"
 
 host=127.0.0.1
@@ -32,7 +33,7 @@ stopping=0
 
 log() { echo "run.sh: $*" >&2; }
 
-for bin in "$node_bin" "$gateway_bin" "$nats_server_bin"; do
+for bin in "$node_bin" "$gateway_bin" "$cli_path" "$nats_server_bin"; do
     if [[ ! -x "$bin" ]]; then
         log "missing $bin: run \`make run\` (it installs the broker and builds the binaries)"
         exit 1
@@ -141,8 +142,16 @@ node_pid=$!
 wait_for_port playhead-node "$node_pid" "$node_log" "$nats_port"
 wait_for_ready playhead-node "$node_pid" "$node_log" "$node_metrics_port"
 
+# The development token keys: made once, kept with the data (readable by this user only).
+auth_keys="$data_dir/auth-keys"
+if [[ ! -f "$auth_keys" ]]; then
+    log "making the development token keys ($auth_keys)"
+    "$cli_path" token keygen --out "$auth_keys" --kid dev
+fi
+admin_token="$("$cli_path" token mint --keys "$auth_keys" --user dev --role admin --valid-for 7d)"
+
 log "starting playhead-gateway (log $gateway_log)"
-setsid "$gateway_bin" --nats-url "nats://$host:$nats_port" \
+setsid "$gateway_bin" --nats-url "nats://$host:$nats_port" --auth-keys "$auth_keys" \
     >>"$gateway_log" 2>&1 </dev/null &
 gateway_pid=$!
 wait_for_port playhead-gateway "$gateway_pid" "$gateway_log" "$grpc_port"
@@ -161,7 +170,13 @@ playhead is running (Ctrl-C stops it)
   logs            $node_log
                   $gateway_log
 
-try, from another terminal in $root:
+every gRPC call needs a token; an admin one, valid for 7 days:
+
+  export PLAYHEAD_TOKEN=$admin_token
+
+  (others: $cli_bin token mint --keys $auth_keys --user ann --role listener)
+
+try, from another terminal in $root (after that export):
 
   $cli_bin publish song --station radio-1 --artist "Nina Simone" --title Sinnerman
   $cli_bin now-playing radio-1

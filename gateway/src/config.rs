@@ -80,6 +80,8 @@ pub struct Layer {
     pub log_format: Option<LogFormat>,
     pub log_filter: Option<String>,
     pub max_concurrent_rpcs: Option<usize>,
+    /// The token key ring file ([`crate::auth`]); required.
+    pub auth_keys: Option<PathBuf>,
 }
 
 impl Layer {
@@ -95,6 +97,7 @@ impl Layer {
             log_format: self.log_format.or(lower.log_format),
             log_filter: self.log_filter.or(lower.log_filter),
             max_concurrent_rpcs: self.max_concurrent_rpcs.or(lower.max_concurrent_rpcs),
+            auth_keys: self.auth_keys.or(lower.auth_keys),
         }
     }
 
@@ -134,6 +137,12 @@ pub enum ConfigError {
     File { path: PathBuf, detail: String },
     #[error("invalid environment: {0}")]
     Env(String),
+    #[error(
+        "auth_keys is required: the file of token signing keys (make one with `playhead token keygen --out FILE`)"
+    )]
+    NoKeys,
+    #[error(transparent)]
+    Keys(#[from] crate::auth::AuthError),
     #[error("invalid configuration: {key} = {value}: {fix}")]
     Invalid {
         key: &'static str,
@@ -196,8 +205,10 @@ fn resolve(layers: Layer) -> Result<Settings, ConfigError> {
         }
         Ok(value)
     };
+    let keys = crate::auth::KeyRing::load(&layers.auth_keys.ok_or(ConfigError::NoKeys)?)?;
     let gateway = GatewayConfig {
         nats_url,
+        keys: std::sync::Arc::new(keys),
         listen: layers.listen.unwrap_or(DEFAULT_LISTEN),
         metrics_listen: layers.metrics_listen.unwrap_or(DEFAULT_METRICS_LISTEN),
         console_listen: layers
@@ -240,9 +251,24 @@ mod tests {
             .collect()
     }
 
+    /// A key ring file, and the flags layer that names it.
+    fn with_keys() -> (tempfile::TempDir, Layer) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys");
+        crate::auth::KeyRing::generate("test")
+            .create_file(&path)
+            .unwrap();
+        let layer = Layer {
+            auth_keys: Some(path),
+            ..Layer::default()
+        };
+        (dir, layer)
+    }
+
     #[test]
-    fn given_nothing_the_defaults_serve_on_loopback() {
-        let settings = load(None, vars(&[]), Layer::default()).unwrap();
+    fn given_only_keys_the_defaults_serve_on_loopback() {
+        let (_dir, keys) = with_keys();
+        let settings = load(None, vars(&[]), keys).unwrap();
         let gateway = settings.gateway;
         assert_eq!(gateway.listen.to_string(), "127.0.0.1:50051");
         assert_eq!(gateway.metrics_listen.to_string(), "127.0.0.1:9465");
@@ -252,6 +278,22 @@ mod tests {
         );
         assert_eq!(gateway.request_timeout, Duration::from_secs(2));
         assert_eq!(settings.log.format, LogFormat::Text);
+        assert_eq!(gateway.keys.key_ids().collect::<Vec<_>>(), ["test"]);
+    }
+
+    #[test]
+    fn without_a_usable_key_ring_the_gateway_does_not_start() {
+        let none = load(None, vars(&[]), Layer::default()).unwrap_err();
+        assert!(matches!(none, ConfigError::NoKeys), "{none}");
+        assert!(none.to_string().contains("playhead token keygen"), "{none}");
+        let missing = load(
+            None,
+            vars(&[("PLAYHEAD_GATEWAY_AUTH_KEYS", "/no/such/keys")]),
+            Layer::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(missing.contains("/no/such/keys"), "{missing}");
     }
 
     #[test]
@@ -272,9 +314,10 @@ mod tests {
             ("PLAYHEAD_GATEWAY_CONFIG", "/ignored/as/a/setting"),
             ("PLAYHEAD_NATS_URL", "nats://not-the-gateways:1"),
         ]);
+        let (_keys_dir, keys) = with_keys();
         let flags = Layer {
             listen: Some("127.0.0.1:3".parse().unwrap()),
-            ..Layer::default()
+            ..keys
         };
         let settings = load(Some(&file), env, flags).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
@@ -311,10 +354,11 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(unitless.contains("needs its unit"), "{unitless}");
+        let (_keys_dir, keys) = with_keys();
         let too_long = load(
             None,
             vars(&[("PLAYHEAD_GATEWAY_REQUEST_TIMEOUT", "2m")]),
-            Layer::default(),
+            keys,
         )
         .unwrap_err()
         .to_string();

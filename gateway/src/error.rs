@@ -10,6 +10,12 @@ pub enum GatewayError {
     InvalidArgument(String),
     #[error("{0}")]
     NotFound(String),
+    /// No usable token.
+    #[error(transparent)]
+    Unauthenticated(#[from] crate::auth::AuthError),
+    /// A valid token that does not cover the request.
+    #[error("permission denied: {0}")]
+    PermissionDenied(#[from] crate::auth::Denied),
     #[error("the broker is unavailable: {0}")]
     Unavailable(String),
     #[error("the node did not answer within {0} ms")]
@@ -45,6 +51,8 @@ impl From<GatewayError> for tonic::Status {
                 tonic::Status::invalid_argument(message)
             }
             GatewayError::NotFound(_) => tonic::Status::not_found(message),
+            GatewayError::Unauthenticated(_) => tonic::Status::unauthenticated(message),
+            GatewayError::PermissionDenied(_) => tonic::Status::permission_denied(message),
             GatewayError::Unavailable(_) | GatewayError::Timeout(_) => {
                 tonic::Status::unavailable(message)
             }
@@ -59,6 +67,8 @@ impl GatewayError {
         match self {
             GatewayError::InvalidId(_) | GatewayError::InvalidArgument(_) => 400,
             GatewayError::NotFound(_) => 404,
+            GatewayError::Unauthenticated(_) => 401,
+            GatewayError::PermissionDenied(_) => 403,
             GatewayError::Unavailable(_) => 503,
             GatewayError::Timeout(_) => 504,
             GatewayError::Internal(_) => 500,
@@ -100,6 +110,14 @@ mod tests {
                 tonic::Code::Unavailable,
             ),
             (GatewayError::Timeout(5), tonic::Code::Unavailable),
+            (
+                GatewayError::from(crate::auth::AuthError::Missing),
+                tonic::Code::Unauthenticated,
+            ),
+            (
+                GatewayError::from(crate::auth::Denied("x".into())),
+                tonic::Code::PermissionDenied,
+            ),
             (
                 GatewayError::from_service_code(404, "x".into()),
                 tonic::Code::NotFound,

@@ -1,6 +1,7 @@
 //! playhead's gateway: a thin tonic server over NATS, and the `playhead` CLI's client code.
 //!
 //! - [`server`]: assembly, reflection, shutdown.
+//! - [`auth`]: bearer tokens (signed, with roles) and who may call what.
 //! - [`health`]: gRPC health and `/readyz` that follow the broker connection.
 //! - [`station`], [`player`]: the `StationService` and `PlayerService` handlers.
 //! - [`node_client`]: queries, commands and their routed replies over NATS.
@@ -11,6 +12,7 @@
 //! - [`error`]: gateway errors and their one mapping to gRPC codes.
 //! - [`metrics`]: the gateway's metrics; [`rpc_layer`]: the tower layer that traces and counts every RPC.
 
+pub mod auth;
 pub mod config;
 pub mod console;
 pub mod error;

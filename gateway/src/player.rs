@@ -17,6 +17,7 @@ use playhead_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
+use crate::auth::{Access, authorize};
 use crate::error::{GatewayError, respond};
 use crate::metrics::GatewayMetrics;
 use crate::node_client::{CommandOutcome, NodeClient, command_headers, idempotency_key};
@@ -111,6 +112,7 @@ impl PlayerApi {
         request: Request<PlayerTrackRequest>,
         command: fn(String) -> Command,
     ) -> Result<Response<PlayerReply>, Status> {
+        authorize(&request, Access::ActFor(&request.get_ref().user_id))?;
         let key = idempotency_key(&request);
         let request = request.into_inner();
         let result = self
@@ -130,6 +132,7 @@ impl PlayerService for PlayerApi {
         &self,
         request: Request<StartPlaylistRequest>,
     ) -> Result<Response<PlayerReply>, Status> {
+        authorize(&request, Access::ActFor(&request.get_ref().user_id))?;
         let key = idempotency_key(&request);
         let request = request.into_inner();
         let result = match request.start {
@@ -168,6 +171,7 @@ impl PlayerService for PlayerApi {
         &self,
         request: Request<GetSessionRequest>,
     ) -> Result<Response<PlayerSession>, Status> {
+        authorize(&request, Access::ReadUser(&request.get_ref().user_id))?;
         let result = self.get_session(request.into_inner()).await;
         respond(result)
     }
@@ -176,6 +180,7 @@ impl PlayerService for PlayerApi {
         &self,
         request: Request<ListSessionsRequest>,
     ) -> Result<Response<ListSessionsResponse>, Status> {
+        authorize(&request, Access::ReadUser(&request.get_ref().user_id))?;
         let result = self.list_sessions(request.into_inner()).await;
         respond(result)
     }

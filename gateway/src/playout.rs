@@ -22,6 +22,7 @@ use playhead_proto::v1::{
 use prost::Message;
 use tonic::{Request, Response, Status};
 
+use crate::auth::{Access, authorize};
 use crate::error::{GatewayError, respond};
 use crate::metrics::GatewayMetrics;
 use crate::node_client::{CommandOutcome, NodeClient, command_headers};
@@ -86,8 +87,10 @@ impl PlayoutApi {
         &self,
         query: Query,
         request: Request<Q>,
+        user_id: fn(&Q) -> &str,
         check: fn(&Q) -> Result<V, QueryError>,
     ) -> Result<Response<R>, Status> {
+        authorize(&request, Access::ReadUser(user_id(request.get_ref())))?;
         respond(
             self.node
                 .checked_query(query, &request.into_inner(), check)
@@ -107,6 +110,7 @@ impl PlayoutService for PlayoutApi {
         &self,
         request: Request<Heartbeat>,
     ) -> Result<Response<HeartbeatDecision>, Status> {
+        authorize(&request, Access::ActFor(&request.get_ref().user_id))?;
         let result = self.heartbeat(request.into_inner()).await;
         respond(result)
     }
@@ -115,23 +119,38 @@ impl PlayoutService for PlayoutApi {
         &self,
         request: Request<ListPlayoutsRequest>,
     ) -> Result<Response<ListPlayoutsResponse>, Status> {
-        self.read(Query::ListPlayouts, request, playouts_query)
-            .await
+        self.read(
+            Query::ListPlayouts,
+            request,
+            |request| &request.user_id,
+            playouts_query,
+        )
+        .await
     }
 
     async fn list_view_history(
         &self,
         request: Request<ListViewHistoryRequest>,
     ) -> Result<Response<ListViewHistoryResponse>, Status> {
-        self.read(Query::ListViewHistory, request, view_history_query)
-            .await
+        self.read(
+            Query::ListViewHistory,
+            request,
+            |request| &request.user_id,
+            view_history_query,
+        )
+        .await
     }
 
     async fn check_entitlements(
         &self,
         request: Request<CheckEntitlementsRequest>,
     ) -> Result<Response<CheckEntitlementsResponse>, Status> {
-        self.read(Query::CheckEntitlements, request, entitlements_query)
-            .await
+        self.read(
+            Query::CheckEntitlements,
+            request,
+            |request| &request.user_id,
+            entitlements_query,
+        )
+        .await
     }
 }

@@ -7,13 +7,17 @@
 //! - **metrics**: requests by method and status code, and the time until the response starts
 //!   (a unary call's answer; a stream's opening). The code is the `grpc-status` header of a
 //!   trailers-only response — how tonic answers a handler's error — else OK;
+//! - **authentication**: the `authorization: Bearer` token is verified against the key ring
+//!   ([`crate::auth`]) and its [`Principal`] put in the request's extensions for the handler's
+//!   authorization; no or a bad token is answered UNAUTHENTICATED at once, before the body is
+//!   read or a permit taken;
 //! - **admission**: at most `max_concurrent_rpcs` RPCs are handled at once (a unary call until
 //!   its answer, a stream until it opens); one more is answered RESOURCE_EXHAUSTED at once,
 //!   before its request body is read, so a flood costs neither memory nor a queue.
 //!
 //! Method labels come from the services' descriptors, so a client cannot grow the label set:
 //! any other path (health, reflection, a method that does not exist) is neither counted nor
-//! traced.
+//! traced, and needs no token.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -28,6 +32,7 @@ use tokio::sync::Semaphore;
 use tower::{Layer, Service};
 use tracing::Instrument as _;
 
+use crate::auth::{KeyRing, Principal, now_secs};
 use crate::metrics::{GatewayMetrics, code_name};
 
 /// The playhead methods by gRPC path (`/playhead.v1.StationService/GetNowPlaying` →
@@ -52,15 +57,21 @@ fn methods() -> HashMap<String, &'static str> {
 pub struct RpcLayer {
     metrics: Arc<GatewayMetrics>,
     methods: Arc<HashMap<String, &'static str>>,
+    keys: Arc<KeyRing>,
     in_flight: Arc<Semaphore>,
     max_in_flight: usize,
 }
 
 impl RpcLayer {
-    pub fn new(metrics: Arc<GatewayMetrics>, max_concurrent_rpcs: usize) -> Self {
+    pub fn new(
+        metrics: Arc<GatewayMetrics>,
+        keys: Arc<KeyRing>,
+        max_concurrent_rpcs: usize,
+    ) -> Self {
         Self {
             metrics,
             methods: Arc::new(methods()),
+            keys,
             in_flight: Arc::new(Semaphore::new(max_concurrent_rpcs)),
             max_in_flight: max_concurrent_rpcs,
         }
@@ -100,7 +111,7 @@ where
         self.inner.poll_ready(context)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let Some(method) = self.layer.methods.get(request.uri().path()).copied() else {
             return Box::pin(self.inner.call(request));
         };
@@ -121,25 +132,36 @@ where
             tracing::Span::none()
         };
         let started = Instant::now();
-        let permit = self.layer.in_flight.clone().try_acquire_owned();
-        let response = match permit {
-            Ok(_) => Some(span.in_scope(|| self.inner.call(request))),
-            // Dropped unread: the body is never buffered.
-            Err(_) => None,
+        let authorization = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .map(|value| value.to_str().unwrap_or_default());
+        let authenticated = self.layer.keys.authenticate(authorization, now_secs());
+        let mut permit = None;
+        // Refused requests are dropped unread: their bodies are never buffered.
+        let response = match authenticated {
+            Err(error) => Err(tonic::Status::unauthenticated(error.to_string())),
+            Ok(principal) => match self.layer.in_flight.clone().try_acquire_owned() {
+                Ok(acquired) => {
+                    permit = Some(acquired);
+                    request.extensions_mut().insert::<Principal>(principal);
+                    Ok(span.in_scope(|| self.inner.call(request)))
+                }
+                Err(_) => Err(tonic::Status::resource_exhausted(format!(
+                    "the gateway is handling {} requests already \
+                     (max_concurrent_rpcs); retry with backoff",
+                    self.layer.max_in_flight
+                ))),
+            },
         };
         let metrics = self.layer.metrics.clone();
-        let limit = self.layer.max_in_flight;
         Box::pin(
             async move {
                 // Held until the response starts.
                 let _permit = permit;
                 let response = match response {
-                    Some(response) => response.await,
-                    None => Ok(tonic::Status::resource_exhausted(format!(
-                        "the gateway is handling {limit} requests already \
-                         (max_concurrent_rpcs); retry with backoff"
-                    ))
-                    .into_http()),
+                    Ok(response) => response.await,
+                    Err(refused) => Ok(refused.into_http()),
                 };
                 if let Ok(response) = &response {
                     let code = response

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
 
+use crate::auth::KeyRing;
 use crate::console::{self, Console};
 use crate::health;
 use crate::metrics::GatewayMetrics;
@@ -34,6 +35,8 @@ use crate::station::StationApi;
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub nats_url: String,
+    /// The keys tokens are verified with.
+    pub keys: Arc<KeyRing>,
     pub listen: SocketAddr,
     pub metrics_listen: SocketAddr,
     /// The operator console's HTTP address; `None` serves no console.
@@ -218,7 +221,11 @@ pub async fn serve(
     }
     let served = tonic::transport::Server::builder()
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
-        .layer(RpcLayer::new(rpc_metrics, config.max_concurrent_rpcs))
+        .layer(RpcLayer::new(
+            rpc_metrics,
+            config.keys.clone(),
+            config.max_concurrent_rpcs,
+        ))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(

@@ -16,6 +16,7 @@ use tokio_stream::wrappers::WatchStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::auth::{Access, authorize};
 use crate::error::{GatewayError, respond};
 use crate::metrics::GatewayMetrics;
 use crate::node_client::{NodeClient, command_headers, idempotency_key};
@@ -119,6 +120,7 @@ impl StationService for StationApi {
         &self,
         request: Request<GetNowPlayingRequest>,
     ) -> Result<Response<GetNowPlayingResponse>, Status> {
+        authorize(&request, Access::ReadStations)?;
         respond(
             self.get_now_playing(request.get_ref())
                 .map(|now_playing| GetNowPlayingResponse {
@@ -131,6 +133,7 @@ impl StationService for StationApi {
         &self,
         request: Request<ListPlaysRequest>,
     ) -> Result<Response<ListPlaysResponse>, Status> {
+        authorize(&request, Access::ReadStations)?;
         respond(self.list_plays(request.into_inner()).await)
     }
 
@@ -138,6 +141,7 @@ impl StationService for StationApi {
         &self,
         request: Request<WatchNowPlayingRequest>,
     ) -> Result<Response<NowPlayingStream>, Status> {
+        authorize(&request, Access::ReadStations)?;
         respond(self.watch(request.get_ref()))
     }
 
@@ -145,6 +149,7 @@ impl StationService for StationApi {
         &self,
         request: Request<SongObserved>,
     ) -> Result<Response<ReportSongResponse>, Status> {
+        authorize(&request, Access::Report(&request.get_ref().station_id))?;
         let idempotency_key = idempotency_key(&request);
         respond(
             self.report_song(request.into_inner(), idempotency_key.as_deref())

@@ -7,6 +7,7 @@ use playhead_actors::config::NodeConfig;
 use playhead_actors::domain::time::Timestamp;
 use playhead_actors::storage::clock::{Clock, SystemClock};
 use playhead_actors::wire;
+use playhead_gateway::auth::AuthedChannel;
 use playhead_gateway::server::GatewayConfig;
 use playhead_proto::ids::{ContentId, UserId};
 use playhead_proto::subjects::{Inbox, UserKind, catalog_content, user_subject};
@@ -17,7 +18,6 @@ use playhead_proto::v1::{
 };
 use prost::Message;
 use tempfile::TempDir;
-use tonic::transport::Channel;
 
 use crate::harness::NatsServer;
 use crate::system::{
@@ -107,7 +107,7 @@ pub struct PlayoutSystem {
     pub node: TestNode,
     pub gateway: TestGateway,
     pub jetstream: async_nats::jetstream::Context,
-    pub client: PlayoutServiceClient<Channel>,
+    pub client: PlayoutServiceClient<AuthedChannel>,
     _data: TempDir,
 }
 

@@ -2,11 +2,13 @@
 //! as a child process (to be killed with SIGKILL or stopped with SIGTERM).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
 use playhead_actors::config::NodeConfig;
 use playhead_actors::node::{self, NodeEndpoints};
+use playhead_gateway::auth::{AuthedChannel, Bearer, Claims, KeyRing, Role, now_secs};
 use playhead_gateway::server::{self, GatewayConfig, GatewayEndpoints};
 use playhead_proto::subjects::Inbox;
 use playhead_proto::v1::player_service_client::PlayerServiceClient;
@@ -129,6 +131,8 @@ impl TestNode {
 /// A gateway running in this process.
 pub struct TestGateway {
     pub endpoints: GatewayEndpoints,
+    /// The keys its tokens are signed with.
+    pub keys: Arc<KeyRing>,
     running: InProcess,
 }
 
@@ -142,6 +146,7 @@ pub fn test_gateway_config(nats_url: &str) -> GatewayConfig {
         request_timeout: Duration::from_secs(2),
         heartbeat_timeout: Duration::from_secs(2),
         max_concurrent_rpcs: 512,
+        keys: Arc::new(KeyRing::generate("test")),
     }
 }
 
@@ -151,11 +156,16 @@ impl TestGateway {
     }
 
     pub async fn start_with(config: GatewayConfig) -> TestGateway {
+        let keys = config.keys.clone();
         let (running, endpoints) = InProcess::start("gateway", START_TIMEOUT, |shutdown, ready| {
             server::serve(config, shutdown, Some(ready))
         })
         .await;
-        TestGateway { endpoints, running }
+        TestGateway {
+            endpoints,
+            keys,
+            running,
+        }
     }
 
     pub fn grpc_url(&self) -> String {
@@ -170,16 +180,53 @@ impl TestGateway {
             .expect("gateway accepts connections")
     }
 
-    pub async fn stations(&self) -> StationServiceClient<Channel> {
-        StationServiceClient::new(self.channel().await)
+    /// A token of this gateway's keys, valid for an hour.
+    pub fn token(&self, role: Role, subject: &str, stations: &[&str]) -> String {
+        let now = now_secs();
+        self.keys.mint(&Claims {
+            sub: subject.to_owned(),
+            role,
+            stations: stations.iter().map(|station| station.to_string()).collect(),
+            iat: now,
+            exp: now + 3600,
+        })
     }
 
-    pub async fn players(&self) -> PlayerServiceClient<Channel> {
-        PlayerServiceClient::new(self.channel().await)
+    /// An admin's token: what the tests that are not about authorization call with.
+    pub fn admin_token(&self) -> String {
+        self.token(Role::Admin, "tests", &[])
     }
 
-    pub async fn playouts(&self) -> PlayoutServiceClient<Channel> {
-        PlayoutServiceClient::new(self.channel().await)
+    /// A channel sending `token`.
+    pub async fn channel_as(&self, token: &str) -> AuthedChannel {
+        Bearer::new(token)
+            .expect("a printable token")
+            .channel(self.channel().await)
+    }
+
+    /// A channel sending an admin's token.
+    pub async fn authed(&self) -> AuthedChannel {
+        self.channel_as(&self.admin_token()).await
+    }
+
+    /// Where the CLI goes, with an admin's token.
+    pub fn cli_target(&self) -> CliTarget {
+        CliTarget {
+            grpc_url: self.grpc_url(),
+            token: self.admin_token(),
+        }
+    }
+
+    pub async fn stations(&self) -> StationServiceClient<AuthedChannel> {
+        StationServiceClient::new(self.authed().await)
+    }
+
+    pub async fn players(&self) -> PlayerServiceClient<AuthedChannel> {
+        PlayerServiceClient::new(self.authed().await)
+    }
+
+    pub async fn playouts(&self) -> PlayoutServiceClient<AuthedChannel> {
+        PlayoutServiceClient::new(self.authed().await)
     }
 
     pub async fn metrics(&self) -> String {
@@ -310,14 +357,33 @@ pub struct GatewayProcess {
     pub process: ChildProcess,
     /// `host:port` of its gRPC server.
     pub grpc: String,
+    /// An admin's token of its key ring.
+    pub admin_token: String,
+    /// Holds its key ring file.
+    _keys_dir: tempfile::TempDir,
 }
 
 impl GatewayProcess {
     /// Starts the binary joining `nats_url`, and waits until it serves.
     pub async fn start(nats_url: &str, extra_env: &[(&str, &str)]) -> Self {
+        let keys_dir = temp_dir();
+        let keys_path = keys_dir.path().join("auth-keys");
+        let keys = KeyRing::generate("test");
+        keys.create_file(&keys_path).expect("write the key ring");
+        let now = now_secs();
+        let admin_token = keys.mint(&Claims {
+            sub: "tests".into(),
+            role: Role::Admin,
+            stations: Vec::new(),
+            iat: now,
+            exp: now + 3600,
+        });
+        let keys_arg = keys_path.display().to_string();
         let mut process = ChildProcess::spawn(
             workspace_binary("playhead-gateway"),
             [
+                "--auth-keys",
+                &keys_arg,
                 "--nats-url",
                 nats_url,
                 "--listen",
@@ -354,17 +420,34 @@ impl GatewayProcess {
                 }
             } => panic!("playhead-gateway exited during start:\n{}", process.log_tail(40)),
         };
-        GatewayProcess { process, grpc }
+        GatewayProcess {
+            process,
+            grpc,
+            admin_token,
+            _keys_dir: keys_dir,
+        }
     }
 
     pub fn grpc_url(&self) -> String {
         format!("http://{}", self.grpc)
     }
+
+    /// A channel sending an admin's token.
+    pub async fn authed(&self) -> AuthedChannel {
+        let channel = Channel::from_shared(self.grpc_url())
+            .expect("valid url")
+            .connect()
+            .await
+            .expect("gateway accepts connections");
+        Bearer::new(&self.admin_token)
+            .expect("a printable token")
+            .channel(channel)
+    }
 }
 
 /// One `ListPlays` page through the gateway.
 pub async fn list_plays_page(
-    client: &mut StationServiceClient<Channel>,
+    client: &mut StationServiceClient<AuthedChannel>,
     station: &str,
     page_size: u32,
     before: Option<u64>,
@@ -395,7 +478,7 @@ pub fn plays_of(page: &ListPlaysResponse) -> Vec<(u64, ExpectedPlay)> {
 
 /// A station's whole history, paged backwards with `before`, returned oldest first.
 pub async fn all_plays(
-    client: &mut StationServiceClient<Channel>,
+    client: &mut StationServiceClient<AuthedChannel>,
     station: &str,
 ) -> Vec<(u64, ExpectedPlay)> {
     let mut plays = Vec::new();
@@ -415,7 +498,7 @@ pub async fn all_plays(
 /// Every station's whole history, as the gateway answers it, equals the model's (`when` names
 /// the moment in the failure message).
 pub async fn assert_all_plays(
-    client: &mut StationServiceClient<Channel>,
+    client: &mut StationServiceClient<AuthedChannel>,
     expected: &std::collections::BTreeMap<String, Vec<ExpectedPlay>>,
     when: &str,
 ) {
@@ -457,7 +540,7 @@ pub async fn songs_started_per_station(
 
 /// A station's whole history as the gateway lists it, oldest first.
 pub async fn all_plays_full(
-    client: &mut StationServiceClient<Channel>,
+    client: &mut StationServiceClient<AuthedChannel>,
     station: &str,
 ) -> Vec<playhead_proto::v1::Play> {
     let mut plays = Vec::new();
@@ -500,10 +583,18 @@ pub async fn wait_until_drained(jetstream: &jetstream::Context, inbox: Inbox, ti
     .await
 }
 
-/// Runs the `playhead` CLI against `grpc_url`; (success, stdout, stderr).
-pub async fn cli(grpc_url: &str, args: &[&str]) -> (bool, String, String) {
+/// A gateway for the `playhead` CLI: its URL and the token the CLI sends.
+#[derive(Debug, Clone)]
+pub struct CliTarget {
+    pub grpc_url: String,
+    pub token: String,
+}
+
+/// Runs the `playhead` CLI against a gateway; (success, stdout, stderr).
+pub async fn cli(target: &CliTarget, args: &[&str]) -> (bool, String, String) {
     let output = tokio::process::Command::new(workspace_binary("playhead"))
-        .args(["--grpc-url", grpc_url])
+        .args(["--grpc-url", &target.grpc_url])
+        .env("PLAYHEAD_TOKEN", &target.token)
         .args(args)
         .output();
     let output = within("the playhead CLI", Duration::from_secs(20), output)

@@ -40,7 +40,7 @@ struct Cli {
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
     /// The operator console's HTTP address, or "off" [default: 127.0.0.1:9466]. Keep it on
-    /// loopback: until tokens exist anyone who reaches it can replay dead letters.
+    /// loopback: it has no login yet, and anyone who reaches it can replay dead letters.
     #[arg(long)]
     console_listen: Option<Listen>,
     /// Longest wait for the broker or a node (1ms..=1m) [default: 2s].
@@ -61,6 +61,11 @@ struct Cli {
     /// read (1..=100000) [default: 512].
     #[arg(long)]
     max_concurrent_rpcs: Option<usize>,
+    /// The token key ring: lines of `KID BASE64-SECRET`, the first signs; readable by its owner
+    /// only (`playhead token keygen --out FILE` makes one). Every RPC but health and reflection
+    /// needs `authorization: Bearer <token>`. Required.
+    #[arg(long)]
+    auth_keys: Option<PathBuf>,
     /// Read and validate every layer, print the resulting settings, and exit (status 0; a bad
     /// value exits 2 with what is wrong, as at start).
     #[arg(long)]
@@ -83,6 +88,7 @@ impl Cli {
             }),
             log_filter: self.log_filter.clone(),
             max_concurrent_rpcs: self.max_concurrent_rpcs,
+            auth_keys: self.auth_keys.clone(),
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use async_nats::HeaderMap;
 use async_nats::jetstream;
+use playhead_gateway::auth::AuthedChannel;
 use playhead_proto::ids::StationId;
 use playhead_proto::subjects::{DLQ_STREAM, station_song};
 use playhead_proto::v1::ListPlaysRequest;
@@ -11,7 +12,6 @@ use playhead_proto::v1::station_service_client::StationServiceClient;
 use playhead_tests::harness::NatsServer;
 use playhead_tests::harness::wait::eventually;
 use playhead_tests::system::{TestGateway, TestNode, metric_value, temp_dir, test_node_config};
-use tonic::transport::Channel;
 
 use crate::dead_letter_hygiene::{UNDECODABLE, WITHIN, neighbour_of, song};
 
@@ -78,7 +78,7 @@ async fn retries(node: &TestNode) -> f64 {
 async fn reject_and_carry_on(
     jetstream: &jetstream::Context,
     node: &TestNode,
-    stations: &StationServiceClient<Channel>,
+    stations: &StationServiceClient<AuthedChannel>,
     station: &str,
     failures: f64,
 ) {

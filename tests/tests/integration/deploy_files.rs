@@ -79,9 +79,24 @@ fn the_node_unit_starts_with_the_example_environment() {
     }
 }
 
+/// A key ring file as `playhead token keygen` writes it.
+fn key_ring(dir: &Path) -> PathBuf {
+    let path = dir.join("auth-keys");
+    playhead_gateway::auth::KeyRing::generate("k1")
+        .create_file(&path)
+        .unwrap();
+    path
+}
+
 #[test]
 fn the_gateway_unit_starts_with_the_example_environment() {
-    let printed = check_config("systemd/playhead-gateway.service", "playhead-gateway", &[]);
+    let data = temp_dir();
+    let keys = key_ring(data.path());
+    let printed = check_config(
+        "systemd/playhead-gateway.service",
+        "playhead-gateway",
+        &[("/etc/playhead/auth-keys", keys.as_path())],
+    );
     for expected in [
         "nats://nats.internal:4222",
         "0.0.0.0:50051",
@@ -92,13 +107,17 @@ fn the_gateway_unit_starts_with_the_example_environment() {
     }
 }
 
-/// `playhead-gateway [--config FILE] --check-config` with an empty environment.
+/// `playhead-gateway [--config FILE] --auth-keys KEYS --check-config` with an empty environment.
 fn gateway_check_config(file: Option<&Path>) -> std::process::Output {
+    let data = temp_dir();
+    let keys = key_ring(data.path());
     let mut command = Command::new(workspace_binary("playhead-gateway"));
     if let Some(file) = file {
         command.arg("--config").arg(file);
     }
     command
+        .arg("--auth-keys")
+        .arg(&keys)
         .arg("--check-config")
         .env_clear()
         .output()

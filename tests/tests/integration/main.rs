@@ -1,5 +1,6 @@
 //! Integration tests of playhead against a real nats-server, one binary for all.
 
+mod auth;
 mod bad_input;
 mod browser;
 mod catalog_flow;

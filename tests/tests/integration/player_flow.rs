@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use futures::StreamExt;
+use playhead_gateway::auth::AuthedChannel;
 use playhead_proto::codec::to_json;
 use playhead_proto::headers::{CONTENT_TYPE, DLQ_REASON, JSON_CONTENT_TYPE, REPLY_TO};
 use playhead_proto::ids::UserId;
@@ -23,7 +24,6 @@ use playhead_tests::system::{
     TestGateway, TestNode, cli, metric_value, temp_dir, test_node_config,
 };
 use prost::Message;
-use tonic::transport::Channel;
 
 const TRACKS: usize = 12;
 const SKIP_LIMIT: usize = 3;
@@ -51,7 +51,7 @@ trait Transport {
 }
 
 struct Grpc {
-    client: PlayerServiceClient<Channel>,
+    client: PlayerServiceClient<AuthedChannel>,
     user: &'static str,
 }
 
@@ -187,7 +187,7 @@ async fn listen_to_the_end(transport: &mut impl Transport) {
 }
 
 async fn grpc_command(
-    client: &mut PlayerServiceClient<Channel>,
+    client: &mut PlayerServiceClient<AuthedChannel>,
     user: &str,
     command: Command,
 ) -> Result<PlayerReply, tonic::Status> {
@@ -215,7 +215,7 @@ async fn grpc_command(
 }
 
 async fn get_session(
-    client: &mut PlayerServiceClient<Channel>,
+    client: &mut PlayerServiceClient<AuthedChannel>,
     user: &str,
     playlist: &str,
 ) -> Result<PlayerSession, tonic::Status> {
@@ -551,7 +551,7 @@ async fn the_cli_drives_a_player_and_explains_errors() {
     let data = temp_dir();
     let node = TestNode::start(test_node_config(&nats.url(), data.path())).await;
     let gateway = TestGateway::start(&nats.url()).await;
-    let url = gateway.grpc_url();
+    let url = gateway.cli_target();
     let session = ["--user", "fay", "--playlist", "chill"];
 
     let mut start = vec!["player", "start"];

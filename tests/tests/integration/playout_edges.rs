@@ -182,7 +182,7 @@ async fn nats_publishers_get_decisions_and_bad_playout_input_is_refused_with_a_r
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_grants_tags_and_sends_heartbeats() {
     let system = PlayoutSystem::start(|_| {}).await;
-    let grpc_url = system.gateway.grpc_url();
+    let grpc_url = system.gateway.cli_target();
     let nats_url = system.nats.url();
     let run = |args: &[&str]| {
         let mut full = vec!["--nats-url".to_owned(), nats_url.clone()];

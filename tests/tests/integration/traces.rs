@@ -45,9 +45,7 @@ async fn one_trace_holds_the_gateway_the_node_the_event_and_the_reply_of_a_start
     let mut node = NodeProcess::start(&nats.url(), data.path(), &env).await;
     let mut gateway = GatewayProcess::start(&nats.url(), &env).await;
 
-    let mut player = PlayerServiceClient::connect(gateway.grpc_url())
-        .await
-        .expect("gateway");
+    let mut player = PlayerServiceClient::new(gateway.authed().await);
     let request = traced(
         start_request("tracy", "traced", 3, Some(7), false),
         TRACE_ID,

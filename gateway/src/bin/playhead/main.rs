@@ -4,14 +4,19 @@ mod playout;
 
 use std::time::Duration;
 
+use std::path::PathBuf;
+
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
+use playhead_client::service::duration::parse_duration;
+use playhead_gateway::auth::{AuthedChannel, Bearer, Claims, KeyRing, Role, now_secs};
 use playhead_proto::codec::to_json;
 use playhead_proto::headers::MSG_ID;
 use playhead_proto::ids::StationId;
 use playhead_proto::subjects::station_song;
 use playhead_proto::v1::player_service_client::PlayerServiceClient;
+use playhead_proto::v1::playout_service_client::PlayoutServiceClient;
 use playhead_proto::v1::station_service_client::StationServiceClient;
 use playhead_proto::v1::{
     GetNowPlayingRequest, GetSessionRequest, ListPlaysRequest, ListSessionsRequest,
@@ -36,6 +41,10 @@ use prost::Message;
 ///   playhead publish entitlements --user ann --tag premium --valid-for-secs 86400
 ///   playhead playout beat --user ann --device tv --playout p1 --content film-1 --kind start
 ///   playhead playout history --user ann
+///   playhead token mint --keys data/auth-keys --user ann --role listener
+///
+/// Every gRPC command sends the token in PLAYHEAD_TOKEN (or --token): `make run` prints an
+/// admin one; `playhead token mint` makes others.
 #[derive(Debug, Parser)]
 #[command(name = "playhead", version, verbatim_doc_comment)]
 struct Cli {
@@ -55,8 +64,42 @@ struct Cli {
         default_value = "http://127.0.0.1:50051"
     )]
     grpc_url: String,
+    /// Bearer token for the gateway (for queries and player and playout commands).
+    #[arg(long, global = true, env = "PLAYHEAD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The gateway and the token to call it with.
+struct Gateway {
+    url: String,
+    token: Option<String>,
+}
+
+impl Gateway {
+    async fn channel(&self) -> anyhow::Result<AuthedChannel> {
+        let token = self
+            .token
+            .as_deref()
+            .filter(|token| !token.trim().is_empty());
+        let token = token.context(
+            "no token: set PLAYHEAD_TOKEN (`make run` prints one) or give --token \
+             (`playhead token mint` makes one)",
+        )?;
+        let bearer = Bearer::new(token)?;
+        let channel = tonic::transport::Endpoint::from_shared(self.url.clone())
+            .with_context(|| format!("{} is not a gateway URL", self.url))?
+            .connect()
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot reach the gateway at {} (is `make run` running?)",
+                    self.url
+                )
+            })?;
+        Ok(bearer.channel(channel))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,6 +134,41 @@ enum Command {
     /// (PlayoutService).
     #[command(subcommand)]
     Playout(playout::Playout),
+    /// Make token keys and tokens for the gateway.
+    #[command(subcommand)]
+    Token(Token),
+}
+
+#[derive(Debug, Subcommand)]
+enum Token {
+    /// Write a new key ring file (one random key, readable by its owner only) for the
+    /// gateway's auth_keys.
+    Keygen {
+        /// The file to create (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+        /// The key's id, carried in the tokens it signs.
+        #[arg(long, default_value = "k1")]
+        kid: String,
+    },
+    /// Print a token signed with the first key of a key ring.
+    Mint {
+        /// The gateway's key ring file.
+        #[arg(long, env = "PLAYHEAD_AUTH_KEYS")]
+        keys: PathBuf,
+        /// The subject: a listener's user id, or a name for anyone else.
+        #[arg(long)]
+        user: String,
+        /// listener, station, backoffice, operator or admin.
+        #[arg(long, value_parser = Role::parse)]
+        role: Role,
+        /// A station a station token may report for; repeat for each.
+        #[arg(long = "station")]
+        stations: Vec<String>,
+        /// How long the token is valid.
+        #[arg(long, default_value = "30d", value_parser = parse_duration)]
+        valid_for: Duration,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -186,6 +264,10 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let gateway = Gateway {
+        url: cli.grpc_url,
+        token: cli.token,
+    };
     match cli.command {
         Command::Publish(Publish::Song(song)) => publish_song(&cli.nats_url, song).await,
         Command::Publish(Publish::Entitlements(args)) => {
@@ -195,7 +277,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             publish_plain(&cli.nats_url, playout::content(args)?).await
         }
         Command::NowPlaying { station } => {
-            let mut client = grpc(&cli.grpc_url).await?;
+            let mut client = StationServiceClient::new(gateway.channel().await?);
             let response = client
                 .get_now_playing(GetNowPlayingRequest {
                     station_id: station,
@@ -213,7 +295,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             before,
             since,
         } => {
-            let mut client = grpc(&cli.grpc_url).await?;
+            let mut client = StationServiceClient::new(gateway.channel().await?);
             let page = client
                 .list_plays(ListPlaysRequest {
                     station_id: station,
@@ -227,7 +309,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Watch { stations } => {
-            let mut client = grpc(&cli.grpc_url).await?;
+            let mut client = StationServiceClient::new(gateway.channel().await?);
             let mut changes = client
                 .watch_now_playing(WatchNowPlayingRequest {
                     station_ids: stations,
@@ -239,15 +321,54 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Player(command) => player(&cli.grpc_url, command).await,
-        Command::Playout(command) => playout::playout(&cli.grpc_url, command).await,
+        Command::Player(command) => player(&gateway, command).await,
+        Command::Playout(command) => {
+            let client = PlayoutServiceClient::new(gateway.channel().await?);
+            playout::playout(client, command).await
+        }
+        Command::Token(command) => token(command),
     }
 }
 
-async fn player(url: &str, command: Player) -> anyhow::Result<()> {
-    let mut client = PlayerServiceClient::connect(url.to_owned())
-        .await
-        .with_context(|| format!("cannot reach the gateway at {url} (is `make run` running?)"))?;
+fn token(command: Token) -> anyhow::Result<()> {
+    match command {
+        Token::Keygen { out, kid } => {
+            KeyRing::parse(&KeyRing::generate(&kid).to_text())
+                .map_err(|error| anyhow::anyhow!("--kid {kid:?}: {error}"))?
+                .create_file(&out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            eprintln!(
+                "wrote {} (key {kid}); give it to the gateway as auth_keys",
+                out.display()
+            );
+            Ok(())
+        }
+        Token::Mint {
+            keys,
+            user,
+            role,
+            stations,
+            valid_for,
+        } => {
+            let ring = KeyRing::load(&keys)?;
+            let now = now_secs();
+            let claims = Claims {
+                sub: user,
+                role,
+                stations,
+                iat: now,
+                exp: now.saturating_add(valid_for.as_secs()),
+            };
+            // Refused here as the gateway would refuse it.
+            playhead_gateway::auth::Principal::try_from(claims.clone())?;
+            println!("{}", ring.mint(&claims));
+            Ok(())
+        }
+    }
+}
+
+async fn player(gateway: &Gateway, command: Player) -> anyhow::Result<()> {
+    let mut client = PlayerServiceClient::new(gateway.channel().await?);
     let track = |args: SessionArgs| PlayerTrackRequest {
         user_id: args.user,
         playlist_id: args.playlist,
@@ -304,12 +425,6 @@ async fn player(url: &str, command: Player) -> anyhow::Result<()> {
     };
     println!("{json}");
     Ok(())
-}
-
-async fn grpc(url: &str) -> anyhow::Result<StationServiceClient<tonic::transport::Channel>> {
-    StationServiceClient::connect(url.to_owned())
-        .await
-        .with_context(|| format!("cannot reach the gateway at {url} (is `make run` running?)"))
 }
 
 async fn publish_song(nats_url: &str, song: SongArgs) -> anyhow::Result<()> {

@@ -1,10 +1,10 @@
 //! `playhead playout …` (PlayoutService) and `playhead publish entitlements|content` (the
 //! user and catalog inboxes, as a NATS publisher would).
 
-use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
 use playhead_client::time::Timestamp;
 use playhead_client::wire;
+use playhead_gateway::auth::AuthedChannel;
 use playhead_proto::codec::to_json;
 use playhead_proto::ids::{ContentId, UserId};
 use playhead_proto::subjects::{UserKind, catalog_content, user_subject};
@@ -92,10 +92,10 @@ pub struct ContentArgs {
     tags: Vec<String>,
 }
 
-pub async fn playout(url: &str, command: Playout) -> anyhow::Result<()> {
-    let mut client = PlayoutServiceClient::connect(url.to_owned())
-        .await
-        .with_context(|| format!("cannot reach the gateway at {url} (is `make run` running?)"))?;
+pub async fn playout(
+    mut client: PlayoutServiceClient<AuthedChannel>,
+    command: Playout,
+) -> anyhow::Result<()> {
     let json = match command {
         Playout::Beat {
             user,

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use playhead_gateway::auth::Bearer;
 use playhead_proto::v1::GetNowPlayingRequest;
 use playhead_proto::v1::station_service_client::StationServiceClient;
 use playhead_tests::system::{TestGateway, metric_value};
@@ -57,10 +58,13 @@ pub async fn run(nats_url: &str, stations: &[String], load: &Load) -> anyhow::Re
     let health = drive(&channels, load, |channel, _| health_check(channel)).await;
     eprintln!("loading GetNowPlaying…");
     let stations: Arc<[String]> = stations.into();
+    // The health check needs no token; GetNowPlaying pays for checking its own.
+    let bearer = Bearer::new(&gateway.admin_token())?;
     let now_playing = drive(&channels, load, move |channel, request| {
         let station_id = stations[request % stations.len()].clone();
+        let bearer = bearer.clone();
         async move {
-            StationServiceClient::new(channel)
+            StationServiceClient::with_interceptor(channel, bearer)
                 .get_now_playing(GetNowPlayingRequest { station_id })
                 .await
                 .map(drop)

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use hdrhistogram::Histogram;
+use playhead_gateway::auth::{AuthedChannel, Bearer};
 use playhead_proto::subjects::Inbox;
 use playhead_proto::v1::playout_service_client::PlayoutServiceClient;
 use playhead_proto::v1::{Heartbeat, HeartbeatAction, HeartbeatReason, ListPlayoutsRequest};
@@ -87,13 +88,14 @@ pub(super) async fn run(
     );
     let live_playouts = beats.len();
     let gateway = TestGateway::start(nats_url).await;
-    let sample = list_playouts(&gateway.channel().await, mix).await;
+    let sample = list_playouts(&gateway.authed().await, mix).await;
 
     let pacing = Pacing {
         rate: workload.rate,
         duration: workload.duration,
     };
     let (url, connections) = (gateway.grpc_url(), workload.connections);
+    let bearer = Bearer::new(&gateway.admin_token())?;
     let before = Batches::scrape(&node.metrics().await, Inbox::User);
     // The client gets a runtime and a thread of its own: on the benchmark's runtime its
     // schedule and its answers would queue behind the node's and the gateway's tasks.
@@ -102,7 +104,7 @@ pub(super) async fn run(
             .enable_all()
             .build()
             .context("the load generator's runtime")?
-            .block_on(load(url, connections, pacing, beats))
+            .block_on(load(url, bearer, connections, pacing, beats))
     })
     .await
     .context("the load generator's thread")?;
@@ -120,9 +122,10 @@ pub(super) async fn run(
 }
 
 /// The health check, then BEATs of the live playouts, each paced over `connections` new
-/// connections to the gateway at `url`.
+/// connections to the gateway at `url` (the BEATs with `bearer`'s token).
 async fn load(
     url: String,
+    bearer: Bearer,
     connections: usize,
     pacing: Pacing,
     beats: Arc<[Heartbeat]>,
@@ -141,11 +144,14 @@ async fn load(
         pacing.rate
     );
     let heartbeat = paced(&channels, pacing, move |channel, n| {
+        let bearer = bearer.clone();
         let mut beat = beats[n % beats.len()].clone();
         // Each round over the live playouts moves them one interval further.
         beat.position_ms += (n / beats.len() + 1) as u64 * BEAT_MS;
         async move {
-            let decision = PlayoutServiceClient::new(channel).heartbeat(beat).await?;
+            let decision = PlayoutServiceClient::with_interceptor(channel, bearer.clone())
+                .heartbeat(beat)
+                .await?;
             Ok(answer(decision.get_ref()))
         }
     })
@@ -155,7 +161,7 @@ async fn load(
 
 /// Lists the playouts of [`SAMPLED_USERS`] users spread over the mix and compares them with
 /// the playouts the mix left live.
-async fn list_playouts(channel: &Channel, mix: &Mix) -> Sample {
+async fn list_playouts(channel: &AuthedChannel, mix: &Mix) -> Sample {
     let mut client = PlayoutServiceClient::new(channel.clone());
     let stride = (mix.users.len() / SAMPLED_USERS).max(1);
     let mut sample = Sample {

@@ -80,7 +80,7 @@ impl Sample {
         &self,
         gateway: &TestGateway,
     ) -> anyhow::Result<(Duration, u32)> {
-        let mut players = PlayerServiceClient::new(gateway.channel().await);
+        let mut players = PlayerServiceClient::new(gateway.authed().await);
         let probe = self.sessions.first().cloned().unwrap_or_default();
         let started = Instant::now();
         let mut unavailable = 0;
@@ -101,7 +101,7 @@ impl Sample {
 
     /// Asks every request of the sample, one at a time.
     pub(super) async fn ask(&self, gateway: &TestGateway) -> Answers {
-        let channel = gateway.channel().await;
+        let channel = gateway.authed().await;
         let mut players = PlayerServiceClient::new(channel.clone());
         let mut stations = StationServiceClient::new(channel);
         let mut answers = Answers {

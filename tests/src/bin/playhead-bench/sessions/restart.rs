@@ -5,10 +5,10 @@
 use std::time::{Duration, Instant};
 
 use playhead_actors::config::NodeConfig;
+use playhead_gateway::auth::AuthedChannel;
 use playhead_proto::v1::GetSessionRequest;
 use playhead_proto::v1::player_service_client::PlayerServiceClient;
 use playhead_tests::system::TestNode;
-use tonic::transport::Channel;
 
 use super::Workload;
 
@@ -29,7 +29,7 @@ pub(super) struct Start {
 /// Starts the node, stops it, and starts it again; returns the running node.
 pub(super) async fn start_and_restart(
     config: &NodeConfig,
-    players: &PlayerServiceClient<Channel>,
+    players: &PlayerServiceClient<AuthedChannel>,
     probe: &GetSessionRequest,
 ) -> anyhow::Result<(TestNode, Starts)> {
     let (node, first_start) = start_until_session(config, players, probe).await?;
@@ -47,7 +47,7 @@ pub(super) async fn start_and_restart(
 /// Starts the node; returns it with the time until it served and until `probe` answered.
 async fn start_until_session(
     config: &NodeConfig,
-    players: &PlayerServiceClient<Channel>,
+    players: &PlayerServiceClient<AuthedChannel>,
     probe: &GetSessionRequest,
 ) -> anyhow::Result<(TestNode, Start)> {
     let started = Instant::now();

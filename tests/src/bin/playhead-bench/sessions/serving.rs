@@ -6,6 +6,7 @@
 //! bucket becomes droppable at a wall-clock instant T far enough ahead for the set-up and the
 //! baseline window.
 
+use playhead_gateway::auth::AuthedChannel;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +19,6 @@ use playhead_proto::v1::player_service_client::PlayerServiceClient;
 use playhead_proto::v1::{GetSessionRequest, PlayerOutcome};
 use playhead_tests::player::{start_request, track_request};
 use playhead_tests::system::{TestGateway, TestNode, metric_value, temp_dir, test_node_config};
-use tonic::transport::Channel;
 
 use super::Workload;
 use super::fixtures::{PREFILLED_TRACKS, droppable_at, fill, prefilled_ids, stored_session};
@@ -131,7 +131,7 @@ pub(super) async fn serving(
         Instant::now() + Duration::from_millis(drop_at_ms.saturating_sub(SystemClock.now_millis()));
 
     let gateway = TestGateway::start(nats_url).await;
-    let channel = gateway.channel().await;
+    let channel = gateway.authed().await;
     let players = PlayerServiceClient::new(channel.clone());
     let (user, playlist) = prefilled_ids("u", workload.sessions / 2)?;
     let probe = GetSessionRequest {
@@ -162,7 +162,7 @@ pub(super) async fn serving(
             -(drop_at - at).as_secs_f64()
         }
     };
-    let channels = [channel, gateway.channel().await];
+    let channels = [channel, gateway.authed().await];
     let (samples, scrapes) = tokio::join!(
         next_track_load(&channels, workload, stop_load),
         scrape_compactions(&node, deadline, drop_at, offset)
@@ -212,7 +212,7 @@ fn foreground_user(n: usize) -> String {
 }
 
 async fn start_foreground(
-    players: &PlayerServiceClient<Channel>,
+    players: &PlayerServiceClient<AuthedChannel>,
     users: usize,
 ) -> anyhow::Result<()> {
     let mut starts = futures::stream::iter(0..users)
@@ -251,7 +251,7 @@ struct Sample {
 /// `workload.concurrency` workers, each cycling through its share of the foreground users,
 /// one request at a time, paced to `workload.rate` in total.
 async fn next_track_load(
-    channels: &[Channel],
+    channels: &[AuthedChannel],
     workload: &Workload,
     stop_at: tokio::sync::watch::Receiver<Instant>,
 ) -> Vec<Sample> {

@@ -1,0 +1,317 @@
+//! Every RPC but health needs a signed token, and a token reaches only what its role and
+//! subject cover: refused calls publish and read nothing.
+
+use std::time::Duration;
+
+use playhead_gateway::auth::{Bearer, Claims, KeyRing, Role, now_secs};
+use playhead_proto::v1::player_service_client::PlayerServiceClient;
+use playhead_proto::v1::playout_service_client::PlayoutServiceClient;
+use playhead_proto::v1::station_service_client::StationServiceClient;
+use playhead_proto::v1::{
+    GetNowPlayingRequest, GetSessionRequest, Heartbeat, ListSessionsRequest, PlaylistTrack,
+    SongObserved, StartPlaylist, StartPlaylistRequest,
+};
+use playhead_tests::harness::NatsServer;
+use playhead_tests::system::{
+    CliTarget, TestGateway, TestNode, cli, temp_dir, test_gateway_config, test_node_config,
+};
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+fn start(user: &str, playlist: &str) -> StartPlaylistRequest {
+    StartPlaylistRequest {
+        user_id: user.into(),
+        start: Some(StartPlaylist {
+            playlist_id: playlist.into(),
+            tracks: (0..3)
+                .map(|n| PlaylistTrack {
+                    track_id: format!("t{n}"),
+                    artist: String::new(),
+                })
+                .collect(),
+            seed: Some(1),
+            restart: false,
+        }),
+    }
+}
+
+fn song(station: &str) -> SongObserved {
+    SongObserved {
+        station_id: station.into(),
+        artist: "Nina Simone".into(),
+        title: "Sinnerman".into(),
+        ..SongObserved::default()
+    }
+}
+
+/// Messages stored in an inbox stream.
+async fn stored(jetstream: &async_nats::jetstream::Context, stream: &str) -> u64 {
+    jetstream
+        .get_stream(stream)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .messages
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_valid_token_nothing_is_published_or_read_and_health_stays_open() {
+    let nats = NatsServer::start();
+    let data = temp_dir();
+    let node = TestNode::start(test_node_config(&nats.url(), data.path())).await;
+    let gateway = TestGateway::start(&nats.url()).await;
+    let jetstream = async_nats::jetstream::new(nats.connect().await);
+
+    let mut health = HealthClient::new(gateway.channel().await);
+    health
+        .check(HealthCheckRequest::default())
+        .await
+        .expect("health needs no token");
+
+    let now = now_secs();
+    let expired = gateway.keys.mint(&Claims {
+        sub: "ann".into(),
+        role: Role::Admin,
+        stations: Vec::new(),
+        iat: now - 7200,
+        exp: now - 3600,
+    });
+    let foreign = KeyRing::generate("test").mint(&Claims {
+        sub: "ann".into(),
+        role: Role::Admin,
+        stations: Vec::new(),
+        iat: now,
+        exp: now + 3600,
+    });
+    let unsigned = PlayerServiceClient::new(gateway.channel().await);
+    let refused = [
+        ("expired", Some(expired)),
+        ("signed with another key", Some(foreign)),
+        ("garbage", Some("not-a-token".to_owned())),
+    ];
+    let status = unsigned.clone().start_playlist(start("ann", "p")).await;
+    assert_eq!(status.unwrap_err().code(), Code::Unauthenticated, "none");
+    for (what, token) in refused {
+        let channel = gateway.channel_as(token.as_deref().unwrap()).await;
+        let status = PlayerServiceClient::new(channel.clone())
+            .start_playlist(start("ann", "p"))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{what}: {status:?}");
+        let status = StationServiceClient::new(channel.clone())
+            .report_song(song("radio-1"))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{what}");
+        let status = StationServiceClient::new(channel.clone())
+            .get_now_playing(GetNowPlayingRequest {
+                station_id: "radio-1".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{what}");
+        let status = PlayoutServiceClient::new(channel)
+            .heartbeat(Heartbeat {
+                user_id: "ann".into(),
+                device_id: "tv".into(),
+                playout_id: "p1".into(),
+                content_id: "film".into(),
+                kind: 1,
+                position_ms: 0,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{what}");
+    }
+    assert_eq!(stored(&jetstream, "PLAYHEAD_INBOX_USER").await, 0);
+    assert_eq!(stored(&jetstream, "PLAYHEAD_INBOX_STATION").await, 0);
+    let unauthenticated = gateway.metrics().await;
+    assert!(
+        unauthenticated.contains("code=\"Unauthenticated\""),
+        "refusals are counted"
+    );
+    gateway.stop().await;
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_reaches_only_what_it_may() {
+    let nats = NatsServer::start();
+    let data = temp_dir();
+    let node = TestNode::start(test_node_config(&nats.url(), data.path())).await;
+    let gateway = TestGateway::start(&nats.url()).await;
+    let jetstream = async_nats::jetstream::new(nats.connect().await);
+    let as_role = |role, subject: &str, stations: &[&str]| gateway.token(role, subject, stations);
+
+    // A listener drives its own player and reads its own sessions, nobody else's.
+    let ann = gateway
+        .channel_as(&as_role(Role::Listener, "ann", &[]))
+        .await;
+    let mut ann_players = PlayerServiceClient::new(ann.clone());
+    ann_players
+        .start_playlist(start("ann", "road"))
+        .await
+        .unwrap();
+    let denied = ann_players
+        .start_playlist(start("bob", "road"))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(denied.message().contains("own user"), "{denied:?}");
+    let denied = ann_players
+        .list_sessions(ListSessionsRequest {
+            user_id: "bob".into(),
+            ..ListSessionsRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let denied = StationServiceClient::new(ann.clone())
+        .report_song(song("radio-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    // Only ann's command reached the inbox.
+    assert_eq!(stored(&jetstream, "PLAYHEAD_INBOX_USER").await, 1);
+    let mut admin_players = gateway.players().await;
+    let bob = admin_players
+        .get_session(GetSessionRequest {
+            user_id: "bob".into(),
+            playlist_id: "road".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bob.code(), Code::NotFound, "bob has no session");
+
+    // An operator reads everyone's state and changes none.
+    let operator = gateway
+        .channel_as(&as_role(Role::Operator, "ops", &[]))
+        .await;
+    let mut operator_players = PlayerServiceClient::new(operator);
+    let sessions = operator_players
+        .list_sessions(ListSessionsRequest {
+            user_id: "ann".into(),
+            ..ListSessionsRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sessions.sessions.len(), 1);
+    let denied = operator_players
+        .start_playlist(start("ann", "gym"))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+
+    // A station token reports for its stations only.
+    let poller = gateway
+        .channel_as(&as_role(Role::Station, "poller", &["radio-1"]))
+        .await;
+    let mut stations = StationServiceClient::new(poller);
+    stations.report_song(song("radio-1")).await.unwrap();
+    let denied = stations.report_song(song("radio-2")).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    assert!(denied.message().contains("radio-2"), "{denied:?}");
+    assert_eq!(stored(&jetstream, "PLAYHEAD_INBOX_STATION").await, 1);
+    assert_eq!(stored(&jetstream, "PLAYHEAD_INBOX_USER").await, 1);
+    gateway.stop().await;
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_makes_keys_and_tokens_a_gateway_accepts() {
+    let nats = NatsServer::start();
+    let data = temp_dir();
+    let node = TestNode::start(test_node_config(&nats.url(), data.path())).await;
+    let keys = data.path().join("auth-keys");
+    let keys_arg = keys.display().to_string();
+    let nobody = CliTarget {
+        grpc_url: "http://127.0.0.1:1".into(),
+        token: String::new(),
+    };
+    let (ok, _, err) = cli(
+        &nobody,
+        &["token", "keygen", "--out", &keys_arg, "--kid", "k7"],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = cli(&nobody, &["token", "keygen", "--out", &keys_arg]).await;
+    assert!(!ok, "an existing key file is never overwritten");
+    assert!(err.contains("cannot create"), "{err}");
+    let ring = KeyRing::load(&keys).expect("keygen writes a ring the gateway loads");
+    assert_eq!(ring.key_ids().collect::<Vec<_>>(), ["k7"]);
+    let gateway = TestGateway::start_with(playhead_gateway::server::GatewayConfig {
+        keys: std::sync::Arc::new(ring),
+        ..test_gateway_config(&nats.url())
+    })
+    .await;
+    let (ok, token, err) = cli(
+        &nobody,
+        &[
+            "token", "mint", "--keys", &keys_arg, "--user", "fay", "--role", "listener",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let fay = CliTarget {
+        grpc_url: gateway.grpc_url(),
+        token: token.trim().to_owned(),
+    };
+    let own = [
+        "player",
+        "start",
+        "--user",
+        "fay",
+        "--playlist",
+        "chill",
+        "--track",
+        "a",
+    ];
+    let (ok, _, err) = cli(&fay, &own).await;
+    assert!(ok, "{err}");
+    let other = [
+        "player",
+        "start",
+        "--user",
+        "gus",
+        "--playlist",
+        "chill",
+        "--track",
+        "a",
+    ];
+    let (ok, _, err) = cli(&fay, &other).await;
+    assert!(!ok);
+    assert!(err.contains("PermissionDenied"), "{err}");
+    let tokenless = CliTarget {
+        token: String::new(),
+        ..fay.clone()
+    };
+    let (ok, _, err) = cli(&tokenless, &own).await;
+    assert!(!ok);
+    assert!(err.contains("PLAYHEAD_TOKEN"), "{err}");
+    let (ok, _, err) = cli(
+        &nobody,
+        &[
+            "token", "mint", "--keys", &keys_arg, "--user", "a.b", "--role", "listener",
+        ],
+    )
+    .await;
+    assert!(!ok && err.contains("sub must be an id"), "{err}");
+    // Tokens last what --valid-for says.
+    let bearer = Bearer::new(fay.token.as_str());
+    assert!(bearer.is_ok());
+    let claims = KeyRing::load(&keys)
+        .unwrap()
+        .verify(&fay.token, now_secs())
+        .unwrap();
+    assert_eq!(
+        claims.exp - claims.iat,
+        Duration::from_secs(30 * 24 * 3600).as_secs()
+    );
+    gateway.stop().await;
+    node.stop().await;
+}
