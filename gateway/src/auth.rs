@@ -151,20 +151,7 @@ impl KeyRing {
             path: path.display().to_string(),
             detail,
         };
-        let metadata = std::fs::metadata(path).map_err(|io| error(io.to_string()))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            let mode = metadata.permissions().mode() & 0o777;
-            if mode & 0o027 != 0 {
-                return Err(error(format!(
-                    "mode {mode:03o} lets others read or write the secrets; `chmod 600` it"
-                )));
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = metadata;
-        let text = std::fs::read_to_string(path).map_err(|io| error(io.to_string()))?;
+        let text = read_private_file(path).map_err(error)?;
         KeyRing::parse(&text).map_err(error)
     }
 
@@ -325,6 +312,25 @@ impl KeyRing {
             ))?;
         Principal::try_from(self.verify(token.trim(), now)?)
     }
+}
+
+/// Reads a file of secrets, refusing one that others may read or its group may write (group
+/// read is allowed, for a service group).
+pub fn read_private_file(path: &Path) -> Result<String, String> {
+    let metadata = std::fs::metadata(path).map_err(|io| io.to_string())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o027 != 0 {
+            return Err(format!(
+                "mode {mode:03o} lets others read or write the secrets; `chmod 600` it"
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = metadata;
+    std::fs::read_to_string(path).map_err(|io| io.to_string())
 }
 
 /// Bytes of the signature part and its dot (the signed part is what comes before).

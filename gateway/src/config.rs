@@ -14,7 +14,7 @@ use playhead_client::service::duration::{self, format_duration};
 use playhead_client::service::telemetry::{LogConfig, LogFormat};
 use serde::Deserialize;
 
-use crate::server::GatewayConfig;
+use crate::server::{GatewayConfig, GatewayTls};
 
 /// Prefix of the gateway's environment variables.
 pub const ENV_PREFIX: &str = "PLAYHEAD_GATEWAY_";
@@ -82,6 +82,10 @@ pub struct Layer {
     pub max_concurrent_rpcs: Option<usize>,
     /// The token key ring file ([`crate::auth`]); required.
     pub auth_keys: Option<PathBuf>,
+    /// The gRPC server's certificate chain (PEM); with `tls_key`, required beyond loopback.
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM), readable by its owner (and group) only.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Layer {
@@ -98,6 +102,8 @@ impl Layer {
             log_filter: self.log_filter.or(lower.log_filter),
             max_concurrent_rpcs: self.max_concurrent_rpcs.or(lower.max_concurrent_rpcs),
             auth_keys: self.auth_keys.or(lower.auth_keys),
+            tls_cert: self.tls_cert.or(lower.tls_cert),
+            tls_key: self.tls_key.or(lower.tls_key),
         }
     }
 
@@ -143,6 +149,14 @@ pub enum ConfigError {
     NoKeys,
     #[error(transparent)]
     Keys(#[from] crate::auth::AuthError),
+    #[error(
+        "listen = {0} reaches beyond loopback: give tls_cert and tls_key (PEM) so tokens never cross the network in clear, or listen on 127.0.0.1"
+    )]
+    PlaintextBeyondLoopback(SocketAddr),
+    #[error("tls_cert and tls_key go together: give both or neither")]
+    HalfTls,
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("invalid configuration: {key} = {value}: {fix}")]
     Invalid {
         key: &'static str,
@@ -206,10 +220,18 @@ fn resolve(layers: Layer) -> Result<Settings, ConfigError> {
         Ok(value)
     };
     let keys = crate::auth::KeyRing::load(&layers.auth_keys.ok_or(ConfigError::NoKeys)?)?;
+    let listen = layers.listen.unwrap_or(DEFAULT_LISTEN);
+    let tls = match (layers.tls_cert, layers.tls_key) {
+        (Some(cert), Some(key)) => Some(GatewayTls::load(&cert, &key)?),
+        (None, None) if listen.ip().is_loopback() => None,
+        (None, None) => return Err(ConfigError::PlaintextBeyondLoopback(listen)),
+        _ => return Err(ConfigError::HalfTls),
+    };
     let gateway = GatewayConfig {
         nats_url,
         keys: std::sync::Arc::new(keys),
-        listen: layers.listen.unwrap_or(DEFAULT_LISTEN),
+        tls,
+        listen,
         metrics_listen: layers.metrics_listen.unwrap_or(DEFAULT_METRICS_LISTEN),
         console_listen: layers
             .console_listen
@@ -332,6 +354,67 @@ mod tests {
         assert_eq!(gateway.console_listen, None, "off");
         assert_eq!(gateway.nats_url, "nats://127.0.0.1:4222", "default");
         assert_eq!(settings.log.format, LogFormat::Json);
+    }
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/tls")
+            .join(name)
+    }
+
+    #[test]
+    fn beyond_loopback_the_gateway_serves_tls_only() {
+        let (dir, keys) = with_keys();
+        let wide = |more: Layer| {
+            load(
+                None,
+                vars(&[("PLAYHEAD_GATEWAY_LISTEN", "0.0.0.0:50051")]),
+                more.over(keys.clone()),
+            )
+        };
+        let plaintext = wide(Layer::default()).unwrap_err();
+        assert!(
+            matches!(plaintext, ConfigError::PlaintextBeyondLoopback(_)),
+            "{plaintext}"
+        );
+        // git keeps no modes: the key is copied to an owner-only file.
+        let key = dir.path().join("gateway.key");
+        crate::auth::KeyRing::generate("unused")
+            .create_file(&key)
+            .unwrap();
+        std::fs::write(&key, std::fs::read(fixture("gateway.key")).unwrap()).unwrap();
+        let tls = |cert: &str| Layer {
+            tls_cert: Some(fixture(cert)),
+            tls_key: Some(key.clone()),
+            ..Layer::default()
+        };
+        let settings = wide(tls("gateway.pem")).unwrap();
+        assert!(settings.gateway.tls.is_some());
+        assert!(!format!("{settings:?}").contains("PRIVATE KEY"));
+        let half = wide(Layer {
+            tls_key: None,
+            ..tls("gateway.pem")
+        })
+        .unwrap_err();
+        assert!(matches!(half, ConfigError::HalfTls), "{half}");
+        // A certificate that is not the key's.
+        let mismatch = wide(tls("ca.pem")).unwrap_err().to_string();
+        assert!(mismatch.starts_with("TLS: tls_cert"), "{mismatch}");
+        // A key others may read.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let open_key = dir.path().join("open.key");
+            std::fs::copy(&key, &open_key).unwrap();
+            std::fs::set_permissions(&open_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let readable = wide(Layer {
+                tls_key: Some(open_key),
+                ..tls("gateway.pem")
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(readable.contains("chmod 600"), "{readable}");
+        }
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub struct GatewayConfig {
     pub nats_url: String,
     /// The keys tokens are verified with.
     pub keys: Arc<KeyRing>,
+    /// The gRPC server's TLS identity; `None` serves plaintext (loopback only, see
+    /// [`crate::config`]).
+    pub tls: Option<GatewayTls>,
     pub listen: SocketAddr,
     pub metrics_listen: SocketAddr,
     /// The operator console's HTTP address; `None` serves no console.
@@ -47,6 +50,60 @@ pub struct GatewayConfig {
     pub heartbeat_timeout: Duration,
     /// RPCs handled at once; one more is answered RESOURCE_EXHAUSTED.
     pub max_concurrent_rpcs: usize,
+}
+
+/// A TLS identity read and checked at start.
+#[derive(Clone)]
+pub struct GatewayTls {
+    pub cert_path: std::path::PathBuf,
+    cert_pem: String,
+    key_pem: String,
+}
+
+impl std::fmt::Debug for GatewayTls {
+    /// Names the certificate, never the key.
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("GatewayTls")
+            .field("cert_path", &self.cert_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GatewayTls {
+    /// Reads the certificate chain and the (owner-only) key, and checks that rustls takes them.
+    pub fn load(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> Result<GatewayTls, crate::config::ConfigError> {
+        use crate::config::ConfigError;
+        let cert_pem = std::fs::read_to_string(cert)
+            .map_err(|error| ConfigError::Tls(format!("tls_cert {}: {error}", cert.display())))?;
+        let key_pem = crate::auth::read_private_file(key)
+            .map_err(|error| ConfigError::Tls(format!("tls_key {}: {error}", key.display())))?;
+        let tls = GatewayTls {
+            cert_path: cert.to_owned(),
+            cert_pem,
+            key_pem,
+        };
+        tonic::transport::Server::builder()
+            .tls_config(tls.server_config())
+            .map_err(|error| {
+                ConfigError::Tls(format!(
+                    "tls_cert {} with tls_key {}: {error}",
+                    cert.display(),
+                    key.display()
+                ))
+            })?;
+        Ok(tls)
+    }
+
+    fn server_config(&self) -> tonic::transport::ServerTlsConfig {
+        tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(
+            &self.cert_pem,
+            &self.key_pem,
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -214,12 +271,19 @@ pub async fn serve(
             .console
             .map_or_else(|| "off".to_owned(), |address| format!("http://{address}/")),
         nats = %config.nats_url,
+        tls = config.tls.is_some(),
         "playhead-gateway serving"
     );
     if let Some(ready) = ready {
         let _ = ready.send(endpoints);
     }
-    let served = tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        server = server
+            .tls_config(tls.server_config())
+            .context("the TLS identity was checked at start")?;
+    }
+    let served = server
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .layer(RpcLayer::new(
             rpc_metrics,

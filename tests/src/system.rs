@@ -147,6 +147,7 @@ pub fn test_gateway_config(nats_url: &str) -> GatewayConfig {
         heartbeat_timeout: Duration::from_secs(2),
         max_concurrent_rpcs: 512,
         keys: Arc::new(KeyRing::generate("test")),
+        tls: None,
     }
 }
 

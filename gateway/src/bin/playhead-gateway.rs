@@ -66,6 +66,13 @@ struct Cli {
     /// needs `authorization: Bearer <token>`. Required.
     #[arg(long)]
     auth_keys: Option<PathBuf>,
+    /// The gRPC server's certificate chain (PEM). With --tls-key, the gateway serves gRPC over
+    /// TLS; listening beyond loopback without them is refused.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM), readable by its owner (and group) only.
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
     /// Read and validate every layer, print the resulting settings, and exit (status 0; a bad
     /// value exits 2 with what is wrong, as at start).
     #[arg(long)]
@@ -89,6 +96,8 @@ impl Cli {
             log_filter: self.log_filter.clone(),
             max_concurrent_rpcs: self.max_concurrent_rpcs,
             auth_keys: self.auth_keys.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
         }
     }
 }

@@ -12,6 +12,7 @@ use playhead_proto::v1::{
     SongObserved, StartPlaylist, StartPlaylistRequest,
 };
 use playhead_tests::harness::NatsServer;
+use playhead_tests::harness::wait::eventually;
 use playhead_tests::system::{
     CliTarget, TestGateway, TestNode, cli, temp_dir, test_gateway_config, test_node_config,
 };
@@ -312,6 +313,87 @@ async fn the_cli_makes_keys_and_tokens_a_gateway_accepts() {
         claims.exp - claims.iat,
         Duration::from_secs(30 * 24 * 3600).as_secs()
     );
+    gateway.stop().await;
+    node.stop().await;
+}
+
+/// The test TLS material (`tests/fixtures/tls`), the key copied to an owner-only file.
+fn test_tls(dir: &std::path::Path) -> playhead_gateway::server::GatewayTls {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tls");
+    let key = dir.join("gateway.key");
+    KeyRing::generate("unused").create_file(&key).unwrap();
+    std::fs::write(&key, std::fs::read(fixtures.join("gateway.key")).unwrap()).unwrap();
+    playhead_gateway::server::GatewayTls::load(&fixtures.join("gateway.pem"), &key).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tls_the_gateway_answers_only_over_tls() {
+    let nats = NatsServer::start();
+    let data = temp_dir();
+    let node = TestNode::start(test_node_config(&nats.url(), data.path())).await;
+    let gateway = TestGateway::start_with(playhead_gateway::server::GatewayConfig {
+        tls: Some(test_tls(data.path())),
+        ..test_gateway_config(&nats.url())
+    })
+    .await;
+    let ca = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tls/ca.pem");
+    let url = format!("https://localhost:{}", gateway.endpoints.grpc.port());
+    let channel = tonic::transport::Endpoint::from_shared(url.clone())
+        .unwrap()
+        .tls_config(tonic::transport::ClientTlsConfig::new().ca_certificate(
+            tonic::transport::Certificate::from_pem(std::fs::read(&ca).unwrap()),
+        ))
+        .unwrap()
+        .connect()
+        .await
+        .expect("a TLS connection with the test CA");
+    let bearer = Bearer::new(&gateway.admin_token()).unwrap();
+    let mut stations = StationServiceClient::new(bearer.channel(channel));
+    stations
+        .report_song(song("radio-1"))
+        .await
+        .expect("over TLS");
+    // The same port in clear: no answer.
+    let clear = tonic::transport::Endpoint::from_shared(gateway.grpc_url())
+        .unwrap()
+        .connect_lazy();
+    let plaintext = StationServiceClient::new(bearer.channel(clear))
+        .report_song(song("radio-1"))
+        .await
+        .unwrap_err();
+    // (A transport failure: its code depends on where the handshake broke.)
+    assert!(
+        !matches!(plaintext.code(), Code::Ok | Code::InvalidArgument),
+        "{plaintext:?}"
+    );
+    let jetstream = async_nats::jetstream::new(nats.connect().await);
+    assert_eq!(
+        stored(&jetstream, "PLAYHEAD_INBOX_STATION").await,
+        1,
+        "only the TLS report"
+    );
+    // The CLI over TLS, trusting the CA it is given.
+    let target = CliTarget {
+        grpc_url: url,
+        token: gateway.admin_token(),
+    };
+    let ca_arg = ca.display().to_string();
+    let shown = eventually(
+        "the CLI to show the song over TLS",
+        Duration::from_secs(10),
+        || {
+            let (target, ca_arg) = (target.clone(), ca_arg.clone());
+            async move {
+                let (ok, out, _) =
+                    cli(&target, &["--ca-cert", &ca_arg, "now-playing", "radio-1"]).await;
+                ok.then_some(out)
+            }
+        },
+    )
+    .await;
+    assert!(shown.contains("Sinnerman"), "{shown}");
+    let (ok, _, _) = cli(&target, &["now-playing", "radio-1"]).await;
+    assert!(!ok, "the test CA is not among the system's roots");
     gateway.stop().await;
     node.stop().await;
 }

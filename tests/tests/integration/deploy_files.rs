@@ -42,11 +42,21 @@ fn check_config(unit_file: &str, binary: &str, installed: &[(&str, &Path)]) -> S
                 .map_or(argument, |(_, local)| local.display().to_string())
         })
         .collect();
+    let environment: Vec<(String, String)> = environment
+        .into_iter()
+        .map(|(name, value)| {
+            let value = installed
+                .iter()
+                .find(|(path, _)| value == *path)
+                .map_or(value, |(_, local)| local.display().to_string());
+            (name, value)
+        })
+        .collect();
     let output = Command::new(workspace_binary(binary))
         .args(&arguments)
         .arg("--check-config")
         .env_clear()
-        .envs(&environment)
+        .envs(environment)
         .output()
         .expect("run the binary");
     assert!(
@@ -92,16 +102,29 @@ fn key_ring(dir: &Path) -> PathBuf {
 fn the_gateway_unit_starts_with_the_example_environment() {
     let data = temp_dir();
     let keys = key_ring(data.path());
+    let tls = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tls");
+    // The test key, copied to an owner-only file (git keeps no modes).
+    let tls_key = data.path().join("gateway.key");
+    playhead_gateway::auth::KeyRing::generate("unused")
+        .create_file(&tls_key)
+        .unwrap();
+    std::fs::write(&tls_key, read(&tls.join("gateway.key"))).unwrap();
+    let tls_cert = tls.join("gateway.pem");
     let printed = check_config(
         "systemd/playhead-gateway.service",
         "playhead-gateway",
-        &[("/etc/playhead/auth-keys", keys.as_path())],
+        &[
+            ("/etc/playhead/auth-keys", keys.as_path()),
+            ("/etc/playhead/tls/gateway.crt", tls_cert.as_path()),
+            ("/etc/playhead/tls/gateway.key", tls_key.as_path()),
+        ],
     );
     for expected in [
         "nats://nats.internal:4222",
         "0.0.0.0:50051",
         "heartbeat_timeout: 2s",
         "format: Json",
+        "gateway.pem",
     ] {
         assert!(printed.contains(expected), "{expected} in:\n{printed}");
     }

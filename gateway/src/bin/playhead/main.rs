@@ -67,6 +67,9 @@ struct Cli {
     /// Bearer token for the gateway (for queries and player and playout commands).
     #[arg(long, global = true, env = "PLAYHEAD_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// For an https:// gateway: the CA certificate (PEM) to trust instead of the system's.
+    #[arg(long, global = true, env = "PLAYHEAD_CA_CERT")]
+    ca_cert: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -75,6 +78,7 @@ struct Cli {
 struct Gateway {
     url: String,
     token: Option<String>,
+    ca_cert: Option<PathBuf>,
 }
 
 impl Gateway {
@@ -88,16 +92,26 @@ impl Gateway {
              (`playhead token mint` makes one)",
         )?;
         let bearer = Bearer::new(token)?;
-        let channel = tonic::transport::Endpoint::from_shared(self.url.clone())
-            .with_context(|| format!("{} is not a gateway URL", self.url))?
-            .connect()
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot reach the gateway at {} (is `make run` running?)",
-                    self.url
-                )
-            })?;
+        let mut endpoint = tonic::transport::Endpoint::from_shared(self.url.clone())
+            .with_context(|| format!("{} is not a gateway URL", self.url))?;
+        if self.url.starts_with("https://") {
+            let tls = match &self.ca_cert {
+                Some(path) => {
+                    let pem = std::fs::read(path)
+                        .with_context(|| format!("cannot read --ca-cert {}", path.display()))?;
+                    tonic::transport::ClientTlsConfig::new()
+                        .ca_certificate(tonic::transport::Certificate::from_pem(pem))
+                }
+                None => tonic::transport::ClientTlsConfig::new().with_native_roots(),
+            };
+            endpoint = endpoint.tls_config(tls)?;
+        }
+        let channel = endpoint.connect().await.with_context(|| {
+            format!(
+                "cannot reach the gateway at {} (is `make run` running?)",
+                self.url
+            )
+        })?;
         Ok(bearer.channel(channel))
     }
 }
@@ -267,6 +281,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let gateway = Gateway {
         url: cli.grpc_url,
         token: cli.token,
+        ca_cert: cli.ca_cert,
     };
     match cli.command {
         Command::Publish(Publish::Song(song)) => publish_song(&cli.nats_url, song).await,
