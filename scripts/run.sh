@@ -165,7 +165,7 @@ playhead is running (Ctrl-C stops it)
   gRPC            $host:$grpc_port
   node metrics    http://$host:$node_metrics_port/metrics   (and /readyz, /livez)
   gateway metrics http://$host:$gateway_metrics_port/metrics   (and /readyz, /livez)
-  console         http://$host:$console_port/   (live now-playing wall, history, users, dead letters)
+  console         http://$host:$console_port/   (wall, history, users, dead letters; sign in with the token below)
   data            $data_dir
   logs            $node_log
                   $gateway_log

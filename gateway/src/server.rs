@@ -191,6 +191,7 @@ pub async fn serve(
             cache.clone(),
             metrics.clone(),
             stop_background.clone(),
+            config.keys.clone(),
         );
         let stop = stop_background.clone();
         background.spawn(async move {

@@ -657,6 +657,28 @@ pub async fn try_http_request(
     url: &str,
     body: Option<&serde_json::Value>,
 ) -> anyhow::Result<(u16, String)> {
+    try_http_request_with(method, url, body, &[]).await
+}
+
+/// [`http_request`] with more request headers.
+pub async fn http_request_with(
+    method: &str,
+    url: &str,
+    body: Option<&serde_json::Value>,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    try_http_request_with(method, url, body, headers)
+        .await
+        .unwrap_or_else(|error| panic!("{method} {url}: {error:#}"))
+}
+
+/// [`try_http_request`] with more request headers.
+pub async fn try_http_request_with(
+    method: &str,
+    url: &str,
+    body: Option<&serde_json::Value>,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<(u16, String)> {
     use anyhow::Context as _;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let without_scheme = url
@@ -670,6 +692,9 @@ pub async fn try_http_request(
     let mut request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nAccept: */*\r\n"
     );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
     match &body {
         Some(body) => request.push_str(&format!(
             "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",

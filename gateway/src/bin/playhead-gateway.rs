@@ -39,8 +39,8 @@ struct Cli {
     /// Prometheus /metrics, /livez and /readyz listen address [default: 127.0.0.1:9465].
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
-    /// The operator console's HTTP address, or "off" [default: 127.0.0.1:9466]. Keep it on
-    /// loopback: it has no login yet, and anyone who reaches it can replay dead letters.
+    /// The operator console's HTTP address, or "off" [default: 127.0.0.1:9466]. It asks for an
+    /// operator or admin token; keep it on loopback: it speaks plain HTTP.
     #[arg(long)]
     console_listen: Option<Listen>,
     /// Longest wait for the broker or a node (1ms..=1m) [default: 2s].

@@ -314,9 +314,11 @@ pub fn replay_message_id(sequence: u64, payload: &[u8]) -> String {
 /// `POST /api/dead-letters/{sequence}/replay`.
 pub async fn replay(
     State(console): State<Console>,
+    axum::Extension(principal): axum::Extension<crate::auth::Principal>,
     Path(sequence): Path<u64>,
     Json(body): Json<ReplayBody>,
 ) -> ApiResult<serde_json::Value> {
+    super::session::may_replay(&principal)?;
     let jetstream = &console.node.jetstream;
     let stream = dlq_stream(jetstream).await?;
     let letter = stream.get_raw_message(sequence).await.map_err(|_| {

@@ -14,18 +14,23 @@
 //! - `GET /api/stations/{id}/plays`, `GET /api/users/{id}`: play history, user lookup.
 //! - `GET /api/dead-letters`, `POST /api/dead-letters/{sequence}/replay`: see [`dead_letters`].
 //! - `GET /api/status`: broker, node leases and consumer lag; see [`status`].
+//! - `GET|POST|DELETE /api/session`: sign in with an operator or admin token; see [`session`].
 //!
-//! The console is bound to loopback by default: until tokens exist (the security issue) anyone
-//! who reaches it can replay dead letters. A replay must be sent as `application/json`, which a
-//! cross-site form cannot do without a CORS preflight this server never grants.
+//! Every other `/api/` route needs a signed-in operator or admin (a replay: admin). The console
+//! is bound to loopback by default and speaks plain HTTP (the cookie is not `Secure`): reach it
+//! through an SSH tunnel or `kubectl port-forward`. A replay must be sent as
+//! `application/json`, which a cross-site form cannot do without a CORS preflight this server
+//! never grants, and the session cookie is `SameSite=Strict`.
 
 pub mod dead_letters;
 pub mod events;
+pub mod session;
 pub mod status;
 
 use std::future::Future;
 use std::sync::Arc;
 
+use crate::auth::KeyRing;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -64,6 +69,8 @@ pub struct Console {
     pub metrics: Arc<GatewayMetrics>,
     /// Ends the event streams, so a graceful shutdown does not wait on open pages.
     pub shutdown: CancellationToken,
+    /// The keys sign-in tokens are verified with (the gRPC ones).
+    pub keys: Arc<KeyRing>,
     streams: Arc<Semaphore>,
 }
 
@@ -73,19 +80,20 @@ impl Console {
         cache: NowPlayingCache,
         metrics: Arc<GatewayMetrics>,
         shutdown: CancellationToken,
+        keys: Arc<KeyRing>,
     ) -> Self {
         Self {
             node,
             cache,
             metrics,
             shutdown,
+            keys,
             streams: Arc::new(Semaphore::new(MAX_EVENT_STREAMS)),
         }
     }
 
     pub fn router(self) -> Router {
-        Router::new()
-            .route("/", get(index))
+        let api = Router::new()
             .route("/api/events", get(events::stream))
             .route("/api/stations/{station}/plays", get(station_plays))
             .route("/api/users/{user}", get(user))
@@ -95,6 +103,19 @@ impl Console {
                 post(dead_letters::replay),
             )
             .route("/api/status", get(status::report))
+            .route_layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                session::guard,
+            ));
+        Router::new()
+            .route("/", get(index))
+            .route(
+                "/api/session",
+                get(session::current)
+                    .post(session::sign_in)
+                    .delete(session::sign_out),
+            )
+            .merge(api)
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
             .with_state(self)
     }

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use playhead_gateway::auth::Role;
 use playhead_proto::headers::{CONTENT_TYPE, JSON_CONTENT_TYPE};
 use playhead_proto::ids::StationId;
 use playhead_proto::subjects::{DLQ_STREAM, Inbox, station_song};
@@ -12,7 +13,8 @@ use playhead_tests::harness::NatsServer;
 use playhead_tests::harness::wait::eventually;
 use playhead_tests::model::{Observation, publish_all};
 use playhead_tests::system::{
-    TestGateway, TestNode, http_get, http_request, temp_dir, test_node_config, wait_until_drained,
+    TestGateway, TestNode, http_get, http_request_with, temp_dir, test_node_config,
+    wait_until_drained,
 };
 use playhead_tests::webdriver::Browser;
 use serde_json::{Value, json};
@@ -65,8 +67,16 @@ async fn click(browser: &Browser, css: &str) {
         .unwrap_or_else(|error| panic!("click {css}: {error}"));
 }
 
-async fn api(console: &str, path: &str) -> (u16, Value) {
-    let (status, body) = http_get(&format!("{console}{path}")).await;
+/// A console API read with `token`.
+async fn api_as(console: &str, token: &str, path: &str) -> (u16, Value) {
+    let bearer = format!("Bearer {token}");
+    let (status, body) = http_request_with(
+        "GET",
+        &format!("{console}{path}"),
+        None,
+        &[("authorization", &bearer)],
+    )
+    .await;
     let value = serde_json::from_str(&body)
         .unwrap_or_else(|error| panic!("{path} answered {status} with non-JSON ({error}): {body}"));
     (status, value)
@@ -97,12 +107,36 @@ async fn the_console_shows_songs_live_and_replays_a_fixed_dead_letter() {
     .await;
     wait_until_drained(&jetstream, Inbox::Station, WAIT).await;
 
+    let admin = gateway.admin_token();
+    let api = |console: &str, path: &str| {
+        let (console, path, admin) = (console.to_owned(), path.to_owned(), admin.clone());
+        async move { api_as(&console, &admin, &path).await }
+    };
+
+    // The API needs an operator's or admin's token: none is 401, a listener's 403.
+    let (status, _) = http_get(&format!("{console}/api/status")).await;
+    assert_eq!(status, 401);
+    let listener = gateway.token(Role::Listener, "ann", &[]);
+    let (status, refused) = api_as(&console, &listener, "/api/status").await;
+    assert_eq!(status, 403, "{refused}");
+
+    // Given a person signed in with the admin token in the page.
     let browser = Browser::start().await.expect("the browser starts");
     browser.goto(&format!("{console}/")).await.expect("page");
+    let token_box = browser
+        .find("#login-token")
+        .await
+        .expect("the sign-in form");
+    token_box.send_keys(&admin).await.expect("type the token");
+    click(&browser, "#login-submit").await;
     browser
         .wait_for_text("#live", "live", WAIT)
         .await
         .expect("the page follows the event stream");
+    browser
+        .wait_for_text("#who", "tests (admin)", WAIT)
+        .await
+        .expect("who is signed in");
     // Given: what was playing before the page opened is on the wall.
     browser
         .wait_for_text(&card("radio-soul", ".title"), "Respect", WAIT)
@@ -183,10 +217,28 @@ async fn the_console_shows_songs_live_and_replays_a_fixed_dead_letter() {
         .expect("a sequence");
     // A replay that would only be dead-lettered again is refused with the reason, and the
     // letter stays.
-    let (status, refused) = http_request(
-        "POST",
-        &format!("{console}/api/dead-letters/{sequence}/replay"),
-        Some(&json!({ "payload": r#"{"stationId": "radio-fixed", "mood": "blue"}"# })),
+    let replay = |token: String, payload: &'static str| {
+        let url = format!("{console}/api/dead-letters/{sequence}/replay");
+        async move {
+            let bearer = format!("Bearer {token}");
+            http_request_with(
+                "POST",
+                &url,
+                Some(&json!({ "payload": payload })),
+                &[("authorization", &bearer)],
+            )
+            .await
+        }
+    };
+    // An operator reads but cannot replay.
+    let operator = gateway.token(Role::Operator, "ops", &[]);
+    let (status, _) = api_as(&console, &operator, "/api/dead-letters").await;
+    assert_eq!(status, 200);
+    let (status, refused) = replay(operator, r#"{"stationId": "radio-fixed"}"#).await;
+    assert_eq!(status, 403, "{refused}");
+    let (status, refused) = replay(
+        admin.clone(),
+        r#"{"stationId": "radio-fixed", "mood": "blue"}"#,
     )
     .await;
     assert_eq!(status, 400, "{refused}");
@@ -245,7 +297,13 @@ async fn the_console_shows_songs_live_and_replays_a_fixed_dead_letter() {
     let (status, error) = api(&console, "/api/users/not.an.id").await;
     assert_eq!(status, 400, "{error}");
     assert!(error["error"].as_str().is_some_and(|text| !text.is_empty()));
-    let (status, _) = http_get(&format!("{console}/api/dead-letters/999999/replay")).await;
+    let (status, _) = http_request_with(
+        "GET",
+        &format!("{console}/api/dead-letters/999999/replay"),
+        None,
+        &[("authorization", &format!("Bearer {admin}"))],
+    )
+    .await;
     assert_eq!(status, 405, "replay is a POST");
 
     browser.quit().await.expect("browser quits");
