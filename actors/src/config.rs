@@ -121,6 +121,9 @@ pub struct PlayerConfig {
     pub session_ttl_secs: u64,
     /// Width of one session time bucket (expiry drops whole buckets).
     pub session_bucket_secs: u64,
+    /// Live sessions (playlists in play) one listener may have; starting one more is refused
+    /// until one lapses.
+    pub max_sessions_per_user: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -261,6 +264,9 @@ impl Default for StationConfig {
     }
 }
 
+/// Most `player.max_sessions_per_user` may be.
+pub const MAX_SESSIONS_PER_USER: u32 = 10_000;
+
 impl Default for PlayerConfig {
     fn default() -> Self {
         Self {
@@ -268,6 +274,7 @@ impl Default for PlayerConfig {
             skip_window_secs: 3600,
             session_ttl_secs: 30 * 24 * 3600,
             session_bucket_secs: 24 * 3600,
+            max_sessions_per_user: crate::domain::player::DEFAULT_MAX_SESSIONS,
         }
     }
 }
@@ -534,6 +541,11 @@ impl NodeConfig {
                     "use at least 1 second (30 days is the default), or every session is gone \
                      as soon as it starts",
                 ),
+                PlayerPolicyError::NoSessions => invalid(
+                    "player.max_sessions_per_user",
+                    0,
+                    "use at least 1 (200 is the default), or no listener can start a playlist",
+                ),
                 PlayerPolicyError::TtlShorterThanSkipWindow { .. } => invalid(
                     "player.session_ttl_secs",
                     self.player.session_ttl_secs,
@@ -541,6 +553,13 @@ impl NodeConfig {
                      skip that still counts when the listener starts over",
                 ),
             };
+        }
+        if self.player.max_sessions_per_user > MAX_SESSIONS_PER_USER {
+            return invalid(
+                "player.max_sessions_per_user",
+                self.player.max_sessions_per_user,
+                "use at most 10000: a new session reads when every other one was last used",
+            );
         }
         if self.player.session_bucket_secs == 0
             || self.player.session_ttl_secs < self.player.session_bucket_secs
@@ -661,6 +680,7 @@ impl NodeConfig {
             skip_limit: self.player.skip_limit,
             skip_window: Duration::from_secs(self.player.skip_window_secs),
             session_ttl: Duration::from_secs(self.player.session_ttl_secs),
+            max_sessions: self.player.max_sessions_per_user,
         }
     }
 

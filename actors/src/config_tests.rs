@@ -118,12 +118,18 @@ fn the_player_policy_rules_name_their_keys_and_a_zero_skip_limit_passes() {
     config.validate().unwrap();
     assert_eq!(config.player_policy().skip_limit, 0);
     type Spoil = fn(&mut PlayerConfig);
-    let cases: [(&str, Spoil); 2] = [
+    let cases: [(&str, Spoil); 4] = [
         ("player.skip_window_secs", |player| {
             player.skip_window_secs = 0
         }),
         ("player.session_ttl_secs", |player| {
             player.session_ttl_secs = 0
+        }),
+        ("player.max_sessions_per_user", |player| {
+            player.max_sessions_per_user = 0
+        }),
+        ("player.max_sessions_per_user", |player| {
+            player.max_sessions_per_user = 10_001
         }),
     ];
     for (expected_key, spoil) in cases {

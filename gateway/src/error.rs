@@ -10,6 +10,9 @@ pub enum GatewayError {
     InvalidArgument(String),
     #[error("{0}")]
     NotFound(String),
+    /// The request is valid but the state does not allow it (a listener at the session limit).
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// No usable token.
     #[error(transparent)]
     Unauthenticated(#[from] crate::auth::AuthError),
@@ -51,6 +54,7 @@ impl From<GatewayError> for tonic::Status {
                 tonic::Status::invalid_argument(message)
             }
             GatewayError::NotFound(_) => tonic::Status::not_found(message),
+            GatewayError::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
             GatewayError::Unauthenticated(_) => tonic::Status::unauthenticated(message),
             GatewayError::PermissionDenied(_) => tonic::Status::permission_denied(message),
             GatewayError::Unavailable(_) | GatewayError::Timeout(_) => {
@@ -67,6 +71,7 @@ impl GatewayError {
         match self {
             GatewayError::InvalidId(_) | GatewayError::InvalidArgument(_) => 400,
             GatewayError::NotFound(_) => 404,
+            GatewayError::FailedPrecondition(_) => 409,
             GatewayError::Unauthenticated(_) => 401,
             GatewayError::PermissionDenied(_) => 403,
             GatewayError::Unavailable(_) => 503,

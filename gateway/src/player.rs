@@ -81,6 +81,7 @@ impl PlayerApi {
         match PlayerOutcome::try_from(reply.outcome) {
             Ok(PlayerOutcome::NotFound) => Err(GatewayError::NotFound(reply.detail)),
             Ok(PlayerOutcome::Rejected) => Err(GatewayError::InvalidArgument(reply.detail)),
+            Ok(PlayerOutcome::SessionLimit) => Err(GatewayError::FailedPrecondition(reply.detail)),
             Ok(PlayerOutcome::Ok | PlayerOutcome::SkipLimited | PlayerOutcome::Completed) => {
                 Ok(reply)
             }

@@ -30,7 +30,13 @@ pub struct PlayerPolicy {
     pub skip_window: Duration,
     /// A session untouched this long is gone (sliding: every command touches it).
     pub session_ttl: Duration,
+    /// Live sessions one listener may have; starting one more is refused
+    /// ([`PlayerError::TooManySessions`]) until one lapses.
+    pub max_sessions: u32,
 }
+
+/// The default of [`PlayerPolicy::max_sessions`].
+pub const DEFAULT_MAX_SESSIONS: u32 = 200;
 
 impl Default for PlayerPolicy {
     fn default() -> Self {
@@ -38,6 +44,7 @@ impl Default for PlayerPolicy {
             skip_limit: 3,
             skip_window: Duration::from_secs(60 * 60),
             session_ttl: Duration::from_secs(30 * 24 * 60 * 60),
+            max_sessions: DEFAULT_MAX_SESSIONS,
         }
     }
 }
@@ -52,6 +59,8 @@ pub enum PlayerPolicyError {
     ZeroSkipWindow,
     #[error("session_ttl must be at least 1 ms, or every session is gone as soon as it starts")]
     ZeroSessionTtl,
+    #[error("max_sessions_per_user must be at least 1, or no listener can start a playlist")]
+    NoSessions,
     /// A restart carries the skips still in the window from the previous session, even an
     /// expired one; the store forgets an expired session on its own schedule, so with a TTL
     /// shorter than the window the same restart would be decided differently from sled than
@@ -78,6 +87,9 @@ impl PlayerPolicy {
         if self.session_ttl.as_millis() == 0 {
             return Err(PlayerPolicyError::ZeroSessionTtl);
         }
+        if self.max_sessions == 0 {
+            return Err(PlayerPolicyError::NoSessions);
+        }
         if self.session_ttl < self.skip_window {
             return Err(PlayerPolicyError::TtlShorterThanSkipWindow {
                 ttl: self.session_ttl,
@@ -97,6 +109,11 @@ pub struct StartPlaylist {
     pub seed: Option<u64>,
     /// Start over even when a live session exists (otherwise it resumes).
     pub restart: bool,
+    /// When the listener's other sessions were last touched, as stored when the command came
+    /// (the node looks them up before deciding; `None`: not looked up, no limit applies).
+    /// Only a start that begins a new session counts them against
+    /// [`PlayerPolicy::max_sessions`].
+    pub other_sessions: Option<Vec<Timestamp>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +196,11 @@ impl PlayerEvent {
 pub enum PlayerError {
     #[error("no live session for this playlist: start it first")]
     NoSession,
+    #[error(
+        "this listener has {limit} live sessions, the most allowed (player.max_sessions_per_user); \
+         a session lapses {ttl} after its last use"
+    )]
+    TooManySessions { limit: u32, ttl: String },
     /// The tracks fail the checks a publisher can run before sending (the client crate's).
     #[error(transparent)]
     InvalidTracks(#[from] TrackError),
@@ -226,6 +248,22 @@ impl Session {
 }
 
 impl PlayerPolicy {
+    /// Whether a new session fits beside the listener's other live ones.
+    fn check_room(&self, others: Option<&[Timestamp]>, now: Timestamp) -> Result<(), PlayerError> {
+        let live_others = others
+            .unwrap_or_default()
+            .iter()
+            .filter(|touched| now.saturating_duration_since(**touched) < self.session_ttl)
+            .count();
+        if live_others >= self.max_sessions as usize {
+            return Err(PlayerError::TooManySessions {
+                limit: self.max_sessions,
+                ttl: playhead_client::service::duration::format_duration(self.session_ttl),
+            });
+        }
+        Ok(())
+    }
+
     pub fn decide(
         &self,
         command: &PlayerCommand,
@@ -238,6 +276,9 @@ impl PlayerPolicy {
                 validate_tracks(&start.tracks)?;
                 if live.is_some() && !start.restart {
                     return Ok(vec![PlayerEvent::SessionResumed { at: now }]);
+                }
+                if live.is_none() {
+                    self.check_room(start.other_sessions.as_deref(), now)?;
                 }
                 let seed = start
                     .seed

@@ -37,7 +37,77 @@ fn start_with(tracks: Vec<Track>, seed: Option<u64>, restart: bool) -> PlayerCom
         tracks,
         seed,
         restart,
+        other_sessions: None,
     })
+}
+
+/// A start of a new session, the listener's other sessions last touched at `others`.
+fn start_beside(others: &[u64], restart: bool) -> PlayerCommand {
+    let PlayerCommand::Start(start) = start_with(tracks(3), Some(42), restart) else {
+        unreachable!("start_with makes a start")
+    };
+    PlayerCommand::Start(StartPlaylist {
+        other_sessions: Some(others.iter().map(|at| Timestamp(*at)).collect()),
+        ..start
+    })
+}
+
+#[test]
+fn a_new_session_beyond_the_listeners_limit_is_refused_until_one_lapses() {
+    let policy = PlayerPolicy {
+        max_sessions: 2,
+        session_ttl: Duration::from_secs(3600),
+        ..PlayerPolicy::default()
+    };
+    let hour = 3_600_000;
+    // Given two other sessions live, when a new one starts, then it is refused with the limit.
+    let refused = policy
+        .decide(&start_beside(&[10, 20], false), &None, Timestamp(30))
+        .unwrap_err();
+    assert!(
+        matches!(refused, PlayerError::TooManySessions { limit: 2, .. }),
+        "{refused:?}"
+    );
+    assert!(
+        refused.to_string().contains("1h after its last use"),
+        "{refused}"
+    );
+    // Given one of them lapsed, then the new one starts.
+    let events = policy
+        .decide(
+            &start_beside(&[10, hour + 20], false),
+            &None,
+            Timestamp(hour + 15),
+        )
+        .unwrap();
+    assert!(matches!(
+        events.as_slice(),
+        [PlayerEvent::SessionStarted { .. }]
+    ));
+    // Given the listener's own session is live, then resuming or restarting it adds none, so
+    // the limit does not apply.
+    let own = <PlayerPolicy as crate::domain::decider::Decider>::fold(
+        None,
+        &policy.decide(&start(3), &None, Timestamp(25)).unwrap(),
+    );
+    for restart in [false, true] {
+        assert!(
+            policy
+                .decide(&start_beside(&[10, 20], restart), &own, Timestamp(30))
+                .is_ok()
+        );
+    }
+    // Given its own session lapsed, then starting it again is a new session, counted.
+    assert!(matches!(
+        policy.decide(
+            &start_beside(&[hour, hour], false),
+            &own,
+            Timestamp(hour + 30)
+        ),
+        Err(PlayerError::TooManySessions { .. })
+    ));
+    // Not looked up: no limit.
+    assert!(policy.decide(&start(3), &None, Timestamp(30)).is_ok());
 }
 
 fn start(count: usize) -> PlayerCommand {
@@ -58,6 +128,7 @@ static POLICY: PlayerPolicy = PlayerPolicy {
     skip_limit: 3,
     skip_window: Duration::from_secs(60 * 60),
     session_ttl: Duration::from_secs(30 * 24 * 60 * 60),
+    max_sessions: crate::domain::player::DEFAULT_MAX_SESSIONS,
 };
 
 /// given(events).when(command, now) → the decision, under the default policy.
@@ -568,6 +639,7 @@ fn any_policy() -> impl Strategy<Value = PlayerPolicy> {
         skip_limit,
         skip_window: Duration::from_millis(window),
         session_ttl: Duration::from_millis(ttl),
+        max_sessions: 1,
     })
 }
 

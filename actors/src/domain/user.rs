@@ -169,6 +169,7 @@ mod tests {
                     .collect(),
                 seed: Some(1),
                 restart: false,
+                other_sessions: None,
             }),
         }
     }

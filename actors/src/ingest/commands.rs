@@ -32,6 +32,8 @@ pub fn player_command(
             tracks: start.tracks.into_iter().map(wire::track).collect(),
             seed: start.seed,
             restart: start.restart,
+            // Looked up by the user entity before it decides.
+            other_sessions: None,
         }),
         Some(Command::Next(_)) => player::PlayerCommand::Next,
         Some(Command::Skip(_)) => player::PlayerCommand::Skip,

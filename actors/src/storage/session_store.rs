@@ -64,6 +64,13 @@ struct SessionRecord {
     last_retry_after_ms: u64,
 }
 
+/// The one field of a [`SessionRecord`] the session limit reads (prost skips the others).
+#[derive(Clone, PartialEq, prost::Message)]
+struct SessionTouch {
+    #[prost(uint64, tag = "8")]
+    last_touched_at_ms: u64,
+}
+
 #[derive(Clone)]
 pub struct SessionStore {
     sessions: TimeKeyspace,
@@ -157,6 +164,33 @@ impl SessionStore {
                         detail: String::from_utf8_lossy(&key).into_owned(),
                     })?;
                 Ok((playlist, decode(&value)?))
+            })
+            .collect()
+    }
+
+    /// When each stored session of `user` was last touched, read without decoding the rest of
+    /// the records (their tracks); what the limit on sessions per listener counts.
+    pub fn touches(&self, user: &UserId) -> Result<Vec<(PlaylistId, Timestamp)>, StorageError> {
+        let prefix = user_prefix(user);
+        self.sessions
+            .scan_prefix(&prefix, Direction::Forward)?
+            .map(|entry| {
+                let (key, value) = entry?;
+                let playlist = std::str::from_utf8(&key[prefix.len()..])
+                    .ok()
+                    .and_then(|token| PlaylistId::parse(token).ok())
+                    .ok_or_else(|| StorageError::Corrupt {
+                        what: "session key",
+                        detail: String::from_utf8_lossy(&key).into_owned(),
+                    })?;
+                let touch: SessionTouch =
+                    prost::Message::decode(value.as_ref()).map_err(|error| {
+                        StorageError::Corrupt {
+                            what: "session record",
+                            detail: error.to_string(),
+                        }
+                    })?;
+                Ok((playlist, Timestamp(touch.last_touched_at_ms)))
             })
             .collect()
     }

@@ -587,3 +587,89 @@ async fn the_cli_drives_a_player_and_explains_errors() {
     gateway.stop().await;
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_at_the_session_limit_cannot_start_another_until_one_lapses() {
+    let nats = NatsServer::start();
+    let data = temp_dir();
+    let mut config = test_node_config(&nats.url(), data.path());
+    config.player.max_sessions_per_user = 2;
+    config.player.session_ttl_secs = 4;
+    config.player.skip_window_secs = 1;
+    config.player.session_bucket_secs = 1;
+    let node = TestNode::start(config).await;
+    let gateway = TestGateway::start(&nats.url()).await;
+    let mut client = gateway.players().await;
+
+    for playlist in ["one", "two"] {
+        client
+            .start_playlist(start_request("kim", playlist, TRACKS, None, false))
+            .await
+            .unwrap();
+    }
+    // A third is refused with the limit, and nothing of it is kept.
+    let refused = client
+        .start_playlist(start_request("kim", "three", TRACKS, None, false))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert!(refused.message().contains("2 live sessions"), "{refused:?}");
+    let none = get_session(&mut client, "kim", "three").await.unwrap_err();
+    assert_eq!(none.code(), tonic::Code::NotFound);
+    // Resuming or restarting a live one adds none; another listener has room of their own.
+    client
+        .start_playlist(start_request("kim", "one", TRACKS, None, true))
+        .await
+        .unwrap();
+    client
+        .start_playlist(start_request("lou", "three", TRACKS, None, false))
+        .await
+        .unwrap();
+    // A NATS publisher is answered SESSION_LIMIT, and nothing is dead-lettered.
+    let nats_client = nats.connect().await;
+    let jetstream = async_nats::jetstream::new(nats_client.clone());
+    let mut replies = nats_client.subscribe("_INBOX.kim-app.>").await.unwrap();
+    nats_client.flush().await.unwrap();
+    let mut headers = HeaderMap::new();
+    headers.insert(REPLY_TO, "_INBOX.kim-app.1");
+    let command = PlayerCommand {
+        user_id: "kim".into(),
+        command: start_request("kim", "four", TRACKS, None, false)
+            .start
+            .map(Command::Start),
+    };
+    jetstream
+        .publish_with_headers(
+            user_subject(&UserId::parse("kim").unwrap(), UserKind::Player),
+            headers,
+            command.encode_to_vec().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let reply = within("the answer", Duration::from_secs(10), replies.next())
+        .await
+        .unwrap();
+    let reply = PlayerReply::decode(reply.payload.as_ref()).unwrap();
+    assert_eq!(reply.outcome(), PlayerOutcome::SessionLimit, "{reply:?}");
+    let dlq = jetstream.get_stream(DLQ_STREAM).await.unwrap();
+    assert_eq!(dlq.cached_info().state.messages, 0);
+    // Once kim's sessions lapse (untouched for the TTL), a new one starts.
+    eventually("kim's sessions to lapse", Duration::from_secs(20), || {
+        let mut client = client.clone();
+        async move {
+            client
+                .start_playlist(start_request("kim", "three", TRACKS, None, false))
+                .await
+                .ok()
+        }
+    })
+    .await;
+    gateway.stop().await;
+    node.stop().await;
+}

@@ -90,6 +90,7 @@ fn user_command(step: &UserStep, now: Timestamp) -> UserCommand {
                     .collect(),
                 seed: *seed,
                 restart: *restart,
+                other_sessions: None,
             }),
         ),
         UserStep::Next(playlist) => player(*playlist, PlayerCommand::Next),

@@ -57,6 +57,16 @@ pub fn encode(
                     },
                     PlayerError::NoSession.to_string(),
                 ),
+                Decided::Refused(
+                    error @ UserError::Player(PlayerError::TooManySessions { .. }),
+                ) => view(
+                    None,
+                    LastAnswer {
+                        outcome: v1::PlayerOutcome::SessionLimit as i32,
+                        retry_after_ms: 0,
+                    },
+                    error.to_string(),
+                ),
                 Decided::Refused(error) => view(
                     session.filter(|session| session.is_live(now, policy)),
                     LastAnswer {

@@ -18,7 +18,7 @@ use playhead_proto::ids::UserId;
 use playhead_proto::subjects::EventFamily;
 
 use self::records::UserRecords;
-use crate::domain::player::PlayerError;
+use crate::domain::player::{PlayerCommand, PlayerError};
 use crate::domain::playout::PlayoutCommand;
 use crate::domain::time::Timestamp;
 use crate::domain::user::{UserCommand, UserDecider, UserError, UserEvent, UserState};
@@ -102,7 +102,15 @@ impl EntityKind for UserKind {
     ) -> Result<(), EntityError> {
         let storage = &context.storage;
         match command {
-            UserCommand::Player { playlist, .. } => records.load_session(storage, id, playlist),
+            UserCommand::Player { playlist, command } => {
+                records.load_session(storage, id, playlist)?;
+                // The limit on sessions per listener counts the others as they are now.
+                if let PlayerCommand::Start(start) = command {
+                    start.other_sessions =
+                        Some(records.other_session_touches(storage, id, playlist)?);
+                }
+                Ok(())
+            }
             UserCommand::Playout(PlayoutCommand::Heartbeat(heartbeat)) => {
                 records.load_playouts(storage, id)?;
                 // The catalog as it is now; the decision records the tags it used.
@@ -133,9 +141,13 @@ impl EntityKind for UserKind {
         records.apply(inbox_seq, events, replayed);
     }
 
-    /// An expired or never started session is an answer (NOT_FOUND), not bad input.
+    /// An expired or never started session is an answer (NOT_FOUND), and so is a listener at
+    /// the session limit (SESSION_LIMIT): not bad input.
     fn is_bad_input(error: &UserError) -> bool {
-        !matches!(error, UserError::Player(PlayerError::NoSession))
+        !matches!(
+            error,
+            UserError::Player(PlayerError::NoSession | PlayerError::TooManySessions { .. })
+        )
     }
 
     fn answer(

@@ -10,6 +10,7 @@ use playhead_proto::ids::{PlaylistId, UserId};
 use super::answers;
 use crate::domain::decider::Decider;
 use crate::domain::playout::{Bookmark, PlayoutEvent, Slot, released_views};
+use crate::domain::time::Timestamp;
 use crate::domain::user::{UserDecider, UserEvent, UserState};
 use crate::runtime::EntityError;
 use crate::storage::Storage;
@@ -68,6 +69,26 @@ impl UserRecords {
         self.state.sessions.insert(playlist.clone(), session);
         self.sessions.insert(playlist.clone(), meta);
         Ok(())
+    }
+
+    /// When each of the user's sessions other than `playlist`'s was last touched: the stored
+    /// ones, overtaken by those this entity holds (decided and maybe not yet stored).
+    pub(super) fn other_session_touches(
+        &self,
+        storage: &Storage,
+        user: &UserId,
+        playlist: &PlaylistId,
+    ) -> Result<Vec<Timestamp>, EntityError> {
+        let mut touches: HashMap<PlaylistId, Timestamp> =
+            storage.sessions.touches(user)?.into_iter().collect();
+        for (held, session) in &self.state.sessions {
+            match session {
+                Some(session) => touches.insert(held.clone(), session.last_touched_at),
+                None => touches.remove(held),
+            };
+        }
+        touches.remove(playlist);
+        Ok(touches.into_values().collect())
     }
 
     pub(super) fn load_playouts(
