@@ -397,3 +397,312 @@ async fn with_tls_the_gateway_answers_only_over_tls() {
     gateway.stop().await;
     node.stop().await;
 }
+
+/// Every RPC of the gateway but health and reflection, each aimed at user `bob` or station
+/// `radio-b`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rpc {
+    GetNowPlaying,
+    ListPlays,
+    WatchNowPlaying,
+    ReportSong,
+    StartPlaylist,
+    NextTrack,
+    SkipTrack,
+    GetSession,
+    ListSessions,
+    Heartbeat,
+    ListPlayouts,
+    ListViewHistory,
+    CheckEntitlements,
+}
+
+impl Rpc {
+    const ALL: [Rpc; 13] = [
+        Rpc::GetNowPlaying,
+        Rpc::ListPlays,
+        Rpc::WatchNowPlaying,
+        Rpc::ReportSong,
+        Rpc::StartPlaylist,
+        Rpc::NextTrack,
+        Rpc::SkipTrack,
+        Rpc::GetSession,
+        Rpc::ListSessions,
+        Rpc::Heartbeat,
+        Rpc::ListPlayouts,
+        Rpc::ListViewHistory,
+        Rpc::CheckEntitlements,
+    ];
+
+    /// Whether it acts for or reads a user (else a station).
+    fn is_users(self) -> bool {
+        !matches!(
+            self,
+            Rpc::GetNowPlaying | Rpc::ListPlays | Rpc::WatchNowPlaying | Rpc::ReportSong
+        )
+    }
+
+    /// Whether it changes state.
+    fn is_command(self) -> bool {
+        matches!(
+            self,
+            Rpc::ReportSong | Rpc::StartPlaylist | Rpc::NextTrack | Rpc::SkipTrack | Rpc::Heartbeat
+        )
+    }
+
+    /// Calls it over `channel` with `token` (none: no `authorization` header); `Ok` when the
+    /// gateway let it through (whatever it answered).
+    async fn call(
+        self,
+        channel: tonic::transport::Channel,
+        token: Option<&str>,
+    ) -> Result<(), tonic::Status> {
+        use playhead_proto::v1::{
+            CheckEntitlementsRequest, ListPlayoutsRequest, ListPlaysRequest,
+            ListViewHistoryRequest, PlayerTrackRequest, WatchNowPlayingRequest,
+        };
+        let header: Option<tonic::metadata::AsciiMetadataValue> =
+            token.map(|token| format!("Bearer {token}").parse().unwrap());
+        let authorize = move |mut request: tonic::Request<()>| {
+            if let Some(header) = &header {
+                request
+                    .metadata_mut()
+                    .insert("authorization", header.clone());
+            }
+            Ok(request)
+        };
+        let mut stations =
+            StationServiceClient::with_interceptor(channel.clone(), authorize.clone());
+        let mut players = PlayerServiceClient::with_interceptor(channel.clone(), authorize.clone());
+        let mut playouts = PlayoutServiceClient::with_interceptor(channel, authorize);
+        let track = || PlayerTrackRequest {
+            user_id: "bob".into(),
+            playlist_id: "road".into(),
+        };
+        let through = |result: Result<(), tonic::Status>| match result {
+            Err(status)
+                if matches!(
+                    status.code(),
+                    Code::Unauthenticated | Code::PermissionDenied
+                ) =>
+            {
+                Err(status)
+            }
+            _ => Ok(()),
+        };
+        through(match self {
+            Rpc::GetNowPlaying => stations
+                .get_now_playing(GetNowPlayingRequest {
+                    station_id: "radio-b".into(),
+                })
+                .await
+                .map(drop),
+            Rpc::ListPlays => stations
+                .list_plays(ListPlaysRequest {
+                    station_id: "radio-b".into(),
+                    ..ListPlaysRequest::default()
+                })
+                .await
+                .map(drop),
+            Rpc::WatchNowPlaying => stations
+                .watch_now_playing(WatchNowPlayingRequest {
+                    station_ids: vec!["radio-b".into()],
+                })
+                .await
+                .map(drop),
+            Rpc::ReportSong => stations.report_song(song("radio-b")).await.map(drop),
+            Rpc::StartPlaylist => players.start_playlist(start("bob", "road")).await.map(drop),
+            Rpc::NextTrack => players.next_track(track()).await.map(drop),
+            Rpc::SkipTrack => players.skip_track(track()).await.map(drop),
+            Rpc::GetSession => players
+                .get_session(GetSessionRequest {
+                    user_id: "bob".into(),
+                    playlist_id: "road".into(),
+                })
+                .await
+                .map(drop),
+            Rpc::ListSessions => players
+                .list_sessions(ListSessionsRequest {
+                    user_id: "bob".into(),
+                    ..ListSessionsRequest::default()
+                })
+                .await
+                .map(drop),
+            Rpc::Heartbeat => playouts
+                .heartbeat(Heartbeat {
+                    user_id: "bob".into(),
+                    device_id: "tv".into(),
+                    playout_id: "p1".into(),
+                    content_id: "film".into(),
+                    kind: 3,
+                    position_ms: 5_000,
+                })
+                .await
+                .map(drop),
+            Rpc::ListPlayouts => playouts
+                .list_playouts(ListPlayoutsRequest {
+                    user_id: "bob".into(),
+                })
+                .await
+                .map(drop),
+            Rpc::ListViewHistory => playouts
+                .list_view_history(ListViewHistoryRequest {
+                    user_id: "bob".into(),
+                    ..ListViewHistoryRequest::default()
+                })
+                .await
+                .map(drop),
+            Rpc::CheckEntitlements => playouts
+                .check_entitlements(CheckEntitlementsRequest {
+                    user_id: "bob".into(),
+                    tags: vec!["premium".into()],
+                })
+                .await
+                .map(drop),
+        })
+    }
+}
+
+/// What bob and radio-b look like, read by an admin: sessions, playouts, viewing history, and
+/// the messages stored in both inboxes.
+async fn bobs_state(gateway: &TestGateway, jetstream: &async_nats::jetstream::Context) -> String {
+    use playhead_proto::v1::{ListPlayoutsRequest, ListViewHistoryRequest};
+    let mut players = gateway.players().await;
+    let mut playouts = gateway.playouts().await;
+    let sessions = players
+        .list_sessions(ListSessionsRequest {
+            user_id: "bob".into(),
+            ..ListSessionsRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let live = playouts
+        .list_playouts(ListPlayoutsRequest {
+            user_id: "bob".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let history = playouts
+        .list_view_history(ListViewHistoryRequest {
+            user_id: "bob".into(),
+            ..ListViewHistoryRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    format!(
+        "{sessions:?}\n{live:?}\n{history:?}\nuser inbox {}, station inbox {}",
+        stored(jetstream, "PLAYHEAD_INBOX_USER").await,
+        stored(jetstream, "PLAYHEAD_INBOX_STATION").await
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_auth_matrix_every_rpc_refuses_every_wrong_caller_and_changes_nothing() {
+    let nats = NatsServer::start();
+    let data = temp_dir();
+    let node = TestNode::start(test_node_config(&nats.url(), data.path())).await;
+    let gateway = TestGateway::start(&nats.url()).await;
+    let jetstream = async_nats::jetstream::new(nats.connect().await);
+    // Bob has a session and a playout.
+    gateway
+        .players()
+        .await
+        .start_playlist(start("bob", "road"))
+        .await
+        .unwrap();
+    gateway
+        .playouts()
+        .await
+        .heartbeat(Heartbeat {
+            user_id: "bob".into(),
+            device_id: "tv".into(),
+            playout_id: "p1".into(),
+            content_id: "film".into(),
+            kind: 1,
+            position_ms: 0,
+        })
+        .await
+        .unwrap();
+    let before = bobs_state(&gateway, &jetstream).await;
+
+    let now = now_secs();
+    let claims = |role, sub: &str, stations: &[&str]| Claims {
+        sub: sub.into(),
+        role,
+        stations: stations.iter().map(|s| s.to_string()).collect(),
+        iat: now,
+        exp: now + 3600,
+    };
+    let forged = KeyRing::generate("test").mint(&claims(Role::Admin, "bob", &[]));
+    let expired = gateway.keys.mint(&Claims {
+        iat: now - 7200,
+        exp: now - 3600,
+        ..claims(Role::Admin, "bob", &[])
+    });
+    let ann = gateway.token(Role::Listener, "ann", &[]);
+    let other_station = gateway.token(Role::Station, "poller", &["radio-a"]);
+    let channel = gateway.channel().await;
+    let admin = gateway.admin_token();
+    let mut checked = 0;
+    for rpc in Rpc::ALL {
+        let unauthenticated: [(&str, Option<&str>); 3] = [
+            ("no token", None),
+            ("a bad signature", Some(&forged)),
+            ("an expired token", Some(&expired)),
+        ];
+        for (what, token) in unauthenticated {
+            let status = rpc.call(channel.clone(), token).await.unwrap_err();
+            assert_eq!(
+                status.code(),
+                Code::Unauthenticated,
+                "{rpc:?} with {what}: {status:?}"
+            );
+            checked += 1;
+        }
+        // Another user's token, and a token of a role that may not call it.
+        let (other, wrong_role) = if rpc.is_users() {
+            let wrong = if rpc.is_command() {
+                gateway.token(Role::Operator, "ops", &[])
+            } else {
+                gateway.token(Role::Station, "poller", &["radio-b"])
+            };
+            (Some(ann.clone()), Some(wrong))
+        } else if rpc == Rpc::ReportSong {
+            (
+                Some(other_station.clone()),
+                Some(gateway.token(Role::Listener, "bob", &[])),
+            )
+        } else {
+            // Station reads are open to every role.
+            (None, None)
+        };
+        for (what, token) in [("another's token", other), ("a wrong role", wrong_role)] {
+            let Some(token) = token else { continue };
+            let status = rpc.call(channel.clone(), Some(&token)).await.unwrap_err();
+            assert_eq!(
+                status.code(),
+                Code::PermissionDenied,
+                "{rpc:?} with {what}: {status:?}"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 13 * 3 + 9 * 2 + 2);
+    assert_eq!(
+        bobs_state(&gateway, &jetstream).await,
+        before,
+        "bob unchanged"
+    );
+    // The admin's token goes through every one of them.
+    for rpc in Rpc::ALL {
+        assert!(
+            rpc.call(channel.clone(), Some(&admin)).await.is_ok(),
+            "{rpc:?}"
+        );
+    }
+    gateway.stop().await;
+    node.stop().await;
+}
