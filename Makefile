@@ -153,7 +153,7 @@ run: tools build ## start broker + node + gateway on localhost (data in ./data),
 	scripts/run.sh
 
 bench: tools ## build and run the benchmark program (release) against a local nats-server
-	$(CARGO) build --release -p playhead-tests --bin playhead-bench
+	$(CARGO) build --release -p playhead-tests -p playhead-gateway --bin playhead-bench --bin playhead-gateway
 	target/release/playhead-bench
 
 lint: ## rustfmt check and clippy with warnings denied

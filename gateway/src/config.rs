@@ -20,6 +20,8 @@ use crate::server::{GatewayConfig, GatewayTls};
 pub const ENV_PREFIX: &str = "PLAYHEAD_GATEWAY_";
 /// The environment variable naming the configuration file (not a setting itself).
 pub const CONFIG_FILE_ENV: &str = "PLAYHEAD_GATEWAY_CONFIG";
+/// The keys whose values are numbers.
+const NUMBER_KEYS: [&str; 2] = ["max_concurrent_rpcs", "max_streams_per_connection"];
 /// Longest wait a timeout may be set to.
 const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -31,6 +33,10 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 const DEFAULT_LOG_FILTER: &str = "info";
 const DEFAULT_MAX_CONCURRENT_RPCS: usize = 512;
 const MAX_CONCURRENT_RPCS: usize = 100_000;
+const DEFAULT_MAX_STREAMS_PER_CONNECTION: u32 = 100;
+const MAX_STREAMS_PER_CONNECTION: u32 = 10_000;
+const DEFAULT_REFUSAL_PAUSE: Duration = Duration::from_secs(1);
+const MAX_REFUSAL_PAUSE: Duration = Duration::from_secs(10);
 
 const fn loopback(port: u16) -> SocketAddr {
     SocketAddr::V4(std::net::SocketAddrV4::new(
@@ -80,6 +86,9 @@ pub struct Layer {
     pub log_format: Option<LogFormat>,
     pub log_filter: Option<String>,
     pub max_concurrent_rpcs: Option<usize>,
+    pub max_streams_per_connection: Option<u32>,
+    #[serde(default, with = "duration::optional")]
+    pub refusal_pause: Option<Duration>,
     /// The token key ring file ([`crate::auth`]); required.
     pub auth_keys: Option<PathBuf>,
     /// The gRPC server's certificate chain (PEM); with `tls_key`, required beyond loopback.
@@ -101,6 +110,10 @@ impl Layer {
             log_format: self.log_format.or(lower.log_format),
             log_filter: self.log_filter.or(lower.log_filter),
             max_concurrent_rpcs: self.max_concurrent_rpcs.or(lower.max_concurrent_rpcs),
+            max_streams_per_connection: self
+                .max_streams_per_connection
+                .or(lower.max_streams_per_connection),
+            refusal_pause: self.refusal_pause.or(lower.refusal_pause),
             auth_keys: self.auth_keys.or(lower.auth_keys),
             tls_cert: self.tls_cert.or(lower.tls_cert),
             tls_key: self.tls_key.or(lower.tls_key),
@@ -123,7 +136,15 @@ impl Layer {
             if name == CONFIG_FILE_ENV {
                 continue;
             }
-            table.insert(key.to_ascii_lowercase(), toml::Value::String(value));
+            let key = key.to_ascii_lowercase();
+            // The keys that are numbers take the variable as one (when it is one; otherwise
+            // serde says what it expected); every other value is text, a duration included
+            // (so `2000` is refused for want of its unit, not read as a number).
+            let value = match value.parse::<i64>() {
+                Ok(number) if NUMBER_KEYS.contains(&key.as_str()) => toml::Value::Integer(number),
+                _ => toml::Value::String(value),
+            };
+            table.insert(key, value);
         }
         Layer::deserialize(table).map_err(|error| {
             // serde names the field; say which variable it came from.
@@ -227,8 +248,33 @@ fn resolve(layers: Layer) -> Result<Settings, ConfigError> {
         (None, None) => return Err(ConfigError::PlaintextBeyondLoopback(listen)),
         _ => return Err(ConfigError::HalfTls),
     };
+    let max_streams_per_connection = match layers
+        .max_streams_per_connection
+        .unwrap_or(DEFAULT_MAX_STREAMS_PER_CONNECTION)
+    {
+        limit @ 1..=MAX_STREAMS_PER_CONNECTION => limit,
+        other => {
+            return Err(ConfigError::Invalid {
+                key: "max_streams_per_connection",
+                value: other.to_string(),
+                fix: format!("give 1 to {MAX_STREAMS_PER_CONNECTION}"),
+            });
+        }
+    };
+    let refusal_pause = match layers.refusal_pause.unwrap_or(DEFAULT_REFUSAL_PAUSE) {
+        pause if pause <= MAX_REFUSAL_PAUSE => pause,
+        other => {
+            return Err(ConfigError::Invalid {
+                key: "refusal_pause",
+                value: format_duration(other),
+                fix: format!("give 0s (none) to {}", format_duration(MAX_REFUSAL_PAUSE)),
+            });
+        }
+    };
     let gateway = GatewayConfig {
         nats_url,
+        max_streams_per_connection,
+        refusal_pause,
         keys: std::sync::Arc::new(keys),
         tls,
         listen,
@@ -333,6 +379,8 @@ mod tests {
             ("PLAYHEAD_GATEWAY_HEARTBEAT_TIMEOUT", "1m"),
             ("PLAYHEAD_GATEWAY_LISTEN", "127.0.0.1:2"),
             ("PLAYHEAD_GATEWAY_CONSOLE_LISTEN", "off"),
+            ("PLAYHEAD_GATEWAY_MAX_CONCURRENT_RPCS", "1000"),
+            ("PLAYHEAD_GATEWAY_REFUSAL_PAUSE", "250ms"),
             ("PLAYHEAD_GATEWAY_CONFIG", "/ignored/as/a/setting"),
             ("PLAYHEAD_NATS_URL", "nats://not-the-gateways:1"),
         ]);
@@ -354,6 +402,11 @@ mod tests {
         assert_eq!(gateway.console_listen, None, "off");
         assert_eq!(gateway.nats_url, "nats://127.0.0.1:4222", "default");
         assert_eq!(settings.log.format, LogFormat::Json);
+        assert_eq!(
+            gateway.max_concurrent_rpcs, 1000,
+            "a number from the environment"
+        );
+        assert_eq!(gateway.refusal_pause, Duration::from_millis(250));
     }
 
     fn fixture(name: &str) -> PathBuf {

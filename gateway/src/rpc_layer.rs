@@ -13,7 +13,13 @@
 //!   read or a permit taken;
 //! - **admission**: at most `max_concurrent_rpcs` RPCs are handled at once (a unary call until
 //!   its answer, a stream until it opens); one more is answered RESOURCE_EXHAUSTED at once,
-//!   before its request body is read, so a flood costs neither memory nor a queue.
+//!   before its request body is read, so a flood costs neither memory nor a queue;
+//! - **a pause for abuse**: a request answered RESOURCE_EXHAUSTED, OUT_OF_RANGE (larger than
+//!   the gRPC size limit) or UNAUTHENTICATED gets its answer only after `refusal_pause`,
+//!   holding no permit and no body, only its HTTP/2 stream: a client that floods cycles its
+//!   streams slowly instead of taking the gateway's CPU from everyone else (measured in
+//!   `make bench`'s edge phase). Other refusals (bad arguments, permission) are answered at
+//!   once.
 //!
 //! Method labels come from the services' descriptors, so a client cannot grow the label set:
 //! any other path (health, reflection, a method that does not exist) is neither counted nor
@@ -60,6 +66,7 @@ pub struct RpcLayer {
     keys: Arc<KeyRing>,
     in_flight: Arc<Semaphore>,
     max_in_flight: usize,
+    refusal_pause: std::time::Duration,
 }
 
 impl RpcLayer {
@@ -67,6 +74,7 @@ impl RpcLayer {
         metrics: Arc<GatewayMetrics>,
         keys: Arc<KeyRing>,
         max_concurrent_rpcs: usize,
+        refusal_pause: std::time::Duration,
     ) -> Self {
         Self {
             metrics,
@@ -74,6 +82,7 @@ impl RpcLayer {
             keys,
             in_flight: Arc::new(Semaphore::new(max_concurrent_rpcs)),
             max_in_flight: max_concurrent_rpcs,
+            refusal_pause,
         }
     }
 }
@@ -155,14 +164,15 @@ where
             },
         };
         let metrics = self.layer.metrics.clone();
+        let pause = self.layer.refusal_pause;
         Box::pin(
             async move {
-                // Held until the response starts.
-                let _permit = permit;
                 let response = match response {
                     Ok(response) => response.await,
                     Err(refused) => Ok(refused.into_http()),
                 };
+                // Held until the response starts.
+                drop(permit);
                 if let Ok(response) = &response {
                     let code = response
                         .headers()
@@ -171,6 +181,15 @@ where
                         .map_or(tonic::Code::Ok, tonic::Code::from_i32);
                     tracing::Span::current().record("rpc.grpc.status_code", code as i32);
                     metrics.record(method, code_name(code), started);
+                    let abusive = matches!(
+                        code,
+                        tonic::Code::ResourceExhausted
+                            | tonic::Code::OutOfRange
+                            | tonic::Code::Unauthenticated
+                    );
+                    if abusive && !pause.is_zero() {
+                        tokio::time::sleep(pause).await;
+                    }
                 }
                 response
             }

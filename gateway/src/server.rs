@@ -50,6 +50,10 @@ pub struct GatewayConfig {
     pub heartbeat_timeout: Duration,
     /// RPCs handled at once; one more is answered RESOURCE_EXHAUSTED.
     pub max_concurrent_rpcs: usize,
+    /// HTTP/2 streams one connection may have open at once (more wait in the client).
+    pub max_streams_per_connection: u32,
+    /// How long a RESOURCE_EXHAUSTED, OUT_OF_RANGE or UNAUTHENTICATED answer waits (zero: none).
+    pub refusal_pause: Duration,
 }
 
 /// A TLS identity read and checked at start.
@@ -118,9 +122,6 @@ pub struct GatewayEndpoints {
 /// not fit the nodes' current limit is answered INVALID_ARGUMENT with its size; a larger one is
 /// refused by tonic before it is read whole.
 pub const MAX_GRPC_REQUEST_BYTES: usize = 2 * 1024 * 1024;
-
-/// HTTP/2 streams one connection may have open at once (more wait for the client to close some).
-pub const MAX_STREAMS_PER_CONNECTION: u32 = 200;
 
 /// Services of capabilities not built yet: every method answers UNIMPLEMENTED.
 struct NotYetBuilt;
@@ -285,11 +286,17 @@ pub async fn serve(
             .context("the TLS identity was checked at start")?;
     }
     let served = server
-        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .max_concurrent_streams(Some(config.max_streams_per_connection))
+        // Flow-control windows start at HTTP/2's 64 KiB and grow with the measured
+        // bandwidth-delay product: a large request on a fast link still flows, while a stream
+        // that is refused has pushed at most a small window (with hyper's fixed 1 MiB, a flood of
+        // refused 4 MiB requests moved gigabytes a second over loopback; `make bench`, edge).
+        .http2_adaptive_window(Some(true))
         .layer(RpcLayer::new(
             rpc_metrics,
             config.keys.clone(),
             config.max_concurrent_rpcs,
+            config.refusal_pause,
         ))
         .add_service(health_service)
         .add_service(reflection)

@@ -146,6 +146,9 @@ pub fn test_gateway_config(nats_url: &str) -> GatewayConfig {
         request_timeout: Duration::from_secs(2),
         heartbeat_timeout: Duration::from_secs(2),
         max_concurrent_rpcs: 512,
+        max_streams_per_connection: 200,
+        // Refusals are what many tests check: answered at once (the pause has its own test).
+        refusal_pause: Duration::ZERO,
         keys: Arc::new(KeyRing::generate("test")),
         tls: None,
     }
@@ -358,6 +361,8 @@ pub struct GatewayProcess {
     pub process: ChildProcess,
     /// `host:port` of its gRPC server.
     pub grpc: String,
+    /// `host:port` of its `/metrics`.
+    pub metrics: String,
     /// An admin's token of its key ring.
     pub admin_token: String,
     /// Holds its key ring file.
@@ -406,14 +411,21 @@ impl GatewayProcess {
                     log.lines()
                         .filter(|line| line.contains("playhead-gateway serving"))
                         .find_map(|line| {
-                            let rest = line.split("grpc=").nth(1)?;
-                            Some(rest.split_whitespace().next()?.to_owned())
+                            let field = |name: &str| {
+                                let rest = line.split(name).nth(1)?;
+                                Some(rest.split_whitespace().next()?.to_owned())
+                            };
+                            let metrics = field("metrics=http://")?;
+                            Some((
+                                field("grpc=")?,
+                                metrics.trim_end_matches("/metrics").to_owned(),
+                            ))
                         })
                 }
             },
         );
-        let grpc = tokio::select! {
-            grpc = serving => grpc,
+        let (grpc, metrics) = tokio::select! {
+            endpoints = serving => endpoints,
             _ = async {
                 loop {
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -424,6 +436,7 @@ impl GatewayProcess {
         GatewayProcess {
             process,
             grpc,
+            metrics,
             admin_token,
             _keys_dir: keys_dir,
         }
@@ -624,7 +637,8 @@ pub fn metric_value(metrics_text: &str, name: &str, labels: &[(&str, &str)]) -> 
         .fold(0.0, |sum, value| sum + value)
 }
 
-async fn scrape(url: &str) -> String {
+/// The body of a GET (a `/metrics` page).
+pub async fn scrape(url: &str) -> String {
     http_get(url).await.1
 }
 

@@ -61,6 +61,15 @@ struct Cli {
     /// read (1..=100000) [default: 512].
     #[arg(long)]
     max_concurrent_rpcs: Option<usize>,
+    /// HTTP/2 streams one connection may have open at once; a client's further RPCs wait on
+    /// its side (1..=10000) [default: 100].
+    #[arg(long)]
+    max_streams_per_connection: Option<u32>,
+    /// How long a RESOURCE_EXHAUSTED, OUT_OF_RANGE (request too large) or UNAUTHENTICATED
+    /// answer is held back, holding no permit and no body (0s..=10s; 0s: none) [default: 1s]. A
+    /// client that floods then cycles its streams slowly instead of taking the gateway's CPU.
+    #[arg(long, value_parser = parse_duration)]
+    refusal_pause: Option<Duration>,
     /// The token key ring: lines of `KID BASE64-SECRET`, the first signs; readable by its owner
     /// only (`playhead token keygen --out FILE` makes one). Every RPC but health and reflection
     /// needs `authorization: Bearer <token>`. Required.
@@ -95,6 +104,8 @@ impl Cli {
             }),
             log_filter: self.log_filter.clone(),
             max_concurrent_rpcs: self.max_concurrent_rpcs,
+            max_streams_per_connection: self.max_streams_per_connection,
+            refusal_pause: self.refusal_pause,
             auth_keys: self.auth_keys.clone(),
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),

@@ -414,3 +414,46 @@ async fn a_slow_query_does_not_hold_the_others() {
     assert!(sessions.into_inner().sessions.is_empty());
     drop(node);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_for_abuse_is_held_back_without_holding_a_permit() {
+    let nats = NatsServer::start();
+    let data = temp_dir();
+    // As above: heartbeats are accepted by the broker and held until the heartbeat timeout.
+    TestNode::start(test_node_config(&nats.url(), data.path()))
+        .await
+        .stop()
+        .await;
+    let gateway = TestGateway::start_with(GatewayConfig {
+        heartbeat_timeout: Duration::from_secs(1),
+        max_concurrent_rpcs: 1,
+        refusal_pause: Duration::from_secs(5),
+        ..test_gateway_config(&nats.url())
+    })
+    .await;
+    let beat = |user: &str| heartbeat(user, "tv", "p1", "film-1", HeartbeatKind::Start, 0);
+    // A call without a token: refused, and its answer held back.
+    let tokenless = playhead_proto::v1::playout_service_client::PlayoutServiceClient::new(
+        gateway.channel().await,
+    );
+    let refused = {
+        let mut tokenless = tokenless.clone();
+        let request = beat("ann");
+        tokio::spawn(async move { tokenless.heartbeat(request).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Meanwhile the one permit is free: a valid call is admitted (it waits the heartbeat
+    // timeout for its fail-open answer), not RESOURCE_EXHAUSTED.
+    let admitted = gateway
+        .playouts()
+        .await
+        .heartbeat(beat("bob"))
+        .await
+        .expect("admitted beside the held-back refusal")
+        .into_inner();
+    assert_eq!(admitted.reason, HeartbeatReason::Degraded as i32);
+    // The refusal is still held back after that whole call.
+    assert!(!refused.is_finished(), "answered without the pause");
+    let status = refused.await.unwrap().expect_err("no token");
+    assert_eq!(status.code(), Code::Unauthenticated);
+}

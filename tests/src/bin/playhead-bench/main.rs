@@ -14,6 +14,8 @@
 //! - [`rebuild`]: a node whose store is deleted restores the snapshots of 1M sessions and 100k
 //!   stations and replays a journal tail: time until it serves, and a spot check that it
 //!   answers as before (on a broker of its own).
+//! - [`edge`]: the gateway process under a flood of 4 MiB requests over thousands of streams
+//!   (its peak memory, the answers, the health check beside it) and a million watched ids.
 //! - [`common`]: what they share: the node's configuration, the publish-then-drain sequence
 //!   with its bare baselines, and the figures of a phase of gRPC load.
 //! - [`cpu`], [`node_log`]: the CPU shares of node and broker during a phase, and the node's
@@ -23,6 +25,7 @@
 
 mod common;
 mod cpu;
+mod edge;
 mod heartbeats;
 mod ingest;
 mod journal;
@@ -144,6 +147,27 @@ struct Args {
     /// Measure the rebuild only.
     #[arg(long, group = "only")]
     rebuild_only: bool,
+    /// HTTP/2 connections of the edge flood.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    edge_connections: u64,
+    /// Requests each connection keeps in flight (the gateway allows 200 streams).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    edge_streams: u64,
+    /// Size of each flood request, in MiB.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    edge_request_mib: u64,
+    /// Seconds of flood.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    edge_secs: u64,
+    /// Health checks a second beside the flood (and before it).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    edge_health_rate: u64,
+    /// Distinct station ids watched after the flood.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(100..))]
+    watched_ids: u64,
+    /// Measure the gateway's edge only.
+    #[arg(long, group = "only")]
+    edge_only: bool,
 }
 
 /// mimalloc: glibc malloc was about a quarter of the node's CPU under load (profiled).
@@ -207,6 +231,22 @@ async fn main() -> anyhow::Result<()> {
         partitions: args.partitions,
         checks: args.rebuild_checks as usize,
     };
+    let edge_workload = edge::Workload {
+        connections: args.edge_connections as usize,
+        streams: args.edge_streams as usize,
+        request_bytes: (args.edge_request_mib as usize) << 20,
+        flood: Duration::from_secs(args.edge_secs),
+        health_rate: args.edge_health_rate,
+        watched_ids: args.watched_ids as usize,
+    };
+    if args.edge_only {
+        let figures = edge::run(&nats, &edge_workload).await?;
+        figures.report(&edge_workload);
+        println!();
+        println!("summary (DESIGN.md §10)");
+        edge_verdicts(&figures);
+        return Ok(());
+    }
     if args.heartbeats_only {
         let figures = heartbeats::run(&nats, &heartbeat_workload)
             .await?
@@ -285,6 +325,8 @@ async fn main() -> anyhow::Result<()> {
     let rebuild_figures = rebuild::run(&rebuild_workload)
         .await?
         .report(&rebuild_workload);
+    let edge_figures = edge::run(&nats, &edge_workload).await?;
+    edge_figures.report(&edge_workload);
 
     println!();
     println!("summary (DESIGN.md §10)");
@@ -305,7 +347,43 @@ async fn main() -> anyhow::Result<()> {
     heartbeat_verdicts(&heartbeat_figures, &heartbeat_workload);
     journal_verdicts(&journal_figures);
     rebuild_verdicts(&rebuild_figures);
+    edge_verdicts(&edge_figures);
     Ok(())
+}
+
+fn edge_verdicts(figures: &edge::Figures) {
+    verdict(
+        "edge flood: gateway peak RSS (MiB)",
+        figures.peak_rss_mib,
+        "< 512",
+        figures.peak_rss_mib < 512.0,
+    );
+    verdict(
+        "edge flood: health p99 (ms)",
+        figures.health_p99_during_ms,
+        "< 50",
+        figures.health_p99_during_ms < 50.0 && figures.health_failed_during == 0,
+    );
+    let exhausted = figures
+        .answers
+        .get("ResourceExhausted")
+        .copied()
+        .unwrap_or_default();
+    println!(
+        "  {:<36} {:>8}   (must be > 0){}",
+        "edge flood: RESOURCE_EXHAUSTED answers",
+        exhausted,
+        if exhausted > 0 { "" } else { "   !!!!! NONE" }
+    );
+    // The cache keeps the stations that play, those watched now, and up to its idle bound of
+    // ids nobody watches any more.
+    let bound = playhead_gateway::now_playing::DEFAULT_IDLE_SLOTS as f64 + (64 * 100) as f64;
+    verdict(
+        &format!("{} watched ids: cached stations", figures.watched),
+        figures.cached_stations,
+        &format!("≤ {bound}"),
+        figures.cached_stations <= bound,
+    );
 }
 
 fn journal_verdicts(figures: &journal::Figures) {
