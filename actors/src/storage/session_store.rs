@@ -151,26 +151,28 @@ impl SessionStore {
 
     /// Every stored session of `user` (live per the keyspace; the caller applies the policy).
     pub fn list(&self, user: &UserId) -> Result<Vec<(PlaylistId, StoredSession)>, StorageError> {
-        let prefix = user_prefix(user);
-        self.sessions
-            .scan_prefix(&prefix, Direction::Forward)?
-            .map(|entry| {
-                let (key, value) = entry?;
-                let playlist = std::str::from_utf8(&key[prefix.len()..])
-                    .ok()
-                    .and_then(|token| PlaylistId::parse(token).ok())
-                    .ok_or_else(|| StorageError::Corrupt {
-                        what: "session key",
-                        detail: String::from_utf8_lossy(&key).into_owned(),
-                    })?;
-                Ok((playlist, decode(&value)?))
-            })
-            .collect()
+        self.scan_user(user, decode)
     }
 
     /// When each stored session of `user` was last touched, read without decoding the rest of
     /// the records (their tracks); what the limit on sessions per listener counts.
     pub fn touches(&self, user: &UserId) -> Result<Vec<(PlaylistId, Timestamp)>, StorageError> {
+        self.scan_user(user, |bytes| {
+            let touch: SessionTouch =
+                prost::Message::decode(bytes).map_err(|error| StorageError::Corrupt {
+                    what: "session record",
+                    detail: error.to_string(),
+                })?;
+            Ok(Timestamp(touch.last_touched_at_ms))
+        })
+    }
+
+    /// Every stored session record of `user`, by playlist, read by `read`.
+    fn scan_user<T>(
+        &self,
+        user: &UserId,
+        read: impl Fn(&[u8]) -> Result<T, StorageError>,
+    ) -> Result<Vec<(PlaylistId, T)>, StorageError> {
         let prefix = user_prefix(user);
         self.sessions
             .scan_prefix(&prefix, Direction::Forward)?
@@ -183,14 +185,7 @@ impl SessionStore {
                         what: "session key",
                         detail: String::from_utf8_lossy(&key).into_owned(),
                     })?;
-                let touch: SessionTouch =
-                    prost::Message::decode(value.as_ref()).map_err(|error| {
-                        StorageError::Corrupt {
-                            what: "session record",
-                            detail: error.to_string(),
-                        }
-                    })?;
-                Ok((playlist, Timestamp(touch.last_touched_at_ms)))
+                Ok((playlist, read(&value)?))
             })
             .collect()
     }

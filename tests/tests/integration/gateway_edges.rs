@@ -295,19 +295,24 @@ async fn a_playlist_at_the_documented_maximum_is_accepted_and_larger_ones_refuse
     node.stop().await;
 }
 
+/// A broker whose inboxes a node created before it stopped: heartbeats are then accepted and
+/// wait for a decision until the gateway's heartbeat timeout, which holds them in flight.
+async fn inboxes_without_a_node() -> NatsServer {
+    let nats = NatsServer::start();
+    let data = temp_dir();
+    TestNode::start(test_node_config(&nats.url(), data.path()))
+        .await
+        .stop()
+        .await;
+    nats
+}
+
 /// Admission: beyond `max_concurrent_rpcs` requests in flight, one more is answered
 /// RESOURCE_EXHAUSTED at once (not queued), and the gateway takes requests again as soon as
 /// those in flight finish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_beyond_the_concurrency_limit_are_resource_exhausted_at_once() {
-    let nats = NatsServer::start();
-    let data = temp_dir();
-    // The node creates the inboxes and stops: heartbeats are then accepted by the broker and
-    // wait for a decision until the heartbeat timeout, which holds them in flight.
-    TestNode::start(test_node_config(&nats.url(), data.path()))
-        .await
-        .stop()
-        .await;
+    let nats = inboxes_without_a_node().await;
     let hold = Duration::from_secs(3);
     let gateway = TestGateway::start_with(GatewayConfig {
         heartbeat_timeout: hold,
@@ -417,13 +422,7 @@ async fn a_slow_query_does_not_hold_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusal_for_abuse_is_held_back_without_holding_a_permit() {
-    let nats = NatsServer::start();
-    let data = temp_dir();
-    // As above: heartbeats are accepted by the broker and held until the heartbeat timeout.
-    TestNode::start(test_node_config(&nats.url(), data.path()))
-        .await
-        .stop()
-        .await;
+    let nats = inboxes_without_a_node().await;
     let gateway = TestGateway::start_with(GatewayConfig {
         heartbeat_timeout: Duration::from_secs(1),
         max_concurrent_rpcs: 1,
