@@ -9,11 +9,12 @@
 //!   trailers-only response — how tonic answers a handler's error — else OK;
 //! - **authentication**: the `authorization: Bearer` token is verified against the key ring
 //!   ([`crate::auth`]) and its [`Principal`] put in the request's extensions for the handler's
-//!   authorization; no or a bad token is answered UNAUTHENTICATED at once, before the body is
-//!   read or a permit taken;
+//!   authorization; no or a bad token is refused UNAUTHENTICATED before the body is read or a
+//!   permit taken;
 //! - **admission**: at most `max_concurrent_rpcs` RPCs are handled at once (a unary call until
-//!   its answer, a stream until it opens); one more is answered RESOURCE_EXHAUSTED at once,
-//!   before its request body is read, so a flood costs neither memory nor a queue;
+//!   its answer, a stream until it opens); one more is refused RESOURCE_EXHAUSTED at once,
+//!   before its request body is read, never queued, so a flood costs neither memory nor a
+//!   queue;
 //! - **a pause for abuse**: a request answered RESOURCE_EXHAUSTED, OUT_OF_RANGE (larger than
 //!   the gRPC size limit) or UNAUTHENTICATED gets its answer only after `refusal_pause`,
 //!   holding no permit and no body, only its HTTP/2 stream: a client that floods cycles its
