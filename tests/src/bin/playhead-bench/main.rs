@@ -240,7 +240,7 @@ async fn main() -> anyhow::Result<()> {
         watched_ids: args.watched_ids as usize,
     };
     if args.edge_only {
-        let figures = edge::run(&nats, &edge_workload).await?;
+        let figures = edge::run(&edge_workload).await?;
         figures.report(&edge_workload);
         println!();
         println!("summary (DESIGN.md §10)");
@@ -325,7 +325,7 @@ async fn main() -> anyhow::Result<()> {
     let rebuild_figures = rebuild::run(&rebuild_workload)
         .await?
         .report(&rebuild_workload);
-    let edge_figures = edge::run(&nats, &edge_workload).await?;
+    let edge_figures = edge::run(&edge_workload).await?;
     edge_figures.report(&edge_workload);
 
     println!();
