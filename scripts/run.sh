@@ -150,8 +150,12 @@ if [[ ! -f "$auth_keys" ]]; then
 fi
 admin_token="$("$cli_path" token mint --keys "$auth_keys" --user dev --role admin --valid-for 7d)"
 
+# The embedded broker's users: the node made a seed per role at its first start.
+nats_credentials="$data_dir/nats-credentials"
+
 log "starting playhead-gateway (log $gateway_log)"
 setsid "$gateway_bin" --nats-url "nats://$host:$nats_port" --auth-keys "$auth_keys" \
+    --nats-nkey-file "$nats_credentials/gateway.nk" \
     >>"$gateway_log" 2>&1 </dev/null &
 gateway_pid=$!
 wait_for_port playhead-gateway "$gateway_pid" "$gateway_log" "$grpc_port"
@@ -161,7 +165,8 @@ cat <<EOF
 
 playhead is running (Ctrl-C stops it)
 
-  NATS            nats://$host:$nats_port
+  NATS            nats://$host:$nats_port   (no anonymous clients: one nkey seed per role in
+                  $nats_credentials)
   gRPC            $host:$grpc_port
   node metrics    http://$host:$node_metrics_port/metrics   (and /readyz, /livez)
   gateway metrics http://$host:$gateway_metrics_port/metrics   (and /readyz, /livez)
@@ -173,6 +178,7 @@ playhead is running (Ctrl-C stops it)
 every gRPC call needs a token; an admin one, valid for 7 days:
 
   export PLAYHEAD_TOKEN=$admin_token
+  export PLAYHEAD_NATS_CREDENTIALS=$nats_credentials   # for \`publish\` (signs in as publisher or backoffice)
 
   (others: $cli_bin token mint --keys $auth_keys --user ann --role listener)
 

@@ -3,7 +3,7 @@
 //! dead letters, the now-playing bucket, one durable consumer per ownership group), created or
 //! updated idempotently at every start.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use async_nats::jetstream::{self, consumer, kv, stream};
 use futures::StreamExt;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use playhead_client::service::nats_auth::{self, NatsAccess, NatsRole};
 use playhead_proto::subjects::{
     DLQ_CAPTURE, DLQ_STREAM, EVENTS_CAPTURE, EVENTS_STREAM, HEARTBEAT_INTERVAL_KEY, Inbox,
     MAX_MESSAGE_BYTES_KEY, NOW_PLAYING_BUCKET, SETTINGS_BUCKET,
@@ -42,17 +43,53 @@ pub enum BrokerError {
 const INBOX_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 const DLQ_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// The broker users and permissions of every playhead deployment (see the file); the embedded
+/// broker runs with this text, the public keys coming from its environment.
+pub const USERS_CONF: &str = include_str!("../../deploy/nats/playhead-users.conf");
+
+/// Where the embedded broker's users' nkey seeds live: one file per role, made at first start.
+pub fn embedded_credentials_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("nats-credentials")
+}
+
+/// Writes [`USERS_CONF`] as the configuration file `path` (replacing an older copy) and makes
+/// the seeds in `credentials` that are missing; returns the environment the broker reads the
+/// public keys from.
+pub fn prepare_users(
+    path: &Path,
+    credentials: &Path,
+) -> Result<Vec<(String, String)>, BrokerError> {
+    let keys = nats_auth::ensure_credentials(credentials).map_err(|error| BrokerError::Setup {
+        what: "the broker's users".into(),
+        detail: error.to_string(),
+    })?;
+    std::fs::write(path, USERS_CONF).map_err(|error| BrokerError::Setup {
+        what: format!("the broker's configuration {}", path.display()),
+        detail: error.to_string(),
+    })?;
+    Ok(keys
+        .into_iter()
+        .map(|(role, key)| (role.public_key_variable(), key))
+        .collect())
+}
+
 /// A nats-server child process owned by the node.
 pub struct EmbeddedBroker {
     child: Child,
     pub url: String,
+    /// The seed files of the broker's users (see [`embedded_credentials_dir`]).
+    pub credentials: PathBuf,
 }
 
 impl EmbeddedBroker {
-    /// Starts `nats-server` with JetStream under `{data_dir}/jetstream`, on 127.0.0.1.
+    /// Starts `nats-server` with JetStream under `{data_dir}/jetstream`, on 127.0.0.1, with
+    /// playhead's users (seeds in `{data_dir}/nats-credentials`, made at first start).
     pub async fn start(config: &NodeConfig) -> Result<Self, BrokerError> {
         let store = config.data_dir.join("jetstream");
         let log = config.data_dir.join("nats-server.log");
+        let conf = config.data_dir.join("nats-users.conf");
+        let credentials = embedded_credentials_dir(&config.data_dir);
+        let public_keys = prepare_users(&conf, &credentials)?;
         std::fs::create_dir_all(&store).map_err(|source| BrokerError::Spawn {
             binary: config.nats.server_bin.clone(),
             source,
@@ -63,8 +100,11 @@ impl EmbeddedBroker {
         })?;
         let port = config.nats.embedded_port.to_string();
         let mut child = Command::new(&config.nats.server_bin)
+            .arg("-c")
+            .arg(&conf)
             .args(["-js", "-a", "127.0.0.1", "-p", &port, "-sd"])
             .arg(&store)
+            .envs(public_keys)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -100,8 +140,18 @@ impl EmbeddedBroker {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tracing::info!(%url, store = %store.display(), "embedded nats-server started");
-        Ok(Self { child, url })
+        tracing::info!(
+            %url,
+            store = %store.display(),
+            credentials = %credentials.display(),
+            "embedded nats-server started (no anonymous connections: each role signs in with \
+             its nkey seed from the credentials directory)"
+        );
+        Ok(Self {
+            child,
+            url,
+            credentials,
+        })
     }
 
     /// Asks the server to shut down (SIGTERM, so JetStream closes its store cleanly).
@@ -119,18 +169,30 @@ impl EmbeddedBroker {
     }
 }
 
-/// Connects with a name, retrying forever on reconnects (the client's default).
-pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, BrokerError> {
-    async_nats::ConnectOptions::new()
-        .name(name)
-        .retry_on_initial_connect()
-        .connection_timeout(Duration::from_secs(5))
-        .connect(url)
+/// Connects as the node user (`nkey_file`, the embedded broker's own when there is one),
+/// retrying forever on reconnects (the client's default).
+pub async fn connect(
+    url: &str,
+    config: &NodeConfig,
+    embedded: Option<&EmbeddedBroker>,
+) -> Result<async_nats::Client, BrokerError> {
+    let connect_error = |detail: String| BrokerError::Connect {
+        url: url.to_owned(),
+        detail,
+    };
+    let nkey_file = match embedded {
+        Some(broker) => Some(NatsRole::Node.seed_file(&broker.credentials)),
+        None => config.nats.nkey_file.clone(),
+    };
+    let access = NatsAccess::load(
+        NatsRole::Node,
+        nkey_file.as_deref(),
+        config.nats.ca_file.as_deref(),
+    )
+    .map_err(|error| connect_error(error.to_string()))?;
+    nats_auth::connect(url, "playhead-node", access.options())
         .await
-        .map_err(|error| BrokerError::Connect {
-            url: url.to_owned(),
-            detail: error.to_string(),
-        })
+        .map_err(|error| connect_error(error.to_string()))
 }
 
 fn setup_error(what: impl Into<String>) -> impl FnOnce(String) -> BrokerError {

@@ -55,6 +55,11 @@ pub struct NatsConfig {
     pub embedded_port: u16,
     /// JetStream replicas of the streams the node creates (3 on a cluster).
     pub replicas: usize,
+    /// The node user's nkey seed file (mode 0600) for joining `url`; see
+    /// `deploy/nats/playhead-users.conf`. The embedded broker makes its own credentials.
+    pub nkey_file: Option<PathBuf>,
+    /// CA certificate (PEM) of a broker that listens with TLS; when set, TLS is required.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -214,6 +219,8 @@ impl Default for NatsConfig {
             server_bin: PathBuf::from("nats-server"),
             embedded_port: 4222,
             replicas: 1,
+            nkey_file: None,
+            ca_file: None,
         }
     }
 }
@@ -339,6 +346,7 @@ pub struct FlagOverrides {
     pub data_dir: Option<PathBuf>,
     pub nats_url: Option<String>,
     pub nats_server_bin: Option<PathBuf>,
+    pub nats_nkey_file: Option<PathBuf>,
     pub partitions: Option<u32>,
     pub metrics_listen: Option<SocketAddr>,
 }
@@ -383,6 +391,9 @@ impl NodeConfig {
         }
         if let Some(value) = &flags.nats_server_bin {
             figment = figment.merge(("nats.server_bin", value));
+        }
+        if let Some(value) = &flags.nats_nkey_file {
+            figment = figment.merge(("nats.nkey_file", value));
         }
         if let Some(value) = flags.partitions {
             figment = figment.merge(("ingest.partitions", value));

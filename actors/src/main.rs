@@ -34,6 +34,10 @@ struct Cli {
     /// nats-server executable for the embedded broker.
     #[arg(long)]
     nats_server_bin: Option<PathBuf>,
+    /// The node user's nkey seed file (mode 0600) for joining --nats-url (the embedded broker
+    /// makes its own, under the data dir in nats-credentials/).
+    #[arg(long)]
+    nats_nkey_file: Option<PathBuf>,
     /// Inbox partition count (must match every client of the deployment).
     #[arg(long)]
     partitions: Option<u32>,
@@ -59,6 +63,7 @@ fn main() -> std::process::ExitCode {
         data_dir: cli.data_dir.clone(),
         nats_url: cli.nats_url.clone(),
         nats_server_bin: cli.nats_server_bin.clone(),
+        nats_nkey_file: cli.nats_nkey_file.clone(),
         partitions: cli.partitions,
         metrics_listen: cli.metrics_listen,
     };

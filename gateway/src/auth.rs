@@ -32,6 +32,7 @@ use std::path::Path;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
+use playhead_client::service::secret_file::{read_private_file, write_private_file};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
@@ -216,12 +217,7 @@ impl KeyRing {
 
     /// Writes the ring to a new file only its owner may read.
     pub fn create_file(&self, path: &Path) -> std::io::Result<()> {
-        use std::io::Write as _;
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        options.open(path)?.write_all(self.to_text().as_bytes())
+        write_private_file(path, &self.to_text())
     }
 
     pub fn key_ids(&self) -> impl Iterator<Item = &str> {
@@ -312,25 +308,6 @@ impl KeyRing {
             ))?;
         Principal::try_from(self.verify(token.trim(), now)?)
     }
-}
-
-/// Reads a file of secrets, refusing one that others may read or its group may write (group
-/// read is allowed, for a service group).
-pub fn read_private_file(path: &Path) -> Result<String, String> {
-    let metadata = std::fs::metadata(path).map_err(|io| io.to_string())?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = metadata.permissions().mode() & 0o777;
-        if mode & 0o027 != 0 {
-            return Err(format!(
-                "mode {mode:03o} lets others read or write the secrets; `chmod 600` it"
-            ));
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = metadata;
-    std::fs::read_to_string(path).map_err(|io| io.to_string())
 }
 
 /// Bytes of the signature part and its dot (the signed part is what comes before).

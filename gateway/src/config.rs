@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use playhead_client::service::duration::{self, format_duration};
+use playhead_client::service::nats_auth::{NatsAccess, NatsRole};
 use playhead_client::service::telemetry::{LogConfig, LogFormat};
 use serde::Deserialize;
 
@@ -76,6 +77,10 @@ impl<'de> Deserialize<'de> for Listen {
 #[serde(deny_unknown_fields)]
 pub struct Layer {
     pub nats_url: Option<String>,
+    /// The gateway user's nkey seed file (mode 0600); see `deploy/nats/playhead-users.conf`.
+    pub nats_nkey_file: Option<PathBuf>,
+    /// CA certificate (PEM) of a broker listening with TLS; when set, TLS is required.
+    pub nats_ca_file: Option<PathBuf>,
     pub listen: Option<SocketAddr>,
     pub metrics_listen: Option<SocketAddr>,
     pub console_listen: Option<Listen>,
@@ -102,6 +107,8 @@ impl Layer {
     pub fn over(self, lower: Layer) -> Layer {
         Layer {
             nats_url: self.nats_url.or(lower.nats_url),
+            nats_nkey_file: self.nats_nkey_file.or(lower.nats_nkey_file),
+            nats_ca_file: self.nats_ca_file.or(lower.nats_ca_file),
             listen: self.listen.or(lower.listen),
             metrics_listen: self.metrics_listen.or(lower.metrics_listen),
             console_listen: self.console_listen.or(lower.console_listen),
@@ -174,6 +181,8 @@ pub enum ConfigError {
         "listen = {0} reaches beyond loopback: give tls_cert and tls_key (PEM) so tokens never cross the network in clear, or listen on 127.0.0.1"
     )]
     PlaintextBeyondLoopback(SocketAddr),
+    #[error("{0}")]
+    Nats(playhead_client::service::nats_auth::NatsAuthError),
     #[error("tls_cert and tls_key go together: give both or neither")]
     HalfTls,
     #[error("TLS: {0}")]
@@ -240,6 +249,12 @@ fn resolve(layers: Layer) -> Result<Settings, ConfigError> {
         }
         Ok(value)
     };
+    let nats = NatsAccess::load(
+        NatsRole::Gateway,
+        layers.nats_nkey_file.as_deref(),
+        layers.nats_ca_file.as_deref(),
+    )
+    .map_err(ConfigError::Nats)?;
     let keys = crate::auth::KeyRing::load(&layers.auth_keys.ok_or(ConfigError::NoKeys)?)?;
     let listen = layers.listen.unwrap_or(DEFAULT_LISTEN);
     let tls = match (layers.tls_cert, layers.tls_key) {
@@ -273,6 +288,7 @@ fn resolve(layers: Layer) -> Result<Settings, ConfigError> {
     };
     let gateway = GatewayConfig {
         nats_url,
+        nats,
         max_streams_per_connection,
         refusal_pause,
         keys: std::sync::Arc::new(keys),

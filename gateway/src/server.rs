@@ -31,10 +31,13 @@ use crate::playout::PlayoutApi;
 use crate::rpc_layer::RpcLayer;
 use crate::settings::Settings;
 use crate::station::StationApi;
+use playhead_client::service::nats_auth::{self, NatsAccess};
 
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub nats_url: String,
+    /// The gateway user's nkey and the broker's CA, when given.
+    pub nats: NatsAccess,
     /// The keys tokens are verified with.
     pub keys: Arc<KeyRing>,
     /// The gRPC server's TLS identity; `None` serves plaintext (loopback only, see
@@ -83,7 +86,7 @@ impl GatewayTls {
         use crate::config::ConfigError;
         let cert_pem = std::fs::read_to_string(cert)
             .map_err(|error| ConfigError::Tls(format!("tls_cert {}: {error}", cert.display())))?;
-        let key_pem = crate::auth::read_private_file(key)
+        let key_pem = playhead_client::service::secret_file::read_private_file(key)
             .map_err(|error| ConfigError::Tls(format!("tls_key {}: {error}", key.display())))?;
         let tls = GatewayTls {
             cert_path: cert.to_owned(),
@@ -136,10 +139,7 @@ pub async fn serve(
     shutdown: CancellationToken,
     ready: Option<oneshot::Sender<GatewayEndpoints>>,
 ) -> anyhow::Result<()> {
-    let client = async_nats::ConnectOptions::new()
-        .name("playhead-gateway")
-        .retry_on_initial_connect()
-        .connect(&config.nats_url)
+    let client = nats_auth::connect(&config.nats_url, "playhead-gateway", config.nats.options())
         .await
         .with_context(|| format!("cannot connect to NATS at {}", config.nats_url))?;
     let jetstream = jetstream::new(client.clone());

@@ -269,10 +269,10 @@ pub fn snapshot_object(kind: &str, group: u32) -> Result<String, IdError> {
 pub const MAX_REPLY_SUBJECT_LEN: usize = 256;
 
 /// The one prefix replies go under: `_INBOX.`, the prefix NATS clients use for their own
-/// request inboxes. A requester subscribes to `_INBOX.<a token of its own>.>` (async-nats'
-/// `new_inbox` makes an unguessable one); the broker's permissions (`deploy/`) let each
-/// account subscribe only to its own, so a decision cannot be pushed into the JetStream or KV
-/// API, or anywhere else a publisher should not reach.
+/// request inboxes. Each broker user takes its replies under `_INBOX.<role>.` and may subscribe
+/// to nothing else of `_INBOX.>` (`deploy/nats/playhead-users.conf`), so nobody reads another
+/// client's replies, and a decision cannot be pushed into the JetStream or KV API, or anywhere
+/// else a publisher should not reach.
 pub const REPLY_PREFIX: &str = "_INBOX";
 
 /// A subject a decision may be published to: a concrete subject (no wildcards), printable,

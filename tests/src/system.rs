@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use playhead_actors::config::NodeConfig;
 use playhead_actors::node::{self, NodeEndpoints};
+use playhead_client::service::nats_auth::{NatsAccess, NatsRole};
 use playhead_gateway::auth::{AuthedChannel, Bearer, Claims, KeyRing, Role, now_secs};
 use playhead_gateway::server::{self, GatewayConfig, GatewayEndpoints};
 use playhead_proto::subjects::Inbox;
@@ -22,6 +23,7 @@ use tonic::transport::Channel;
 
 use crate::harness::process::{ChildProcess, workspace_binary};
 use crate::harness::wait::{eventually, within};
+use crate::harness::{credentials_for, seed_for};
 use crate::model::ExpectedPlay;
 
 /// Partitions used by tests unless a test says otherwise (fewer consumers: quicker start).
@@ -39,6 +41,7 @@ pub fn test_node_config(nats_url: &str, data_dir: &Path) -> NodeConfig {
         ..NodeConfig::default()
     };
     config.nats.url = nats_url.to_owned();
+    config.nats.nkey_file = seed_for(nats_url, NatsRole::Node);
     config.ingest.partitions = TEST_PARTITIONS;
     config.ingest.groups = TEST_GROUPS;
     config.ingest.ack_wait_secs = 5;
@@ -140,6 +143,12 @@ pub struct TestGateway {
 pub fn test_gateway_config(nats_url: &str) -> GatewayConfig {
     GatewayConfig {
         nats_url: nats_url.to_owned(),
+        nats: NatsAccess::load(
+            NatsRole::Gateway,
+            seed_for(nats_url, NatsRole::Gateway).as_deref(),
+            None,
+        )
+        .expect("the harness's gateway seed loads"),
         listen: "127.0.0.1:0".parse().expect("valid address"),
         metrics_listen: "127.0.0.1:0".parse().expect("valid address"),
         console_listen: Some("127.0.0.1:0".parse().expect("valid address")),
@@ -264,10 +273,16 @@ impl NodeProcess {
         let data_dir = data_dir.display().to_string();
         let partitions = TEST_PARTITIONS.to_string();
         let groups = TEST_GROUPS.to_string();
+        let nkey_file = seed_for(nats_url, NatsRole::Node)
+            .map(|path| path.display().to_string())
+            .unwrap_or_default();
         let mut env = vec![
             ("PLAYHEAD_INGEST__ACK_WAIT_SECS", "5"),
             ("PLAYHEAD_INGEST__GROUPS", groups.as_str()),
         ];
+        if !nkey_file.is_empty() {
+            env.push(("PLAYHEAD_NATS__NKEY_FILE", nkey_file.as_str()));
+        }
         env.extend_from_slice(extra_env);
         let process = ChildProcess::spawn(
             workspace_binary("playhead-node"),
@@ -385,9 +400,15 @@ impl GatewayProcess {
             exp: now + 3600,
         });
         let keys_arg = keys_path.display().to_string();
+        let nkey_file = seed_for(nats_url, NatsRole::Gateway)
+            .expect("the gateway joins a harness broker")
+            .display()
+            .to_string();
         let mut process = ChildProcess::spawn(
             workspace_binary("playhead-gateway"),
             [
+                "--nats-nkey-file",
+                &nkey_file,
                 "--auth-keys",
                 &keys_arg,
                 "--nats-url",
@@ -604,13 +625,22 @@ pub struct CliTarget {
     pub token: String,
 }
 
-/// Runs the `playhead` CLI against a gateway; (success, stdout, stderr).
+/// Runs the `playhead` CLI against a gateway; (success, stdout, stderr). When `args` name a
+/// harness broker (`--nats-url URL`), the CLI gets its credentials directory.
 pub async fn cli(target: &CliTarget, args: &[&str]) -> (bool, String, String) {
-    let output = tokio::process::Command::new(workspace_binary("playhead"))
+    let mut command = tokio::process::Command::new(workspace_binary("playhead"));
+    command
         .args(["--grpc-url", &target.grpc_url])
         .env("PLAYHEAD_TOKEN", &target.token)
-        .args(args)
-        .output();
+        .args(args);
+    let nats_url = args
+        .windows(2)
+        .find(|pair| pair[0] == "--nats-url")
+        .map(|pair| pair[1]);
+    if let Some(credentials) = nats_url.and_then(credentials_for) {
+        command.env("PLAYHEAD_NATS_CREDENTIALS", credentials);
+    }
+    let output = command.output();
     let output = within("the playhead CLI", Duration::from_secs(20), output)
         .await
         .expect("the CLI runs");

@@ -96,7 +96,7 @@ pub async fn run_with(
     let nats_url = embedded
         .as_ref()
         .map_or_else(|| config.nats.url.clone(), |broker| broker.url.clone());
-    let client = broker::connect(&nats_url, "playhead-node").await?;
+    let client = broker::connect(&nats_url, &config, embedded.as_ref()).await?;
     let jetstream = jetstream::new(client.clone());
     let node_metrics = NodeMetrics::new();
     let inboxes: Vec<&'static str> = Inbox::ALL.iter().map(|inbox| inbox.label()).collect();

@@ -33,6 +33,13 @@ struct Cli {
     /// NATS server or cluster to use [default: nats://127.0.0.1:4222].
     #[arg(long)]
     nats_url: Option<String>,
+    /// The gateway user's nkey seed file (mode 0600), when the broker has users (every broker
+    /// configured from deploy/nats does; `make run` passes the embedded broker's).
+    #[arg(long)]
+    nats_nkey_file: Option<PathBuf>,
+    /// CA certificate (PEM) of a broker that listens with TLS (tls:// URLs); TLS is then required.
+    #[arg(long)]
+    nats_ca_file: Option<PathBuf>,
     /// gRPC listen address [default: 127.0.0.1:50051].
     #[arg(long)]
     listen: Option<SocketAddr>,
@@ -93,6 +100,8 @@ impl Cli {
     fn layer(&self) -> Layer {
         Layer {
             nats_url: self.nats_url.clone(),
+            nats_nkey_file: self.nats_nkey_file.clone(),
+            nats_ca_file: self.nats_ca_file.clone(),
             listen: self.listen,
             metrics_listen: self.metrics_listen,
             console_listen: self.console_listen,

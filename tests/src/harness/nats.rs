@@ -8,6 +8,12 @@
 //! [`NatsServer::stop`] and [`NatsServer::restart`] simulate a broker outage: the restarted server
 //! reuses the same port and store, so clients reconnect to the same URL and find their streams.
 //!
+//! The server runs with playhead's users and permissions (`deploy/nats/playhead-users.conf`, as
+//! the embedded broker does): anonymous connections are refused. Each role's nkey seed is in
+//! [`NatsServer::credentials_dir`]; [`NatsServer::connect`] signs in as `admin` (tests observe
+//! everything), [`NatsServer::connect_as`] as any role, and the node and gateway the tests start
+//! sign in as theirs ([`credentials_for`] finds the seeds from the URL the tests pass around).
+//!
 //! Starting and stopping block the calling thread for the few tens of milliseconds the server
 //! takes; that is fine inside `#[tokio::test]` and keeps `start()` usable outside a runtime.
 
@@ -19,6 +25,10 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+
+use playhead_client::service::nats_auth::{NatsAccess, NatsRole};
 use tempfile::TempDir;
 
 use super::wait::{DEFAULT_TIMEOUT, within};
@@ -35,6 +45,27 @@ const LOG_TAIL_LINES: usize = 30;
 
 const LOG_FILE_NAME: &str = "nats-server.log";
 const STORE_DIR_NAME: &str = "js";
+const USERS_CONF_NAME: &str = "users.conf";
+const CREDENTIALS_DIR_NAME: &str = "credentials";
+
+/// The credentials directory of each running test server, by URL.
+static CREDENTIALS: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
+
+/// The credentials directory of the harness server at `url` (while it lives), so helpers given
+/// only a URL can sign the node and the gateway in.
+pub fn credentials_for(url: &str) -> Option<PathBuf> {
+    CREDENTIALS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_ref()?
+        .get(url)
+        .cloned()
+}
+
+/// The seed file of `role` for the harness server at `url`, if `url` is one.
+pub fn seed_for(url: &str, role: NatsRole) -> Option<PathBuf> {
+    credentials_for(url).map(|dir| role.seed_file(&dir))
+}
 
 /// The nats-server binary the harness runs: `$PLAYHEAD_NATS_SERVER` if set, else the copy
 /// `make tools` installs in `<workspace>/.tools/nats/bin/nats-server`.
@@ -69,6 +100,8 @@ pub struct NatsServer {
     binary: PathBuf,
     extra_args: Vec<String>,
     port: u16,
+    /// Whether this test provokes refusals; otherwise any in the log fails the test at drop.
+    violations_expected: bool,
     child: Option<Child>,
     // Declared last so the directory outlives the child in every drop order.
     dir: TempDir,
@@ -92,11 +125,56 @@ impl NatsServer {
             binary: nats_server_binary(),
             extra_args: extra.iter().map(|arg| arg.to_string()).collect(),
             port: 0,
+            violations_expected: false,
             child: None,
             dir,
         };
         server.port = server.spawn_and_wait_ready(None);
+        CREDENTIALS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert_default()
+            .insert(server.url(), server.credentials_dir());
         server
+    }
+
+    /// Lets this test provoke permission and authorization violations; without it, the server
+    /// logging any fails the test when the server is dropped (so a permission that playhead
+    /// needs and the users file lacks cannot go unnoticed).
+    pub fn expect_violations(&mut self) {
+        self.violations_expected = true;
+    }
+
+    /// The log lines of refused sign-ins ("authentication error") and subjects ("Violation").
+    pub fn violations(&self) -> Vec<String> {
+        std::fs::read_to_string(self.log_path())
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.contains("Violation") || line.contains("authentication error"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The directory of the users' nkey seeds (`{role}.nk`).
+    pub fn credentials_dir(&self) -> PathBuf {
+        self.dir.path().join(CREDENTIALS_DIR_NAME)
+    }
+
+    /// The seed file of `role`.
+    pub fn seed(&self, role: NatsRole) -> PathBuf {
+        role.seed_file(&self.credentials_dir())
+    }
+
+    /// Connection options signing in as `role` (replies under its prefix).
+    pub fn options_as(&self, role: NatsRole) -> async_nats::ConnectOptions {
+        NatsAccess::load(role, Some(&self.seed(role)), None)
+            .expect("the harness's seeds load")
+            .options()
+    }
+
+    /// A client signed in as `role`. Panics if it cannot connect within the default timeout.
+    pub async fn connect_as(&self, role: NatsRole) -> async_nats::Client {
+        self.connect_unauthenticated(self.options_as(role)).await
     }
 
     /// `nats://127.0.0.1:<port>`.
@@ -155,13 +233,27 @@ impl NatsServer {
         debug_assert_eq!(port, self.port, "a restarted server must keep its port");
     }
 
-    /// A client connected to this server. Panics if it cannot connect within the default timeout.
+    /// A client signed in as `admin`. Panics if it cannot connect within the default timeout.
     pub async fn connect(&self) -> async_nats::Client {
-        self.connect_with(async_nats::ConnectOptions::new()).await
+        self.connect_as(NatsRole::Admin).await
     }
 
-    /// A client connected to this server with the given options (name, reconnect policy, …).
+    /// A client signed in as `admin` with the given options (name, reconnect policy, …).
     pub async fn connect_with(&self, options: async_nats::ConnectOptions) -> async_nats::Client {
+        let credentials =
+            NatsAccess::load(NatsRole::Admin, Some(&self.seed(NatsRole::Admin)), None)
+                .expect("the harness's seeds load")
+                .credentials
+                .expect("a seed was given");
+        self.connect_unauthenticated(credentials.apply(options))
+            .await
+    }
+
+    /// A client connected with exactly `options` (no credentials added).
+    pub async fn connect_unauthenticated(
+        &self,
+        options: async_nats::ConnectOptions,
+    ) -> async_nats::Client {
         let url = self.url();
         within(
             &format!("a connection to nats-server at {url}"),
@@ -186,8 +278,15 @@ impl NatsServer {
             .try_clone()
             .expect("clone the nats-server log file handle");
 
+        let users_conf = self.dir.path().join(USERS_CONF_NAME);
+        let public_keys =
+            playhead_actors::broker::prepare_users(&users_conf, &self.credentials_dir())
+                .unwrap_or_else(|error| panic!("prepare the broker's users: {error}"));
         let mut command = Command::new(&self.binary);
         command
+            .arg("-c")
+            .arg(&users_conf)
+            .envs(public_keys)
             .arg("-js")
             .arg("-sd")
             .arg(&store_dir)
@@ -262,6 +361,13 @@ impl NatsServer {
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
+        if let Some(servers) = CREDENTIALS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+        {
+            servers.remove(&self.url());
+        }
         // A failing test loses the temporary log with the server: show its end first.
         if thread::panicking() && self.child.is_some() {
             eprintln!(
@@ -271,6 +377,15 @@ impl Drop for NatsServer {
             );
         }
         self.stop();
+        if !thread::panicking() && !self.violations_expected {
+            let violations = self.violations();
+            assert!(
+                violations.is_empty(),
+                "nats-server refused playhead something (add it to deploy/nats/playhead-users.conf \
+                 if playhead needs it):\n{}",
+                violations.join("\n")
+            );
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod auth;
 mod bad_input;
+mod broker_auth;
 mod browser;
 mod catalog_flow;
 mod console;

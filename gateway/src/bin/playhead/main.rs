@@ -10,6 +10,7 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
 use playhead_client::service::duration::parse_duration;
+use playhead_client::service::nats_auth::{self, NatsAccess, NatsRole};
 use playhead_gateway::auth::{AuthedChannel, Bearer, Claims, KeyRing, Role, now_secs};
 use playhead_proto::codec::to_json;
 use playhead_proto::headers::MSG_ID;
@@ -56,6 +57,19 @@ struct Cli {
         default_value = "nats://127.0.0.1:4222"
     )]
     nats_url: String,
+    /// Directory of the NATS users' nkey seeds (for `publish`): `publish song` signs in as
+    /// publisher.nk, `publish entitlements` and `publish content` as backoffice.nk. `make run`
+    /// makes them under its data dir; `playhead nats keygen` makes a set for a deployment.
+    #[arg(
+        long,
+        global = true,
+        env = "PLAYHEAD_NATS_CREDENTIALS",
+        default_value = "data/nats-credentials"
+    )]
+    nats_credentials: PathBuf,
+    /// For a broker that listens with TLS: its CA certificate (PEM); TLS is then required.
+    #[arg(long, global = true, env = "PLAYHEAD_NATS_CA_FILE")]
+    nats_ca_file: Option<PathBuf>,
     /// gRPC gateway (for queries).
     #[arg(
         long,
@@ -72,6 +86,51 @@ struct Cli {
     ca_cert: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The broker, and the credentials of each role the CLI publishes as.
+struct Broker {
+    url: String,
+    credentials: PathBuf,
+    ca_file: Option<PathBuf>,
+}
+
+impl Broker {
+    /// A connection as `role`: signed in with its seed from the credentials directory (without
+    /// one, anonymous, which only a broker without users accepts).
+    async fn connect(&self, role: NatsRole) -> anyhow::Result<async_nats::Client> {
+        let seed = role.seed_file(&self.credentials);
+        let nkey_file = seed.exists().then_some(seed.as_path());
+        let access = NatsAccess::load(role, nkey_file, self.ca_file.as_deref())?;
+        let result = access
+            .options()
+            .connection_timeout(Duration::from_secs(5))
+            .connect(&self.url)
+            .await;
+        match result {
+            Ok(client) => Ok(client),
+            Err(error) if error.kind() == async_nats::ConnectErrorKind::AuthorizationViolation => {
+                match nkey_file {
+                    Some(path) => bail!(
+                        "NATS at {} refused the {role} key {} (is it a seed of this broker's \
+                         users? `make run` keeps its own in data/nats-credentials)",
+                        self.url,
+                        path.display()
+                    ),
+                    None => bail!(
+                        "NATS at {} refuses anonymous clients and there is no {}: give \
+                         --nats-credentials DIR, the directory of the {role}.nk seed (`make run` \
+                         prints its own)",
+                        self.url,
+                        seed.display()
+                    ),
+                }
+            }
+            Err(error) => Err(error).with_context(|| {
+                format!("cannot reach NATS at {} (is `make run` running?)", self.url)
+            }),
+        }
+    }
 }
 
 /// The gateway and the token to call it with.
@@ -151,6 +210,22 @@ enum Command {
     /// Make token keys and tokens for the gateway.
     #[command(subcommand)]
     Token(Token),
+    /// Make the NATS users' credentials of a deployment.
+    #[command(subcommand)]
+    Nats(Nats),
+}
+
+#[derive(Debug, Subcommand)]
+enum Nats {
+    /// Make an nkey seed for each role (node, gateway, publisher, backoffice, monitor, admin)
+    /// missing in DIR (mode 0600 each; existing seeds are kept), and print the public keys as
+    /// the PLAYHEAD_NKEY_* variables deploy/nats/playhead-users.conf reads (an env file for
+    /// the broker; nothing secret).
+    Keygen {
+        /// The credentials directory (created with mode 0700).
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -278,18 +353,35 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let broker = Broker {
+        url: cli.nats_url,
+        credentials: cli.nats_credentials,
+        ca_file: cli.nats_ca_file,
+    };
     let gateway = Gateway {
         url: cli.grpc_url,
         token: cli.token,
         ca_cert: cli.ca_cert,
     };
     match cli.command {
-        Command::Publish(Publish::Song(song)) => publish_song(&cli.nats_url, song).await,
+        Command::Publish(Publish::Song(song)) => publish_song(&broker, song).await,
         Command::Publish(Publish::Entitlements(args)) => {
-            publish_plain(&cli.nats_url, playout::entitlements(args)?).await
+            publish_plain(&broker, NatsRole::Backoffice, playout::entitlements(args)?).await
         }
         Command::Publish(Publish::Content(args)) => {
-            publish_plain(&cli.nats_url, playout::content(args)?).await
+            publish_plain(&broker, NatsRole::Backoffice, playout::content(args)?).await
+        }
+        Command::Nats(Nats::Keygen { dir }) => {
+            let keys = nats_auth::ensure_credentials(&dir)?;
+            for (role, key) in keys {
+                println!("{}={key}", role.public_key_variable());
+            }
+            eprintln!(
+                "seeds in {} (one per role, mode 0600): give each client its own; the lines \
+                 above are the broker's environment",
+                dir.display()
+            );
+            Ok(())
         }
         Command::NowPlaying { station } => {
             let mut client = StationServiceClient::new(gateway.channel().await?);
@@ -442,7 +534,7 @@ async fn player(gateway: &Gateway, command: Player) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn publish_song(nats_url: &str, song: SongArgs) -> anyhow::Result<()> {
+async fn publish_song(broker: &Broker, song: SongArgs) -> anyhow::Result<()> {
     let station = StationId::parse(song.station)?;
     if song.artist.is_empty() && song.title.is_empty() && song.raw.is_empty() {
         bail!("give --artist and --title, or --raw \"Artist - Title\"");
@@ -460,7 +552,8 @@ async fn publish_song(nats_url: &str, song: SongArgs) -> anyhow::Result<()> {
         observed_at: None,
     };
     publish(
-        nats_url,
+        broker,
+        NatsRole::Publisher,
         station_song(&station),
         headers,
         payload.encode_to_vec(),
@@ -470,24 +563,22 @@ async fn publish_song(nats_url: &str, song: SongArgs) -> anyhow::Result<()> {
 
 /// Publishes `(subject, payload)` without headers.
 async fn publish_plain(
-    nats_url: &str,
+    broker: &Broker,
+    role: NatsRole,
     (subject, payload): (String, Vec<u8>),
 ) -> anyhow::Result<()> {
-    publish(nats_url, subject, async_nats::HeaderMap::new(), payload).await
+    publish(broker, role, subject, async_nats::HeaderMap::new(), payload).await
 }
 
-/// Publishes into an inbox and prints the broker's acknowledgement.
+/// Publishes into an inbox as `role` and prints the broker's acknowledgement.
 async fn publish(
-    nats_url: &str,
+    broker: &Broker,
+    role: NatsRole,
     subject: String,
     headers: async_nats::HeaderMap,
     payload: Vec<u8>,
 ) -> anyhow::Result<()> {
-    let client = async_nats::ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(5))
-        .connect(nats_url)
-        .await
-        .with_context(|| format!("cannot reach NATS at {nats_url} (is `make run` running?)"))?;
+    let client = broker.connect(role).await?;
     let jetstream = async_nats::jetstream::new(client);
     let ack = jetstream
         .publish_with_headers(subject, headers, payload.into())
