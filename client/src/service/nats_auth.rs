@@ -209,14 +209,24 @@ pub async fn connect(
         .event_callback(move |event| {
             let role = role.clone();
             async move {
-                if let async_nats::Event::ServerError(error) = event {
-                    tracing::error!(
-                        client = %role,
-                        %error,
-                        "the NATS server refused something: check this client's nkey file and \
-                         the broker's users and permissions (deploy/nats/playhead-users.conf)"
-                    );
-                }
+                // A refused sign-in arrives as a client error while (re)connecting, a refused
+                // subject as a server error.
+                let refused = match event {
+                    async_nats::Event::ServerError(error) => error.to_string(),
+                    async_nats::Event::ClientError(error)
+                        if error.to_string().contains("authorization violation") =>
+                    {
+                        error.to_string()
+                    }
+                    _ => return,
+                };
+                tracing::error!(
+                    client = %role,
+                    error = %refused,
+                    "the NATS server refused this client: check its nkey file (the seed of the \
+                     broker user of its role) and the broker's users and permissions \
+                     (deploy/nats/playhead-users.conf)"
+                );
             }
         })
         .connect(url)

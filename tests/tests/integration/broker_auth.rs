@@ -16,8 +16,8 @@ use playhead_proto::v1::{
     GetNowPlayingResponse, SongObserved,
 };
 use playhead_tests::harness::process::{ChildProcess, workspace_binary};
-use playhead_tests::harness::{NatsServer, nats_server_binary};
 use playhead_tests::harness::wait::{eventually, within};
+use playhead_tests::harness::{NatsServer, nats_server_binary};
 use playhead_tests::system::{
     TestGateway, TestNode, temp_dir, test_node_config, wait_until_drained,
 };
@@ -355,22 +355,26 @@ async fn the_embedded_broker_refuses_anonymous_clients_and_serves_the_roles() {
     let credentials = data.path().join("nats-credentials");
     let (subject, payload) = song("radio-1", "Sinnerman");
     // Once the node has made the users and its streams, a publisher's song is stored.
-    eventually("the embedded broker to store a publisher's song", WAIT, || {
-        let (url, subject, payload) = (url.clone(), subject.clone(), payload.clone());
-        let publisher = NatsAccess::load(
-            NatsRole::Publisher,
-            Some(&NatsRole::Publisher.seed_file(&credentials)),
-            None,
-        );
-        async move {
-            let client = publisher.ok()?.options().connect(url).await.ok()?;
-            let ack = jetstream::new(client)
-                .publish(subject, payload.into())
-                .await
-                .ok()?;
-            ack.await.ok()
-        }
-    })
+    eventually(
+        "the embedded broker to store a publisher's song",
+        WAIT,
+        || {
+            let (url, subject, payload) = (url.clone(), subject.clone(), payload.clone());
+            let publisher = NatsAccess::load(
+                NatsRole::Publisher,
+                Some(&NatsRole::Publisher.seed_file(&credentials)),
+                None,
+            );
+            async move {
+                let client = publisher.ok()?.options().connect(url).await.ok()?;
+                let ack = jetstream::new(client)
+                    .publish(subject, payload.into())
+                    .await
+                    .ok()?;
+                ack.await.ok()
+            }
+        },
+    )
     .await;
     #[cfg(unix)]
     for role in NatsRole::ALL {

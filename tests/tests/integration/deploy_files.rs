@@ -298,9 +298,7 @@ async fn the_cluster_broker_config_takes_only_tls_clients_signed_in_as_a_role() 
             .unwrap()
             .options(),
     );
-    let error = anonymous
-        .await
-        .expect_err("an anonymous client is refused");
+    let error = anonymous.await.expect_err("an anonymous client is refused");
     assert_eq!(
         error.kind(),
         async_nats::ConnectErrorKind::AuthorizationViolation,
