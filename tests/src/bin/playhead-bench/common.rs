@@ -11,7 +11,9 @@ use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use playhead_actors::config::{FlagOverrides, NodeConfig};
+use playhead_client::service::nats_auth::NatsRole;
 use playhead_proto::subjects::{EVENTS_STREAM, Inbox};
+use playhead_tests::harness::seed_for;
 use playhead_tests::model::{Publication, publish_pipelined};
 use playhead_tests::system::{TestNode, metric_value};
 use tonic::transport::Channel;
@@ -35,7 +37,7 @@ pub(crate) const WARM_UP: Duration = Duration::from_secs(1);
 const INBOX_OUTCOMES: [&str; 4] = ["applied", "unchanged", "duplicate", "dead_lettered"];
 
 /// The node's configuration loaded like playhead-node loads it, so PLAYHEAD_* variables tune
-/// the node under test: joins `nats_url`, keeps state in `data_dir`, metrics on a free port.
+/// the node under test: joins `nats_url` (signed in as the node), keeps state in `data_dir`, metrics on a free port.
 pub(crate) fn node_config(
     nats_url: &str,
     data_dir: &Path,
@@ -46,6 +48,7 @@ pub(crate) fn node_config(
         &FlagOverrides {
             data_dir: Some(data_dir.to_owned()),
             nats_url: Some(nats_url.to_owned()),
+            nats_nkey_file: seed_for(nats_url, NatsRole::Node),
             partitions: Some(partitions),
             metrics_listen: Some("127.0.0.1:0".parse().expect("valid address")),
             ..FlagOverrides::default()
