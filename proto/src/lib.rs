@@ -10,8 +10,10 @@
 pub mod codec;
 pub mod headers;
 pub mod ids;
+mod json_wire;
 pub mod partition;
 pub mod subjects;
+mod wire_json;
 
 #[allow(clippy::all, missing_docs)]
 pub mod v1 {

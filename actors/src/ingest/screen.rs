@@ -135,7 +135,7 @@ fn stored_subject<'a>(
 
 fn decode<M>(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<M, DeadLetter>
 where
-    M: prost::Message + prost::Name + Default,
+    M: codec::InboxMessage,
 {
     let format = PayloadFormat::from_content_type(
         headers

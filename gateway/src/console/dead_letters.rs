@@ -98,9 +98,9 @@ pub fn replay_target(original_subject: &str) -> Result<ReplayTarget, GatewayErro
 
 fn json_of<M>(format: PayloadFormat, payload: &[u8]) -> Result<String, DecodeError>
 where
-    M: prost::Message + prost::Name + Default + std::fmt::Debug,
+    M: codec::InboxMessage + std::fmt::Debug,
 {
-    codec::decode::<M>(format, payload).map(|message| codec::to_json(&message))
+    codec::decode::<M>(format, payload).map(codec::inbox_json)
 }
 
 /// Decodes `payload` as the message of `kind` and renders it in the proto3 JSON mapping.
@@ -144,18 +144,72 @@ pub fn preview(
         }
     }
     match std::str::from_utf8(payload) {
-        Ok(text) if serde_json::from_str::<serde_json::Value>(text).is_ok() => {
-            (pretty(text), PreviewKind::Json)
-        }
+        Ok(text) if is_json(text) => (pretty(text), PreviewKind::Json),
         Ok(text) => (text.to_owned(), PreviewKind::Text),
         Err(_) => (escaped(payload), PreviewKind::Binary),
     }
 }
 
+/// Whether `text` is one JSON value (checked without building it).
+fn is_json(text: &str) -> bool {
+    serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
+}
+
+/// `json` indented two spaces a level, keys in their order, as serde_json's pretty printer
+/// writes it, streamed: no tree of the document is built (a map node per object would take
+/// tens of bytes per byte of a payload of small objects). Anything not JSON is returned as is.
 fn pretty(json: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(json)
-        .and_then(|value| serde_json::to_string_pretty(&value))
-        .unwrap_or_else(|_| json.to_owned())
+    if !is_json(json) {
+        return json.to_owned();
+    }
+    let mut out = String::with_capacity(json.len() + json.len() / 2);
+    let mut depth = 0usize;
+    let newline = |out: &mut String, depth: usize| {
+        out.push('\n');
+        for _ in 0..depth {
+            out.push_str("  ");
+        }
+    };
+    let mut chars = json.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                out.push('"');
+                while let Some(c) = chars.next() {
+                    out.push(c);
+                    match c {
+                        '\\' => out.extend(chars.next()),
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            '{' | '[' => {
+                while chars.next_if(|next| next.is_whitespace()).is_some() {}
+                let close = if c == '{' { '}' } else { ']' };
+                out.push(c);
+                if chars.next_if_eq(&close).is_some() {
+                    out.push(close);
+                } else {
+                    depth += 1;
+                    newline(&mut out, depth);
+                }
+            }
+            '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                newline(&mut out, depth);
+                out.push(c);
+            }
+            ',' => {
+                out.push(',');
+                newline(&mut out, depth);
+            }
+            ':' => out.push_str(": "),
+            c if c.is_whitespace() => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Printable ASCII as is, everything else as `\xNN`.
@@ -443,6 +497,29 @@ mod tests {
         assert!(text.contains("\"artist\": \"Nina\""), "{text}");
         let again = decode_as(PayloadKind::Song, PayloadFormat::Json, text.as_bytes()).unwrap();
         assert!(again.contains("Sinnerman"));
+    }
+
+    #[test]
+    fn json_is_indented_as_serde_json_indents_it_in_its_own_key_order() {
+        for json in [
+            r#"{"b":1,"a":[1,{"c":"x,\"y:{[ \\"},[],{}],"d":{ },"e":[ ]}"#,
+            r#"[{"trackId":"a"},{"trackId":"b"}]"#,
+            r#""text""#,
+            "7",
+            r#" { "a" : [ 1 , 2 ] } "#,
+        ] {
+            // serde_json with its keys in this order (a sorted map would reorder "b" and "a").
+            let value: serde_json::Value = serde_json::from_str(json).unwrap();
+            let sorted = serde_json::to_string_pretty(&value).unwrap();
+            let ours = pretty(json);
+            let reparsed: serde_json::Value = serde_json::from_str(&ours).unwrap();
+            assert_eq!(reparsed, value, "{ours}");
+            if !json.contains(r#""b":1,"a""#) {
+                assert_eq!(ours, sorted);
+            }
+        }
+        assert!(pretty(r#"{"b":1,"a":2}"#).starts_with("{\n  \"b\": 1,"));
+        assert_eq!(pretty("{\"a\":"), "{\"a\":");
     }
 
     #[test]

@@ -4,17 +4,17 @@
 //! deletions, duplicated runs, truncation, JSON tokens that stress parsers: deep nesting, huge
 //! numbers, escapes, protobuf length prefixes claiming more than there is) and plain random
 //! bytes. An input fails when the decoder panics, when one allocation is larger than
-//! `64 × input + 4 KiB`, or when the memory the call holds at its peak grows by more than
-//! `192 × input + 64 KiB`; a counting allocator measures both. A length taken on trust (a
+//! `16 × input + 4 KiB`, or when the memory the call holds at its peak grows by more than
+//! `16 × input + 64 KiB`; a counting allocator measures both. A length taken on trust (a
 //! claimed size allocated up front) shows as thousands of times the input and fails at once.
 //!
-//! The bounds are not tighter because a decoded message legitimately takes more room than its
-//! encoding: an empty element of a repeated message field is 2 bytes of protobuf and a 48-byte
-//! struct in a vector that grows by doubling (up to ~48 bytes per input byte in one
-//! allocation, ~72 held during the copy), and proto3 JSON goes through prost-reflect's dynamic
-//! messages first (a 56-byte `Value` per element of a JSON array, more per object). Getting to
-//! 16 × would take element counts bounded before decoding; each run prints the worst ratios it
-//! saw, so the distance stays visible.
+//! What keeps the decoders within 16 ×: a payload's list elements are counted on the wire before
+//! anything is decoded and a payload whose lists would take more than 12 bytes per byte is
+//! refused (an empty list element is 2 bytes of protobuf and a 48-byte struct); the vectors are
+//! then made exactly that large instead of growing by doubling; and JSON is transcoded to
+//! protobuf as it is read instead of going through prost-reflect's dynamic messages (about a
+//! kilobyte of map per object). See `playhead_proto::codec`. Each run prints the worst ratios
+//! it saw, so the distance to the bound stays visible.
 //!
 //! A failure is saved under `target/fuzz-failures/` and printed; the exit status is then 1.
 //! The targets: the node's screening of each inbox kind (stored subject, ids, protobuf or JSON
@@ -43,12 +43,12 @@ static ALLOCATOR: alloc::Allocator<std::alloc::System> = alloc::Allocator::syste
 /// The largest single allocation an input may cause (see the module documentation), plus room
 /// for error messages and small fixed buffers.
 fn allocation_bound(input: usize) -> usize {
-    64 * input + 4 * 1024
+    16 * input + 4 * 1024
 }
 
 /// The most an input may make a decoder hold at once (see the module documentation).
 fn held_bound(input: usize) -> usize {
-    192 * input + 64 * 1024
+    16 * input + 64 * 1024
 }
 
 /// Fuzzes playhead's decoders of outside input (see the module documentation).
@@ -269,6 +269,6 @@ fn main() {
         std::process::exit(1);
     }
     println!(
-        "playhead-fuzz: no panics; no allocation above 64 × its input + 4 KiB; nothing held above 192 × + 64 KiB"
+        "playhead-fuzz: no panics; no allocation above 16 × its input + 4 KiB; nothing held above 16 × + 64 KiB"
     );
 }

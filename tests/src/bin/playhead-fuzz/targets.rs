@@ -62,6 +62,13 @@ fn player_commands() -> Vec<PlayerCommand> {
             artist: "Nina".into(),
         })
         .collect();
+    // A long playlist of the shortest ids: the densest valid list, for the decoders' memory.
+    let long = (0..2_000)
+        .map(|index| PlaylistTrack {
+            track_id: char::from(b'a' + (index % 26) as u8).to_string(),
+            artist: String::new(),
+        })
+        .collect();
     vec![
         PlayerCommand {
             user_id: "ann".into(),
@@ -70,6 +77,15 @@ fn player_commands() -> Vec<PlayerCommand> {
                 tracks,
                 seed: Some(7),
                 restart: true,
+            })),
+        },
+        PlayerCommand {
+            user_id: "ann".into(),
+            command: Some(Command::Start(StartPlaylist {
+                playlist_id: "long".into(),
+                tracks: long,
+                seed: None,
+                restart: false,
             })),
         },
         PlayerCommand {
@@ -271,6 +287,7 @@ pub fn all() -> Vec<Target> {
             seeds: || {
                 let mut seeds = json(songs());
                 seeds.extend(protobuf(player_commands()));
+                seeds.extend(json(player_commands()));
                 seeds.push(b"playhead.user.ann.heartbeat".to_vec());
                 seeds
             },
