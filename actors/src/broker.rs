@@ -11,7 +11,7 @@ use async_nats::jetstream::{self, consumer, kv, stream};
 use futures::StreamExt;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use playhead_client::service::nats_auth::{self, NatsAccess, NatsRole};
+use playhead_client::service::nats_auth::{self, NatsAccess, NatsRole, RequesterKeys};
 use playhead_proto::subjects::{
     DLQ_CAPTURE, DLQ_STREAM, EVENTS_CAPTURE, EVENTS_STREAM, HEARTBEAT_INTERVAL_KEY, Inbox,
     MAX_MESSAGE_BYTES_KEY, NOW_PLAYING_BUCKET, SETTINGS_BUCKET,
@@ -53,12 +53,11 @@ pub fn embedded_credentials_dir(data_dir: &Path) -> PathBuf {
 }
 
 /// Writes [`USERS_CONF`] as the configuration file `path` (replacing an older copy) and makes
-/// the seeds in `credentials` that are missing; returns the environment the broker reads the
-/// public keys from.
+/// the seeds in `credentials` that are missing; returns every user's public key.
 pub fn prepare_users(
     path: &Path,
     credentials: &Path,
-) -> Result<Vec<(String, String)>, BrokerError> {
+) -> Result<Vec<(NatsRole, String)>, BrokerError> {
     let keys = nats_auth::ensure_credentials(credentials).map_err(|error| BrokerError::Setup {
         what: "the broker's users".into(),
         detail: error.to_string(),
@@ -67,10 +66,14 @@ pub fn prepare_users(
         what: format!("the broker's configuration {}", path.display()),
         detail: error.to_string(),
     })?;
-    Ok(keys
-        .into_iter()
-        .map(|(role, key)| (role.public_key_variable(), key))
-        .collect())
+    Ok(keys)
+}
+
+/// The environment a broker reads the users' public keys from (see [`USERS_CONF`]).
+pub fn public_key_environment(keys: &[(NatsRole, String)]) -> Vec<(String, String)> {
+    keys.iter()
+        .map(|(role, key)| (role.public_key_variable(), key.clone()))
+        .collect()
 }
 
 /// A nats-server child process owned by the node.
@@ -79,6 +82,8 @@ pub struct EmbeddedBroker {
     pub url: String,
     /// The seed files of the broker's users (see [`embedded_credentials_dir`]).
     pub credentials: PathBuf,
+    /// Their public keys, which check the signatures of reply subjects.
+    pub requesters: RequesterKeys,
 }
 
 impl EmbeddedBroker {
@@ -104,7 +109,7 @@ impl EmbeddedBroker {
             .arg(&conf)
             .args(["-js", "-a", "127.0.0.1", "-p", &port, "-sd"])
             .arg(&store)
-            .envs(public_keys)
+            .envs(public_key_environment(&public_keys))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -151,6 +156,7 @@ impl EmbeddedBroker {
             child,
             url,
             credentials,
+            requesters: RequesterKeys::new(public_keys),
         })
     }
 
@@ -193,6 +199,33 @@ pub async fn connect(
     nats_auth::connect(url, "playhead-node", access.options())
         .await
         .map_err(|error| connect_error(error.to_string()))
+}
+
+/// Whose signatures reply subjects need: the embedded broker's users, or those of
+/// `nats.requester_keys`; `None` (with a warning) when neither is there.
+pub fn requester_keys(
+    config: &NodeConfig,
+    embedded: Option<&EmbeddedBroker>,
+) -> Result<Option<RequesterKeys>, BrokerError> {
+    if let Some(broker) = embedded {
+        return Ok(Some(broker.requesters.clone()));
+    }
+    match &config.nats.requester_keys {
+        Some(path) => RequesterKeys::load(path)
+            .map(Some)
+            .map_err(|error| BrokerError::Setup {
+                what: "nats.requester_keys".into(),
+                detail: error.to_string(),
+            }),
+        None => {
+            tracing::warn!(
+                "nats.requester_keys is not set: a command's reply subject is used without \
+                 checking that its requester signed it, so a publisher could aim a decision at \
+                 another client's replies; give the users' public keys (`playhead nats keygen`)"
+            );
+            Ok(None)
+        }
+    }
 }
 
 fn setup_error(what: impl Into<String>) -> impl FnOnce(String) -> BrokerError {

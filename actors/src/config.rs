@@ -60,6 +60,11 @@ pub struct NatsConfig {
     pub nkey_file: Option<PathBuf>,
     /// CA certificate (PEM) of a broker that listens with TLS; when set, TLS is required.
     pub ca_file: Option<PathBuf>,
+    /// The users' public keys (`PLAYHEAD_NKEY_{ROLE}=U…` lines, as `playhead nats keygen`
+    /// prints them) for joining `url`: a command's reply subject `_INBOX.{role}.…` is used
+    /// only with that user's signature of it. Unset: reply subjects are not checked for their
+    /// signer. The embedded broker knows its own.
+    pub requester_keys: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -221,6 +226,7 @@ impl Default for NatsConfig {
             replicas: 1,
             nkey_file: None,
             ca_file: None,
+            requester_keys: None,
         }
     }
 }

@@ -13,8 +13,9 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use playhead_client::command;
 use playhead_client::query::QueryError;
+use playhead_client::service::nats_auth::NatsCredentials;
 use playhead_client::service::telemetry;
-use playhead_proto::headers::{MSG_ID, REPLY_TO};
+use playhead_proto::headers::{MSG_ID, REPLY_SIGNATURE, REPLY_TO};
 use playhead_proto::subjects::Query;
 use prost::Message;
 use tokio::sync::oneshot;
@@ -68,6 +69,8 @@ pub struct NodeClient {
     /// What the nodes publish: the size limit of a command, the heartbeat interval.
     pub settings: Arc<Settings>,
     replies: ReplyRouter,
+    /// The gateway user's key, which signs each reply subject (`Playhead-Reply-Signature`).
+    credentials: Option<NatsCredentials>,
 }
 
 impl NodeClient {
@@ -77,6 +80,7 @@ impl NodeClient {
         client: async_nats::Client,
         request_timeout: Duration,
         settings: Arc<Settings>,
+        credentials: Option<NatsCredentials>,
         stop: CancellationToken,
     ) -> Result<(Arc<Self>, BoxFuture<'static, ()>), GatewayError> {
         let (replies, dispatcher) = ReplyRouter::start(&client, stop).await?;
@@ -86,6 +90,7 @@ impl NodeClient {
             request_timeout,
             settings,
             replies,
+            credentials,
         });
         Ok((node, dispatcher))
     }
@@ -177,6 +182,10 @@ impl NodeClient {
     ) -> Result<CommandOutcome<R>, GatewayError> {
         let pending = self.replies.expect();
         headers.insert(REPLY_TO, pending.subject.as_str());
+        if let Some(credentials) = &self.credentials {
+            let signature = credentials.sign_reply(&subject, &pending.subject);
+            headers.insert(REPLY_SIGNATURE, signature.as_str());
+        }
         let decided = async {
             let ack = self.publish(subject, headers, payload).await?;
             if ack.duplicate {

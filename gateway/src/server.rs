@@ -158,6 +158,7 @@ pub async fn serve(
         client.clone(),
         config.request_timeout,
         settings.clone(),
+        config.nats.credentials.clone(),
         stop_background.clone(),
     )
     .await

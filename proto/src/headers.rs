@@ -2,6 +2,10 @@
 
 /// Where the actor publishes its decision after processing (optional).
 pub const REPLY_TO: &str = "Playhead-Reply-To";
+/// The requester's signature of its reply subject (see `playhead_client::service::nats_auth`):
+/// hex of the ed25519 signature, by the nkey of the user the reply prefix names, of
+/// `{publish subject}\n{reply subject}`.
+pub const REPLY_SIGNATURE: &str = "Playhead-Reply-Signature";
 /// `application/json` selects the proto3 JSON mapping; anything else is protobuf.
 pub const CONTENT_TYPE: &str = "Content-Type";
 pub const JSON_CONTENT_TYPE: &str = "application/json";

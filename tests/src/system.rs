@@ -23,7 +23,7 @@ use tonic::transport::Channel;
 
 use crate::harness::process::{ChildProcess, workspace_binary};
 use crate::harness::wait::{eventually, within};
-use crate::harness::{credentials_for, seed_for};
+use crate::harness::{credentials_for, requester_keys_for, seed_for};
 use crate::model::ExpectedPlay;
 
 /// Partitions used by tests unless a test says otherwise (fewer consumers: quicker start).
@@ -42,6 +42,7 @@ pub fn test_node_config(nats_url: &str, data_dir: &Path) -> NodeConfig {
     };
     config.nats.url = nats_url.to_owned();
     config.nats.nkey_file = seed_for(nats_url, NatsRole::Node);
+    config.nats.requester_keys = requester_keys_for(nats_url);
     config.ingest.partitions = TEST_PARTITIONS;
     config.ingest.groups = TEST_GROUPS;
     config.ingest.ack_wait_secs = 5;
@@ -280,8 +281,12 @@ impl NodeProcess {
             ("PLAYHEAD_INGEST__ACK_WAIT_SECS", "5"),
             ("PLAYHEAD_INGEST__GROUPS", groups.as_str()),
         ];
+        let requester_keys = requester_keys_for(nats_url)
+            .map(|path| path.display().to_string())
+            .unwrap_or_default();
         if !nkey_file.is_empty() {
             env.push(("PLAYHEAD_NATS__NKEY_FILE", nkey_file.as_str()));
+            env.push(("PLAYHEAD_NATS__REQUESTER_KEYS", requester_keys.as_str()));
         }
         env.extend_from_slice(extra_env);
         let process = ChildProcess::spawn(

@@ -44,6 +44,8 @@ use async_nats::jetstream::consumer::pull::{MessagesError, MessagesErrorKind};
 use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use futures::StreamExt;
+use playhead_client::service::nats_auth::RequesterKeys;
+use playhead_proto::headers::REPLY_SIGNATURE;
 use ractor::{Actor, ActorRef};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
@@ -98,6 +100,8 @@ pub struct GroupIntake<K: EntityKind> {
     /// How to start (and restart) the group's shard.
     pub shard_arguments: Box<dyn Fn() -> ShardArguments<K> + Send + Sync>,
     pub screen: Screen<K>,
+    /// Whose signatures reply subjects need (`None`: not checked).
+    pub requesters: Option<Arc<RequesterKeys>>,
     pub storage: Storage,
     pub dead_letters: DeadLetters,
     /// Answers go out as core NATS messages.
@@ -337,12 +341,14 @@ impl<K: EntityKind> GroupIntake<K> {
                 ));
                 continue;
             };
-            match (self.screen)(
+            let screened = (self.screen)(
                 &message.subject,
                 message.headers.as_ref(),
                 &message.payload,
                 self.config.max_message_bytes,
-            ) {
+            )
+            .and_then(|screened| self.signed_reply(&message.subject, message, screened));
+            match screened {
                 Ok(Screened {
                     id,
                     command,
@@ -368,6 +374,35 @@ impl<K: EntityKind> GroupIntake<K> {
             }
         }
         (accepted, rejected)
+    }
+
+    /// `screened` when its reply subject (if any) is signed by the user whose prefix it is
+    /// under; a dead letter `invalid_reply_to` otherwise.
+    fn signed_reply(
+        &self,
+        stored_subject: &str,
+        message: &jetstream::Message,
+        screened: Screened<K::Id, K::Command>,
+    ) -> Result<Screened<K::Id, K::Command>, DeadLetter> {
+        let (Some(requesters), Some(reply)) = (&self.requesters, &screened.reply_to) else {
+            return Ok(screened);
+        };
+        let refused = |detail: String| DeadLetter::new(DeadLetterReason::InvalidReplyTo, detail);
+        let subject = self
+            .group
+            .inbox
+            .parse_stored(stored_subject)
+            .map_err(|error| refused(error.to_string()))?
+            .original_subject();
+        let signature = message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(REPLY_SIGNATURE))
+            .map(|value| value.as_str());
+        requesters
+            .verify(&subject, reply.as_str(), signature)
+            .map_err(|refusal| refused(refusal.to_string()))?;
+        Ok(screened)
     }
 
     /// The apply stage: screens the batch, applies it through the shard (decisions journaled,

@@ -21,6 +21,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_nats::jetstream;
 use async_nats::jetstream::consumer::PullConsumer;
+use playhead_client::service::nats_auth::RequesterKeys;
 use playhead_proto::subjects::Inbox;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
@@ -97,6 +98,7 @@ pub async fn run_with(
         .as_ref()
         .map_or_else(|| config.nats.url.clone(), |broker| broker.url.clone());
     let client = broker::connect(&nats_url, &config, embedded.as_ref()).await?;
+    let requesters = broker::requester_keys(&config, embedded.as_ref())?.map(Arc::new);
     let jetstream = jetstream::new(client.clone());
     let node_metrics = NodeMetrics::new();
     let inboxes: Vec<&'static str> = Inbox::ALL.iter().map(|inbox| inbox.label()).collect();
@@ -235,6 +237,7 @@ pub async fn run_with(
     ));
 
     let groups = Groups {
+        requesters,
         config: &config,
         storage: &storage,
         metrics: &node_metrics,
@@ -347,6 +350,8 @@ pub async fn run_with(
 
 /// What starting a group's intake needs, whatever its entity kind.
 struct Groups<'a> {
+    /// Whose signatures reply subjects need (`None`: not checked).
+    requesters: Option<Arc<RequesterKeys>>,
     config: &'a NodeConfig,
     storage: &'a Storage,
     metrics: &'a Arc<NodeMetrics>,
@@ -386,6 +391,7 @@ impl Groups<'_> {
                 max_live_entities,
             }),
             screen,
+            requesters: self.requesters.clone(),
             storage: self.storage.clone(),
             dead_letters: self.dead_letters.clone(),
             client: self.client.clone(),

@@ -139,11 +139,119 @@ impl NatsCredentials {
         &self.inbox_prefix
     }
 
+    /// The `Playhead-Reply-Signature` of a command published to `subject` whose decision is to
+    /// go to `reply` (under this role's prefix): see [`RequesterKeys`].
+    pub fn sign_reply(&self, subject: &str, reply: &str) -> String {
+        let pair = nkeys::KeyPair::from_seed(&self.seed).expect("checked when loaded");
+        let signature = pair
+            .sign(signed_reply_text(subject, reply).as_bytes())
+            .expect("a seed signs");
+        signature.iter().map(|byte| format!("{byte:02x}")).collect()
+    }
+
     /// `options` signing in with this nkey and taking replies under the role's prefix.
     pub fn apply(&self, options: async_nats::ConnectOptions) -> async_nats::ConnectOptions {
         options
             .nkey(self.seed.clone())
             .custom_inbox_prefix(&self.inbox_prefix)
+    }
+}
+
+fn signed_reply_text(subject: &str, reply: &str) -> String {
+    format!("{subject}\n{reply}")
+}
+
+/// The public keys of the users that may ask for replies, by role: a reply subject
+/// `_INBOX.{role}.…` is used only with that role's signature of it, so that no client can aim a
+/// decision into another client's replies. (The broker cannot tell the node who published a
+/// stored message: it strips even its own client-info header when a stream stores one.)
+#[derive(Debug, Clone, Default)]
+pub struct RequesterKeys(Vec<(String, String)>);
+
+/// Why a reply subject is not used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyRefusal {
+    #[error("reply subject {0:?} names no user (expected _INBOX.<role>.…)")]
+    NoRole(String),
+    #[error("no user {0:?} may ask for replies")]
+    UnknownRole(String),
+    #[error("the reply subject carries no Playhead-Reply-Signature")]
+    Unsigned,
+    #[error(
+        "the Playhead-Reply-Signature is not {0}'s signature of this subject and reply subject"
+    )]
+    BadSignature(String),
+}
+
+impl RequesterKeys {
+    /// From `(role, public key)` pairs, as [`ensure_credentials`] returns them.
+    pub fn new(keys: impl IntoIterator<Item = (NatsRole, String)>) -> Self {
+        Self(
+            keys.into_iter()
+                .map(|(role, key)| (role.name().to_owned(), key))
+                .collect(),
+        )
+    }
+
+    /// From a file of `PLAYHEAD_NKEY_{ROLE}=U…` lines, as `playhead nats keygen` prints them
+    /// (other lines and comments are skipped).
+    pub fn load(path: &Path) -> Result<Self, NatsAuthError> {
+        let read_error = |reason: String| NatsAuthError::Read {
+            path: path.to_owned(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|error| read_error(error.to_string()))?;
+        let mut keys = Vec::new();
+        for line in text.lines() {
+            let Some((name, key)) = line.trim().split_once('=') else {
+                continue;
+            };
+            let Some(role) = name.trim().strip_prefix("PLAYHEAD_NKEY_") else {
+                continue;
+            };
+            let key = key.trim();
+            if nkeys::KeyPair::from_public_key(key).is_err() || !key.starts_with('U') {
+                return Err(read_error(format!("{name} is not a user's public key")));
+            }
+            keys.push((role.to_ascii_lowercase(), key.to_owned()));
+        }
+        if keys.is_empty() {
+            return Err(read_error("no PLAYHEAD_NKEY_* line".into()));
+        }
+        Ok(Self(keys))
+    }
+
+    /// Checks that `signature` is the signature of `reply` for a command published to
+    /// `subject`, by the user whose prefix `reply` is under.
+    pub fn verify(
+        &self,
+        subject: &str,
+        reply: &str,
+        signature: Option<&str>,
+    ) -> Result<(), ReplyRefusal> {
+        let role = reply
+            .split('.')
+            .nth(1)
+            .filter(|_| reply.split('.').count() > 2)
+            .ok_or_else(|| ReplyRefusal::NoRole(reply.to_owned()))?;
+        let (_, key) = self
+            .0
+            .iter()
+            .find(|(name, _)| name == role)
+            .ok_or_else(|| ReplyRefusal::UnknownRole(role.to_owned()))?;
+        let signature = signature.ok_or(ReplyRefusal::Unsigned)?;
+        let bad = || ReplyRefusal::BadSignature(role.to_owned());
+        if signature.len() != 128 || !signature.is_ascii() {
+            return Err(bad());
+        }
+        let bytes: Vec<u8> = (0..signature.len())
+            .step_by(2)
+            .map(|at| u8::from_str_radix(&signature[at..at + 2], 16))
+            .collect::<Result<_, _>>()
+            .map_err(|_| bad())?;
+        let pair = nkeys::KeyPair::from_public_key(key).map_err(|_| bad())?;
+        pair.verify(signed_reply_text(subject, reply).as_bytes(), &bytes)
+            .map_err(|_| bad())
     }
 }
 
@@ -292,6 +400,68 @@ mod tests {
             !shown.contains("SU"),
             "Debug must not show the seed: {shown}"
         );
+    }
+
+    #[test]
+    fn only_the_user_a_reply_prefix_names_may_sign_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = RequesterKeys::new(ensure_credentials(dir.path()).unwrap());
+        let publisher = NatsCredentials::load(
+            &NatsRole::Publisher.seed_file(dir.path()),
+            NatsRole::Publisher,
+        )
+        .unwrap();
+        let gateway =
+            NatsCredentials::load(&NatsRole::Gateway.seed_file(dir.path()), NatsRole::Gateway)
+                .unwrap();
+        let subject = "playhead.user.ann.player";
+        let own = "_INBOX.publisher.abc.1";
+        let signed = publisher.sign_reply(subject, own);
+        assert_eq!(keys.verify(subject, own, Some(&signed)), Ok(()));
+        // Another client's prefix, signed by the publisher: refused.
+        let theirs = "_INBOX.gateway.abc.1";
+        assert_eq!(
+            keys.verify(
+                subject,
+                theirs,
+                Some(&publisher.sign_reply(subject, theirs))
+            ),
+            Err(ReplyRefusal::BadSignature("gateway".into()))
+        );
+        assert_eq!(
+            keys.verify(subject, theirs, Some(&gateway.sign_reply(subject, theirs))),
+            Ok(())
+        );
+        // The signature binds the subject and the reply subject.
+        assert!(
+            keys.verify("playhead.user.bob.player", own, Some(&signed))
+                .is_err()
+        );
+        assert!(
+            keys.verify(subject, "_INBOX.publisher.abc.2", Some(&signed))
+                .is_err()
+        );
+        assert_eq!(keys.verify(subject, own, None), Err(ReplyRefusal::Unsigned));
+        assert_eq!(
+            keys.verify(subject, "_INBOX.nobody.x", Some(&signed)),
+            Err(ReplyRefusal::UnknownRole("nobody".into()))
+        );
+        assert!(matches!(
+            keys.verify(subject, "_INBOX.publisher", Some(&signed)),
+            Err(ReplyRefusal::NoRole(_))
+        ));
+        assert!(keys.verify(subject, own, Some("zz")).is_err());
+        assert!(keys.verify(subject, own, Some(&"é".repeat(64))).is_err());
+        // The keygen lines read back as the same keys.
+        let lines: String = ensure_credentials(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|(role, key)| format!("{}={key}\n", role.public_key_variable()))
+            .collect();
+        let file = dir.path().join("keys.env");
+        std::fs::write(&file, format!("# public keys\n{lines}")).unwrap();
+        let loaded = RequesterKeys::load(&file).unwrap();
+        assert_eq!(loaded.verify(subject, own, Some(&signed)), Ok(()));
     }
 
     #[test]

@@ -28,7 +28,8 @@ use std::time::{Duration, Instant};
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
-use playhead_client::service::nats_auth::{NatsAccess, NatsRole};
+use playhead_client::service::nats_auth::{NatsAccess, NatsCredentials, NatsRole};
+use playhead_proto::headers::{REPLY_SIGNATURE, REPLY_TO};
 use tempfile::TempDir;
 
 use super::wait::{DEFAULT_TIMEOUT, within};
@@ -47,6 +48,7 @@ const LOG_FILE_NAME: &str = "nats-server.log";
 const STORE_DIR_NAME: &str = "js";
 const USERS_CONF_NAME: &str = "users.conf";
 const CREDENTIALS_DIR_NAME: &str = "credentials";
+const REQUESTER_KEYS_NAME: &str = "public-keys.env";
 
 /// The credentials directory of each running test server, by URL.
 static CREDENTIALS: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
@@ -60,6 +62,12 @@ pub fn credentials_for(url: &str) -> Option<PathBuf> {
         .as_ref()?
         .get(url)
         .cloned()
+}
+
+/// The users' public keys of the harness server at `url` (`PLAYHEAD_NKEY_*` lines), for a
+/// node's `nats.requester_keys`.
+pub fn requester_keys_for(url: &str) -> Option<PathBuf> {
+    credentials_for(url).and_then(|dir| Some(dir.parent()?.join(REQUESTER_KEYS_NAME)))
 }
 
 /// The seed file of `role` for the harness server at `url`, if `url` is one.
@@ -172,6 +180,26 @@ impl NatsServer {
             .options()
     }
 
+    /// The credentials of `role` (its seed, its reply prefix).
+    pub fn credentials(&self, role: NatsRole) -> NatsCredentials {
+        NatsCredentials::load(&self.seed(role), role).expect("the harness's seeds load")
+    }
+
+    /// Headers asking for the decision of a command published to `subject` on `reply`, signed
+    /// by the user whose prefix `reply` is under (`_INBOX.{role}.…`), as nodes require.
+    pub fn asking(&self, subject: &str, reply: &str) -> async_nats::HeaderMap {
+        let role = NatsRole::ALL
+            .iter()
+            .copied()
+            .find(|role| reply.starts_with(&format!("{}.", role.inbox_prefix())))
+            .unwrap_or_else(|| panic!("{reply} is under no user's reply prefix"));
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(REPLY_TO, reply);
+        let signature = self.credentials(role).sign_reply(subject, reply);
+        headers.insert(REPLY_SIGNATURE, signature.as_str());
+        headers
+    }
+
     /// A client signed in as `role`. Panics if it cannot connect within the default timeout.
     pub async fn connect_as(&self, role: NatsRole) -> async_nats::Client {
         self.connect_unauthenticated(self.options_as(role)).await
@@ -282,6 +310,14 @@ impl NatsServer {
         let public_keys =
             playhead_actors::broker::prepare_users(&users_conf, &self.credentials_dir())
                 .unwrap_or_else(|error| panic!("prepare the broker's users: {error}"));
+        // The users' public keys also as `playhead nats keygen` prints them, for nodes.
+        let keys_file = self.dir.path().join(REQUESTER_KEYS_NAME);
+        let lines: String = playhead_actors::broker::public_key_environment(&public_keys)
+            .iter()
+            .map(|(name, key)| format!("{name}={key}\n"))
+            .collect();
+        fs::write(&keys_file, lines).expect("write the users' public keys");
+        let public_keys = playhead_actors::broker::public_key_environment(&public_keys);
         let mut command = Command::new(&self.binary);
         command
             .arg("-c")

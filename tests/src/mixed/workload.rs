@@ -10,7 +10,8 @@
 //! content would have no single right answer. Retags during the run touch other content only.
 
 use bytes::Bytes;
-use playhead_proto::headers::REPLY_TO;
+use playhead_client::service::nats_auth::NatsCredentials;
+use playhead_proto::headers::{REPLY_SIGNATURE, REPLY_TO};
 use playhead_proto::ids::{ContentId, StationId, UserId};
 use playhead_proto::subjects::{
     ReplySubject, UserKind, catalog_content, station_song, user_subject,
@@ -37,19 +38,38 @@ const TAGS: &[&str] = &["premium", "free", "sports", "kids"];
 const PLAYLISTS: usize = 3;
 const DEVICES: usize = 3;
 
-/// Where the answers go: `_INBOX.mixed.<n>` for the `n`th message (a core NATS subscription
-/// to `_INBOX.mixed.>` receives them all).
-pub const REPLY_SUBJECTS: &str = "_INBOX.mixed.>";
+/// Where the answers go: `_INBOX.admin.mixed.<n>` for the `n`th message (a core NATS
+/// subscription to `_INBOX.admin.mixed.>`, as the harness's admin user, receives them all).
+pub const REPLY_SUBJECTS: &str = "_INBOX.admin.mixed.>";
 
 /// One catalog message to publish: subject and payload.
 pub type Outgoing = (String, Bytes);
 
-/// What to publish: the catalog first (wait until applied), then the mixed messages.
+/// What to publish: the catalog first (wait until applied), then the mixed messages (their
+/// reply subjects signed by the requester [`generate`] is given).
 pub struct Workload {
     pub catalog: Vec<Outgoing>,
     pub messages: Vec<Publication>,
     pub stations: Vec<String>,
     pub users: Vec<String>,
+}
+
+impl Workload {
+    /// Signs every message's reply subject with `credentials` (the harness's admin user, whose
+    /// prefix [`REPLY_SUBJECTS`] is under), as nodes require.
+    fn signed(mut self, credentials: &NatsCredentials) -> Self {
+        for message in &mut self.messages {
+            let reply = message
+                .headers
+                .get(REPLY_TO)
+                .map(|reply| reply.as_str().to_owned());
+            if let Some(reply) = reply {
+                let signature = credentials.sign_reply(&message.subject, &reply);
+                message.headers.insert(REPLY_SIGNATURE, signature.as_str());
+            }
+        }
+        self
+    }
 }
 
 /// Per-user generator state: which playlists were started, which playouts run where.
@@ -61,8 +81,15 @@ struct Viewer {
     entitled: bool,
 }
 
-/// `count` mixed messages over `stations` stations and `users` users.
-pub fn generate(seed: u64, stations: usize, users: usize, count: usize) -> Workload {
+/// `count` mixed messages over `stations` stations and `users` users, their reply subjects
+/// signed by `requester` (the harness's admin user, whose prefix [`REPLY_SUBJECTS`] is under).
+pub fn generate(
+    seed: u64,
+    stations: usize,
+    users: usize,
+    count: usize,
+    requester: &NatsCredentials,
+) -> Workload {
     let mut rng = Rng::new(seed);
     let station_ids: Vec<String> = (0..stations).map(|n| format!("st-{n}")).collect();
     let user_ids: Vec<String> = (0..users).map(|n| format!("viewer-{n}")).collect();
@@ -111,6 +138,7 @@ pub fn generate(seed: u64, stations: usize, users: usize, count: usize) -> Workl
         stations: station_ids,
         users: user_ids,
     }
+    .signed(requester)
 }
 
 /// The reply subject of the `n`th message.

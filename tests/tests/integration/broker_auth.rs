@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use futures::StreamExt as _;
-use playhead_client::service::nats_auth::{NatsAccess, NatsRole};
+use playhead_client::service::nats_auth::{NatsAccess, NatsCredentials, NatsRole};
+use playhead_proto::headers::{REPLY_SIGNATURE, REPLY_TO};
 use playhead_proto::ids::{ContentId, StationId, UserId};
 use playhead_proto::subjects::{Inbox, UserKind, catalog_content, station_song, user_subject};
 use playhead_proto::v1::playout_service_client::PlayoutServiceClient;
@@ -323,6 +324,118 @@ async fn anonymous_connections_and_subjects_outside_a_role_are_refused_and_chang
     let log = nats.violations().join("\n");
     assert!(log.contains("authentication error"), "{log}");
     gateway.stop().await;
+    node.stop().await;
+}
+
+/// A command's reply subject is used only with the signature of the user whose prefix it is
+/// under: a publisher cannot aim a decision at the gateway's (or anyone else's) replies, even
+/// with a valid signature of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_subject_under_another_clients_prefix_is_refused() {
+    let nats = NatsServer::start();
+    let data = temp_dir();
+    let node = TestNode::start(test_node_config(&nats.url(), data.path())).await;
+    let admin = jetstream::new(nats.connect().await);
+    let publisher = nats.connect_as(NatsRole::Publisher).await;
+    let own_replies = format!("{}.app", NatsRole::Publisher.inbox_prefix());
+    let mut answers = publisher
+        .subscribe(format!("{own_replies}.>"))
+        .await
+        .unwrap();
+    publisher.flush().await.unwrap();
+    let subject = user_subject(&UserId::parse("ann").unwrap(), UserKind::Player);
+    let start = playhead_proto::v1::PlayerCommand {
+        user_id: "ann".into(),
+        command: Some(playhead_proto::v1::player_command::Command::Start(
+            playhead_proto::v1::StartPlaylist {
+                playlist_id: "p".into(),
+                tracks: vec![playhead_proto::v1::PlaylistTrack {
+                    track_id: "t1".into(),
+                    artist: String::new(),
+                }],
+                ..Default::default()
+            },
+        )),
+    }
+    .encode_to_vec();
+    let credentials = nats.credentials(NatsRole::Publisher);
+    let gateways = format!("{}.x.1", NatsRole::Gateway.inbox_prefix());
+    let signed = |reply: &str, signer: &NatsCredentials| {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(REPLY_TO, reply);
+        headers.insert(REPLY_SIGNATURE, signer.sign_reply(&subject, reply).as_str());
+        headers
+    };
+    let unsigned = {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(REPLY_TO, gateways.as_str());
+        headers
+    };
+    let own = format!("{own_replies}.1");
+    let publisher_js = jetstream::new(publisher.clone());
+    for headers in [
+        // Into the gateway's replies: unsigned, and signed by the publisher itself.
+        unsigned,
+        signed(&gateways, &credentials),
+        // Its own prefix, with a signature of another subject's reply.
+        {
+            let mut headers = signed(&own, &credentials);
+            let other = credentials.sign_reply("playhead.user.bob.player", &own);
+            headers.insert(REPLY_SIGNATURE, other.as_str());
+            headers
+        },
+        // Its own prefix, signed: answered.
+        signed(&own, &credentials),
+    ] {
+        publisher_js
+            .publish_with_headers(subject.clone(), headers, start.clone().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let answer = within(
+        "the answer on the publisher's own reply subject",
+        WAIT,
+        answers.next(),
+    )
+    .await
+    .expect("an answer");
+    assert_eq!(answer.subject.as_str(), own);
+    // The three others are dead letters with their reason, after which the fourth was applied.
+    wait_until_drained(&admin, Inbox::User, WAIT).await;
+    let dlq = admin.get_stream("PLAYHEAD_DLQ").await.unwrap();
+    let mut reasons = Vec::new();
+    for sequence in 1..=3 {
+        let letter = dlq.get_raw_message(sequence).await.unwrap();
+        reasons.push((
+            letter.subject.to_string(),
+            letter
+                .headers
+                .get(playhead_proto::headers::DLQ_DETAIL)
+                .map(|value| value.as_str().to_owned())
+                .unwrap_or_default(),
+        ));
+    }
+    assert!(
+        reasons
+            .iter()
+            .all(|(subject, _)| subject == "playhead.dlq.user.invalid_reply_to"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[0].1.contains("no Playhead-Reply-Signature"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].1.contains("not gateway's signature"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[2].1.contains("not publisher's signature"),
+        "{reasons:?}"
+    );
+    assert_eq!(dlq.cached_info().state.messages, 3);
     node.stop().await;
 }
 

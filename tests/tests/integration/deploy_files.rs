@@ -88,6 +88,7 @@ fn the_node_unit_starts_with_the_example_environment() {
     let config = deploy("playhead.toml");
     let seed = NatsRole::Node.seed_file(&nats_credentials(data.path()));
     let ca = tls_fixture("ca.pem");
+    let keys = data.path().join("public-keys.env");
     let printed = check_config(
         "systemd/playhead-node.service",
         "playhead-node",
@@ -96,12 +97,14 @@ fn the_node_unit_starts_with_the_example_environment() {
             ("/var/lib/playhead-node", data.path()),
             ("/etc/playhead/nats/node.nk", seed.as_path()),
             ("/etc/playhead/tls/nats-ca.pem", ca.as_path()),
+            ("/etc/playhead/nats/public-keys.env", keys.as_path()),
         ],
     );
     for expected in [
         "url = \"tls://nats.internal:4222\"",
         "node.nk\"",
         "ca.pem\"",
+        "public-keys.env\"",
         "replicas = 3",
         "listen = \"0.0.0.0:9464\"",
     ] {

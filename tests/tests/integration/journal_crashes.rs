@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use playhead_actors::config::NodeConfig;
 use playhead_actors::domain::user::UserDecider;
+use playhead_client::service::nats_auth::NatsRole;
 use playhead_proto::subjects::Inbox;
 use playhead_tests::harness::NatsServer;
 use playhead_tests::harness::wait::eventually;
@@ -132,7 +133,7 @@ async fn twenty_sigkills_during_a_mixed_workload_lose_and_repeat_nothing() {
     let nats = NatsServer::start();
     let data = temp_dir();
     let jetstream = jetstream::new(nats.connect().await);
-    let workload = workload::generate(21, 24, 60, 20_000);
+    let workload = workload::generate(21, 24, 60, 20_000, &nats.credentials(NatsRole::Admin));
     let replies = Replies::subscribe(nats.connect().await, REPLY_SUBJECTS).await;
     // Snapshots every second, so some are taken while the node works and is killed.
     let env = [("PLAYHEAD_JOURNAL__SNAPSHOT_INTERVAL_SECS", "1")];
@@ -183,7 +184,7 @@ async fn a_node_down_longer_than_the_duplicate_window_after_an_append_repeats_no
     let nats = NatsServer::start();
     let data = temp_dir();
     let jetstream = jetstream::new(nats.connect().await);
-    let workload = workload::generate(5, 6, 10, 2_000);
+    let workload = workload::generate(5, 6, 10, 2_000, &nats.credentials(NatsRole::Admin));
     let replies = Replies::subscribe(nats.connect().await, REPLY_SUBJECTS).await;
     // One-second duplicate window on the inboxes; the journal must not depend on any.
     let window = [("PLAYHEAD_INGEST__DUPLICATE_WINDOW_SECS", "1")];
@@ -223,7 +224,7 @@ async fn a_node_killed_after_answering_and_before_settling_answers_its_redeliver
     let nats = NatsServer::start();
     let data = temp_dir();
     let jetstream = jetstream::new(nats.connect().await);
-    let workload = workload::generate(13, 6, 10, 2_000);
+    let workload = workload::generate(13, 6, 10, 2_000, &nats.credentials(NatsRole::Admin));
     let replies = Replies::subscribe(nats.connect().await, REPLY_SUBJECTS).await;
     let node = NodeProcess::start(&nats.url(), data.path(), &[]).await;
     publish_pipelined(&jetstream, workload.catalog.clone()).await;

@@ -67,7 +67,8 @@ impl Transport for Grpc {
 struct NatsPublisher {
     jetstream: async_nats::jetstream::Context,
     user: UserId,
-    reply_subject: &'static str,
+    /// `Playhead-Reply-To` and its signature.
+    asking: HeaderMap,
     replies: async_nats::Subscriber,
     sent: usize,
 }
@@ -79,8 +80,7 @@ impl Transport for NatsPublisher {
             user_id: self.user.to_string(),
             command: Some(command),
         };
-        let mut headers = HeaderMap::new();
-        headers.insert(REPLY_TO, self.reply_subject);
+        let mut headers = self.asking.clone();
         // Every other command in proto3 JSON: both encodings are part of the contract.
         let payload = if self.sent.is_multiple_of(2) {
             headers.insert(CONTENT_TYPE, JSON_CONTENT_TYPE);
@@ -309,12 +309,15 @@ async fn nats_publishers_get_decisions_on_their_reply_subject() {
     let jetstream = async_nats::jetstream::new(client.clone());
     let user = UserId::parse("bo").unwrap();
     let subject = user_subject(&user, UserKind::Player);
-    let replies = client.subscribe("_INBOX.bo-app.replies").await.unwrap();
+    let replies = client
+        .subscribe("_INBOX.admin.bo-app.replies")
+        .await
+        .unwrap();
     client.flush().await.unwrap();
     listen_to_the_end(&mut NatsPublisher {
         jetstream: jetstream.clone(),
         user,
-        reply_subject: "_INBOX.bo-app.replies",
+        asking: nats.asking(&subject, "_INBOX.admin.bo-app.replies"),
         replies,
         sent: 0,
     })
@@ -632,10 +635,13 @@ async fn a_listener_at_the_session_limit_cannot_start_another_until_one_lapses()
     // A NATS publisher is answered SESSION_LIMIT, and nothing is dead-lettered.
     let nats_client = nats.connect().await;
     let jetstream = async_nats::jetstream::new(nats_client.clone());
-    let mut replies = nats_client.subscribe("_INBOX.kim-app.>").await.unwrap();
+    let mut replies = nats_client
+        .subscribe("_INBOX.admin.kim-app.>")
+        .await
+        .unwrap();
     nats_client.flush().await.unwrap();
-    let mut headers = HeaderMap::new();
-    headers.insert(REPLY_TO, "_INBOX.kim-app.1");
+    let kim = user_subject(&UserId::parse("kim").unwrap(), UserKind::Player);
+    let headers = nats.asking(&kim, "_INBOX.admin.kim-app.1");
     let command = PlayerCommand {
         user_id: "kim".into(),
         command: start_request("kim", "four", TRACKS, None, false)
@@ -643,11 +649,7 @@ async fn a_listener_at_the_session_limit_cannot_start_another_until_one_lapses()
             .map(Command::Start),
     };
     jetstream
-        .publish_with_headers(
-            user_subject(&UserId::parse("kim").unwrap(), UserKind::Player),
-            headers,
-            command.encode_to_vec().into(),
-        )
+        .publish_with_headers(kim, headers, command.encode_to_vec().into())
         .await
         .unwrap()
         .await

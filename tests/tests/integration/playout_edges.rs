@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use async_nats::HeaderMap;
 use futures::StreamExt;
 use playhead_proto::codec::to_json;
-use playhead_proto::headers::{CONTENT_TYPE, JSON_CONTENT_TYPE, REPLY_TO};
+use playhead_proto::headers::{CONTENT_TYPE, JSON_CONTENT_TYPE};
 use playhead_proto::ids::UserId;
 use playhead_proto::subjects::{Inbox, UserKind, user_subject};
 use playhead_proto::v1::{
@@ -104,7 +104,10 @@ async fn nats_publishers_get_decisions_and_bad_playout_input_is_refused_with_a_r
     let system = PlayoutSystem::start(|_| {}).await;
     system.entitle("gus", &["premium"], DAY, 0).await;
     let client = system.nats.connect().await;
-    let mut replies = client.subscribe("_INBOX.gus.decisions").await.unwrap();
+    let mut replies = client
+        .subscribe("_INBOX.admin.gus.decisions")
+        .await
+        .unwrap();
     client.flush().await.unwrap();
     let subject = user_subject(&UserId::parse("gus").unwrap(), UserKind::Heartbeat);
     let publish = |headers: HeaderMap, payload: Vec<u8>| {
@@ -119,8 +122,7 @@ async fn nats_publishers_get_decisions_and_bad_playout_input_is_refused_with_a_r
                 .unwrap();
         }
     };
-    let mut asking = HeaderMap::new();
-    asking.insert(REPLY_TO, "_INBOX.gus.decisions");
+    let asking = system.nats.asking(&subject, "_INBOX.admin.gus.decisions");
     let mut asking_in_json = asking.clone();
     asking_in_json.insert(CONTENT_TYPE, JSON_CONTENT_TYPE);
 

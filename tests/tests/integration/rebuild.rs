@@ -6,6 +6,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use playhead_actors::config::NodeConfig;
 use playhead_actors::domain::user::UserDecider;
+use playhead_client::service::nats_auth::NatsRole;
 use playhead_proto::subjects::{EVENTS_STREAM, Inbox};
 use playhead_tests::harness::NatsServer;
 use playhead_tests::harness::wait::eventually;
@@ -74,7 +75,7 @@ async fn a_deleted_store_is_rebuilt_from_the_journal_and_answers_as_before() {
     let nats = NatsServer::start();
     let data = temp_dir();
     let jetstream = jetstream::new(nats.connect().await);
-    let workload = workload::generate(3, 10, 20, 3_000);
+    let workload = workload::generate(3, 10, 20, 3_000, &nats.credentials(NatsRole::Admin));
     let mut node = NodeProcess::start(&nats.url(), data.path(), &[]).await;
     publish(&jetstream, &workload).await;
     assert_serves_the_model(&nats, &jetstream, &workload).await;
@@ -129,7 +130,7 @@ async fn snapshots_taken_while_serving_bound_the_replay_and_the_rebuild_answers_
     let nats = NatsServer::start();
     let data = temp_dir();
     let jetstream = jetstream::new(nats.connect().await);
-    let workload = workload::generate(9, 10, 20, 4_000);
+    let workload = workload::generate(9, 10, 20, 4_000, &nats.credentials(NatsRole::Admin));
     // A snapshot every 2 s: several are taken while the workload is being applied.
     let env = [("PLAYHEAD_JOURNAL__SNAPSHOT_INTERVAL_SECS", "2")];
     let mut node = NodeProcess::start(&nats.url(), data.path(), &env).await;

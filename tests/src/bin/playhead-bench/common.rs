@@ -13,7 +13,7 @@ use hdrhistogram::Histogram;
 use playhead_actors::config::{FlagOverrides, NodeConfig};
 use playhead_client::service::nats_auth::NatsRole;
 use playhead_proto::subjects::{EVENTS_STREAM, Inbox};
-use playhead_tests::harness::seed_for;
+use playhead_tests::harness::{requester_keys_for, seed_for};
 use playhead_tests::model::{Publication, publish_pipelined};
 use playhead_tests::system::{TestNode, metric_value};
 use tonic::transport::Channel;
@@ -43,7 +43,7 @@ pub(crate) fn node_config(
     data_dir: &Path,
     partitions: u32,
 ) -> anyhow::Result<NodeConfig> {
-    NodeConfig::load(
+    let mut config = NodeConfig::load(
         None,
         &FlagOverrides {
             data_dir: Some(data_dir.to_owned()),
@@ -54,7 +54,9 @@ pub(crate) fn node_config(
             ..FlagOverrides::default()
         },
     )
-    .context("benchmark node configuration")
+    .context("benchmark node configuration")?;
+    config.nats.requester_keys = requester_keys_for(nats_url);
+    Ok(config)
 }
 
 /// The drain benchmark of `inbox`: `publish` stores `count` messages while no node consumes
