@@ -8,6 +8,7 @@
 //! prefix `_INBOX.{role}.`, the only part of `_INBOX.>` its permissions let it subscribe to.
 
 use std::fmt;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::secret_file::{read_private_file, write_private_file};
@@ -146,7 +147,11 @@ impl NatsCredentials {
         let signature = pair
             .sign(signed_reply_text(subject, reply).as_bytes())
             .expect("a seed signs");
-        signature.iter().map(|byte| format!("{byte:02x}")).collect()
+        let mut hex = String::with_capacity(signature.len() * 2);
+        for byte in signature {
+            let _ = write!(hex, "{byte:02x}");
+        }
+        hex
     }
 
     /// `options` signing in with this nkey and taking replies under the role's prefix.
