@@ -60,6 +60,32 @@ use crate::runtime::{EntityError, EntityKind, Envelope, Outcome, Processed, Quar
 use crate::storage::Storage;
 use crate::telemetry;
 
+/// Whether the reply subject `reply` of the stored message `stored_subject` (of `inbox`) is
+/// signed by the user whose prefix it is under (always, when `requesters` is `None`): checked
+/// at intake, and again before a catch-up answers a stored command.
+pub fn check_reply_signature(
+    requesters: Option<&RequesterKeys>,
+    inbox: playhead_proto::subjects::Inbox,
+    stored_subject: &str,
+    headers: Option<&HeaderMap>,
+    reply: &str,
+) -> Result<(), DeadLetter> {
+    let Some(requesters) = requesters else {
+        return Ok(());
+    };
+    let refused = |detail: String| DeadLetter::new(DeadLetterReason::InvalidReplyTo, detail);
+    let subject = inbox
+        .parse_stored(stored_subject)
+        .map_err(|error| refused(error.to_string()))?
+        .original_subject();
+    let signature = headers
+        .and_then(|headers| headers.get(REPLY_SIGNATURE))
+        .map(|value| value.as_str());
+    requesters
+        .verify(&subject, reply, signature)
+        .map_err(|refusal| refused(refusal.to_string()))
+}
+
 /// Screens one stored message into its entity, command and reply subject.
 pub type Screen<K> =
     fn(
@@ -384,24 +410,15 @@ impl<K: EntityKind> GroupIntake<K> {
         message: &jetstream::Message,
         screened: Screened<K::Id, K::Command>,
     ) -> Result<Screened<K::Id, K::Command>, DeadLetter> {
-        let (Some(requesters), Some(reply)) = (&self.requesters, &screened.reply_to) else {
-            return Ok(screened);
-        };
-        let refused = |detail: String| DeadLetter::new(DeadLetterReason::InvalidReplyTo, detail);
-        let subject = self
-            .group
-            .inbox
-            .parse_stored(stored_subject)
-            .map_err(|error| refused(error.to_string()))?
-            .original_subject();
-        let signature = message
-            .headers
-            .as_ref()
-            .and_then(|headers| headers.get(REPLY_SIGNATURE))
-            .map(|value| value.as_str());
-        requesters
-            .verify(&subject, reply.as_str(), signature)
-            .map_err(|refusal| refused(refusal.to_string()))?;
+        if let Some(reply) = &screened.reply_to {
+            check_reply_signature(
+                self.requesters.as_deref(),
+                self.group.inbox,
+                stored_subject,
+                message.headers.as_ref(),
+                reply.as_str(),
+            )?;
+        }
         Ok(screened)
     }
 

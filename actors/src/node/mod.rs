@@ -202,6 +202,7 @@ pub async fn run_with(
         faults: options.faults,
         appended: std::sync::atomic::AtomicU64::new(0),
         answers: storage.answers.clone(),
+        requesters: requesters.clone(),
     });
     if runtime.recovering {
         tracing::warn!(

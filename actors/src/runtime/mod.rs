@@ -206,6 +206,9 @@ pub struct Runtime {
     pub appended: std::sync::atomic::AtomicU64,
     /// The answers of recent commands, for their redeliveries.
     pub answers: crate::storage::answer_store::AnswerStore,
+    /// Whose signatures reply subjects need (`None`: not checked): a catch-up answers a stored
+    /// command only under a reply subject its requester signed, as the intake does.
+    pub requesters: Option<Arc<playhead_client::service::nats_auth::RequesterKeys>>,
 }
 
 /// How the shell should answer a command it did not apply this time.

@@ -154,12 +154,36 @@ impl<K: EntityKind> Shell<K> {
             .inbox_messages(K::INBOX_STREAM, &filter, from, to)
             .await
             .map_err(EntityError::from)?;
+        let inbox = playhead_proto::subjects::Inbox::ALL
+            .iter()
+            .copied()
+            .find(|inbox| inbox.stream_name() == K::INBOX_STREAM);
         for (seq, stored) in stored {
             let Some((command, true)) =
                 K::stored_command(&stored.subject, &stored.headers, &stored.payload)
             else {
                 continue;
             };
+            // The intake dead-lettered a command whose reply subject its requester did not sign:
+            // it is not answered now either.
+            let reply = stored
+                .headers
+                .get(playhead_proto::headers::REPLY_TO)
+                .map(|value| value.as_str().to_owned())
+                .unwrap_or_default();
+            let signed = inbox.is_some_and(|inbox| {
+                crate::ingest::check_reply_signature(
+                    runtime.requesters.as_deref(),
+                    inbox,
+                    &stored.subject,
+                    Some(&stored.headers),
+                    &reply,
+                )
+                .is_ok()
+            });
+            if !signed {
+                continue;
+            }
             // Filed when it was decided: then it is the answer that may have been sent.
             if runtime
                 .answers
