@@ -99,6 +99,9 @@ impl ElementCounts {
 /// A message publishers send: how much room its lists take, so a payload is decoded only when
 /// that fits [`DECODE_RATIO`], into vectors of exactly the right capacity.
 pub trait InboxMessage: prost::Message + prost::Name + Default {
+    /// Whether the message has lists at all; without, a payload decodes as it is (no count).
+    const LISTS: bool = false;
+
     /// Bytes the decoded list elements take (their vectors' elements).
     fn element_bytes(_counts: &ElementCounts) -> usize {
         0
@@ -118,6 +121,8 @@ const ENTITLEMENTS: &str = "playhead.v1.EntitlementsUpdate.entitlements";
 const TAGS: &str = "playhead.v1.ContentUpdate.tags";
 
 impl InboxMessage for v1::PlayerCommand {
+    const LISTS: bool = true;
+
     fn element_bytes(counts: &ElementCounts) -> usize {
         counts.of(TRACKS) * size_of::<v1::PlaylistTrack>()
     }
@@ -136,6 +141,8 @@ impl InboxMessage for v1::PlayerCommand {
 }
 
 impl InboxMessage for v1::EntitlementsUpdate {
+    const LISTS: bool = true;
+
     fn element_bytes(counts: &ElementCounts) -> usize {
         counts.of(ENTITLEMENTS) * size_of::<v1::Entitlement>()
     }
@@ -146,6 +153,8 @@ impl InboxMessage for v1::EntitlementsUpdate {
 }
 
 impl InboxMessage for v1::ContentUpdate {
+    const LISTS: bool = true;
+
     fn element_bytes(counts: &ElementCounts) -> usize {
         counts.of(TAGS) * size_of::<String>()
     }
@@ -246,6 +255,10 @@ fn decode_protobuf<M: InboxMessage>(payload: &[u8]) -> Result<M, DecodeError> {
         message: M::NAME,
         detail,
     };
+    // The ingest hot path (songs, heartbeats): nothing to count, no descriptor looked up.
+    if !M::LISTS {
+        return M::decode(payload).map_err(|error| protobuf_error(error.to_string()));
+    }
     let descriptor = POOL.get_message_by_name(&M::full_name()).ok_or_else(|| {
         protobuf_error(format!("{} is not in the descriptor set", M::full_name()))
     })?;
