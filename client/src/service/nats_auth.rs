@@ -96,6 +96,9 @@ pub enum NatsAuthError {
 #[derive(Clone)]
 pub struct NatsCredentials {
     seed: String,
+    /// Derived once: signing with a pair made from the seed each time cost a key derivation per
+    /// answered command.
+    pair: std::sync::Arc<nkeys::KeyPair>,
     public_key: String,
     inbox_prefix: String,
 }
@@ -127,6 +130,7 @@ impl NatsCredentials {
         Ok(Self {
             seed: seed.to_owned(),
             public_key: pair.public_key(),
+            pair: std::sync::Arc::new(pair),
             inbox_prefix: role.inbox_prefix(),
         })
     }
@@ -143,8 +147,8 @@ impl NatsCredentials {
     /// The `Playhead-Reply-Signature` of a command published to `subject` whose decision is to
     /// go to `reply` (under this role's prefix): see [`RequesterKeys`].
     pub fn sign_reply(&self, subject: &str, reply: &str) -> String {
-        let pair = nkeys::KeyPair::from_seed(&self.seed).expect("checked when loaded");
-        let signature = pair
+        let signature = self
+            .pair
             .sign(signed_reply_text(subject, reply).as_bytes())
             .expect("a seed signs");
         let mut hex = String::with_capacity(signature.len() * 2);
@@ -170,8 +174,35 @@ fn signed_reply_text(subject: &str, reply: &str) -> String {
 /// `_INBOX.{role}.…` is used only with that role's signature of it, so that no client can aim a
 /// decision into another client's replies. (The broker cannot tell the node who published a
 /// stored message: it strips even its own client-info header when a stream stores one.)
-#[derive(Debug, Clone, Default)]
-pub struct RequesterKeys(Vec<(String, String)>);
+#[derive(Clone, Default)]
+pub struct RequesterKeys(Vec<RequesterKey>);
+
+/// One role's public key, parsed once (not for every reply it signs).
+#[derive(Clone)]
+struct RequesterKey {
+    role: String,
+    public_key: String,
+    pair: std::sync::Arc<nkeys::KeyPair>,
+}
+
+impl RequesterKey {
+    fn parse(role: String, public_key: String) -> Option<Self> {
+        let pair = nkeys::KeyPair::from_public_key(&public_key).ok()?;
+        public_key.starts_with('U').then(|| RequesterKey {
+            role,
+            public_key,
+            pair: std::sync::Arc::new(pair),
+        })
+    }
+}
+
+impl fmt::Debug for RequesterKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|key| (&key.role, &key.public_key)))
+            .finish()
+    }
+}
 
 /// Why a reply subject is not used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -193,7 +224,7 @@ impl RequesterKeys {
     pub fn new(keys: impl IntoIterator<Item = (NatsRole, String)>) -> Self {
         Self(
             keys.into_iter()
-                .map(|(role, key)| (role.name().to_owned(), key))
+                .filter_map(|(role, key)| RequesterKey::parse(role.name().to_owned(), key))
                 .collect(),
         )
     }
@@ -214,11 +245,9 @@ impl RequesterKeys {
             let Some(role) = name.trim().strip_prefix("PLAYHEAD_NKEY_") else {
                 continue;
             };
-            let key = key.trim();
-            if nkeys::KeyPair::from_public_key(key).is_err() || !key.starts_with('U') {
-                return Err(read_error(format!("{name} is not a user's public key")));
-            }
-            keys.push((role.to_ascii_lowercase(), key.to_owned()));
+            let key = RequesterKey::parse(role.to_ascii_lowercase(), key.trim().to_owned())
+                .ok_or_else(|| read_error(format!("{name} is not a user's public key")))?;
+            keys.push(key);
         }
         if keys.is_empty() {
             return Err(read_error("no PLAYHEAD_NKEY_* line".into()));
@@ -239,10 +268,10 @@ impl RequesterKeys {
             .nth(1)
             .filter(|_| reply.split('.').count() > 2)
             .ok_or_else(|| ReplyRefusal::NoRole(reply.to_owned()))?;
-        let (_, key) = self
+        let key = self
             .0
             .iter()
-            .find(|(name, _)| name == role)
+            .find(|key| key.role == role)
             .ok_or_else(|| ReplyRefusal::UnknownRole(role.to_owned()))?;
         let signature = signature.ok_or(ReplyRefusal::Unsigned)?;
         let bad = || ReplyRefusal::BadSignature(role.to_owned());
@@ -254,8 +283,8 @@ impl RequesterKeys {
             .map(|at| u8::from_str_radix(&signature[at..at + 2], 16))
             .collect::<Result<_, _>>()
             .map_err(|_| bad())?;
-        let pair = nkeys::KeyPair::from_public_key(key).map_err(|_| bad())?;
-        pair.verify(signed_reply_text(subject, reply).as_bytes(), &bytes)
+        key.pair
+            .verify(signed_reply_text(subject, reply).as_bytes(), &bytes)
             .map_err(|_| bad())
     }
 }
