@@ -13,8 +13,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use playhead_client::service::nats_auth::{self, NatsAccess, NatsRole, RequesterKeys};
 use playhead_proto::subjects::{
-    DLQ_CAPTURE, DLQ_STREAM, EVENTS_CAPTURE, EVENTS_STREAM, HEARTBEAT_INTERVAL_KEY, Inbox,
-    MAX_MESSAGE_BYTES_KEY, NOW_PLAYING_BUCKET, SETTINGS_BUCKET,
+    DLQ_CAPTURE, DLQ_STREAM, EVENTS_CAPTURE, EVENTS_STREAM, HEARTBEAT_INTERVAL_KEY, IMPORTS_BUCKET,
+    Inbox, MAX_MESSAGE_BYTES_KEY, NOW_PLAYING_BUCKET, SETTINGS_BUCKET,
 };
 use tokio::process::{Child, Command};
 
@@ -41,6 +41,8 @@ pub enum BrokerError {
 
 /// Inbox streams keep this much history (the journal, not the inbox, is what rebuilds state).
 const INBOX_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Import batches stay this long (a re-run after that answers its recorded status still).
+const IMPORT_OBJECT_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 const DLQ_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// The broker users and permissions of every playhead deployment (see the file); the embedded
@@ -242,6 +244,8 @@ pub struct Topology {
     /// Names this incarnation of `PLAYHEAD_EVENTS` (its creation time): a store folded from
     /// another journal must not be served as if it folded this one.
     pub journal_identity: String,
+    /// The import batches (`PLAYHEAD_IMPORTS`).
+    pub import_objects: async_nats::jetstream::object_store::ObjectStore,
 }
 
 pub async fn ensure_streams(
@@ -267,6 +271,47 @@ pub async fn ensure_streams(
             .await
             .map_err(|error| setup_error(inbox.stream_name())(error.to_string()))?;
     }
+    // Import requests: a few a day, one partition (the transform only moves them under the
+    // stored prefix, as the other inboxes are).
+    let imports = Inbox::Import;
+    jetstream
+        .create_or_update_stream(stream::Config {
+            name: imports.stream_name().into(),
+            subjects: vec![imports.capture_subject().into()],
+            subject_transform: Some(stream::SubjectTransform {
+                source: imports.capture_subject().into(),
+                destination: imports.transform_destination(1),
+            }),
+            max_age: INBOX_MAX_AGE,
+            duplicate_window,
+            num_replicas: replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(|error| setup_error(imports.stream_name())(error.to_string()))?;
+    let import_objects = match jetstream.get_object_store(IMPORTS_BUCKET).await {
+        Ok(store) => store,
+        Err(_) => {
+            let created = jetstream
+                .create_object_store(async_nats::jetstream::object_store::Config {
+                    bucket: IMPORTS_BUCKET.to_owned(),
+                    description: Some("playhead: import batches (claim checks name them)".into()),
+                    max_age: IMPORT_OBJECT_MAX_AGE,
+                    storage: stream::StorageType::File,
+                    num_replicas: replicas,
+                    ..Default::default()
+                })
+                .await;
+            match created {
+                Ok(store) => store,
+                // Another node may have created it between our get and create.
+                Err(error) => jetstream
+                    .get_object_store(IMPORTS_BUCKET)
+                    .await
+                    .map_err(|_| setup_error(IMPORTS_BUCKET)(error.to_string()))?,
+            }
+        }
+    };
     // The journal: nothing but age removes events (no message or byte limits), and the
     // retention covers everything no snapshot holds yet (validated with the configuration).
     // Direct get serves catch-up reads of one entity's journal.
@@ -320,6 +365,7 @@ pub async fn ensure_streams(
         now_playing,
         settings,
         journal_identity,
+        import_objects,
     })
 }
 

@@ -40,8 +40,27 @@ pub struct NodeConfig {
     pub playout: PlayoutConfig,
     pub storage: StorageConfig,
     pub journal: JournalConfig,
+    pub imports: ImportsConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
+}
+
+/// Imports of concert listings (claim checks in the object store) and the shows they list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImportsConfig {
+    /// An import notes how far it got (its last committed line and counts) every this many
+    /// lines, and resumes from there after a restart.
+    pub commit_every_lines: u64,
+    /// Longest line of a batch; a longer one is an invalid record (its bytes are skipped).
+    pub max_line_bytes: usize,
+    /// Shows are kept in buckets of this width by their start time...
+    pub show_bucket_secs: u64,
+    /// ...and leave with their bucket once it ended this long ago (shows stay listed until at
+    /// least `starts_at` + this).
+    pub show_keep_after_start_secs: u64,
+    /// A station's or a listener's artists looked up for shows, most recent first.
+    pub max_artists_per_query: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -211,6 +230,7 @@ impl Default for NodeConfig {
             playout: PlayoutConfig::default(),
             storage: StorageConfig::default(),
             journal: JournalConfig::default(),
+            imports: ImportsConfig::default(),
             metrics: MetricsConfig::default(),
             log: LogConfig::default(),
         }
@@ -319,6 +339,18 @@ impl Default for StorageConfig {
             expiry_removes_per_sec: DEFAULT_EXPIRY_REMOVES_PER_SEC,
             cache_mib: 256,
             catalog_cache_items: 100_000,
+        }
+    }
+}
+
+impl Default for ImportsConfig {
+    fn default() -> Self {
+        Self {
+            commit_every_lines: 5_000,
+            max_line_bytes: 16 * 1024,
+            show_bucket_secs: 24 * 3600,
+            show_keep_after_start_secs: 24 * 3600,
+            max_artists_per_query: 200,
         }
     }
 }
@@ -576,6 +608,36 @@ impl NodeConfig {
                 "player.max_sessions_per_user",
                 self.player.max_sessions_per_user,
                 "use at most 10000: a new session reads when every other one was last used",
+            );
+        }
+        if self.imports.commit_every_lines == 0 {
+            return invalid(
+                "imports.commit_every_lines",
+                0,
+                "give a positive number of lines (default 5000)",
+            );
+        }
+        if !(256..=1024 * 1024).contains(&self.imports.max_line_bytes) {
+            return invalid(
+                "imports.max_line_bytes",
+                self.imports.max_line_bytes,
+                "give 256 to 1048576 bytes (default 16384)",
+            );
+        }
+        if self.imports.show_bucket_secs == 0
+            || self.imports.show_keep_after_start_secs < self.imports.show_bucket_secs
+        {
+            return invalid(
+                "imports.show_keep_after_start_secs",
+                self.imports.show_keep_after_start_secs,
+                "must be at least imports.show_bucket_secs, which must be positive",
+            );
+        }
+        if !(1..=1000).contains(&self.imports.max_artists_per_query) {
+            return invalid(
+                "imports.max_artists_per_query",
+                self.imports.max_artists_per_query,
+                "give 1 to 1000 (default 200)",
             );
         }
         if self.player.session_bucket_secs == 0

@@ -15,6 +15,8 @@
 //! - `crash_after_answers=N`: the process aborts right after its `N`th batch of answers reached
 //!   the broker, before their messages are flushed and acknowledged (the window in which a
 //!   publisher holds an answer the node must not contradict).
+//! - `slow_import_ms=N`: an import waits N ms after each read from its object (so a test can
+//!   cut it half-way, between two commits of its progress).
 //!
 //! Nothing here runs unless one of these is set: production paths only test an `Option`.
 
@@ -35,6 +37,7 @@ pub struct Faults {
     appends: AtomicU64,
     crash_after_answers: Option<u64>,
     answers: AtomicU64,
+    slow_import_ms: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -81,10 +84,16 @@ impl Faults {
                         FaultsError(format!("crash_after_answers={value:?} is not a count"))
                     })?)
                 }
+                "slow_import_ms" => {
+                    faults.slow_import_ms = Some(value.parse().map_err(|_| {
+                        FaultsError(format!("slow_import_ms={value:?} is not a count"))
+                    })?)
+                }
                 other => {
                     return Err(FaultsError(format!(
                         "unknown fault {other:?}; known: panic_on, actor_panic_on, poison_on, \
-                         prepare_delay_ms, slow_query, crash_after_appends, crash_after_answers"
+                         prepare_delay_ms, slow_query, crash_after_appends, crash_after_answers, \
+                         slow_import_ms"
                     )));
                 }
             }
@@ -108,6 +117,12 @@ impl Faults {
             || self.slow_query.is_some()
             || self.crash_after_appends.is_some()
             || self.crash_after_answers.is_some()
+            || self.slow_import_ms.is_some()
+    }
+
+    /// How long an import waits after each read from its object, if at all.
+    pub fn import_read_delay(&self) -> Option<std::time::Duration> {
+        self.slow_import_ms.map(std::time::Duration::from_millis)
     }
 
     /// Whether the process is to abort after some batch of answers.

@@ -54,6 +54,18 @@ pub struct SnapshotLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RecordOutcome {
+    /// new | duplicate | invalid
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ImportStateLabel {
+    /// accepted | completed | failed (counters); running (gauge)
+    pub state: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventLabel {
     pub event: &'static str,
 }
@@ -94,6 +106,10 @@ pub struct NodeMetrics {
     pub snapshot_failures: Family<SnapshotLabel, Counter>,
     pub snapshot_last_success: Family<SnapshotLabel, Gauge>,
     pub snapshot_journal_sequence: Family<SnapshotLabel, Gauge>,
+    pub import_records: Family<RecordOutcome, Counter>,
+    pub imports: Family<ImportStateLabel, Counter>,
+    pub imports_running: Gauge,
+    pub import_seconds: Histogram,
 }
 
 impl NodeMetrics {
@@ -119,6 +135,10 @@ impl NodeMetrics {
             snapshot_failures: Family::default(),
             snapshot_last_success: Family::default(),
             snapshot_journal_sequence: Family::default(),
+            import_records: Family::default(),
+            imports: Family::default(),
+            imports_running: Gauge::default(),
+            import_seconds: Histogram::new(exponential_buckets(0.05, 2.0, 14)),
             registry: Registry::default(),
         };
         registry.register(
@@ -217,6 +237,26 @@ impl NodeMetrics {
             "Journal sequence the latest snapshot of each kind covers",
             metrics.snapshot_journal_sequence.clone(),
         );
+        registry.register(
+            "import_records",
+            "Import records by outcome (new, duplicate, invalid)",
+            metrics.import_records.clone(),
+        );
+        registry.register(
+            "imports",
+            "Imports that reached a state (accepted, completed, failed)",
+            metrics.imports.clone(),
+        );
+        registry.register(
+            "imports_running",
+            "Imports running now",
+            metrics.imports_running.clone(),
+        );
+        registry.register(
+            "import_seconds",
+            "How long an import ran, from its start (or resumption) to its end",
+            metrics.import_seconds.clone(),
+        );
         register_build_info(&mut registry);
         Arc::new(Self {
             registry,
@@ -253,6 +293,16 @@ impl NodeMetrics {
                 .inc_by(0);
             self.snapshot_failures
                 .get_or_create(&SnapshotLabel { kind })
+                .inc_by(0);
+        }
+        for outcome in ["new", "duplicate", "invalid"] {
+            self.import_records
+                .get_or_create(&RecordOutcome { outcome })
+                .inc_by(0);
+        }
+        for state in ["accepted", "completed", "failed"] {
+            self.imports
+                .get_or_create(&ImportStateLabel { state })
                 .inc_by(0);
         }
         for &keyspace in labels.keyspaces {

@@ -26,7 +26,9 @@
 
 use std::collections::HashSet;
 
-use playhead_proto::ids::{ContentId, DeviceId, IdError, PlaylistId, PlayoutId};
+use playhead_proto::ids::{
+    ContentId, DeviceId, IdError, ImportId, PlaylistId, PlayoutId, SourceId,
+};
 use playhead_proto::v1;
 
 /// Most tracks a playlist may have. With the default message limit
@@ -38,6 +40,8 @@ pub const MAX_TRACKS: usize = 5_000;
 pub const MAX_ENTITLEMENTS: usize = 256;
 /// Highest concurrency limit a user may have.
 pub const MAX_CONCURRENCY_LIMIT: u32 = 16;
+/// Longest object name an `ImportRequest` may name.
+pub const MAX_OBJECT_NAME_BYTES: usize = 1024;
 
 /// Why a command is refused before anything is decided.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -172,6 +176,34 @@ pub fn heartbeat(heartbeat: &v1::Heartbeat) -> Result<CheckedHeartbeat, Validati
     })
 }
 
+/// An `ImportRequest` whose ids and object name are usable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedImportRequest {
+    pub source: SourceId,
+    pub import_id: ImportId,
+    pub object_name: String,
+}
+
+/// Checks an `ImportRequest`: `source` and `import_id` are ids, `object_name` names an object
+/// of 1 to [`MAX_OBJECT_NAME_BYTES`] bytes.
+pub fn import_request(
+    request: &v1::ImportRequest,
+) -> Result<CheckedImportRequest, ValidationError> {
+    let source = SourceId::parse(request.source.as_str())?;
+    let import_id = ImportId::parse(request.import_id.as_str())?;
+    if request.object_name.is_empty() || request.object_name.len() > MAX_OBJECT_NAME_BYTES {
+        return Err(ValidationError::InvalidCommand(format!(
+            "object_name must name an object of 1 to {MAX_OBJECT_NAME_BYTES} bytes; got {} bytes",
+            request.object_name.len()
+        )));
+    }
+    Ok(CheckedImportRequest {
+        source,
+        import_id,
+        object_name: request.object_name.clone(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,5 +250,28 @@ mod tests {
             player_command(&bad),
             Err(ValidationError::InvalidId(_))
         ));
+    }
+
+    #[test]
+    fn an_import_request_names_its_source_its_id_and_a_bounded_object() {
+        let request = |source: &str, import_id: &str, object_name: String| v1::ImportRequest {
+            source: source.into(),
+            import_id: import_id.into(),
+            object_name,
+        };
+        let checked =
+            import_request(&request("songkick", "imp-1", "songkick/imp-1".into())).unwrap();
+        assert_eq!(checked.source.as_str(), "songkick");
+        assert_eq!(checked.import_id.as_str(), "imp-1");
+        assert!(import_request(&request("a.b", "imp-1", "x".into())).is_err());
+        assert!(import_request(&request("songkick", "", "x".into())).is_err());
+        let longest = "o".repeat(MAX_OBJECT_NAME_BYTES);
+        assert!(import_request(&request("songkick", "imp-1", longest.clone())).is_ok());
+        for object_name in [String::new(), format!("{longest}o")] {
+            assert!(matches!(
+                import_request(&request("songkick", "imp-1", object_name)),
+                Err(ValidationError::InvalidCommand(_))
+            ));
+        }
     }
 }

@@ -19,7 +19,7 @@
 
 use std::collections::BTreeSet;
 
-use playhead_proto::ids::{IdError, PlaylistId, StationId, Tag, UserId};
+use playhead_proto::ids::{IdError, ImportId, PlaylistId, StationId, Tag, UserId};
 use playhead_proto::v1;
 
 use crate::command::MAX_ENTITLEMENTS;
@@ -29,6 +29,10 @@ use crate::wire;
 /// Largest page a query returns.
 pub const MAX_PAGE_SIZE: u32 = 100;
 pub const DEFAULT_PAGE_SIZE: u32 = 20;
+/// Longest artist name a shows query may name, in characters.
+pub const MAX_ARTIST_CHARS: usize = 256;
+/// Longest page token a shows query may carry back.
+pub const MAX_PAGE_TOKEN_BYTES: usize = 512;
 
 /// A query that cannot be answered, with the service error code it travels as.
 #[derive(Debug, thiserror::Error)]
@@ -204,6 +208,75 @@ pub fn entitlements_query(
     Ok((user, tags))
 }
 
+/// Checks a `GetImport` request.
+pub fn import_query(request: &v1::GetImportRequest) -> Result<ImportId, QueryError> {
+    Ok(ImportId::parse(request.import_id.as_str())?)
+}
+
+/// Whose upcoming shows a `ListShows` request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShowsSelector {
+    /// One artist, as the caller spells it (1 to [`MAX_ARTIST_CHARS`] characters).
+    Artist(String),
+    /// The artists recently played on a station.
+    Station(StationId),
+    /// The artists a listener recently listened to.
+    User(UserId),
+}
+
+/// A page of upcoming shows, in start order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShowsQuery {
+    pub selector: ShowsSelector,
+    /// Shows starting at or after this (the node never goes earlier than now).
+    pub from: Option<Timestamp>,
+    pub page_size: usize,
+    /// The previous page's `next_page_token` (opaque here; the node reads it).
+    pub page_token: Option<String>,
+}
+
+/// Checks a `ListShows` request: exactly one selector, a bounded artist name or a valid id,
+/// the page size and the page token's length.
+pub fn shows_query(request: &v1::ListShowsRequest) -> Result<ShowsQuery, QueryError> {
+    use v1::list_shows_request::Selector;
+    let selector = match &request.selector {
+        None => {
+            return Err(QueryError::InvalidArgument(
+                "give one of artist, station_id or user_id".into(),
+            ));
+        }
+        Some(Selector::Artist(artist)) => {
+            let chars = artist.chars().count();
+            if artist.trim().is_empty() || chars > MAX_ARTIST_CHARS {
+                return Err(QueryError::InvalidArgument(format!(
+                    "artist must be 1 to {MAX_ARTIST_CHARS} characters of text; got {chars}"
+                )));
+            }
+            ShowsSelector::Artist(artist.clone())
+        }
+        Some(Selector::StationId(station)) => {
+            ShowsSelector::Station(StationId::parse(station.as_str())?)
+        }
+        Some(Selector::UserId(user)) => ShowsSelector::User(UserId::parse(user.as_str())?),
+    };
+    if request.page_token.len() > MAX_PAGE_TOKEN_BYTES {
+        return Err(QueryError::InvalidArgument(format!(
+            "page_token is {} bytes; a token this service returned has at most \
+             {MAX_PAGE_TOKEN_BYTES}",
+            request.page_token.len()
+        )));
+    }
+    Ok(ShowsQuery {
+        selector,
+        from: request
+            .from
+            .as_ref()
+            .map(|from| Timestamp::from_millis(wire::timestamp_millis(from))),
+        page_size: page_size(request.page_size)?,
+        page_token: Some(request.page_token.clone()).filter(|token| !token.is_empty()),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,5 +351,65 @@ mod tests {
         let many: Vec<String> = (0..=MAX_ENTITLEMENTS).map(|n| format!("t{n}")).collect();
         let many: Vec<&str> = many.iter().map(String::as_str).collect();
         assert!(entitlements_query(&ask(&many)).is_err());
+    }
+
+    #[test]
+    fn an_import_is_asked_by_a_valid_id() {
+        let ask = |import_id: &str| v1::GetImportRequest {
+            import_id: import_id.into(),
+        };
+        assert_eq!(import_query(&ask("imp-1")).unwrap().as_str(), "imp-1");
+        for bad in ["", "imp.1", "imp 1"] {
+            assert!(matches!(
+                import_query(&ask(bad)),
+                Err(QueryError::InvalidArgument(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn a_shows_query_has_one_bounded_selector_and_a_bounded_page() {
+        use v1::list_shows_request::Selector;
+        let ask = |selector: Option<Selector>| v1::ListShowsRequest {
+            selector,
+            ..Default::default()
+        };
+        let refused = |request: &v1::ListShowsRequest| {
+            matches!(shows_query(request), Err(QueryError::InvalidArgument(_)))
+        };
+        assert!(refused(&ask(None)));
+        let longest = "é".repeat(MAX_ARTIST_CHARS);
+        let query = shows_query(&ask(Some(Selector::Artist(longest.clone())))).unwrap();
+        assert_eq!(query.selector, ShowsSelector::Artist(longest.clone()));
+        assert_eq!(query.page_size, DEFAULT_PAGE_SIZE as usize);
+        assert_eq!(query.page_token, None);
+        for artist in [String::new(), "   ".into(), format!("{longest}é")] {
+            assert!(
+                refused(&ask(Some(Selector::Artist(artist.clone())))),
+                "{artist:?}"
+            );
+        }
+        assert!(refused(&ask(Some(Selector::StationId("radio.1".into())))));
+        assert!(refused(&ask(Some(Selector::UserId(String::new())))));
+        assert_eq!(
+            shows_query(&ask(Some(Selector::UserId("ann".into()))))
+                .unwrap()
+                .selector,
+            ShowsSelector::User(UserId::parse("ann").unwrap())
+        );
+        let page = |page_size: u32, page_token: String| v1::ListShowsRequest {
+            selector: Some(Selector::StationId("radio-1".into())),
+            from: Some(prost_types::Timestamp {
+                seconds: 7,
+                nanos: 0,
+            }),
+            page_size,
+            page_token,
+        };
+        let query = shows_query(&page(MAX_PAGE_SIZE, "t".repeat(MAX_PAGE_TOKEN_BYTES))).unwrap();
+        assert_eq!(query.from, Some(Timestamp::from_millis(7_000)));
+        assert_eq!(query.page_size, MAX_PAGE_SIZE as usize);
+        assert!(refused(&page(MAX_PAGE_SIZE + 1, String::new())));
+        assert!(refused(&page(0, "t".repeat(MAX_PAGE_TOKEN_BYTES + 1))));
     }
 }

@@ -16,10 +16,10 @@
 //!
 //! | role | may |
 //! |---|---|
-//! | `listener` | Player and Playout calls for its own `user_id`; station reads |
-//! | `station` | `ReportSong` for its `stations`; station reads |
-//! | `backoffice` | read any user's playouts and entitlements; station reads |
-//! | `operator` | read everything |
+//! | `listener` | Player and Playout calls for its own `user_id`; station reads; shows by artist, by station, and by its own `user_id` |
+//! | `station` | `ReportSong` for its `stations`; station reads; shows by artist or station |
+//! | `backoffice` | read any user's playouts and entitlements; upload, start and read imports; station reads; shows |
+//! | `operator` | read everything (imports and shows included) |
 //! | `admin` | everything |
 //!
 //! The key ring is a text file: one key per line, `KID BASE64-SECRET` (secrets of at least 32
@@ -73,6 +73,17 @@ impl Role {
             Role::Backoffice => "backoffice",
             Role::Operator => "operator",
             Role::Admin => "admin",
+        }
+    }
+
+    /// `a listener`, `an operator`: the role as a message names it.
+    pub fn with_article(self) -> &'static str {
+        match self {
+            Role::Listener => "a listener",
+            Role::Station => "a station",
+            Role::Backoffice => "a backoffice",
+            Role::Operator => "an operator",
+            Role::Admin => "an admin",
         }
     }
 
@@ -363,6 +374,12 @@ pub enum Access<'a> {
     Report(&'a str),
     /// Now-playing and play history.
     ReadStations,
+    /// Upcoming shows of an artist or of a station's artists (a listener's: [`Access::ReadUser`]).
+    ReadShows,
+    /// Store an import batch and request its import (`UploadImport`, `StartImport`).
+    RunImports,
+    /// An import's status (`GetImport`, `WatchImport`).
+    ReadImports,
 }
 
 /// Checks the caller of `request` (the principal the RPC layer found in its token) for `access`;
@@ -426,28 +443,33 @@ pub struct Denied(pub String);
 impl Principal {
     pub fn allows(&self, access: Access<'_>) -> Result<(), Denied> {
         let allowed = match (self.role, access) {
-            (Role::Admin, _) | (_, Access::ReadStations) => true,
+            (Role::Admin, _) | (_, Access::ReadStations | Access::ReadShows) => true,
             (Role::Listener, Access::ActFor(user) | Access::ReadUser(user)) => user == self.subject,
-            (Role::Backoffice | Role::Operator, Access::ReadUser(_)) => true,
+            (Role::Backoffice | Role::Operator, Access::ReadUser(_) | Access::ReadImports) => true,
+            (Role::Backoffice, Access::RunImports) => true,
             (Role::Station, Access::Report(station)) => self.stations.contains(station),
             _ => false,
         };
         if allowed {
             return Ok(());
         }
-        let role = self.role.name();
+        let role = self.role.with_article();
         let subject = &self.subject;
         Err(Denied(match access {
             Access::ActFor(user) | Access::ReadUser(user) if self.role == Role::Listener => {
                 format!("a listener token acts for its own user only ({subject}), not {user:?}")
             }
-            Access::ActFor(_) => format!("a {role} token cannot act for a listener"),
-            Access::ReadUser(_) => format!("a {role} token cannot read listeners' state"),
+            Access::ActFor(_) => format!("{role} token cannot act for a listener"),
+            Access::ReadUser(_) => format!("{role} token cannot read listeners' state"),
             Access::Report(station) if self.role == Role::Station => {
                 format!("this station token does not cover station {station:?}")
             }
-            Access::Report(_) => format!("a {role} token cannot report songs"),
-            Access::ReadStations => unreachable!("every role reads stations"),
+            Access::Report(_) => format!("{role} token cannot report songs"),
+            Access::RunImports => format!("{role} token cannot upload or start imports"),
+            Access::ReadImports => format!("{role} token cannot read imports"),
+            Access::ReadStations | Access::ReadShows => {
+                unreachable!("every role reads stations and shows")
+            }
         }))
     }
 }
@@ -658,12 +680,26 @@ mod tests {
             (&operator, Access::Report("radio-1"), false),
             (&admin, Access::ActFor("ann"), true),
             (&admin, Access::Report("radio-9"), true),
+            // Imports: the back office runs them; operators and admins read them too.
+            (&listener, Access::RunImports, false),
+            (&station, Access::RunImports, false),
+            (&backoffice, Access::RunImports, true),
+            (&operator, Access::RunImports, false),
+            (&admin, Access::RunImports, true),
+            (&listener, Access::ReadImports, false),
+            (&station, Access::ReadImports, false),
+            (&backoffice, Access::ReadImports, true),
+            (&operator, Access::ReadImports, true),
+            (&admin, Access::ReadImports, true),
         ];
         for (who, access, expected) in cases {
             assert_eq!(who.allows(access).is_ok(), expected, "{who:?} {access:?}");
         }
         for who in [&listener, &station, &backoffice, &operator, &admin] {
             assert!(who.allows(Access::ReadStations).is_ok());
+            assert!(who.allows(Access::ReadShows).is_ok());
         }
+        let denied = operator.allows(Access::RunImports).unwrap_err();
+        assert_eq!(denied.0, "an operator token cannot upload or start imports");
     }
 }

@@ -15,6 +15,7 @@ use playhead_client::service::nats_auth::{NatsAccess, NatsRole};
 use playhead_client::service::telemetry::{LogConfig, LogFormat};
 use serde::Deserialize;
 
+use crate::import::{DEFAULT_MAX_CONCURRENT_UPLOADS, DEFAULT_MAX_IMPORT_BYTES, ImportLimits};
 use crate::server::{GatewayConfig, GatewayTls};
 
 /// Prefix of the gateway's environment variables.
@@ -22,7 +23,12 @@ pub const ENV_PREFIX: &str = "PLAYHEAD_GATEWAY_";
 /// The environment variable naming the configuration file (not a setting itself).
 pub const CONFIG_FILE_ENV: &str = "PLAYHEAD_GATEWAY_CONFIG";
 /// The keys whose values are numbers.
-const NUMBER_KEYS: [&str; 2] = ["max_concurrent_rpcs", "max_streams_per_connection"];
+const NUMBER_KEYS: [&str; 4] = [
+    "max_concurrent_rpcs",
+    "max_streams_per_connection",
+    "max_import_bytes",
+    "max_concurrent_uploads",
+];
 /// Longest wait a timeout may be set to.
 const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -38,6 +44,9 @@ const DEFAULT_MAX_STREAMS_PER_CONNECTION: u32 = 100;
 const MAX_STREAMS_PER_CONNECTION: u32 = 10_000;
 const DEFAULT_REFUSAL_PAUSE: Duration = Duration::from_secs(1);
 const MAX_REFUSAL_PAUSE: Duration = Duration::from_secs(10);
+/// Largest `max_import_bytes`: 1 GiB (a day's listings are a few MB).
+const MAX_IMPORT_BYTES: u64 = 1024 * 1024 * 1024;
+const MAX_CONCURRENT_UPLOADS: usize = 1024;
 
 const fn loopback(port: u16) -> SocketAddr {
     SocketAddr::V4(std::net::SocketAddrV4::new(
@@ -100,6 +109,10 @@ pub struct Layer {
     pub tls_cert: Option<PathBuf>,
     /// Its private key (PEM), readable by its owner (and group) only.
     pub tls_key: Option<PathBuf>,
+    /// Largest batch an `UploadImport` may store, in bytes.
+    pub max_import_bytes: Option<u64>,
+    /// Uploads streaming into the object store at once.
+    pub max_concurrent_uploads: Option<usize>,
 }
 
 impl Layer {
@@ -124,6 +137,8 @@ impl Layer {
             auth_keys: self.auth_keys.or(lower.auth_keys),
             tls_cert: self.tls_cert.or(lower.tls_cert),
             tls_key: self.tls_key.or(lower.tls_key),
+            max_import_bytes: self.max_import_bytes.or(lower.max_import_bytes),
+            max_concurrent_uploads: self.max_concurrent_uploads.or(lower.max_concurrent_uploads),
         }
     }
 
@@ -286,7 +301,33 @@ fn resolve(layers: Layer) -> Result<Settings, ConfigError> {
             });
         }
     };
+    let imports = ImportLimits {
+        max_import_bytes: match layers.max_import_bytes.unwrap_or(DEFAULT_MAX_IMPORT_BYTES) {
+            limit @ 1..=MAX_IMPORT_BYTES => limit,
+            other => {
+                return Err(ConfigError::Invalid {
+                    key: "max_import_bytes",
+                    value: other.to_string(),
+                    fix: format!("give 1 to {MAX_IMPORT_BYTES} (bytes)"),
+                });
+            }
+        },
+        max_concurrent_uploads: match layers
+            .max_concurrent_uploads
+            .unwrap_or(DEFAULT_MAX_CONCURRENT_UPLOADS)
+        {
+            limit @ 1..=MAX_CONCURRENT_UPLOADS => limit,
+            other => {
+                return Err(ConfigError::Invalid {
+                    key: "max_concurrent_uploads",
+                    value: other.to_string(),
+                    fix: format!("give 1 to {MAX_CONCURRENT_UPLOADS}"),
+                });
+            }
+        },
+    };
     let gateway = GatewayConfig {
+        imports,
         nats_url,
         nats,
         max_streams_per_connection,
@@ -361,6 +402,8 @@ mod tests {
             "127.0.0.1:9466"
         );
         assert_eq!(gateway.request_timeout, Duration::from_secs(2));
+        assert_eq!(gateway.imports.max_import_bytes, 64 * 1024 * 1024);
+        assert_eq!(gateway.imports.max_concurrent_uploads, 16);
         assert_eq!(settings.log.format, LogFormat::Text);
         assert_eq!(gateway.keys.key_ids().collect::<Vec<_>>(), ["test"]);
     }
@@ -397,6 +440,7 @@ mod tests {
             ("PLAYHEAD_GATEWAY_CONSOLE_LISTEN", "off"),
             ("PLAYHEAD_GATEWAY_MAX_CONCURRENT_RPCS", "1000"),
             ("PLAYHEAD_GATEWAY_REFUSAL_PAUSE", "250ms"),
+            ("PLAYHEAD_GATEWAY_MAX_IMPORT_BYTES", "1048576"),
             ("PLAYHEAD_GATEWAY_CONFIG", "/ignored/as/a/setting"),
             ("PLAYHEAD_NATS_URL", "nats://not-the-gateways:1"),
         ]);
@@ -423,6 +467,7 @@ mod tests {
             "a number from the environment"
         );
         assert_eq!(gateway.refusal_pause, Duration::from_millis(250));
+        assert_eq!(gateway.imports.max_import_bytes, 1024 * 1024);
     }
 
     fn fixture(name: &str) -> PathBuf {
@@ -517,6 +562,31 @@ mod tests {
         assert!(
             too_long.contains("request_timeout = 2m: give 1ms to 1m"),
             "{too_long}"
+        );
+        let (_keys_dir, keys) = with_keys();
+        for (key, value) in [
+            ("PLAYHEAD_GATEWAY_MAX_IMPORT_BYTES", "0"),
+            ("PLAYHEAD_GATEWAY_MAX_IMPORT_BYTES", "1073741825"),
+            ("PLAYHEAD_GATEWAY_MAX_CONCURRENT_UPLOADS", "0"),
+        ] {
+            let refused = load(None, vars(&[(key, value)]), keys.clone())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                refused.contains(&format!("= {value}: give 1 to")),
+                "{refused}"
+            );
+        }
+        let size_with_unit = load(
+            None,
+            vars(&[("PLAYHEAD_GATEWAY_MAX_IMPORT_BYTES", "64MiB")]),
+            Layer::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            size_with_unit.contains("max_import_bytes"),
+            "{size_with_unit}"
         );
         let missing = load(
             Some(Path::new("/no/such/gateway.toml")),

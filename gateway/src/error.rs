@@ -23,6 +23,12 @@ pub enum GatewayError {
     Unavailable(String),
     #[error("the node did not answer within {0} ms")]
     Timeout(u64),
+    /// A bounded resource of this gateway is in use to its limit (uploads, import watches).
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// An import upload's body was refused or cut short.
+    #[error(transparent)]
+    Upload(#[from] crate::import::upload::UploadError),
     #[error("{0}")]
     Internal(String),
 }
@@ -60,6 +66,20 @@ impl From<GatewayError> for tonic::Status {
             GatewayError::Unavailable(_) | GatewayError::Timeout(_) => {
                 tonic::Status::unavailable(message)
             }
+            GatewayError::ResourceExhausted(_) => tonic::Status::resource_exhausted(message),
+            GatewayError::Upload(upload) => {
+                use crate::import::upload::UploadError;
+                let code = match &upload {
+                    UploadError::NoChunk | UploadError::Conflicting { .. } => {
+                        tonic::Code::InvalidArgument
+                    }
+                    UploadError::TooLarge { .. } => tonic::Code::OutOfRange,
+                    UploadError::Idle(_) => tonic::Code::DeadlineExceeded,
+                    // Whatever the client's stream failed with (usually CANCELLED).
+                    UploadError::Client(status) => status.code(),
+                };
+                tonic::Status::new(code, message)
+            }
             GatewayError::Internal(_) => tonic::Status::internal(message),
         }
     }
@@ -76,6 +96,12 @@ impl GatewayError {
             GatewayError::PermissionDenied(_) => 403,
             GatewayError::Unavailable(_) => 503,
             GatewayError::Timeout(_) => 504,
+            GatewayError::ResourceExhausted(_) => 429,
+            GatewayError::Upload(upload) => match upload {
+                crate::import::upload::UploadError::TooLarge { .. } => 413,
+                crate::import::upload::UploadError::Idle(_) => 408,
+                _ => 400,
+            },
             GatewayError::Internal(_) => 500,
         }
     }
@@ -103,6 +129,7 @@ mod tests {
     use playhead_proto::ids::StationId;
 
     use super::*;
+    use crate::import::upload::UploadError;
 
     #[test]
     fn each_error_maps_to_its_code() {
@@ -130,6 +157,26 @@ mod tests {
             (
                 GatewayError::from_service_code(500, "x".into()),
                 tonic::Code::Internal,
+            ),
+            (
+                GatewayError::ResourceExhausted("x".into()),
+                tonic::Code::ResourceExhausted,
+            ),
+            (
+                GatewayError::from(UploadError::TooLarge { limit: 1 }),
+                tonic::Code::OutOfRange,
+            ),
+            (
+                GatewayError::from(UploadError::NoChunk),
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                GatewayError::from(UploadError::Idle(std::time::Duration::from_secs(30))),
+                tonic::Code::DeadlineExceeded,
+            ),
+            (
+                GatewayError::from(UploadError::Client(tonic::Status::cancelled("x"))),
+                tonic::Code::Cancelled,
             ),
         ];
         for (error, code) in cases {

@@ -3,7 +3,10 @@
 //! - [`server`]: assembly, reflection, shutdown.
 //! - [`auth`]: bearer tokens (signed, with roles) and who may call what.
 //! - [`health`]: gRPC health and `/readyz` that follow the broker connection.
-//! - [`station`], [`player`]: the `StationService` and `PlayerService` handlers.
+//! - [`station`], [`player`], [`playout`]: the `StationService`, `PlayerService` and
+//!   `PlayoutService` handlers.
+//! - [`import`]: the `ImportService` handlers (with an upload's bounded body, and the status
+//!   watch); [`show`]: the `ShowService` handler.
 //! - [`node_client`]: queries, commands and their routed replies over NATS.
 //! - [`now_playing`]: the KV-watch-fed now-playing cache; [`follow`]: following a KV bucket.
 //! - [`settings`]: what the nodes publish for the gateways (the heartbeat interval).
@@ -18,6 +21,7 @@ pub mod console;
 pub mod error;
 pub mod follow;
 pub mod health;
+pub mod import;
 pub mod metrics;
 pub mod node_client;
 pub mod now_playing;
@@ -26,4 +30,5 @@ pub mod playout;
 pub mod rpc_layer;
 pub mod server;
 pub mod settings;
+pub mod show;
 pub mod station;

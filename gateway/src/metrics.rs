@@ -1,5 +1,6 @@
-//! Gateway metrics: gRPC requests by method and code, with a latency histogram, and the
-//! heartbeat answers (how often the gateway failed open, and why).
+//! Gateway metrics: gRPC requests by method and code, with a latency histogram, the
+//! heartbeat answers (how often the gateway failed open, and why), and import uploads and
+//! watches.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -34,6 +35,11 @@ pub struct CauseLabel {
     pub cause: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
 pub struct GatewayMetrics {
     pub registry: Registry,
     /// Heartbeat answers by action and reason (DEGRADED: failed open).
@@ -52,6 +58,14 @@ pub struct GatewayMetrics {
     pub dead_letter_replays: Counter,
     /// Open console event streams.
     pub console_streams: Gauge,
+    /// Finished `UploadImport`s by outcome (see [`crate::import`]).
+    pub import_uploads: Family<OutcomeLabel, Counter>,
+    /// Bytes of import batches stored in the object store.
+    pub import_upload_bytes: Counter,
+    /// Uploads streaming into the object store now.
+    pub import_uploads_open: Gauge,
+    /// Open WatchImport streams.
+    pub import_watchers: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -75,6 +89,10 @@ impl GatewayMetrics {
         let console_streams = Gauge::default();
         let heartbeat_decisions = Family::<DecisionLabel, Counter>::default();
         let heartbeat_fail_open = Family::<CauseLabel, Counter>::default();
+        let import_uploads = Family::<OutcomeLabel, Counter>::default();
+        let import_upload_bytes = Counter::default();
+        let import_uploads_open = Gauge::default();
+        let import_watchers = Gauge::default();
         registry.register(
             "heartbeat_decisions",
             "Heartbeat answers by action and reason (reason degraded: the gateway failed open)",
@@ -127,6 +145,30 @@ impl GatewayMetrics {
             "Open console event streams (live pages)",
             console_streams.clone(),
         );
+        registry.register(
+            "import_uploads",
+            "Finished UploadImport calls by outcome (stored: stored and requested; known: the \
+             import id was known, nothing stored; too_large, idle, client_error, invalid: \
+             refused or cut short, the partial object deleted; refused: \
+             max_concurrent_uploads reached; store_error, request_error: the broker or the \
+             node failed)",
+            import_uploads.clone(),
+        );
+        registry.register(
+            "import_upload_bytes",
+            "Bytes of import batches stored in the object store",
+            import_upload_bytes.clone(),
+        );
+        registry.register(
+            "import_uploads_open",
+            "Uploads streaming into the object store now (at most max_concurrent_uploads)",
+            import_uploads_open.clone(),
+        );
+        registry.register(
+            "import_watchers",
+            "Open WatchImport streams",
+            import_watchers.clone(),
+        );
         metrics_http::register_build_info(&mut registry);
         Arc::new(Self {
             registry,
@@ -140,6 +182,10 @@ impl GatewayMetrics {
             watchers,
             dead_letter_replays,
             console_streams,
+            import_uploads,
+            import_upload_bytes,
+            import_uploads_open,
+            import_watchers,
         })
     }
 

@@ -8,21 +8,23 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_nats::jetstream;
 use playhead_client::service::http as metrics_http;
-use playhead_proto::v1::import_service_server::{ImportService, ImportServiceServer};
+use playhead_proto::v1::import_service_server::ImportServiceServer;
 use playhead_proto::v1::player_service_server::PlayerServiceServer;
 use playhead_proto::v1::playout_service_server::PlayoutServiceServer;
-use playhead_proto::v1::show_service_server::{ShowService, ShowServiceServer};
+use playhead_proto::v1::show_service_server::ShowServiceServer;
 use playhead_proto::v1::station_service_server::StationServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
 
 use crate::auth::KeyRing;
 use crate::console::{self, Console};
 use crate::health;
+use crate::import::{ImportApi, ImportLimits};
 use crate::metrics::GatewayMetrics;
 use crate::node_client::NodeClient;
 use crate::now_playing::NowPlayingCache;
@@ -30,6 +32,7 @@ use crate::player::PlayerApi;
 use crate::playout::PlayoutApi;
 use crate::rpc_layer::RpcLayer;
 use crate::settings::Settings;
+use crate::show::ShowApi;
 use crate::station::StationApi;
 use playhead_client::service::nats_auth::{self, NatsAccess};
 
@@ -57,6 +60,8 @@ pub struct GatewayConfig {
     pub max_streams_per_connection: u32,
     /// How long a RESOURCE_EXHAUSTED, OUT_OF_RANGE or UNAUTHENTICATED answer waits (zero: none).
     pub refusal_pause: Duration,
+    /// Limits of `UploadImport`.
+    pub imports: ImportLimits,
 }
 
 /// A TLS identity read and checked at start.
@@ -126,19 +131,13 @@ pub struct GatewayEndpoints {
 /// refused by tonic before it is read whole.
 pub const MAX_GRPC_REQUEST_BYTES: usize = 2 * 1024 * 1024;
 
-/// Services of capabilities not built yet: every method answers UNIMPLEMENTED.
-struct NotYetBuilt;
-
-impl ImportService for NotYetBuilt {}
-
-impl ShowService for NotYetBuilt {}
-
 /// Serves until `shutdown` is cancelled; `ready` gets the bound addresses.
 pub async fn serve(
     config: GatewayConfig,
     shutdown: CancellationToken,
     ready: Option<oneshot::Sender<GatewayEndpoints>>,
 ) -> anyhow::Result<()> {
+    let imports = config.imports;
     let client = nats_auth::connect(&config.nats_url, "playhead-gateway", config.nats.options())
         .await
         .with_context(|| format!("cannot connect to NATS at {}", config.nats_url))?;
@@ -242,6 +241,8 @@ pub async fn serve(
             StationServiceServer::<StationApi>::NAME,
             PlayerServiceServer::<PlayerApi>::NAME,
             PlayoutServiceServer::<PlayoutApi>::NAME,
+            ImportServiceServer::<ImportApi>::NAME,
+            ShowServiceServer::<ShowApi>::NAME,
         ],
         stop_background.clone(),
     ));
@@ -260,6 +261,15 @@ pub async fn serve(
         node: node.clone(),
         metrics: metrics.clone(),
     };
+    let uploads = TaskTracker::new();
+    let import = ImportApi::new(
+        node.clone(),
+        metrics.clone(),
+        imports,
+        uploads.clone(),
+        shutdown.clone(),
+    );
+    let show = ShowApi { node: node.clone() };
     let rpc_metrics = metrics.clone();
     let playout = PlayoutApi {
         node,
@@ -310,8 +320,11 @@ pub async fn serve(
         .add_service(
             PlayoutServiceServer::new(playout).max_decoding_message_size(MAX_GRPC_REQUEST_BYTES),
         )
-        .add_service(ImportServiceServer::new(NotYetBuilt))
-        .add_service(ShowServiceServer::new(NotYetBuilt))
+        // Each upload chunk is one message of at most this size.
+        .add_service(
+            ImportServiceServer::new(import).max_decoding_message_size(MAX_GRPC_REQUEST_BYTES),
+        )
+        .add_service(ShowServiceServer::new(show).max_decoding_message_size(MAX_GRPC_REQUEST_BYTES))
         .serve_with_incoming_shutdown(
             // Without TCP_NODELAY small replies wait on Nagle's algorithm and delayed ACKs:
             // a flat ~40 ms per request once a connection is busy. Listeners passed in as a
@@ -320,8 +333,11 @@ pub async fn serve(
             shutdown.cancelled_owned(),
         )
         .await;
-    // The one shutdown path: gRPC has stopped taking requests; stop the cache and metrics,
-    // then drain NATS.
+    // The one shutdown path: gRPC has stopped taking requests; let the uploads still storing
+    // (their clients gone) delete their partial objects or request their imports; stop the
+    // cache and metrics, then drain NATS.
+    uploads.close();
+    uploads.wait().await;
     stop_background.cancel();
     while background.join_next().await.is_some() {}
     if let Err(error) = client.drain().await {

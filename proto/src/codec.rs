@@ -116,6 +116,8 @@ impl InboxMessage for v1::SongObserved {}
 
 impl InboxMessage for v1::Heartbeat {}
 
+impl InboxMessage for v1::ImportRequest {}
+
 const TRACKS: &str = "playhead.v1.StartPlaylist.tracks";
 const ENTITLEMENTS: &str = "playhead.v1.EntitlementsUpdate.entitlements";
 const TAGS: &str = "playhead.v1.ContentUpdate.tags";

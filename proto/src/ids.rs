@@ -117,6 +117,11 @@ id_type!(
     "source"
 );
 id_type!(
+    /// One import of one batch (re-requesting it answers its recorded status).
+    ImportId,
+    "import_id"
+);
+id_type!(
     /// A viewer's device (a playout slot is reclaimed by the same device).
     DeviceId,
     "device_id"

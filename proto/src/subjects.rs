@@ -40,6 +40,20 @@ pub fn lease_node(holder: &str) -> &str {
 /// Object-store bucket holding the current snapshot of each (kind, group) of folded sled state;
 /// see [`snapshot_object`].
 pub const SNAPSHOT_BUCKET: &str = "PLAYHEAD_SNAPSHOTS";
+/// Object store bucket of import batches (the claim checks name objects in it).
+pub const IMPORTS_BUCKET: &str = "PLAYHEAD_IMPORTS";
+/// The node's one durable consumer of the import inbox ([`Inbox::Import`]).
+pub const IMPORT_CONSUMER: &str = "imports";
+
+/// `playhead.import.{source}`: where an `ImportRequest` is published.
+pub fn import_request(source: &crate::ids::SourceId) -> String {
+    format!("{PUBLISH_PREFIX}.import.{source}")
+}
+
+/// The object an upload of `import_id` from `source` is stored as.
+pub fn import_object_name(source: &crate::ids::SourceId, import: &crate::ids::ImportId) -> String {
+    format!("{source}/{import}")
+}
 /// NATS service (micro) name of the node's query endpoints; `$SRV.PING.playhead` finds them.
 pub const QUERY_SERVICE: &str = "playhead";
 /// Queue group of the query endpoints.
@@ -63,6 +77,9 @@ pub enum Inbox {
     User,
     /// `playhead.catalog.content.{content_id}` → `ContentUpdate`.
     Catalog,
+    /// `playhead.import.{source}` → `ImportRequest`: a few a day, so one partition (0) and one
+    /// consumer, not in [`Inbox::ALL`] (the inboxes of entity kinds, in ownership groups).
+    Import,
 }
 
 /// The message kinds of the user inbox, named by the last subject token.
@@ -105,6 +122,7 @@ impl Inbox {
             Inbox::Station => "station",
             Inbox::User => "user",
             Inbox::Catalog => "catalog",
+            Inbox::Import => "import",
         }
     }
 
@@ -113,6 +131,7 @@ impl Inbox {
             Inbox::Station => "PLAYHEAD_INBOX_STATION",
             Inbox::User => "PLAYHEAD_INBOX_USER",
             Inbox::Catalog => "PLAYHEAD_INBOX_CATALOG",
+            Inbox::Import => "PLAYHEAD_INBOX_IMPORT",
         }
     }
 
@@ -123,6 +142,7 @@ impl Inbox {
             Inbox::Station => "playhead.station.*.song",
             Inbox::User => "playhead.user.*.*",
             Inbox::Catalog => "playhead.catalog.content.*",
+            Inbox::Import => "playhead.import.*",
         }
     }
 
@@ -139,6 +159,7 @@ impl Inbox {
             Inbox::Catalog => {
                 format!("{STORED_PREFIX}.catalog.{partition}.{{{{wildcard(1)}}}}.content")
             }
+            Inbox::Import => format!("{STORED_PREFIX}.import.0.{{{{wildcard(1)}}}}.request"),
         }
     }
 
@@ -194,6 +215,7 @@ impl Inbox {
         let kind_matches = match self {
             Inbox::Station => kind == "song",
             Inbox::Catalog => kind == "content",
+            Inbox::Import => kind == "request",
             // Unknown kinds parse, so the screen can name them in its dead-letter reason.
             Inbox::User => !kind.is_empty(),
         };
@@ -226,6 +248,7 @@ impl StoredSubject<'_> {
     pub fn original_subject(&self) -> String {
         match self.inbox {
             Inbox::Catalog => format!("{PUBLISH_PREFIX}.catalog.content.{}", self.entity_token),
+            Inbox::Import => format!("{PUBLISH_PREFIX}.import.{}", self.entity_token),
             Inbox::Station | Inbox::User => format!(
                 "{PUBLISH_PREFIX}.{}.{}.{}",
                 self.inbox.label(),
@@ -415,6 +438,10 @@ pub enum Query {
     ListViewHistory,
     /// `CheckEntitlementsRequest` → `CheckEntitlementsResponse`.
     CheckEntitlements,
+    /// `GetImportRequest` → `ImportStatus`.
+    GetImport,
+    /// `ListShowsRequest` → `ListShowsResponse`.
+    ListShows,
 }
 
 impl Query {
@@ -425,6 +452,8 @@ impl Query {
         Query::ListPlayouts,
         Query::ListViewHistory,
         Query::CheckEntitlements,
+        Query::GetImport,
+        Query::ListShows,
     ];
 
     pub fn endpoint_name(self) -> &'static str {
@@ -435,6 +464,8 @@ impl Query {
             Query::ListPlayouts => "list_playouts",
             Query::ListViewHistory => "list_view_history",
             Query::CheckEntitlements => "check_entitlements",
+            Query::GetImport => "get_import",
+            Query::ListShows => "list_shows",
         }
     }
 

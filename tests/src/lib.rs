@@ -10,6 +10,7 @@
 //! - [`systemd`]: `deploy/systemd/` read the way systemd reads it.
 
 pub mod harness;
+pub mod imports;
 pub mod mixed;
 pub mod model;
 pub mod otlp;

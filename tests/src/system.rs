@@ -161,6 +161,7 @@ pub fn test_gateway_config(nats_url: &str) -> GatewayConfig {
         refusal_pause: Duration::ZERO,
         keys: Arc::new(KeyRing::generate("test")),
         tls: None,
+        imports: playhead_gateway::import::ImportLimits::default(),
     }
 }
 

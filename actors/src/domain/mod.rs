@@ -13,6 +13,7 @@ pub mod decider;
 pub mod normalise;
 pub mod player;
 pub mod playout;
+pub mod show;
 pub mod station;
 pub mod time;
 pub mod user;

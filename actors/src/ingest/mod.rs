@@ -33,6 +33,7 @@ mod apply;
 pub mod commands;
 pub mod dead_letter;
 pub mod group;
+pub mod imports;
 pub mod screen;
 
 use std::collections::HashMap;

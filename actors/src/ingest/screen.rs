@@ -4,7 +4,7 @@
 use async_nats::HeaderMap;
 use playhead_proto::codec::{self, PayloadFormat};
 use playhead_proto::headers::{CONTENT_TYPE, REPLY_TO};
-use playhead_proto::ids::{ContentId, StationId, Tag, UserId};
+use playhead_proto::ids::{ContentId, ImportId, SourceId, StationId, Tag, UserId};
 use playhead_proto::subjects::{Inbox, ReplySubject, StoredSubject, UserKind};
 use playhead_proto::v1;
 
@@ -257,6 +257,37 @@ pub fn screen_catalog(
         id: content,
         command: CatalogCommand::SetTags(tags),
         reply_to: None,
+    })
+}
+
+/// A screened import request: which source's import, of which object, answered where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScreenedImport {
+    pub source: SourceId,
+    pub import_id: ImportId,
+    pub object_name: String,
+    pub reply_to: Option<ReplySubject>,
+}
+
+/// Screens a stored import-inbox message (`ImportRequest` on `playhead.import.{source}`), with
+/// the checks the gateway makes ([`playhead_client::command::import_request`]).
+pub fn screen_import(
+    subject: &str,
+    headers: Option<&HeaderMap>,
+    payload: &[u8],
+    max_message_bytes: usize,
+) -> Result<ScreenedImport, DeadLetter> {
+    let stored = stored_subject(Inbox::Import, subject, payload, max_message_bytes)?;
+    let source = SourceId::parse(stored.entity_token)?;
+    let mut request: v1::ImportRequest = decode(headers, payload)?;
+    ensure_same_id(SourceId::KIND, &request.source, source.as_str())?;
+    request.source = source.to_string();
+    let checked = playhead_client::command::import_request(&request)?;
+    Ok(ScreenedImport {
+        source: checked.source,
+        import_id: checked.import_id,
+        object_name: checked.object_name,
+        reply_to: reply_to(headers)?,
     })
 }
 

@@ -35,12 +35,14 @@ use crate::config::NodeConfig;
 use crate::faults::Faults;
 use crate::ingest::dead_letter::DeadLetters;
 use crate::ingest::group::GroupId;
+use crate::ingest::imports::{self, ImportIntake};
 use crate::ingest::screen::DeadLetterReason;
 use crate::ingest::{GroupIntake, IngestError, IntakeConfig, IntakeProgress, Screen, screen};
 use crate::journal::append::Journal;
 use crate::journal::snapshot;
 use crate::metrics::{self, LabelSets, NodeMetrics, ProcessCollector};
 use crate::query::{self, QueryContext};
+use crate::runtime::imports::{ImportContext, Importers};
 use crate::runtime::kinds::catalog::ContentKind;
 use crate::runtime::kinds::station::StationKind;
 use crate::runtime::kinds::user::UserKind;
@@ -101,7 +103,11 @@ pub async fn run_with(
     let requesters = broker::requester_keys(&config, embedded.as_ref())?.map(Arc::new);
     let jetstream = jetstream::new(client.clone());
     let node_metrics = NodeMetrics::new();
-    let inboxes: Vec<&'static str> = Inbox::ALL.iter().map(|inbox| inbox.label()).collect();
+    let inboxes: Vec<&'static str> = Inbox::ALL
+        .iter()
+        .chain([&Inbox::Import])
+        .map(|inbox| inbox.label())
+        .collect();
     node_metrics.start_at_zero(&LabelSets {
         inboxes: &inboxes,
         kinds: &snapshots::KINDS.map(|kind| kind.name),
@@ -216,6 +222,7 @@ pub async fn run_with(
             storage: storage.clone(),
             player_policy: config.player_policy(),
             playout_policy: config.playout_policy(),
+            max_artists_per_query: config.imports.max_artists_per_query,
             slow_query,
         },
     )
@@ -283,7 +290,43 @@ pub async fn run_with(
                 &contexts.content,
                 screen::screen_catalog,
             ),
+            // Not grouped: started below.
+            Inbox::Import => {}
         }
+    }
+    {
+        let context = Arc::new(ImportContext {
+            storage: storage.clone(),
+            objects: topology.import_objects.clone(),
+            journal: runtime.journal.clone(),
+            metrics: node_metrics.clone(),
+            config: config.imports.clone(),
+            stop: groups.stop.clone(),
+            read_delay: runtime.faults.import_read_delay(),
+        });
+        let intake = ImportIntake {
+            consumer: imports::consumer(&jetstream).await?,
+            client: client.clone(),
+            objects: topology.import_objects.clone(),
+            storage: storage.clone(),
+            importers: Importers::new(context),
+            dead_letters: groups.dead_letters.clone(),
+            requesters: groups.requesters.clone(),
+            metrics: node_metrics.clone(),
+            max_message_bytes: config.ingest.max_message_bytes,
+            rebuilt: store_state == StoreState::Rebuilt,
+            jetstream: jetstream.clone(),
+        };
+        let stop = groups.stop.clone();
+        intakes.spawn(async move {
+            intake
+                .run(stop)
+                .await
+                .map_err(|error| IngestError::Consumer {
+                    consumer: playhead_proto::subjects::IMPORT_CONSUMER.to_owned(),
+                    detail: format!("{error:#}"),
+                })
+        });
     }
     let intake_stop = groups.stop;
     health.serving(

@@ -37,7 +37,7 @@ pub struct SnapshotKind {
     pub trees: &'static [&'static str],
 }
 
-pub const KINDS: [SnapshotKind; 3] = [
+pub const KINDS: [SnapshotKind; 4] = [
     SnapshotKind {
         name: "station",
         trees: storage::STATION_TREES,
@@ -49,6 +49,12 @@ pub const KINDS: [SnapshotKind; 3] = [
     SnapshotKind {
         name: "content",
         trees: storage::CONTENT_TREES,
+    },
+    // Trees are copied in name order: `imports` (each import's progress) before `ks/shows`, so
+    // a restored import never claims lines whose shows are missing (see `runtime::imports`).
+    SnapshotKind {
+        name: "imports",
+        trees: storage::IMPORT_TREES,
     },
 ];
 

@@ -7,10 +7,12 @@
 //! - [`plays`]: a station's play history, cursor-paged.
 //! - [`sessions`]: a listener's player sessions.
 //! - [`playouts`]: a viewer's live playouts, viewing history and entitlements.
+//! - [`shows`]: an import's status, and upcoming shows by artist, station or listener.
 
 pub mod playouts;
 pub mod plays;
 pub mod sessions;
+pub mod shows;
 
 use std::sync::Arc;
 
@@ -54,6 +56,8 @@ pub struct QueryContext {
     pub storage: Storage,
     pub player_policy: PlayerPolicy,
     pub playout_policy: PlayoutPolicy,
+    /// A station's or a listener's artists looked up for shows.
+    pub max_artists_per_query: usize,
     /// Fault injection (tests): this endpoint answers this much later.
     pub slow_query: Option<(String, std::time::Duration)>,
 }
@@ -86,6 +90,8 @@ impl QueryContext {
                         .encode_to_vec(),
                 )
             }
+            Query::GetImport => Ok(shows::get_import(self, payload)?.encode_to_vec()),
+            Query::ListShows => Ok(shows::list_shows(self, payload, wall_clock())?.encode_to_vec()),
         }
     }
 }

@@ -10,6 +10,7 @@
 //! - [`rebuild`]: folding the journal into a store restored from a snapshot (or empty).
 
 pub mod entity_actor;
+pub mod imports;
 pub mod kinds;
 pub mod rebuild;
 pub mod shard;

@@ -101,7 +101,11 @@ pub fn dump_trees(
     writer.write(&MAGIC)?;
     writer.write(&FORMAT_VERSION.to_le_bytes())?;
     let mut report = DumpReport::default();
-    for name in db.tree_names() {
+    // In name order, whatever order sled keeps them in: a kind may rely on one tree being read
+    // before another (imports before the shows they wrote).
+    let mut names = db.tree_names();
+    names.sort();
+    for name in names {
         if name.as_ref() == SLED_DEFAULT_TREE || !select(&name) {
             continue;
         }

@@ -674,11 +674,77 @@ impl TimeKeyspace {
         Ok(self.inner.db.flush()?)
     }
 
+    /// Writes into the bucket of the time `at_millis` instead of now: a record dated by its own
+    /// time (a show by its start) lives until `retention` after the end of that bucket. Refused
+    /// (`Ok(false)`, nothing written) when that bucket has already expired.
+    pub fn insert_dated(
+        &self,
+        at_millis: u64,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<bool, KeyspaceError> {
+        let geometry = self.inner.geometry;
+        let bucket_index = geometry.bucket_index_at(at_millis);
+        if !geometry.is_live(bucket_index, self.inner.clock.now_millis()) {
+            return Ok(false);
+        }
+        self.bucket_tree(bucket_index)?.insert(key, value)?;
+        Ok(true)
+    }
+
+    /// The value of `key` in the bucket of the time `at_millis` alone (dated records).
+    pub fn get_dated(&self, at_millis: u64, key: &[u8]) -> Result<Option<IVec>, KeyspaceError> {
+        let geometry = self.inner.geometry;
+        let bucket_index = geometry.bucket_index_at(at_millis);
+        if !geometry.is_live(bucket_index, self.inner.clock.now_millis()) {
+            return Ok(None);
+        }
+        let Some(tree) = self.read_buckets().get(&bucket_index).cloned() else {
+            return Ok(None);
+        };
+        match tree.get(key) {
+            Ok(value) => Ok(value),
+            Err(error) if is_dropped_tree_error(&error) => Ok(None),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// The bucket index of the time `at_millis`.
+    pub fn bucket_of(&self, at_millis: u64) -> BucketIndex {
+        BucketIndex(self.inner.geometry.bucket_index_at(at_millis))
+    }
+
+    /// Whether the bucket still holds live records (reads look into it).
+    pub fn is_live(&self, bucket: BucketIndex) -> bool {
+        self.inner
+            .geometry
+            .is_live(bucket.0, self.inner.clock.now_millis())
+    }
+
+    /// The live buckets from the one of the time `from_millis` on, oldest first (dated records:
+    /// a scan in time order visits them in this order and may stop early).
+    pub fn live_buckets_from(&self, from_millis: u64) -> Vec<(BucketIndex, sled::Tree)> {
+        let geometry = self.inner.geometry;
+        let now_millis = self.inner.clock.now_millis();
+        let first = geometry
+            .bucket_index_at(from_millis)
+            .max(geometry.first_possibly_live_bucket_index(now_millis));
+        self.read_buckets()
+            .range(first..)
+            .filter(|&(&bucket_index, _)| geometry.is_live(bucket_index, now_millis))
+            .map(|(&bucket_index, tree)| (BucketIndex(bucket_index), tree.clone()))
+            .collect()
+    }
+
     fn current_bucket_tree(&self) -> Result<sled::Tree, KeyspaceError> {
         let bucket_index = self
             .inner
             .geometry
             .bucket_index_at(self.inner.clock.now_millis());
+        self.bucket_tree(bucket_index)
+    }
+
+    fn bucket_tree(&self, bucket_index: u64) -> Result<sled::Tree, KeyspaceError> {
         if let Some(tree) = self.read_buckets().get(&bucket_index) {
             return Ok(tree.clone());
         }

@@ -10,15 +10,19 @@
 //! - [`playout_store`]: each user's entitlements, concurrency slots and filed answers.
 //! - [`view_history_store`]: viewing history and bookmarks (sliding TTL, capped per user).
 //! - [`user_meta_store`]: where each user entity stands (inbox and journal sequences).
+//! - [`import_store`]: imports (state, progress, line errors) and each source's journal position.
+//! - [`show_store`]: upcoming shows, dated by their start (they leave with their bucket).
 //! - `Durability`: group commit, so concurrent partitions share one flush.
 
 pub mod answer_store;
 pub mod catalog_store;
 pub mod clock;
 pub mod dump;
+pub mod import_store;
 pub mod keyspace;
 pub mod playout_store;
 pub mod session_store;
+pub mod show_store;
 pub mod station_store;
 pub mod user_meta_store;
 pub mod view_history_store;
@@ -29,9 +33,11 @@ use std::sync::Arc;
 use self::answer_store::AnswerStore;
 use self::catalog_store::CatalogStore;
 use self::clock::Clock;
+use self::import_store::ImportStore;
 use self::keyspace::{CompactionReport, Expiry, KeyspaceError};
 use self::playout_store::PlayoutStore;
 use self::session_store::SessionStore;
+use self::show_store::ShowStore;
 use self::station_store::StationStore;
 use self::user_meta_store::UserMetaStore;
 use self::view_history_store::ViewHistoryStore;
@@ -73,7 +79,7 @@ mod tests {
             if tree.as_ref() == b"__sled__default" || owns_tree(NODE_TREES, &tree) {
                 continue;
             }
-            let owners = [STATION_TREES, USER_TREES, CONTENT_TREES]
+            let owners = [STATION_TREES, USER_TREES, CONTENT_TREES, IMPORT_TREES]
                 .iter()
                 .filter(|trees| owns_tree(trees, &tree))
                 .count();
@@ -117,11 +123,12 @@ pub struct StoreMarks {
 const NODE_META_TREE: &str = "node_meta";
 
 /// The time-partitioned keyspaces, as compaction and its metrics name them.
-pub const KEYSPACES: [&str; 4] = [
+pub const KEYSPACES: [&str; 5] = [
     "station_plays",
     "player_sessions",
     "view_history",
     "answers",
+    "shows",
 ];
 
 /// Trees of the node's own bookkeeping, in no kind's snapshot: its marks, and the answers of
@@ -138,6 +145,15 @@ pub const USER_TREES: &[&str] = &[
     "ks/view_history",
 ];
 pub const CONTENT_TREES: &[&str] = &["catalog_content"];
+/// Imports and the shows they listed (their snapshot; imports completed after it are run again
+/// from their objects after a rebuild, from their `ImportCompleted` in the journal).
+pub const IMPORT_TREES: &[&str] = &[
+    "imports",
+    "import_errors",
+    "import_sources",
+    "import_meta",
+    "ks/shows",
+];
 
 /// Whether the sled tree `name` is one of `trees` (a tree name, or a keyspace's prefix).
 pub fn owns_tree(trees: &[&str], name: &[u8]) -> bool {
@@ -164,6 +180,8 @@ pub struct Storage {
     pub view_history: ViewHistoryStore,
     pub user_meta: UserMetaStore,
     pub answers: AnswerStore,
+    pub imports: ImportStore,
+    pub shows: ShowStore,
     durability: Arc<Durability>,
 }
 
@@ -193,9 +211,11 @@ impl Storage {
         let answers = AnswerStore::open(
             &db,
             std::time::Duration::from_secs(config.ingest.answer_retention_secs),
-            clock,
+            clock.clone(),
         )?;
         let user_meta = UserMetaStore::open(&db)?;
+        let imports = ImportStore::open(&db)?;
+        let shows = ShowStore::open(&db, &config.imports, clock)?;
         Ok(Self {
             durability: Arc::new(Durability::new(db.clone())),
             node_meta: db.open_tree(NODE_META_TREE)?,
@@ -207,6 +227,8 @@ impl Storage {
             view_history,
             user_meta,
             answers,
+            imports,
+            shows,
         })
     }
 
@@ -274,7 +296,7 @@ impl Storage {
         &self,
         expiry: &Expiry,
     ) -> Vec<(&'static str, Result<CompactionReport, StorageError>)> {
-        let [plays, sessions, history, answers] = KEYSPACES;
+        let [plays, sessions, history, answers, shows] = KEYSPACES;
         vec![
             (plays, self.stations.compact_history(expiry)),
             (sessions, self.sessions.compact(expiry)),
@@ -283,6 +305,7 @@ impl Storage {
                 answers,
                 self.answers.keyspace().compact(expiry).map_err(Into::into),
             ),
+            (shows, self.shows.compact(expiry)),
         ]
     }
 

@@ -89,6 +89,15 @@ struct Cli {
     /// The private key of --tls-cert (PEM), readable by its owner (and group) only.
     #[arg(long)]
     tls_key: Option<PathBuf>,
+    /// Largest import batch an UploadImport may store, in bytes (1..=1073741824) [default:
+    /// 67108864, 64 MiB]. A larger upload is stopped, its partial object deleted, and answered
+    /// OUT_OF_RANGE.
+    #[arg(long)]
+    max_import_bytes: Option<u64>,
+    /// Uploads streaming into the object store at once; one more is answered
+    /// RESOURCE_EXHAUSTED (1..=1024) [default: 16].
+    #[arg(long)]
+    max_concurrent_uploads: Option<usize>,
     /// Read and validate every layer, print the resulting settings, and exit (status 0; a bad
     /// value exits 2 with what is wrong, as at start).
     #[arg(long)]
@@ -118,6 +127,8 @@ impl Cli {
             auth_keys: self.auth_keys.clone(),
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
+            max_import_bytes: self.max_import_bytes,
+            max_concurrent_uploads: self.max_concurrent_uploads,
         }
     }
 }

@@ -14,6 +14,7 @@ mod fatal_exit;
 mod gateway_edges;
 mod harness;
 mod health;
+mod imports;
 mod journal_crashes;
 mod ownership;
 mod passivation;

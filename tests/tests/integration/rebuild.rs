@@ -170,7 +170,7 @@ async fn snapshots_taken_while_serving_bound_the_replay_and_the_rebuild_answers_
         log.lines()
             .filter(|line| line.contains("snapshot restored") && line.contains("covers="))
             .count(),
-        3,
+        playhead_actors::node::snapshots::KINDS.len(),
         "every kind's snapshot was restored:\n{}",
         node.process.log_tail(30)
     );

@@ -1,6 +1,8 @@
 //! `playhead`: the command-line client. See `playhead --help`.
 
+mod import;
 mod playout;
+mod shows;
 
 use std::time::Duration;
 
@@ -27,8 +29,9 @@ use playhead_proto::v1::{
 use prost::Message;
 
 /// Try playhead from a terminal: publish song observations, catalog tags and entitlements as a
-/// NATS publisher would, query or watch stations, drive a playlist player, and send video
-/// heartbeats through the gRPC gateway. Output is proto3 JSON, one per line.
+/// NATS publisher would, query or watch stations, drive a playlist player, send video
+/// heartbeats, import show listings and list upcoming shows through the gRPC gateway. Output
+/// is proto3 JSON, one per line (`import` and `shows` print for people).
 ///
 /// Examples:
 ///   playhead publish song --station radio-1 --artist "Nina Simone" --title Sinnerman
@@ -42,6 +45,10 @@ use prost::Message;
 ///   playhead publish entitlements --user ann --tag premium --valid-for-secs 86400
 ///   playhead playout beat --user ann --device tv --playout p1 --content film-1 --kind start
 ///   playhead playout history --user ann
+///   playhead import shows.jsonl --source songkick --id songkick-2026-07-01
+///   playhead import status songkick-2026-07-01
+///   playhead shows --artist "Nina Simone" --from 2026-07-01T00:00:00Z --all
+///   playhead shows --station radio-1
 ///   playhead token mint --keys data/auth-keys --user ann --role listener
 ///
 /// Every gRPC command sends the token in PLAYHEAD_TOKEN (or --token): `make run` prints an
@@ -207,6 +214,13 @@ enum Command {
     /// (PlayoutService).
     #[command(subcommand)]
     Playout(playout::Playout),
+    /// Upload a batch of show listings and follow its import, or show an import's status
+    /// (ImportService): `playhead import FILE --source S [--id ID] [--content-type T]`,
+    /// `playhead import status ID`.
+    Import(import::ImportArgs),
+    /// List upcoming shows of an artist, of the artists played on a station, or of a listener's
+    /// artists (ShowService), one per line: start time, artist, venue, city, country, url.
+    Shows(shows::ShowsArgs),
     /// Make token keys and tokens for the gateway.
     #[command(subcommand)]
     Token(Token),
@@ -433,6 +447,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let client = PlayoutServiceClient::new(gateway.channel().await?);
             playout::playout(client, command).await
         }
+        Command::Import(args) => import::import(gateway.channel().await?, args).await,
+        Command::Shows(args) => shows::shows(gateway.channel().await?, args).await,
         Command::Token(command) => token(command),
     }
 }

@@ -48,7 +48,7 @@ impl CpuSample {
 }
 
 /// utime + stime of `/proc/{pid}/stat`, in seconds.
-fn cpu_seconds(pid: &str) -> Option<f64> {
+pub(crate) fn cpu_seconds(pid: &str) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
     let after_name = &stat[stat.rfind(')')? + 1..];

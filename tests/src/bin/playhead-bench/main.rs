@@ -16,6 +16,9 @@
 //!   answers as before (on a broker of its own).
 //! - [`edge`]: the gateway process under a flood of 4 MiB requests over thousands of streams
 //!   (its peak memory, the answers, the health check beside it) and a million watched ids.
+//! - [`imports`]: a day's batch of concert listings (mostly repeats) imported from the object
+//!   store by a playhead-node process, and re-run: times, counts and the node's peak memory,
+//!   against reading the same object back bare (on a broker of its own).
 //! - [`common`]: what they share: the node's configuration, the publish-then-drain sequence
 //!   with its bare baselines, and the figures of a phase of gRPC load.
 //! - [`cpu`], [`node_log`]: the CPU shares of node and broker during a phase, and the node's
@@ -27,6 +30,7 @@ mod common;
 mod cpu;
 mod edge;
 mod heartbeats;
+mod imports;
 mod ingest;
 mod journal;
 mod node_log;
@@ -46,7 +50,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 ///
 /// Needs the nats-server binary: `make bench` installs it and sets PLAYHEAD_NATS_SERVER.
 /// With no `--*-only` flag every phase runs: ingest, reads, sessions, heartbeats, journal,
-/// rebuild.
+/// rebuild, edge, imports.
 #[derive(Debug, Parser)]
 #[command(name = "playhead-bench", version)]
 #[command(group(clap::ArgGroup::new("only").multiple(false)))]
@@ -111,6 +115,11 @@ struct Args {
     /// Measure video heartbeats only.
     #[arg(long, group = "only")]
     heartbeats_only: bool,
+    /// Run the gateway of the `Heartbeat` RPC phase inside the benchmark's process (sharing
+    /// the in-process node's runtime), as before 2026-11-30; by default it is a release
+    /// `playhead-gateway` process of its own, as deployed.
+    #[arg(long)]
+    heartbeat_gateway_in_process: bool,
     /// Decisions appended per variant and round in the journal phase.
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
     journal_decisions: u64,
@@ -168,6 +177,21 @@ struct Args {
     /// Measure the gateway's edge only.
     #[arg(long, group = "only")]
     edge_only: bool,
+    /// Listings (lines) of the imported batch.
+    #[arg(long, default_value_t = 360_000, value_parser = clap::value_parser!(u64).range(1..))]
+    import_records: u64,
+    /// Distinct shows of the imported batch (the rest of the listings repeat them).
+    #[arg(long, default_value_t = 36_000, value_parser = clap::value_parser!(u64).range(1..=500_000))]
+    import_distinct: u64,
+    /// Distinct artists of the imported shows.
+    #[arg(long, default_value_t = 3_000, value_parser = clap::value_parser!(u64).range(1..))]
+    import_artists: u64,
+    /// Share of imported shows (percent) that carry the source's own event id.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=100))]
+    import_id_percent: u64,
+    /// Measure imports only.
+    #[arg(long, group = "only")]
+    imports_only: bool,
 }
 
 /// mimalloc: glibc malloc was about a quarter of the node's CPU under load (profiled).
@@ -211,6 +235,7 @@ async fn main() -> anyhow::Result<()> {
         heartbeats: args.heartbeats as usize,
         partitions: args.partitions,
         rate: args.heartbeat_rate,
+        gateway_in_process: args.heartbeat_gateway_in_process,
         duration: Duration::from_secs(args.read_secs),
         connections: args.connections as usize,
     };
@@ -239,6 +264,20 @@ async fn main() -> anyhow::Result<()> {
         health_rate: args.edge_health_rate,
         watched_ids: args.watched_ids as usize,
     };
+    let import_workload = imports::Workload {
+        records: args.import_records as usize,
+        distinct: args.import_distinct as usize,
+        artists: args.import_artists as usize,
+        id_percent: args.import_id_percent,
+    };
+    if args.imports_only {
+        let figures = imports::run(&import_workload).await?;
+        figures.report(&import_workload);
+        println!();
+        println!("summary (DESIGN.md §10)");
+        import_verdicts(&figures, &import_workload);
+        return Ok(());
+    }
     if args.edge_only {
         let figures = edge::run(&edge_workload).await?;
         figures.report(&edge_workload);
@@ -327,6 +366,8 @@ async fn main() -> anyhow::Result<()> {
         .report(&rebuild_workload);
     let edge_figures = edge::run(&edge_workload).await?;
     edge_figures.report(&edge_workload);
+    let import_figures = imports::run(&import_workload).await?;
+    import_figures.report(&import_workload);
 
     println!();
     println!("summary (DESIGN.md §10)");
@@ -348,7 +389,38 @@ async fn main() -> anyhow::Result<()> {
     journal_verdicts(&journal_figures);
     rebuild_verdicts(&rebuild_figures);
     edge_verdicts(&edge_figures);
+    import_verdicts(&import_figures, &import_workload);
     Ok(())
+}
+
+fn import_verdicts(figures: &imports::Figures, workload: &imports::Workload) {
+    let import = figures.first.elapsed.as_secs_f64();
+    verdict(
+        &format!("import of {} listings (s)", workload.records),
+        import,
+        "≤ 5",
+        import <= 5.0,
+    );
+    let rerun = figures.rerun.elapsed.as_secs_f64();
+    verdict(
+        "import re-run, nothing new (s)",
+        rerun,
+        "≤ 3",
+        rerun <= 3.0 && figures.rerun.status.records_new == 0,
+    );
+    println!(
+        "  {:<36} {:>8}   (must be 0)",
+        "import re-run: records new", figures.rerun.status.records_new
+    );
+    println!(
+        "  {:<36} {:>8.2}   (reported; import time ÷ bare read of the object)",
+        "import ÷ bare read",
+        figures.ratio()
+    );
+    println!(
+        "  {:<36} {:>8.0}   (reported; VmHWM of the node process)",
+        "import: node peak RSS (MiB)", figures.peak_rss_mib
+    );
 }
 
 fn edge_verdicts(figures: &edge::Figures) {

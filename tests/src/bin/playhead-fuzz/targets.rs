@@ -1,15 +1,18 @@
 //! The decoders of outside input, each with the valid inputs its mutations start from.
 
 use async_nats::HeaderMap;
-use playhead_actors::ingest::screen::{screen_catalog, screen_station, screen_user};
+use playhead_actors::domain::show::{ImportFormat, LineParser, LineSplitter, fingerprint};
+use playhead_actors::ingest::screen::{screen_catalog, screen_import, screen_station, screen_user};
+use playhead_actors::storage::show_store::ShowCursor;
 use playhead_client::query::SessionCursor;
 use playhead_gateway::console::dead_letters::{PayloadKind, preview, replay_target};
 use playhead_proto::codec::{PayloadFormat, to_json};
 use playhead_proto::headers::{CONTENT_TYPE, JSON_CONTENT_TYPE};
 use playhead_proto::subjects::{ReplySubject, UserKind};
 use playhead_proto::v1::{
-    ContentUpdate, Entitlement, EntitlementsUpdate, Heartbeat, HeartbeatKind, NextTrack,
-    PlayerCommand, PlaylistTrack, SkipTrack, SongObserved, StartPlaylist, player_command,
+    ContentUpdate, Entitlement, EntitlementsUpdate, Heartbeat, HeartbeatKind, ImportRequest,
+    NextTrack, PlayerCommand, PlaylistTrack, SkipTrack, SongObserved, StartPlaylist,
+    player_command,
 };
 use prost::Message;
 
@@ -167,6 +170,32 @@ fn user(kind: UserKind, headers: Option<&HeaderMap>, input: &[u8]) {
     let _ = screen_user(&user_subject(kind), headers, input, MAX_MESSAGE_BYTES);
 }
 
+const IMPORT: &str = "playhead-in.import.0.scraper-1.request";
+
+fn import_requests() -> Vec<ImportRequest> {
+    vec![ImportRequest {
+        source: "scraper-1".into(),
+        import_id: "batch-2026-11-30".into(),
+        object_name: "scraper-1/batch-2026-11-30".into(),
+    }]
+}
+
+fn import_batches() -> Vec<Vec<u8>> {
+    let json = (0..20)
+        .map(|index| {
+            format!(
+                r#"{{"artist":"Artist {index}","venue":"Hall","city":"Oslo","country":"NO","starts_at":"2027-0{}-01T20:00:00+01:00","url":"https://t.example/{index}","source_event_id":{index}}}"#,
+                1 + index % 9
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let csv = "artist,venue,city,country,starts_at,url\n\
+               \"Nina, Simone\",\"The \"\"Hall\"\"\",Oslo,NO,2027-01-01T20:00:00Z,https://t.example/1\n\
+               Kent,Debaser,Stockholm,SE,2027-02-01T20:00:00+01:00,https://t.example/2\n";
+    vec![json.into_bytes(), csv.as_bytes().to_vec()]
+}
+
 pub fn all() -> Vec<Target> {
     vec![
         Target {
@@ -235,6 +264,59 @@ pub fn all() -> Vec<Target> {
             seeds: || json(contents()),
             run: |input| {
                 let _ = screen_catalog(CATALOG, Some(&json_headers()), input, MAX_MESSAGE_BYTES);
+            },
+        },
+        Target {
+            name: "import-request-protobuf",
+            about: "the import inbox's screening of a protobuf ImportRequest",
+            seeds: || protobuf(import_requests()),
+            run: |input| {
+                let _ = screen_import(IMPORT, None, input, MAX_MESSAGE_BYTES);
+            },
+        },
+        Target {
+            name: "import-request-json",
+            about: "the import inbox's screening of a JSON ImportRequest",
+            seeds: || json(import_requests()),
+            run: |input| {
+                let _ = screen_import(IMPORT, Some(&json_headers()), input, MAX_MESSAGE_BYTES);
+            },
+        },
+        Target {
+            name: "import-lines",
+            about: "an import batch split into lines and parsed as JSON Lines and as CSV",
+            seeds: import_batches,
+            run: |input| {
+                for format in [ImportFormat::JsonLines, ImportFormat::Csv] {
+                    let mut parser = LineParser::new(format);
+                    let mut splitter = LineSplitter::new(4096);
+                    let mut parse = |line: playhead_actors::domain::show::Line<'_>| {
+                        if let Ok(playhead_actors::domain::show::ParsedLine::Show(show)) =
+                            parser.parse(&line)
+                        {
+                            let _ = fingerprint("s", &show);
+                        }
+                    };
+                    for chunk in input.chunks(777) {
+                        splitter.push(chunk, &mut parse);
+                    }
+                    splitter.finish(&mut parse);
+                }
+            },
+        },
+        Target {
+            name: "show-page-token",
+            about: "ListShows' page_token",
+            seeds: || {
+                let token = ShowCursor {
+                    starts_at_ms: 1_800_000_000_000,
+                    fingerprint: [7; 16],
+                }
+                .token();
+                vec![token.into_bytes()]
+            },
+            run: |input| {
+                let _ = ShowCursor::parse(&text(input));
             },
         },
         Target {

@@ -28,6 +28,8 @@ pub struct Workload {
     pub partitions: u32,
     /// Paced `Heartbeat` (and health check) requests per second.
     pub rate: u64,
+    /// The gateway in the benchmark's process instead of a process of its own.
+    pub gateway_in_process: bool,
     /// Measured per RPC phase, after the warm-up.
     pub duration: Duration,
     pub connections: usize,

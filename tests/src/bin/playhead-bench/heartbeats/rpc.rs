@@ -8,7 +8,9 @@
 //! moment a request leaves; the lag of that moment behind its schedule is reported apart, to
 //! show whether the load generator kept up (tokio's timer ticks in whole milliseconds, so up
 //! to ~2 ms of it is the timer itself). The client runs on a single-threaded runtime of
-//! its own, apart from the in-process node and gateway (the two cores are still shared).
+//! its own, apart from the in-process node; the gateway is a release process of its own (as
+//! deployed), or with `--heartbeat-gateway-in-process` shares the node's runtime (the two
+//! cores are shared either way).
 //!
 //! Every answer is counted by kind: anything but CONTINUE / OK is visible in the report (a
 //! DEGRADED answer is the gateway failing open after its heartbeat timeout).
@@ -25,7 +27,7 @@ use playhead_proto::subjects::Inbox;
 use playhead_proto::v1::playout_service_client::PlayoutServiceClient;
 use playhead_proto::v1::{Heartbeat, HeartbeatAction, HeartbeatReason, ListPlayoutsRequest};
 use playhead_tests::playout::{CONTINUE, answer};
-use playhead_tests::system::{TestGateway, TestNode};
+use playhead_tests::system::{GatewayProcess, TestGateway, TestNode};
 use tonic::transport::Channel;
 
 use super::Workload;
@@ -87,7 +89,12 @@ pub(super) async fn run(
         "the storm left no live playout to send BEATs for"
     );
     let live_playouts = beats.len();
-    let gateway = TestGateway::start(nats_url).await;
+    let gateway = if workload.gateway_in_process {
+        Gateway::InProcess(TestGateway::start(nats_url).await)
+    } else {
+        Gateway::Process(GatewayProcess::start(nats_url, &[]).await)
+    };
+    eprintln!("heartbeats: the gateway runs {}", gateway.placement());
     let sample = list_playouts(&gateway.authed().await, mix).await;
 
     let pacing = Pacing {
@@ -119,6 +126,51 @@ pub(super) async fn run(
         node_batches,
         live_playouts,
     })
+}
+
+/// The gateway under test: in the benchmark's process or a process of its own.
+enum Gateway {
+    InProcess(TestGateway),
+    Process(GatewayProcess),
+}
+
+impl Gateway {
+    fn placement(&self) -> &'static str {
+        match self {
+            Gateway::InProcess(_) => "in the benchmark's process, on the node's runtime",
+            Gateway::Process(_) => "as a release process of its own",
+        }
+    }
+
+    fn grpc_url(&self) -> String {
+        match self {
+            Gateway::InProcess(gateway) => gateway.grpc_url(),
+            Gateway::Process(gateway) => gateway.grpc_url(),
+        }
+    }
+
+    fn admin_token(&self) -> String {
+        match self {
+            Gateway::InProcess(gateway) => gateway.admin_token(),
+            Gateway::Process(gateway) => gateway.admin_token.clone(),
+        }
+    }
+
+    async fn authed(&self) -> AuthedChannel {
+        match self {
+            Gateway::InProcess(gateway) => gateway.authed().await,
+            Gateway::Process(gateway) => gateway.authed().await,
+        }
+    }
+
+    async fn stop(self) {
+        match self {
+            Gateway::InProcess(gateway) => gateway.stop().await,
+            Gateway::Process(mut gateway) => {
+                gateway.process.terminate_within(Duration::from_secs(30));
+            }
+        }
+    }
 }
 
 /// The health check, then BEATs of the live playouts, each paced over `connections` new
