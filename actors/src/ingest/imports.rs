@@ -233,7 +233,10 @@ impl ImportIntake {
                 outcome: if new { "applied" } else { "duplicate" },
             })
             .inc();
-        if new && record.state() == ImportState::Accepted {
+        // Queued again when not finished: harmless (the source's actor runs its imports one
+        // at a time and finds a finished one done), and a request retried after a failed hand-
+        // over still reaches the actor.
+        if !record.state().is_terminal() {
             self.importers
                 .run(&screened.source, record.import_id.clone())
                 .await?;

@@ -88,23 +88,29 @@ impl Importers {
         }
     }
 
-    /// Queues the import on its source's actor.
+    /// Queues the import on its source's actor; an actor that died (a panic) is replaced.
     pub async fn run(&mut self, source: &SourceId, import_id: String) -> anyhow::Result<()> {
-        let actor = match self.actors.get(source) {
-            Some(actor) => actor.clone(),
-            None => {
-                let (actor, _handle) =
-                    Actor::spawn(None, ImportActor, (self.context.clone(), source.clone()))
-                        .await
-                        .map_err(|error| {
-                            anyhow::anyhow!("cannot start the importer of {source}: {error}")
-                        })?;
-                self.actors.insert(source.clone(), actor.clone());
-                actor
+        let mut message = ImportMessage::Run(import_id);
+        if let Some(actor) = self.actors.get(source) {
+            match actor.cast(message) {
+                Ok(()) => return Ok(()),
+                Err(ractor::MessagingErr::SendErr(returned)) => {
+                    tracing::error!(%source, "the importer of this source died; starting a new one");
+                    self.actors.remove(source);
+                    message = returned;
+                }
+                Err(error) => anyhow::bail!("the importer of {source} is gone: {error}"),
             }
-        };
+        }
+        let (actor, _handle) =
+            Actor::spawn(None, ImportActor, (self.context.clone(), source.clone()))
+                .await
+                .map_err(|error| {
+                    anyhow::anyhow!("cannot start the importer of {source}: {error}")
+                })?;
+        self.actors.insert(source.clone(), actor.clone());
         actor
-            .cast(ImportMessage::Run(import_id))
+            .cast(message)
             .map_err(|error| anyhow::anyhow!("the importer of {source} is gone: {error}"))
     }
 

@@ -8,9 +8,9 @@
 //! moment a request leaves; the lag of that moment behind its schedule is reported apart, to
 //! show whether the load generator kept up (tokio's timer ticks in whole milliseconds, so up
 //! to ~2 ms of it is the timer itself). The client runs on a single-threaded runtime of
-//! its own, apart from the in-process node; the gateway is a release process of its own (as
-//! deployed), or with `--heartbeat-gateway-in-process` shares the node's runtime (the two
-//! cores are shared either way).
+//! its own, apart from the in-process node and gateway (or, with
+//! `--heartbeat-gateway-process`, a release gateway process of its own); the two cores are
+//! shared either way.
 //!
 //! Every answer is counted by kind: anything but CONTINUE / OK is visible in the report (a
 //! DEGRADED answer is the gateway failing open after its heartbeat timeout).
