@@ -135,10 +135,9 @@ fn show(value: ShowValue) -> v1::Show {
         artist: value.artist,
         venue: value.venue,
         city: value.city,
-        starts_at: Some(prost_types::Timestamp {
-            seconds: (value.starts_at_ms / 1000) as i64,
-            nanos: ((value.starts_at_ms % 1000) * 1_000_000) as i32,
-        }),
+        starts_at: Some(playhead_client::wire::timestamp(Timestamp(
+            value.starts_at_ms,
+        ))),
         url: value.url,
         country: value.country,
         source: value.source,

@@ -26,9 +26,11 @@ use crate::config::ImportsConfig;
 use crate::domain::show::{
     self, ImportFormat, Line, LineParser, LineSplitter, ParsedLine, ShowRecord,
 };
+use crate::domain::time::Timestamp;
 use crate::journal::append::{Journal, JournalError, OutgoingEvent};
 use crate::journal::codec::EncodedEvent;
 use crate::metrics::{ImportStateLabel, NodeMetrics, RecordOutcome};
+use crate::storage::clock::{Clock as _, SystemClock};
 use crate::storage::import_store::{ImportRecord, ImportState};
 use crate::storage::show_store::{Added, ShowValue};
 use crate::storage::{Storage, StorageError};
@@ -433,12 +435,8 @@ pub fn status_of(record: &ImportRecord, errors: Vec<(u64, String)>) -> v1::Impor
         ImportState::Completed if record.journal_seq == 0 => ImportState::Running as i32,
         _ => record.state,
     };
-    let timestamp = |millis: u64| {
-        (millis > 0).then(|| prost_types::Timestamp {
-            seconds: (millis / 1000) as i64,
-            nanos: ((millis % 1000) * 1_000_000) as i32,
-        })
-    };
+    let timestamp =
+        |millis: u64| (millis > 0).then(|| playhead_client::wire::timestamp(Timestamp(millis)));
     v1::ImportStatus {
         import_id: record.import_id.clone(),
         source: record.source.clone(),
@@ -606,8 +604,9 @@ impl<'a> Run<'a> {
     }
 }
 
+/// The wall clock the node's stores read.
 pub(crate) fn now_millis() -> u64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).max(0) as u64
+    SystemClock.now_millis()
 }
 
 /// Runs `action` when dropped.

@@ -9,7 +9,7 @@
 //! - `import_sources`: source → the sequence of its last journal event;
 //! - `import_meta`: the next import serial.
 
-use playhead_proto::ids::{ImportId, SourceId};
+use playhead_proto::ids::SourceId;
 
 use super::StorageError;
 
@@ -209,18 +209,6 @@ impl ImportStore {
         self.sources
             .insert(source.as_str(), sequence.to_be_bytes().as_slice())?;
         Ok(())
-    }
-
-    /// Test and tool hook: every stored import id.
-    pub fn ids(&self) -> Result<Vec<ImportId>, StorageError> {
-        let mut ids = Vec::new();
-        for entry in self.imports.iter() {
-            let (key, _) = entry?;
-            if let Ok(id) = ImportId::parse(String::from_utf8_lossy(&key).as_ref()) {
-                ids.push(id);
-            }
-        }
-        Ok(ids)
     }
 }
 

@@ -692,23 +692,6 @@ impl TimeKeyspace {
         Ok(true)
     }
 
-    /// The value of `key` in the bucket of the time `at_millis` alone (dated records).
-    pub fn get_dated(&self, at_millis: u64, key: &[u8]) -> Result<Option<IVec>, KeyspaceError> {
-        let geometry = self.inner.geometry;
-        let bucket_index = geometry.bucket_index_at(at_millis);
-        if !geometry.is_live(bucket_index, self.inner.clock.now_millis()) {
-            return Ok(None);
-        }
-        let Some(tree) = self.read_buckets().get(&bucket_index).cloned() else {
-            return Ok(None);
-        };
-        match tree.get(key) {
-            Ok(value) => Ok(value),
-            Err(error) if is_dropped_tree_error(&error) => Ok(None),
-            Err(error) => Err(error.into()),
-        }
-    }
-
     /// The bucket index of the time `at_millis`.
     pub fn bucket_of(&self, at_millis: u64) -> BucketIndex {
         BucketIndex(self.inner.geometry.bucket_index_at(at_millis))

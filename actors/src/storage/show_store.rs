@@ -298,10 +298,6 @@ impl ShowStore {
         }
         Ok(report)
     }
-
-    pub fn keyspace(&self) -> &TimeKeyspace {
-        &self.shows
-    }
 }
 
 fn record_key(fingerprint: &Fingerprint) -> Vec<u8> {

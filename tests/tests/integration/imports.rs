@@ -47,48 +47,62 @@ fn json_show(artist: &str, venue: &str, city: &str, starts_at: &str) -> String {
     )
 }
 
-async fn upload(jetstream: &jetstream::Context, name: &str, content_type: &str, data: Vec<u8>) {
-    upload_batch(jetstream, name, content_type, data)
-        .await
-        .unwrap();
+/// A scraper's side: the publisher user, storing batches in `PLAYHEAD_IMPORTS` and requesting
+/// their imports.
+struct Scraper<'a> {
+    nats: &'a NatsServer,
+    publisher: async_nats::Client,
 }
 
-/// Publishes an `ImportRequest` as the publisher role, with a signed reply subject, and
-/// returns the node's answer.
-async fn request_import(
-    nats: &NatsServer,
-    publisher: &async_nats::Client,
-    source: &str,
-    import_id: &str,
-    object: &str,
-) -> v1::ImportAccepted {
-    let reply = format!("_INBOX.publisher.import.{import_id}.{}", rand_suffix());
-    let mut answers = publisher.subscribe(reply.clone()).await.unwrap();
-    publisher.flush().await.unwrap();
-    let subject = import_request(&SourceId::parse(source).unwrap());
-    let request = v1::ImportRequest {
-        source: source.into(),
-        import_id: import_id.into(),
-        object_name: object.into(),
-    };
-    jetstream::new(publisher.clone())
-        .publish_with_headers(
-            subject.clone(),
-            nats.asking(&subject, &reply),
-            request.encode_to_vec().into(),
+impl<'a> Scraper<'a> {
+    async fn new(nats: &'a NatsServer) -> Scraper<'a> {
+        Scraper {
+            nats,
+            publisher: nats.connect_as(NatsRole::Publisher).await,
+        }
+    }
+
+    async fn upload(&self, name: &str, content_type: &str, data: Vec<u8>) {
+        upload_batch(
+            &jetstream::new(self.publisher.clone()),
+            name,
+            content_type,
+            data,
         )
         .await
-        .unwrap()
+        .unwrap();
+    }
+
+    /// Publishes an `ImportRequest` with a signed reply subject and returns the node's answer.
+    async fn request(&self, source: &str, import_id: &str, object: &str) -> v1::ImportAccepted {
+        let reply = format!("_INBOX.publisher.import.{import_id}.{}", rand_suffix());
+        let mut answers = self.publisher.subscribe(reply.clone()).await.unwrap();
+        self.publisher.flush().await.unwrap();
+        let subject = import_request(&SourceId::parse(source).unwrap());
+        let request = v1::ImportRequest {
+            source: source.into(),
+            import_id: import_id.into(),
+            object_name: object.into(),
+        };
+        jetstream::new(self.publisher.clone())
+            .publish_with_headers(
+                subject.clone(),
+                self.nats.asking(&subject, &reply),
+                request.encode_to_vec().into(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        let answer = within(
+            "the import request's answer",
+            Duration::from_secs(20),
+            answers.next(),
+        )
         .await
         .unwrap();
-    let answer = within(
-        "the import request's answer",
-        Duration::from_secs(20),
-        answers.next(),
-    )
-    .await
-    .unwrap();
-    v1::ImportAccepted::decode(answer.payload).unwrap()
+        v1::ImportAccepted::decode(answer.payload).unwrap()
+    }
 }
 
 fn rand_suffix() -> u64 {
@@ -97,13 +111,9 @@ fn rand_suffix() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-async fn status(client: &async_nats::Client, import_id: &str) -> Option<v1::ImportStatus> {
-    import_status(client, import_id).await
-}
-
 async fn finished(client: &async_nats::Client, import_id: &str) -> v1::ImportStatus {
     eventually("the import to finish", Duration::from_secs(60), || async {
-        status(client, import_id).await.filter(is_finished)
+        import_status(client, import_id).await.filter(is_finished)
     })
     .await
 }
@@ -184,7 +194,7 @@ async fn jsonl_and_csv_imports_count_every_line_and_rerun_without_applying_twice
     let node = TestNode::start(test_node_config(&nats.url(), data.path())).await;
     let admin = nats.connect().await;
     let jetstream = jetstream::new(admin.clone());
-    let publisher = nats.connect_as(NatsRole::Publisher).await;
+    let scraper = Scraper::new(&nats).await;
 
     let (abba_1, abba_2, queen_1) = (at(3, 0), at(10, 30), at(5, 0));
     let jsonl = [
@@ -199,21 +209,16 @@ async fn jsonl_and_csv_imports_count_every_line_and_rerun_without_applying_twice
         json_show("ABBA", "Vega", "Copenhagen", &abba_2),
     ]
     .join("\n");
-    upload(
-        &jetstream::new(publisher.clone()),
-        "scraper-a/batch-1",
-        "application/x-ndjson",
-        jsonl.into_bytes(),
-    )
-    .await;
-    let accepted = request_import(
-        &nats,
-        &publisher,
-        "scraper-a",
-        "batch-1",
-        "scraper-a/batch-1",
-    )
-    .await;
+    scraper
+        .upload(
+            "scraper-a/batch-1",
+            "application/x-ndjson",
+            jsonl.into_bytes(),
+        )
+        .await;
+    let accepted = scraper
+        .request("scraper-a", "batch-1", "scraper-a/batch-1")
+        .await;
     assert_eq!(
         accepted.state,
         v1::ImportState::Accepted as i32,
@@ -238,53 +243,34 @@ async fn jsonl_and_csv_imports_count_every_line_and_rerun_without_applying_twice
          Bergen,Queen,too,few\n",
         at(20, 0)
     );
-    upload(
-        &jetstream::new(publisher.clone()),
-        "scraper-b/batch-2",
-        "text/csv",
-        csv.into_bytes(),
-    )
-    .await;
-    request_import(
-        &nats,
-        &publisher,
-        "scraper-b",
-        "batch-2",
-        "scraper-b/batch-2",
-    )
-    .await;
+    scraper
+        .upload("scraper-b/batch-2", "text/csv", csv.into_bytes())
+        .await;
+    scraper
+        .request("scraper-b", "batch-2", "scraper-b/batch-2")
+        .await;
     let second = finished(&admin, "batch-2").await;
     assert_eq!(counts(&second), (3, 1, 1, 1), "{second:?}");
     assert_eq!(second.errors.len(), 1);
     assert_eq!(second.errors[0].line, 4);
 
     // The same import id again: its recorded status, nothing applied twice.
-    let again = request_import(
-        &nats,
-        &publisher,
-        "scraper-a",
-        "batch-1",
-        "scraper-a/batch-1",
-    )
-    .await;
+    let again = scraper
+        .request("scraper-a", "batch-1", "scraper-a/batch-1")
+        .await;
     assert_eq!(again.state, v1::ImportState::Completed as i32);
     assert_eq!(
-        counts(&status(&admin, "batch-1").await.unwrap()),
+        counts(&import_status(&admin, "batch-1").await.unwrap()),
         (6, 3, 1, 2)
     );
     // A new id with the same content: nothing new.
-    request_import(
-        &nats,
-        &publisher,
-        "scraper-a",
-        "batch-3",
-        "scraper-a/batch-1",
-    )
-    .await;
+    scraper
+        .request("scraper-a", "batch-3", "scraper-a/batch-1")
+        .await;
     let third = finished(&admin, "batch-3").await;
     assert_eq!(counts(&third), (6, 0, 4, 2), "{third:?}");
     // A missing object: failed, with the reason.
-    let missing = request_import(&nats, &publisher, "scraper-a", "batch-4", "nope").await;
+    let missing = scraper.request("scraper-a", "batch-4", "nope").await;
     assert_eq!(missing.state, v1::ImportState::Failed as i32);
     assert!(missing.failure.contains("nope"), "{missing:?}");
 
@@ -350,7 +336,7 @@ async fn shows_are_listed_for_a_stations_artists_and_a_listeners_artists() {
     let node = TestNode::start(test_node_config(&nats.url(), data.path())).await;
     let admin = nats.connect().await;
     let jetstream = jetstream::new(admin.clone());
-    let publisher = nats.connect_as(NatsRole::Publisher).await;
+    let scraper = Scraper::new(&nats).await;
 
     let batch = [
         json_show("Kent", "Debaser", "Stockholm", &at(2, 0)),
@@ -359,14 +345,10 @@ async fn shows_are_listed_for_a_stations_artists_and_a_listeners_artists() {
         json_show("Kent", "Rockefeller", "Oslo", &at(8, 0)),
     ]
     .join("\n");
-    upload(
-        &jetstream::new(publisher.clone()),
-        "s/1",
-        "application/x-ndjson",
-        batch.into_bytes(),
-    )
-    .await;
-    request_import(&nats, &publisher, "s", "i-1", "s/1").await;
+    scraper
+        .upload("s/1", "application/x-ndjson", batch.into_bytes())
+        .await;
+    scraper.request("s", "i-1", "s/1").await;
     assert_eq!(counts(&finished(&admin, "i-1").await), (4, 4, 0, 0));
 
     // Kent then Robyn played on radio-1 (Robyn most recently).
@@ -460,7 +442,7 @@ async fn an_import_cut_by_sigkill_completes_after_the_restart_with_exact_counts(
     let mut node = NodeProcess::start(&nats.url(), data.path(), &env).await;
     let admin = nats.connect().await;
     let jetstream = jetstream::new(admin.clone());
-    let publisher = nats.connect_as(NatsRole::Publisher).await;
+    let scraper = Scraper::new(&nats).await;
 
     // 60,000 lines: 20,000 distinct shows, each listed three times, and every 1,000th line bad.
     let mut lines = Vec::new();
@@ -485,27 +467,27 @@ async fn an_import_cut_by_sigkill_completes_after_the_restart_with_exact_counts(
             distinct += 1;
         }
     }
-    upload(
-        &jetstream::new(publisher.clone()),
-        "big/1",
-        "application/x-ndjson",
-        lines.join("\n").into_bytes(),
-    )
-    .await;
-    request_import(&nats, &publisher, "big", "big-1", "big/1").await;
+    scraper
+        .upload(
+            "big/1",
+            "application/x-ndjson",
+            lines.join("\n").into_bytes(),
+        )
+        .await;
+    scraper.request("big", "big-1", "big/1").await;
     // Killed once it has committed some lines, well before the end.
     eventually(
         "the import to be under way",
         Duration::from_secs(60),
         || async {
-            status(&admin, "big-1")
+            import_status(&admin, "big-1")
                 .await
                 .filter(|status| status.records_read >= 1_000)
         },
     )
     .await;
     node.process.kill();
-    let cut = status(&admin, "big-1").await;
+    let cut = import_status(&admin, "big-1").await;
     assert!(cut.is_none(), "the node is gone, nothing answers");
     let node = NodeProcess::start(&nats.url(), data.path(), &env).await;
     let done = finished(&admin, "big-1").await;
@@ -533,7 +515,7 @@ async fn shows_leave_with_their_bucket_once_they_are_over() {
     config.storage.compaction_interval_secs = 1;
     let node = TestNode::start(config).await;
     let admin = nats.connect().await;
-    let publisher = nats.connect_as(NatsRole::Publisher).await;
+    let scraper = Scraper::new(&nats).await;
 
     let soon = time::OffsetDateTime::now_utc() + time::Duration::seconds(3);
     let soon = soon
@@ -545,14 +527,10 @@ async fn shows_leave_with_their_bucket_once_they_are_over() {
         json_show("Mew", "Tivoli", "Copenhagen", &later),
     ]
     .join("\n");
-    upload(
-        &jetstream::new(publisher.clone()),
-        "e/1",
-        "application/x-ndjson",
-        batch.clone().into_bytes(),
-    )
-    .await;
-    request_import(&nats, &publisher, "e", "e-1", "e/1").await;
+    scraper
+        .upload("e/1", "application/x-ndjson", batch.clone().into_bytes())
+        .await;
+    scraper.request("e", "e-1", "e/1").await;
     assert_eq!(counts(&finished(&admin, "e-1").await), (2, 2, 0, 0));
     let listed = all_pages(&admin, Selector::Artist("mew".into()), 10).await;
     assert_eq!(listed.len(), 2, "both are upcoming: {listed:?}");
@@ -581,14 +559,10 @@ async fn shows_leave_with_their_bucket_once_they_are_over() {
         vec!["Tivoli"]
     );
     // Gone: the same batch again finds the first show over, not known.
-    upload(
-        &jetstream::new(publisher.clone()),
-        "e/2",
-        "application/x-ndjson",
-        batch.into_bytes(),
-    )
-    .await;
-    request_import(&nats, &publisher, "e", "e-2", "e/2").await;
+    scraper
+        .upload("e/2", "application/x-ndjson", batch.into_bytes())
+        .await;
+    scraper.request("e", "e-2", "e/2").await;
     let again = finished(&admin, "e-2").await;
     assert_eq!(counts(&again), (2, 0, 1, 1), "{again:?}");
     assert!(
@@ -606,7 +580,7 @@ async fn a_deleted_store_gets_its_imports_and_shows_back_without_journaling_them
     let node = TestNode::start(test_node_config(&nats.url(), data.path())).await;
     let admin = nats.connect().await;
     let jetstream = jetstream::new(admin.clone());
-    let publisher = nats.connect_as(NatsRole::Publisher).await;
+    let scraper = Scraper::new(&nats).await;
     let batch = [
         json_show("Sigrid", "Spektrum", "Oslo", &at(9, 0)),
         json_show("Sigrid", "Spektrum", "Oslo", &at(9, 0)),
@@ -614,14 +588,10 @@ async fn a_deleted_store_gets_its_imports_and_shows_back_without_journaling_them
         "broken".to_owned(),
     ]
     .join("\n");
-    upload(
-        &jetstream::new(publisher.clone()),
-        "r/1",
-        "application/x-ndjson",
-        batch.into_bytes(),
-    )
-    .await;
-    request_import(&nats, &publisher, "r", "r-1", "r/1").await;
+    scraper
+        .upload("r/1", "application/x-ndjson", batch.into_bytes())
+        .await;
+    scraper.request("r", "r-1", "r/1").await;
     let before = finished(&admin, "r-1").await;
     assert_eq!(counts(&before), (4, 2, 1, 1));
     let shows_before = all_pages(&admin, Selector::Artist("sigrid".into()), 10).await;
@@ -644,14 +614,10 @@ async fn a_deleted_store_gets_its_imports_and_shows_back_without_journaling_them
     );
     assert_eq!(completions_in_journal(&jetstream, "r").await, 1);
     // And the source's journal position came back: the next import appends after it.
-    upload(
-        &jetstream::new(publisher.clone()),
-        "r/2",
-        "application/x-ndjson",
-        b"{}".to_vec(),
-    )
-    .await;
-    request_import(&nats, &publisher, "r", "r-2", "r/2").await;
+    scraper
+        .upload("r/2", "application/x-ndjson", b"{}".to_vec())
+        .await;
+    scraper.request("r", "r-2", "r/2").await;
     assert_eq!(counts(&finished(&admin, "r-2").await), (1, 0, 0, 1));
     assert_eq!(completions_in_journal(&jetstream, "r").await, 2);
     node.stop().await;
