@@ -41,8 +41,64 @@ pub struct NodeConfig {
     pub storage: StorageConfig,
     pub journal: JournalConfig,
     pub imports: ImportsConfig,
+    pub enrichment: EnrichmentConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
+}
+
+/// Which enrichment provider looks songs up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnrichmentProvider {
+    /// The MusicBrainz web service v2 (recording search) and the Cover Art Archive.
+    Musicbrainz,
+    /// No enrichment: songs are served as the stations spell them.
+    None,
+}
+
+/// Song enrichment: a cache of what the provider knows of each distinct song, one provider
+/// call per distinct song (single-flight), rate-limited, off the request path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnrichmentConfig {
+    pub provider: EnrichmentProvider,
+    /// Base URL of the MusicBrainz web service (`/ws/2/recording` is appended).
+    pub musicbrainz_url: String,
+    /// Base URL of the Cover Art Archive (`/release/{mbid}` is appended).
+    pub coverart_url: String,
+    /// Sent with every request: MusicBrainz asks for an application name, version and contact.
+    pub user_agent: String,
+    /// Requests per second to MusicBrainz (it asks for at most 1 on average) ...
+    pub musicbrainz_rate_per_sec: f64,
+    /// ... and to the Cover Art Archive.
+    pub coverart_rate_per_sec: f64,
+    /// Whole time of one HTTP request (connect, headers, body).
+    pub request_timeout_ms: u64,
+    /// Attempts of one request (5xx, 429, timeouts and refused connections are retried, with
+    /// jittered exponential backoff, honouring `Retry-After`) before the look-up is put back
+    /// to wait for the next round.
+    pub max_attempts: u32,
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Consecutive failed requests to one provider that open its circuit breaker ...
+    pub breaker_failures: u32,
+    /// ... which then lets no request through for this long, then one trial request.
+    pub breaker_open_secs: u64,
+    /// A song found stays cached this long after it was last played (sliding) ...
+    pub cache_ttl_secs: u64,
+    /// ... in buckets of this width (expiry drops whole buckets).
+    pub cache_bucket_secs: u64,
+    /// A song the provider does not know is not asked again for this long.
+    pub not_found_ttl_secs: u64,
+    /// Distinct songs waiting for the provider at once; further misses are not queued (counted
+    /// as dropped; their next play asks again).
+    pub max_pending_songs: usize,
+    /// Plays (stations) waiting for one song's answer; further ones are not enriched.
+    pub max_waiters_per_song: usize,
+    /// Look-ups in flight at once (each still waits for its provider's rate limit).
+    pub max_concurrent_lookups: usize,
+    /// Lowest MusicBrainz search score (0-100) taken as a match.
+    pub min_score: u32,
 }
 
 /// Imports of concert listings (claim checks in the object store) and the shows they list.
@@ -231,6 +287,7 @@ impl Default for NodeConfig {
             storage: StorageConfig::default(),
             journal: JournalConfig::default(),
             imports: ImportsConfig::default(),
+            enrichment: EnrichmentConfig::default(),
             metrics: MetricsConfig::default(),
             log: LogConfig::default(),
         }
@@ -355,6 +412,37 @@ impl Default for ImportsConfig {
     }
 }
 
+impl Default for EnrichmentConfig {
+    fn default() -> Self {
+        Self {
+            provider: EnrichmentProvider::Musicbrainz,
+            musicbrainz_url: "https://musicbrainz.org".into(),
+            coverart_url: "https://coverartarchive.org".into(),
+            user_agent: concat!(
+                "playhead/",
+                env!("CARGO_PKG_VERSION"),
+                " ( https://github.com/playhead/playhead )"
+            )
+            .into(),
+            musicbrainz_rate_per_sec: 1.0,
+            coverart_rate_per_sec: 1.0,
+            request_timeout_ms: 10_000,
+            max_attempts: 4,
+            backoff_initial_ms: 500,
+            backoff_max_ms: 30_000,
+            breaker_failures: 5,
+            breaker_open_secs: 30,
+            cache_ttl_secs: 30 * 24 * 3600,
+            cache_bucket_secs: 24 * 3600,
+            not_found_ttl_secs: 24 * 3600,
+            max_pending_songs: 10_000,
+            max_waiters_per_song: 10_000,
+            max_concurrent_lookups: 4,
+            min_score: 90,
+        }
+    }
+}
+
 impl Default for MetricsConfig {
     fn default() -> Self {
         Self {
@@ -378,6 +466,14 @@ pub enum ConfigError {
     },
 }
 
+fn invalid(key: &'static str, value: impl ToString, fix: &'static str) -> Result<(), ConfigError> {
+    Err(ConfigError::Invalid {
+        key,
+        value: value.to_string(),
+        fix,
+    })
+}
+
 /// Values given on the command line; `None` leaves the lower layers in force.
 #[derive(Debug, Clone, Default)]
 pub struct FlagOverrides {
@@ -387,6 +483,126 @@ pub struct FlagOverrides {
     pub nats_nkey_file: Option<PathBuf>,
     pub partitions: Option<u32>,
     pub metrics_listen: Option<SocketAddr>,
+}
+
+impl EnrichmentConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.provider == EnrichmentProvider::None {
+            return Ok(());
+        }
+        for (key, url) in [
+            ("enrichment.musicbrainz_url", &self.musicbrainz_url),
+            ("enrichment.coverart_url", &self.coverart_url),
+        ] {
+            let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+            if !scheme_ok || url.len() > 1024 || url.contains(char::is_whitespace) {
+                return invalid(
+                    key,
+                    url,
+                    "give an http:// or https:// base URL (no spaces), e.g. https://musicbrainz.org",
+                );
+            }
+        }
+        if self.user_agent.trim().is_empty() || self.user_agent.len() > 256 {
+            return invalid(
+                "enrichment.user_agent",
+                &self.user_agent,
+                "name the application, its version and a contact (MusicBrainz blocks anonymous \
+                 clients), at most 256 bytes",
+            );
+        }
+        for (key, rate) in [
+            (
+                "enrichment.musicbrainz_rate_per_sec",
+                self.musicbrainz_rate_per_sec,
+            ),
+            (
+                "enrichment.coverart_rate_per_sec",
+                self.coverart_rate_per_sec,
+            ),
+        ] {
+            if !(rate.is_finite() && (0.001..=1000.0).contains(&rate)) {
+                return invalid(
+                    key,
+                    rate,
+                    "give 0.001 to 1000 requests per second (MusicBrainz asks for at most 1)",
+                );
+            }
+        }
+        if !(100..=120_000).contains(&self.request_timeout_ms) {
+            return invalid(
+                "enrichment.request_timeout_ms",
+                self.request_timeout_ms,
+                "give 100 to 120000 ms (default 10000)",
+            );
+        }
+        if !(1..=20).contains(&self.max_attempts) {
+            return invalid(
+                "enrichment.max_attempts",
+                self.max_attempts,
+                "give 1 to 20 attempts per request (default 4)",
+            );
+        }
+        if self.backoff_initial_ms == 0 || self.backoff_max_ms < self.backoff_initial_ms {
+            return invalid(
+                "enrichment.backoff_max_ms",
+                self.backoff_max_ms,
+                "must be at least enrichment.backoff_initial_ms, which must be positive",
+            );
+        }
+        if self.breaker_failures == 0 || self.breaker_open_secs == 0 {
+            return invalid(
+                "enrichment.breaker_failures",
+                self.breaker_failures,
+                "give at least 1 failure and enrichment.breaker_open_secs of at least 1",
+            );
+        }
+        if self.cache_bucket_secs == 0 || self.cache_ttl_secs < self.cache_bucket_secs {
+            return invalid(
+                "enrichment.cache_ttl_secs",
+                self.cache_ttl_secs,
+                "must be at least enrichment.cache_bucket_secs, which must be positive",
+            );
+        }
+        if self.cache_ttl_secs / self.cache_bucket_secs > 1000 {
+            return invalid(
+                "enrichment.cache_bucket_secs",
+                self.cache_bucket_secs,
+                "use at least cache_ttl_secs / 1000: a look-up probes each live bucket",
+            );
+        }
+        if self.not_found_ttl_secs == 0 || self.not_found_ttl_secs > self.cache_ttl_secs {
+            return invalid(
+                "enrichment.not_found_ttl_secs",
+                self.not_found_ttl_secs,
+                "give 1 second up to enrichment.cache_ttl_secs (default 1 day)",
+            );
+        }
+        for (key, value) in [
+            ("enrichment.max_pending_songs", self.max_pending_songs),
+            ("enrichment.max_waiters_per_song", self.max_waiters_per_song),
+            (
+                "enrichment.max_concurrent_lookups",
+                self.max_concurrent_lookups,
+            ),
+        ] {
+            if !(1..=1_000_000).contains(&value) {
+                return invalid(key, value, "give 1 to 1000000");
+            }
+        }
+        if self.min_score > 100 {
+            return invalid(
+                "enrichment.min_score",
+                self.min_score,
+                "give a MusicBrainz search score of 0 to 100 (default 90)",
+            );
+        }
+        Ok(())
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.provider != EnrichmentProvider::None
+    }
 }
 
 impl JournalConfig {
@@ -446,17 +662,6 @@ impl NodeConfig {
 
     /// Checks every value a person could get wrong, saying what to change.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        fn invalid(
-            key: &'static str,
-            value: impl ToString,
-            fix: &'static str,
-        ) -> Result<(), ConfigError> {
-            Err(ConfigError::Invalid {
-                key,
-                value: value.to_string(),
-                fix,
-            })
-        }
         if self.version != CONFIG_VERSION {
             return invalid("version", self.version, "this build reads version = 1");
         }
@@ -640,6 +845,7 @@ impl NodeConfig {
                 "give 1 to 1000 (default 200)",
             );
         }
+        self.enrichment.validate()?;
         if self.player.session_bucket_secs == 0
             || self.player.session_ttl_secs < self.player.session_bucket_secs
         {

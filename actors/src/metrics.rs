@@ -2,6 +2,7 @@
 //! crate's (`playhead_client::service::http`), shared with the gateway.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 pub use playhead_client::service::http::{
     ProcessCollector, Readiness, ReadinessCheck, register_build_info, render, serve,
@@ -66,6 +67,48 @@ pub struct ImportStateLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabel {
+    /// musicbrainz | coverart
+    pub provider: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderCallLabel {
+    /// musicbrainz | coverart
+    pub provider: &'static str,
+    /// ok | not_found | rate_limited | server_error | client_error | timeout | unreachable |
+    /// undecodable
+    pub outcome: &'static str,
+}
+
+/// Every outcome label of [`ProviderCallLabel`].
+pub const PROVIDER_CALL_OUTCOMES: &[&str] = &[
+    "ok",
+    "not_found",
+    "rate_limited",
+    "server_error",
+    "client_error",
+    "timeout",
+    "unreachable",
+    "undecodable",
+];
+
+/// Every provider label.
+pub const PROVIDERS: &[&str] = &["musicbrainz", "coverart"];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheResultLabel {
+    /// hit | not_found_hit | miss
+    pub result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EnrichmentOutcomeLabel {
+    /// enriched | not_found | dropped
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventLabel {
     pub event: &'static str,
 }
@@ -110,6 +153,15 @@ pub struct NodeMetrics {
     pub imports: Family<ImportStateLabel, Counter>,
     pub imports_running: Gauge,
     pub import_seconds: Histogram,
+    pub enrichment_cache: Family<CacheResultLabel, Counter>,
+    pub enrichment_provider_calls: Family<ProviderCallLabel, Counter>,
+    pub enrichment_singleflight_joins: Counter,
+    pub enrichment_rate_limit_waits: Family<ProviderLabel, Counter>,
+    pub enrichment_rate_limit_wait_seconds: Family<ProviderLabel, Counter<f64, AtomicU64>>,
+    pub enrichment_breaker_state: Family<ProviderLabel, Gauge>,
+    pub enrichment_pending_songs: Gauge,
+    pub enrichment_songs: Family<EnrichmentOutcomeLabel, Counter>,
+    pub enrichment_lookup_seconds: Histogram,
 }
 
 impl NodeMetrics {
@@ -139,6 +191,16 @@ impl NodeMetrics {
             imports: Family::default(),
             imports_running: Gauge::default(),
             import_seconds: Histogram::new(exponential_buckets(0.05, 2.0, 14)),
+            enrichment_cache: Family::default(),
+            enrichment_provider_calls: Family::default(),
+            enrichment_singleflight_joins: Counter::default(),
+            enrichment_rate_limit_waits: Family::default(),
+            enrichment_rate_limit_wait_seconds: Family::default(),
+            enrichment_breaker_state: Family::default(),
+            enrichment_pending_songs: Gauge::default(),
+            enrichment_songs: Family::default(),
+            // 10 ms .. ~160 s
+            enrichment_lookup_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 15)),
             registry: Registry::default(),
         };
         registry.register(
@@ -257,6 +319,51 @@ impl NodeMetrics {
             "How long an import ran, from its start (or resumption) to its end",
             metrics.import_seconds.clone(),
         );
+        registry.register(
+            "enrichment_cache",
+            "Enrichment cache look-ups of a new song on a station, by result (hit, not_found_hit, miss)",
+            metrics.enrichment_cache.clone(),
+        );
+        registry.register(
+            "enrichment_provider_calls",
+            "HTTP requests to an enrichment provider, by provider and outcome",
+            metrics.enrichment_provider_calls.clone(),
+        );
+        registry.register(
+            "enrichment_singleflight_joins",
+            "Plays that joined a look-up already waiting for the same song instead of asking again",
+            metrics.enrichment_singleflight_joins.clone(),
+        );
+        registry.register(
+            "enrichment_rate_limit_waits",
+            "Requests that waited for their provider's rate limit (token bucket or Retry-After)",
+            metrics.enrichment_rate_limit_waits.clone(),
+        );
+        registry.register(
+            "enrichment_rate_limit_wait_seconds",
+            "Time requests spent waiting for their provider's rate limit",
+            metrics.enrichment_rate_limit_wait_seconds.clone(),
+        );
+        registry.register(
+            "enrichment_breaker_state",
+            "Circuit breaker of each provider: 0 closed, 1 half-open (one trial request), 2 open",
+            metrics.enrichment_breaker_state.clone(),
+        );
+        registry.register(
+            "enrichment_pending_songs",
+            "Distinct songs waiting for the provider",
+            metrics.enrichment_pending_songs.clone(),
+        );
+        registry.register(
+            "enrichment_songs",
+            "Songs the provider answered for (enriched, not_found) or that were not queued (dropped)",
+            metrics.enrichment_songs.clone(),
+        );
+        registry.register(
+            "enrichment_lookup_seconds",
+            "From a song's first miss to its provider's answer (waits, retries and requests)",
+            metrics.enrichment_lookup_seconds.clone(),
+        );
         register_build_info(&mut registry);
         Arc::new(Self {
             registry,
@@ -304,6 +411,32 @@ impl NodeMetrics {
             self.imports
                 .get_or_create(&ImportStateLabel { state })
                 .inc_by(0);
+        }
+        for result in ["hit", "not_found_hit", "miss"] {
+            self.enrichment_cache
+                .get_or_create(&CacheResultLabel { result })
+                .inc_by(0);
+        }
+        for outcome in ["enriched", "not_found", "dropped"] {
+            self.enrichment_songs
+                .get_or_create(&EnrichmentOutcomeLabel { outcome })
+                .inc_by(0);
+        }
+        for &provider in PROVIDERS {
+            for &outcome in PROVIDER_CALL_OUTCOMES {
+                self.enrichment_provider_calls
+                    .get_or_create(&ProviderCallLabel { provider, outcome })
+                    .inc_by(0);
+            }
+            self.enrichment_rate_limit_waits
+                .get_or_create(&ProviderLabel { provider })
+                .inc_by(0);
+            self.enrichment_rate_limit_wait_seconds
+                .get_or_create(&ProviderLabel { provider })
+                .inc_by(0.0);
+            self.enrichment_breaker_state
+                .get_or_create(&ProviderLabel { provider })
+                .set(0);
         }
         for &keyspace in labels.keyspaces {
             self.keyspace_buckets_dropped

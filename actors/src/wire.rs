@@ -5,6 +5,7 @@
 use playhead_proto::ids::{PlaylistId, StationId, UserId};
 use playhead_proto::v1;
 
+use crate::domain::enrichment::Enrichment;
 use crate::domain::player::{PlayerPolicy, Session, SessionStatus, Track};
 use crate::domain::playout::{HeartbeatAction, HeartbeatDecision, HeartbeatReason, Slot};
 use crate::domain::station::{ObserveSong, Song, StationCommand, StationState};
@@ -24,7 +25,22 @@ pub fn observe_command(observed: v1::SongObserved) -> StationCommand {
         artist: observed.artist,
         title: observed.title,
         raw: observed.raw,
+        known: None,
     })
+}
+
+pub fn song_enrichment(enrichment: &Enrichment) -> v1::SongEnrichment {
+    v1::SongEnrichment {
+        recording_mbid: enrichment.recording_mbid.clone(),
+        title: enrichment.title.clone(),
+        artist: enrichment.artist.clone(),
+        artist_mbid: enrichment.artist_mbid.clone(),
+        release_mbid: enrichment.release_mbid.clone(),
+        release_title: enrichment.release_title.clone(),
+        release_year: enrichment.release_year,
+        cover_url: enrichment.cover_url.clone(),
+        enriched_at: Some(timestamp(enrichment.enriched_at)),
+    }
 }
 
 /// The now-playing projection of a station state (None before its first song).
@@ -35,6 +51,7 @@ pub fn now_playing(station: &StationId, state: &StationState) -> Option<v1::NowP
         play_seq: current.play_seq,
         song: Some(song(&current.song)),
         started_at: Some(timestamp(current.started_at)),
+        enrichment: current.enrichment.as_ref().map(song_enrichment),
     })
 }
 

@@ -126,7 +126,7 @@ impl NowPlayingCache {
             .entry(station.clone())
             .or_insert_with(|| watch::channel(None).0);
         let newer = match (&*slot.borrow(), &value) {
-            (Some(current), Some(next)) => next.play_seq > current.play_seq,
+            (Some(current), Some(next)) => is_newer(current, next),
             _ => true,
         };
         if newer {
@@ -169,9 +169,36 @@ impl Stations {
     }
 }
 
+/// A later play, or the same play once its enrichment arrived (a redelivered older value
+/// never replaces a newer one).
+fn is_newer(current: &NowPlaying, next: &NowPlaying) -> bool {
+    next.play_seq > current.play_seq
+        || (next.play_seq == current.play_seq
+            && current.enrichment.is_none()
+            && next.enrichment.is_some())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use playhead_proto::v1::SongEnrichment;
+
+    #[test]
+    fn a_play_is_replaced_by_a_later_one_or_by_itself_enriched() {
+        let play = |play_seq: u64, enriched: bool| NowPlaying {
+            play_seq,
+            enrichment: enriched.then(|| SongEnrichment {
+                recording_mbid: "r".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(is_newer(&play(1, false), &play(2, false)));
+        assert!(is_newer(&play(1, false), &play(1, true)));
+        assert!(!is_newer(&play(1, true), &play(1, false)));
+        assert!(!is_newer(&play(1, true), &play(1, true)));
+        assert!(!is_newer(&play(2, false), &play(1, true)));
+    }
 
     fn station(n: usize) -> StationId {
         StationId::parse(format!("s{n}")).unwrap()

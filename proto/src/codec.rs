@@ -114,6 +114,8 @@ pub trait InboxMessage: prost::Message + prost::Name + Default {
 
 impl InboxMessage for v1::SongObserved {}
 
+impl InboxMessage for v1::EnrichSong {}
+
 impl InboxMessage for v1::Heartbeat {}
 
 impl InboxMessage for v1::ImportRequest {}

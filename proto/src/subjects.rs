@@ -70,7 +70,8 @@ pub struct SubjectError {
 /// An inbox: one stream capturing a family of publish subjects, partitioned by entity id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Inbox {
-    /// `playhead.station.{station_id}.song` → `SongObserved`.
+    /// `playhead.station.{station_id}.{kind}`: `song` → `SongObserved` from pollers, and
+    /// `enrichment` → `EnrichSong` from the node's own enrichment service (see [`StationInboxKind`]).
     Station,
     /// `playhead.user.{user_id}.{kind}`: every message kind of the user actor, in one stream
     /// so one user's messages stay in order across kinds (see [`UserKind`]).
@@ -135,11 +136,12 @@ impl Inbox {
         }
     }
 
-    /// The publish subjects the inbox stream captures. The user inbox takes every kind token,
-    /// so a message of an unknown kind is dead-lettered with a reason instead of vanishing.
+    /// The publish subjects the inbox stream captures. The user and station inboxes take every
+    /// kind token, so a message of an unknown kind is dead-lettered with a reason instead of
+    /// vanishing.
     pub fn capture_subject(self) -> &'static str {
         match self {
-            Inbox::Station => "playhead.station.*.song",
+            Inbox::Station => "playhead.station.*.*",
             Inbox::User => "playhead.user.*.*",
             Inbox::Catalog => "playhead.catalog.content.*",
             Inbox::Import => "playhead.import.*",
@@ -150,12 +152,10 @@ impl Inbox {
     pub fn transform_destination(self, partitions: u32) -> String {
         let partition = format!("{{{{partition({partitions},1)}}}}");
         match self {
-            Inbox::Station => {
-                format!("{STORED_PREFIX}.station.{partition}.{{{{wildcard(1)}}}}.song")
-            }
-            Inbox::User => {
-                format!("{STORED_PREFIX}.user.{partition}.{{{{wildcard(1)}}}}.{{{{wildcard(2)}}}}")
-            }
+            Inbox::Station | Inbox::User => format!(
+                "{STORED_PREFIX}.{}.{partition}.{{{{wildcard(1)}}}}.{{{{wildcard(2)}}}}",
+                self.label()
+            ),
             Inbox::Catalog => {
                 format!("{STORED_PREFIX}.catalog.{partition}.{{{{wildcard(1)}}}}.content")
             }
@@ -213,11 +213,10 @@ impl Inbox {
             return Err(error());
         };
         let kind_matches = match self {
-            Inbox::Station => kind == "song",
             Inbox::Catalog => kind == "content",
             Inbox::Import => kind == "request",
             // Unknown kinds parse, so the screen can name them in its dead-letter reason.
-            Inbox::User => !kind.is_empty(),
+            Inbox::Station | Inbox::User => !kind.is_empty(),
         };
         if prefix != STORED_PREFIX || family != self.label() || !kind_matches {
             return Err(error());
@@ -259,9 +258,40 @@ impl StoredSubject<'_> {
     }
 }
 
+/// The message kinds of the station inbox, named by the last subject token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StationInboxKind {
+    /// `playhead.station.{station_id}.song` → `SongObserved` (pollers, the gateway).
+    Song,
+    /// `playhead.station.{station_id}.enrichment` → `EnrichSong`: published by the node's
+    /// enrichment service only (the broker lets no other user publish it).
+    Enrichment,
+}
+
+impl StationInboxKind {
+    pub const ALL: &'static [StationInboxKind] =
+        &[StationInboxKind::Song, StationInboxKind::Enrichment];
+
+    pub fn token(self) -> &'static str {
+        match self {
+            StationInboxKind::Song => "song",
+            StationInboxKind::Enrichment => "enrichment",
+        }
+    }
+
+    pub fn from_token(token: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|kind| kind.token() == token)
+    }
+}
+
 /// `playhead.station.{station_id}.song`.
 pub fn station_song(station: &StationId) -> String {
-    format!("{PUBLISH_PREFIX}.station.{station}.song")
+    station_subject(station, StationInboxKind::Song)
+}
+
+/// `playhead.station.{station_id}.{kind}`.
+pub fn station_subject(station: &StationId, kind: StationInboxKind) -> String {
+    format!("{PUBLISH_PREFIX}.station.{station}.{}", kind.token())
 }
 
 /// `playhead.catalog.content.{content_id}`.
@@ -514,9 +544,30 @@ mod tests {
         let destination = Inbox::Station.transform_destination(64);
         assert_eq!(
             destination,
-            "playhead-in.station.{{partition(64,1)}}.{{wildcard(1)}}.song"
+            "playhead-in.station.{{partition(64,1)}}.{{wildcard(1)}}.{{wildcard(2)}}"
         );
         assert!(!destination.starts_with(&format!("{PUBLISH_PREFIX}.")));
+    }
+
+    #[test]
+    fn station_subjects_keep_their_kind_token() {
+        let parsed = Inbox::Station
+            .parse_stored("playhead-in.station.5.radio-1.enrichment")
+            .unwrap();
+        assert_eq!(
+            StationInboxKind::from_token(parsed.kind_token),
+            Some(StationInboxKind::Enrichment)
+        );
+        assert_eq!(
+            parsed.original_subject(),
+            "playhead.station.radio-1.enrichment"
+        );
+        let station = StationId::parse("radio-1").unwrap();
+        assert_eq!(
+            station_subject(&station, StationInboxKind::Enrichment),
+            "playhead.station.radio-1.enrichment"
+        );
+        assert_eq!(StationInboxKind::from_token("lyrics"), None);
     }
 
     #[test]

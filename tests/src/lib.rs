@@ -16,6 +16,7 @@ pub mod model;
 pub mod otlp;
 pub mod player;
 pub mod playout;
+pub mod provider;
 pub mod system;
 pub mod systemd;
 pub mod webdriver;

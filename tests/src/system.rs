@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use playhead_actors::config::NodeConfig;
+use playhead_actors::config::{EnrichmentProvider, NodeConfig};
 use playhead_actors::node::{self, NodeEndpoints};
 use playhead_client::service::nats_auth::{NatsAccess, NatsRole};
 use playhead_gateway::auth::{AuthedChannel, Bearer, Claims, KeyRing, Role, now_secs};
@@ -47,6 +47,9 @@ pub fn test_node_config(nats_url: &str, data_dir: &Path) -> NodeConfig {
     config.ingest.groups = TEST_GROUPS;
     config.ingest.ack_wait_secs = 5;
     config.metrics.listen = "127.0.0.1:0".parse().expect("valid address");
+    // No test reaches the real MusicBrainz; the enrichment tests point the node at their own
+    // test provider (`crate::provider`).
+    config.enrichment.provider = EnrichmentProvider::None;
     config
 }
 

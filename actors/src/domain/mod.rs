@@ -6,10 +6,12 @@
 //! - [`decider`]: the `Decider` trait every kind implements, and the given/when/then harness.
 //! - [`station`], [`player`], [`playout`], [`catalog`]: the deciders.
 //! - [`user`]: the user entity's commands and events (player and playout together).
+//! - [`enrichment`]: what the enrichment provider knows of a song, and its pure mechanisms.
 //! - [`normalise`], [`time`]: shared helpers.
 
 pub mod catalog;
 pub mod decider;
+pub mod enrichment;
 pub mod normalise;
 pub mod player;
 pub mod playout;

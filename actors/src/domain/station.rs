@@ -4,8 +4,14 @@
 //! Observations are compared by a normalised key (case, whitespace, punctuation variants), so
 //! "Simon & Garfunkel" and "simon and garfunkel" are the same song; the spelling of the first
 //! observation is the one shown.
+//!
+//! Enrichment (what the provider knows of a song) comes in two ways, both recorded as
+//! `SongEnriched`: with the observation, when the cache knew the song as it started (the shell
+//! fills [`ObserveSong::known`]), or later as an [`EnrichSong`] command once the provider
+//! answered. Only the play still on air, not yet enriched and of the same song takes it.
 
 use super::decider::Decider;
+use super::enrichment::Enrichment;
 use super::normalise::{comparison_chars, comparison_key, split_raw, tidy};
 use super::time::Timestamp;
 
@@ -41,11 +47,32 @@ pub struct ObserveSong {
     pub title: String,
     /// "Artist - Title", used when artist and title are both empty.
     pub raw: String,
+    /// What the enrichment cache knew of the observed song when it was decided (an input from
+    /// elsewhere, recorded in the `SongEnriched` it leads to). Filled in by the shell, only
+    /// for a song that is not the one on air.
+    pub known: Option<Enrichment>,
+}
+
+impl ObserveSong {
+    /// The song observed, tidied (or parsed from `raw`).
+    pub fn song(&self) -> Result<Song, StationError> {
+        observed_song(self)
+    }
+}
+
+/// The enrichment service's answer for one play.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrichSong {
+    pub play_seq: u64,
+    /// [`Song::comparison_key`] of the song looked up.
+    pub song_key: String,
+    pub enrichment: Enrichment,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StationCommand {
     ObserveSong(ObserveSong),
+    EnrichSong(EnrichSong),
 }
 
 /// The song on air now.
@@ -54,6 +81,7 @@ pub struct CurrentPlay {
     pub play_seq: u64,
     pub song: Song,
     pub started_at: Timestamp,
+    pub enrichment: Option<Enrichment>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -76,6 +104,12 @@ pub enum StationEvent {
         song: Song,
         started_at: Timestamp,
         ended_at: Timestamp,
+        /// The play's enrichment when it ended (so the play history keeps it).
+        enrichment: Option<Enrichment>,
+    },
+    SongEnriched {
+        play_seq: u64,
+        enrichment: Enrichment,
     },
 }
 
@@ -85,6 +119,7 @@ impl StationEvent {
         match self {
             StationEvent::SongStarted { .. } => "SongStarted",
             StationEvent::SongEnded { .. } => "SongEnded",
+            StationEvent::SongEnriched { .. } => "SongEnriched",
         }
     }
 }
@@ -116,26 +151,37 @@ impl Decider for StationDecider {
         state: &StationState,
         now: Timestamp,
     ) -> Result<Vec<StationEvent>, StationError> {
-        let StationCommand::ObserveSong(observation) = command;
+        let observation = match command {
+            StationCommand::ObserveSong(observation) => observation,
+            StationCommand::EnrichSong(answer) => return Ok(enrich(answer, state)),
+        };
         let song = observed_song(observation)?;
         let previous = state.current.as_ref();
         if previous.is_some_and(|current| current.song.same_song(&song)) {
             return Ok(Vec::new());
         }
-        let mut events = Vec::with_capacity(2);
+        let mut events = Vec::with_capacity(3);
         if let Some(current) = previous {
             events.push(StationEvent::SongEnded {
                 play_seq: current.play_seq,
                 song: current.song.clone(),
                 started_at: current.started_at,
                 ended_at: now,
+                enrichment: current.enrichment.clone(),
             });
         }
+        let play_seq = state.last_play_seq + 1;
         events.push(StationEvent::SongStarted {
-            play_seq: state.last_play_seq + 1,
+            play_seq,
             song,
             started_at: now,
         });
+        if let Some(known) = &observation.known {
+            events.push(StationEvent::SongEnriched {
+                play_seq,
+                enrichment: known.clone(),
+            });
+        }
         Ok(events)
     }
 
@@ -150,8 +196,21 @@ impl Decider for StationDecider {
                     play_seq: *play_seq,
                     song: song.clone(),
                     started_at: *started_at,
+                    enrichment: None,
                 });
                 state.last_play_seq = *play_seq;
+            }
+            StationEvent::SongEnriched {
+                play_seq,
+                enrichment,
+            } => {
+                if let Some(current) = state
+                    .current
+                    .as_mut()
+                    .filter(|current| current.play_seq == *play_seq)
+                {
+                    current.enrichment = Some(enrichment.clone());
+                }
             }
             StationEvent::SongEnded { play_seq, .. } => {
                 if state
@@ -165,6 +224,23 @@ impl Decider for StationDecider {
         }
         state
     }
+}
+
+/// An answer applies to the play on air, of the same song, not yet enriched; any other is
+/// stale (the song changed while the provider was asked) and changes nothing.
+fn enrich(answer: &EnrichSong, state: &StationState) -> Vec<StationEvent> {
+    let applies = state.current.as_ref().is_some_and(|current| {
+        current.play_seq == answer.play_seq
+            && current.enrichment.is_none()
+            && current.song.comparison_key() == answer.song_key
+    });
+    if !applies {
+        return Vec::new();
+    }
+    vec![StationEvent::SongEnriched {
+        play_seq: answer.play_seq,
+        enrichment: answer.enrichment.clone(),
+    }]
 }
 
 fn observed_song(observation: &ObserveSong) -> Result<Song, StationError> {
@@ -199,6 +275,43 @@ mod tests {
             artist: artist.into(),
             title: title.into(),
             raw: String::new(),
+            known: None,
+        })
+    }
+
+    fn observe_known(artist: &str, title: &str, known: Enrichment) -> StationCommand {
+        StationCommand::ObserveSong(ObserveSong {
+            artist: artist.into(),
+            title: title.into(),
+            raw: String::new(),
+            known: Some(known),
+        })
+    }
+
+    fn catalogued(recording: &str) -> Enrichment {
+        Enrichment {
+            recording_mbid: recording.into(),
+            title: "Sinnerman".into(),
+            artist: "Nina Simone".into(),
+            release_title: "Pastel Blues".into(),
+            release_year: 1965,
+            enriched_at: at(7),
+            ..Enrichment::default()
+        }
+    }
+
+    fn enriched(play_seq: u64, recording: &str) -> StationEvent {
+        StationEvent::SongEnriched {
+            play_seq,
+            enrichment: catalogued(recording),
+        }
+    }
+
+    fn answer(play_seq: u64, artist: &str, title: &str, recording: &str) -> StationCommand {
+        StationCommand::EnrichSong(EnrichSong {
+            play_seq,
+            song_key: song(artist, title).comparison_key(),
+            enrichment: catalogued(recording),
         })
     }
 
@@ -242,6 +355,7 @@ mod tests {
                     song: song("Nina Simone", "Sinnerman"),
                     started_at: at(10),
                     ended_at: at(250),
+                    enrichment: None,
                 },
                 started(2, "Björk", "Jóga", 250),
             ]);
@@ -289,6 +403,7 @@ mod tests {
             artist: "  Nina   Simone ".into(),
             title: "Sinnerman".into(),
             raw: "Someone Else - Other".into(),
+            known: None,
         });
         given(&[])
             .when(command, at(5))
@@ -306,6 +421,94 @@ mod tests {
     }
 
     #[test]
+    fn a_song_the_cache_knows_starts_enriched() {
+        let state = given(&[])
+            .when(
+                observe_known("Nina Simone", "Sinnerman", catalogued("r-1")),
+                at(10),
+            )
+            .then(vec![
+                started(1, "Nina Simone", "Sinnerman", 10),
+                enriched(1, "r-1"),
+            ]);
+        assert_eq!(state.current.unwrap().enrichment, Some(catalogued("r-1")));
+    }
+
+    #[test]
+    fn a_repeat_of_the_song_on_air_records_no_enrichment_again() {
+        given(&[
+            started(1, "Nina Simone", "Sinnerman", 10),
+            enriched(1, "r-1"),
+        ])
+        .when(
+            observe_known("NINA SIMONE", "sinnerman", catalogued("r-2")),
+            at(20),
+        )
+        .then(vec![]);
+    }
+
+    #[test]
+    fn the_providers_answer_enriches_the_play_on_air() {
+        let state = given(&[started(1, "Nina Simone", "Sinnerman", 10)])
+            .when(answer(1, "nina simone", "SINNERMAN", "r-1"), at(30))
+            .then(vec![enriched(1, "r-1")]);
+        assert_eq!(state.current.unwrap().enrichment, Some(catalogued("r-1")));
+    }
+
+    #[test]
+    fn a_stale_answer_changes_nothing() {
+        let history = [
+            started(1, "Nina Simone", "Sinnerman", 10),
+            StationEvent::SongEnded {
+                play_seq: 1,
+                song: song("Nina Simone", "Sinnerman"),
+                started_at: at(10),
+                ended_at: at(20),
+                enrichment: None,
+            },
+            started(2, "Björk", "Jóga", 20),
+        ];
+        // The play it was asked for has ended.
+        given(&history)
+            .when(answer(1, "Nina Simone", "Sinnerman", "r-1"), at(30))
+            .then(vec![]);
+        // The play on air, but another song's answer.
+        given(&history)
+            .when(answer(2, "Nina Simone", "Sinnerman", "r-1"), at(30))
+            .then(vec![]);
+        // Already enriched: the first answer stands.
+        given(&[
+            started(1, "Nina Simone", "Sinnerman", 10),
+            enriched(1, "r-1"),
+        ])
+        .when(answer(1, "Nina Simone", "Sinnerman", "r-2"), at(30))
+        .then(vec![]);
+        // Nothing on air yet.
+        given(&[])
+            .when(answer(1, "Nina Simone", "Sinnerman", "r-1"), at(30))
+            .then(vec![]);
+    }
+
+    #[test]
+    fn a_play_ends_with_its_enrichment() {
+        given(&[
+            started(1, "Nina Simone", "Sinnerman", 10),
+            enriched(1, "r-1"),
+        ])
+        .when(observe("Björk", "Jóga"), at(250))
+        .then(vec![
+            StationEvent::SongEnded {
+                play_seq: 1,
+                song: song("Nina Simone", "Sinnerman"),
+                started_at: at(10),
+                ended_at: at(250),
+                enrichment: Some(catalogued("r-1")),
+            },
+            started(2, "Björk", "Jóga", 250),
+        ]);
+    }
+
+    #[test]
     fn a_song_that_returns_later_is_a_new_play() {
         let history = [
             started(1, "A", "One", 10),
@@ -314,6 +517,7 @@ mod tests {
                 song: song("A", "One"),
                 started_at: at(10),
                 ended_at: at(20),
+                enrichment: None,
             },
             started(2, "B", "Two", 20),
         ];

@@ -1,4 +1,5 @@
-//! Wire messages of the user inbox mapped to decider commands. The node's screen and the
+//! Wire messages of the user inbox (and the station's enrichment answers) mapped to decider
+//! commands. The node's screen and the
 //! gateway both use these, so the two edges refuse the same input with the same words.
 
 use playhead_client::command::HeartbeatKind;
@@ -10,7 +11,9 @@ use crate::domain::player;
 use crate::domain::playout::{
     self, Entitlement, MAX_CONCURRENCY_LIMIT, MAX_ENTITLEMENTS, UpdateEntitlements,
 };
+use crate::domain::station::{EnrichSong, StationCommand};
 use crate::domain::time::Timestamp;
+use crate::journal::codec::read_enrichment;
 use crate::wire;
 
 fn invalid_command(detail: impl Into<String>) -> DeadLetter {
@@ -101,6 +104,48 @@ pub fn entitlements_update(
         entitlements,
         concurrency_limit,
     })
+}
+
+/// Longest text field of an enrichment answer (titles, ids, the cover URL).
+const MAX_ENRICHMENT_FIELD_BYTES: usize = 2048;
+
+/// Maps the enrichment service's `EnrichSong` to the station's command. Only the node
+/// publishes these (the broker refuses the subject to every other user), but what reaches the
+/// journal is still checked: a play, a song key, an enrichment with its time, bounded fields.
+pub fn enrich_command(answer: v1::EnrichSong) -> Result<StationCommand, DeadLetter> {
+    if answer.play_seq == 0 {
+        return Err(invalid_command("play_seq must be at least 1"));
+    }
+    if answer.song_key.is_empty() || answer.song_key.len() > 2 * MAX_ENRICHMENT_FIELD_BYTES {
+        return Err(invalid_command("song_key must be 1 to 4096 bytes"));
+    }
+    let enrichment = answer
+        .enrichment
+        .ok_or_else(|| invalid_command("enrichment is missing"))?;
+    let fields = [
+        &enrichment.recording_mbid,
+        &enrichment.title,
+        &enrichment.artist,
+        &enrichment.artist_mbid,
+        &enrichment.release_mbid,
+        &enrichment.release_title,
+        &enrichment.cover_url,
+    ];
+    if fields
+        .iter()
+        .any(|field| field.len() > MAX_ENRICHMENT_FIELD_BYTES)
+    {
+        return Err(invalid_command(
+            "an enrichment field is longer than 2048 bytes",
+        ));
+    }
+    let enrichment = read_enrichment(enrichment)
+        .map_err(|error| invalid_command(format!("enrichment: {error}")))?;
+    Ok(StationCommand::EnrichSong(EnrichSong {
+        play_seq: answer.play_seq,
+        song_key: answer.song_key,
+        enrichment,
+    }))
 }
 
 #[cfg(test)]

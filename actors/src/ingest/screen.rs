@@ -5,7 +5,7 @@ use async_nats::HeaderMap;
 use playhead_proto::codec::{self, PayloadFormat};
 use playhead_proto::headers::{CONTENT_TYPE, REPLY_TO};
 use playhead_proto::ids::{ContentId, ImportId, SourceId, StationId, Tag, UserId};
-use playhead_proto::subjects::{Inbox, ReplySubject, StoredSubject, UserKind};
+use playhead_proto::subjects::{Inbox, ReplySubject, StationInboxKind, StoredSubject, UserKind};
 use playhead_proto::v1;
 
 use super::commands;
@@ -176,12 +176,36 @@ pub fn screen_station(
 ) -> Result<Screened<StationId, StationCommand>, DeadLetter> {
     let stored = stored_subject(Inbox::Station, subject, payload, max_message_bytes)?;
     let station = StationId::parse(stored.entity_token)?;
-    let observed: v1::SongObserved = decode(headers, payload)?;
-    ensure_same_id(StationId::KIND, &observed.station_id, station.as_str())?;
+    let Some(kind) = StationInboxKind::from_token(stored.kind_token) else {
+        let known: Vec<&str> = StationInboxKind::ALL
+            .iter()
+            .map(|kind| kind.token())
+            .collect();
+        return Err(DeadLetter::new(
+            DeadLetterReason::BadSubject,
+            format!(
+                "unknown station message kind {:?}; expected one of: {}",
+                stored.kind_token,
+                known.join(", ")
+            ),
+        ));
+    };
+    let command = match kind {
+        StationInboxKind::Song => {
+            let observed: v1::SongObserved = decode(headers, payload)?;
+            ensure_same_id(StationId::KIND, &observed.station_id, station.as_str())?;
+            wire::observe_command(observed)
+        }
+        StationInboxKind::Enrichment => {
+            let answer: v1::EnrichSong = decode(headers, payload)?;
+            ensure_same_id(StationId::KIND, &answer.station_id, station.as_str())?;
+            commands::enrich_command(answer)?
+        }
+    };
     // A station answers nothing: a reply subject is ignored, as it was.
     Ok(Screened {
         id: station,
-        command: wire::observe_command(observed),
+        command,
         reply_to: None,
     })
 }
@@ -325,6 +349,7 @@ mod tests {
                 artist: "Nina Simone".into(),
                 title: "Sinnerman".into(),
                 raw: String::new(),
+                known: None,
             })
         );
     }

@@ -42,6 +42,8 @@ use crate::journal::append::Journal;
 use crate::journal::snapshot;
 use crate::metrics::{self, LabelSets, NodeMetrics, ProcessCollector};
 use crate::query::{self, QueryContext};
+use crate::runtime::enrichment::provider::HttpProvider;
+use crate::runtime::enrichment::{self, Wanted};
 use crate::runtime::imports::{ImportContext, Importers};
 use crate::runtime::kinds::catalog::ContentKind;
 use crate::runtime::kinds::station::StationKind;
@@ -243,6 +245,18 @@ pub async fn run_with(
         config.storage.expiry_removes_per_sec,
         background_stop.clone(),
     ));
+
+    if config.enrichment.enabled() {
+        start_enrichment(
+            &config,
+            &storage,
+            &contexts,
+            &jetstream,
+            &node_metrics,
+            &mut background,
+            &background_stop,
+        )?;
+    }
 
     let groups = Groups {
         requesters,
@@ -514,5 +528,49 @@ async fn shut_down(parts: ShutdownParts) -> anyhow::Result<()> {
         embedded.stop().await;
     }
     tracing::info!("playhead-node stopped");
+    Ok(())
+}
+
+/// Plays on air without their enrichment filed again at start (those a stopped run left
+/// waiting); more than the service holds wait for the next play of their song.
+fn start_enrichment(
+    config: &NodeConfig,
+    storage: &Storage,
+    contexts: &store::Contexts,
+    jetstream: &jetstream::Context,
+    metrics: &Arc<NodeMetrics>,
+    background: &mut JoinSet<anyhow::Result<()>>,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let provider = HttpProvider::new(&config.enrichment, metrics.clone())
+        .context("cannot set up the enrichment provider")?;
+    let (link, service) = enrichment::service(
+        &config.enrichment,
+        provider,
+        storage.enrichment.clone(),
+        jetstream.clone(),
+        metrics.clone(),
+    );
+    background.spawn(service.run(stop.clone()));
+    let waiting = storage
+        .stations
+        .unenriched_plays(config.enrichment.max_pending_songs)?;
+    if !waiting.is_empty() {
+        tracing::info!(
+            plays = waiting.len(),
+            "filing the plays on air without enrichment again"
+        );
+    }
+    for (station, play_seq, song) in waiting {
+        link.want(Wanted {
+            station,
+            play_seq,
+            song,
+            resumed: true,
+        });
+    }
+    if contexts.station.enrichment.set(link).is_err() {
+        anyhow::bail!("the enrichment service was started twice");
+    }
     Ok(())
 }

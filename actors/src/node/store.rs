@@ -191,6 +191,7 @@ impl Contexts {
             station: Arc::new(StationContext {
                 storage: storage.clone(),
                 now_playing: now_playing.clone(),
+                enrichment: std::sync::OnceLock::new(),
             }),
             user: Arc::new(UserContext {
                 storage: storage.clone(),

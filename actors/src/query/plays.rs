@@ -43,5 +43,6 @@ fn play(record: PlayRecord) -> v1::Play {
         ended_at: record
             .ended_at_ms
             .map(|millis| wire::timestamp(Timestamp::from_millis(millis))),
+        enrichment: record.enrichment,
     }
 }

@@ -7,8 +7,10 @@
 //! - [`entity_actor`]: the ractor actor hosting one entity's shell.
 //! - [`shard`]: the per-partition supervisor: routing, lazy spawn, passivation.
 //! - [`kinds`]: the station, user and content kinds.
+//! - [`enrichment`]: the enrichment service and its provider client.
 //! - [`rebuild`]: folding the journal into a store restored from a snapshot (or empty).
 
+pub mod enrichment;
 pub mod entity_actor;
 pub mod imports;
 pub mod kinds;

@@ -5,6 +5,7 @@
 //! - [`dump`]: raw copies of selected trees to a checksummed stream and back (snapshots).
 //! - [`keyspace`]: time-partitioned keyspaces: TTL expiry by dropping whole trees.
 //! - [`station_store`]: station state and play history.
+//! - [`enrichment_store`]: the enrichment cache (what the provider answered per distinct song).
 //! - [`session_store`]: player sessions (sliding TTL).
 //! - [`catalog_store`]: content items and their tags.
 //! - [`playout_store`]: each user's entitlements, concurrency slots and filed answers.
@@ -18,6 +19,7 @@ pub mod answer_store;
 pub mod catalog_store;
 pub mod clock;
 pub mod dump;
+pub mod enrichment_store;
 pub mod import_store;
 pub mod keyspace;
 pub mod playout_store;
@@ -33,6 +35,7 @@ use std::sync::Arc;
 use self::answer_store::AnswerStore;
 use self::catalog_store::CatalogStore;
 use self::clock::Clock;
+use self::enrichment_store::EnrichmentStore;
 use self::import_store::ImportStore;
 use self::keyspace::{CompactionReport, Expiry, KeyspaceError};
 use self::playout_store::PlayoutStore;
@@ -123,8 +126,9 @@ pub struct StoreMarks {
 const NODE_META_TREE: &str = "node_meta";
 
 /// The time-partitioned keyspaces, as compaction and its metrics name them.
-pub const KEYSPACES: [&str; 5] = [
+pub const KEYSPACES: [&str; 6] = [
     "station_plays",
+    "enrichment",
     "player_sessions",
     "view_history",
     "answers",
@@ -137,7 +141,9 @@ pub const NODE_TREES: &[&str] = &[NODE_META_TREE, "ks/answers"];
 
 /// The sled trees holding each kind's records — a name, or a keyspace's `ks/{name}` prefix —
 /// which its snapshot copies (see [`owns_tree`]).
-pub const STATION_TREES: &[&str] = &["station_state", "ks/station_plays"];
+/// The enrichment cache goes with the stations: a store rebuilt from a snapshot does not ask
+/// the provider again for the songs it knew.
+pub const STATION_TREES: &[&str] = &["station_state", "ks/station_plays", "ks/enrichment"];
 pub const USER_TREES: &[&str] = &[
     "user_meta",
     "user_playouts",
@@ -174,6 +180,7 @@ pub struct Storage {
     db: sled::Db,
     node_meta: sled::Tree,
     pub stations: StationStore,
+    pub enrichment: EnrichmentStore,
     pub sessions: SessionStore,
     pub catalog: CatalogStore,
     pub playouts: PlayoutStore,
@@ -204,6 +211,7 @@ impl Storage {
                 error => StorageError::Sled(error),
             })?;
         let stations = StationStore::open(&db, &config.station, clock.clone())?;
+        let enrichment = EnrichmentStore::open(&db, &config.enrichment, clock.clone())?;
         let sessions = SessionStore::open(&db, &config.player, clock.clone())?;
         let catalog = CatalogStore::open(&db, config.storage.catalog_cache_items)?;
         let playouts = PlayoutStore::open(&db)?;
@@ -221,6 +229,7 @@ impl Storage {
             node_meta: db.open_tree(NODE_META_TREE)?,
             db,
             stations,
+            enrichment,
             sessions,
             catalog,
             playouts,
@@ -296,9 +305,10 @@ impl Storage {
         &self,
         expiry: &Expiry,
     ) -> Vec<(&'static str, Result<CompactionReport, StorageError>)> {
-        let [plays, sessions, history, answers, shows] = KEYSPACES;
+        let [plays, enrichment, sessions, history, answers, shows] = KEYSPACES;
         vec![
             (plays, self.stations.compact_history(expiry)),
+            (enrichment, self.enrichment.compact(expiry)),
             (sessions, self.sessions.compact(expiry)),
             (history, self.view_history.compact(expiry)),
             (

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use playhead_proto::ids::StationId;
+use playhead_proto::v1;
 
 use super::StorageError;
 use super::clock::Clock;
@@ -12,6 +13,8 @@ use super::keyspace::{CompactionReport, Direction, Expiry, KeyspaceConfig, TimeK
 use crate::config::StationConfig;
 use crate::domain::station::{CurrentPlay, Song, StationEvent, StationState};
 use crate::domain::time::Timestamp;
+use crate::journal::codec::read_enrichment;
+use crate::wire;
 
 /// One play as stored (and as listed).
 #[derive(Clone, PartialEq, prost::Message)]
@@ -26,6 +29,9 @@ pub struct PlayRecord {
     pub started_at_ms: u64,
     #[prost(uint64, optional, tag = "5")]
     pub ended_at_ms: Option<u64>,
+    /// As recorded in the journal's `SongEnriched` (absent until it arrived).
+    #[prost(message, optional, tag = "6")]
+    pub enrichment: Option<v1::SongEnrichment>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -99,16 +105,31 @@ impl StationStore {
                     detail: format!("{station}: {error}"),
                 }
             })?;
-        Ok(StoredStation {
-            state: StationState {
-                current: snapshot.current.map(|play| CurrentPlay {
+        let current = snapshot
+            .current
+            .map(|play| {
+                let enrichment =
+                    play.enrichment
+                        .map(read_enrichment)
+                        .transpose()
+                        .map_err(|error| StorageError::Corrupt {
+                            what: "station state",
+                            detail: format!("{station}: enrichment: {error}"),
+                        })?;
+                Ok::<_, StorageError>(CurrentPlay {
                     play_seq: play.play_seq,
                     song: Song {
                         artist: play.artist,
                         title: play.title,
                     },
                     started_at: Timestamp::from_millis(play.started_at_ms),
-                }),
+                    enrichment,
+                })
+            })
+            .transpose()?;
+        Ok(StoredStation {
+            state: StationState {
+                current,
                 last_play_seq: snapshot.last_play_seq,
             },
             last_applied_seq: snapshot.last_applied_seq,
@@ -126,18 +147,42 @@ impl StationStore {
         stored: &StoredStation,
     ) -> Result<(), StorageError> {
         let mut evicted = Vec::new();
-        let play_writes: Vec<(Vec<u8>, Vec<u8>)> = events
-            .iter()
-            .map(|event| {
-                let record = play_record(event);
-                if let StationEvent::SongStarted { play_seq, .. } = event
-                    && *play_seq > self.history_cap
-                {
-                    evicted.push(play_key(station, play_seq - self.history_cap));
+        // One record per play the events touch, as it stands after them (in event order).
+        let mut touched: Vec<PlayRecord> = Vec::new();
+        for event in events {
+            if let StationEvent::SongStarted { play_seq, .. } = event
+                && *play_seq > self.history_cap
+            {
+                evicted.push(play_key(station, play_seq - self.history_cap));
+            }
+            let record = match event {
+                StationEvent::SongEnriched {
+                    play_seq,
+                    enrichment,
+                } => {
+                    if let Some(record) = touched.iter_mut().find(|r| r.play_seq == *play_seq) {
+                        record.enrichment = Some(wire::song_enrichment(enrichment));
+                        continue;
+                    }
+                    // Enriched after it started: the play on air holds everything else.
+                    match stored.state.current.as_ref() {
+                        Some(current) if current.play_seq == *play_seq => current_record(current),
+                        _ => continue,
+                    }
                 }
+                _ => play_record(event),
+            };
+            match touched.iter_mut().find(|r| r.play_seq == record.play_seq) {
+                Some(existing) => *existing = record,
+                None => touched.push(record),
+            }
+        }
+        let play_writes: Vec<(Vec<u8>, Vec<u8>)> = touched
+            .iter()
+            .map(|record| {
                 (
                     play_key(station, record.play_seq),
-                    prost::Message::encode_to_vec(&record),
+                    prost::Message::encode_to_vec(record),
                 )
             })
             .collect();
@@ -151,17 +196,45 @@ impl StationStore {
             last_applied_seq: stored.last_applied_seq,
             last_journal_seq: stored.last_journal_seq,
             last_play_seq: stored.state.last_play_seq,
-            current: stored.state.current.as_ref().map(|play| PlayRecord {
-                play_seq: play.play_seq,
-                artist: play.song.artist.clone(),
-                title: play.song.title.clone(),
-                started_at_ms: play.started_at.as_millis(),
-                ended_at_ms: None,
-            }),
+            current: stored.state.current.as_ref().map(current_record),
         };
         self.states
             .insert(station.as_str(), prost::Message::encode_to_vec(&snapshot))?;
         Ok(())
+    }
+
+    /// Up to `limit` stations whose play on air has no enrichment, with that play: those a
+    /// stopped run left waiting for the provider are filed again at start.
+    pub fn unenriched_plays(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(StationId, u64, Song)>, StorageError> {
+        let mut plays = Vec::new();
+        for entry in self.states.iter() {
+            if plays.len() >= limit {
+                break;
+            }
+            let (key, bytes) = entry?;
+            let Ok(station) = StationId::parse(String::from_utf8_lossy(&key).into_owned()) else {
+                continue;
+            };
+            let Ok(snapshot) = <StationSnapshot as prost::Message>::decode(bytes.as_ref()) else {
+                continue;
+            };
+            if let Some(play) = snapshot.current
+                && play.enrichment.is_none()
+            {
+                plays.push((
+                    station,
+                    play.play_seq,
+                    Song {
+                        artist: play.artist,
+                        title: play.title,
+                    },
+                ));
+            }
+        }
+        Ok(plays)
     }
 
     pub fn list_plays(
@@ -247,6 +320,19 @@ fn play_key(station: &StationId, play_seq: u64) -> Vec<u8> {
     key
 }
 
+fn current_record(play: &CurrentPlay) -> PlayRecord {
+    PlayRecord {
+        play_seq: play.play_seq,
+        artist: play.song.artist.clone(),
+        title: play.song.title.clone(),
+        started_at_ms: play.started_at.as_millis(),
+        ended_at_ms: None,
+        enrichment: play.enrichment.as_ref().map(wire::song_enrichment),
+    }
+}
+
+/// The record of the play a `SongStarted` or `SongEnded` describes (a `SongEnriched` is
+/// folded into the record by [`StationStore::commit`]).
 fn play_record(event: &StationEvent) -> PlayRecord {
     match event {
         StationEvent::SongStarted {
@@ -259,18 +345,25 @@ fn play_record(event: &StationEvent) -> PlayRecord {
             title: song.title.clone(),
             started_at_ms: started_at.as_millis(),
             ended_at_ms: None,
+            enrichment: None,
         },
         StationEvent::SongEnded {
             play_seq,
             song,
             started_at,
             ended_at,
+            enrichment,
         } => PlayRecord {
             play_seq: *play_seq,
             artist: song.artist.clone(),
             title: song.title.clone(),
             started_at_ms: started_at.as_millis(),
             ended_at_ms: Some(ended_at.as_millis()),
+            enrichment: enrichment.as_ref().map(wire::song_enrichment),
+        },
+        StationEvent::SongEnriched { play_seq, .. } => PlayRecord {
+            play_seq: *play_seq,
+            ..PlayRecord::default()
         },
     }
 }

@@ -158,9 +158,12 @@ async fn index() -> Response {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
+        // Song covers: the Cover Art Archive redirects each image to archive.org, then to one
+        // of its `*.archive.org` storage hosts (the page shows https covers only).
         HeaderValue::from_static(
             "default-src 'self'; script-src 'self' 'unsafe-inline'; \
-             style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'",
+             style-src 'self' 'unsafe-inline'; img-src 'self' data: https://coverartarchive.org \
+             https://archive.org https://*.archive.org; frame-ancestors 'none'",
         ),
     );
     headers.insert(
@@ -248,4 +251,106 @@ async fn user(
         "playouts": proto_json(&playouts),
         "viewHistory": proto_json(&history),
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use playhead_proto::v1::{NowPlaying, Song, SongEnrichment};
+
+    use super::*;
+
+    fn now_playing(enrichment: Option<SongEnrichment>) -> NowPlaying {
+        NowPlaying {
+            station_id: "radio-1".into(),
+            play_seq: 7,
+            song: Some(Song {
+                artist: "Nina Simone".into(),
+                title: "Sinnerman".into(),
+            }),
+            started_at: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
+            enrichment,
+        }
+    }
+
+    fn pastel_blues() -> SongEnrichment {
+        SongEnrichment {
+            recording_mbid: "1b2c3d4e-0000-4000-8000-000000000001".into(),
+            title: "Sinnerman".into(),
+            artist: "Nina Simone".into(),
+            artist_mbid: "1b2c3d4e-0000-4000-8000-000000000002".into(),
+            release_mbid: "1b2c3d4e-0000-4000-8000-000000000003".into(),
+            release_title: "Pastel Blues".into(),
+            release_year: 1965,
+            cover_url: "https://coverartarchive.org/release/1b2c3d4e/front-250.jpg".into(),
+            enriched_at: Some(prost_types::Timestamp {
+                seconds: 1_700_000_001,
+                nanos: 0,
+            }),
+        }
+    }
+
+    #[test]
+    fn the_wall_reads_the_enrichment_under_its_camel_case_names() {
+        let value = proto_json(&now_playing(Some(pastel_blues())));
+
+        let enrichment = &value["enrichment"];
+        assert_eq!(
+            enrichment["recordingMbid"],
+            "1b2c3d4e-0000-4000-8000-000000000001"
+        );
+        assert_eq!(enrichment["releaseTitle"], "Pastel Blues");
+        assert_eq!(enrichment["releaseYear"], 1965, "a number, not a string");
+        assert_eq!(
+            enrichment["coverUrl"],
+            "https://coverartarchive.org/release/1b2c3d4e/front-250.jpg"
+        );
+    }
+
+    #[test]
+    fn unknown_parts_of_an_enrichment_are_left_out_and_no_enrichment_is_no_field() {
+        let bare = SongEnrichment {
+            release_year: 0,
+            cover_url: String::new(),
+            ..pastel_blues()
+        };
+        let value = proto_json(&now_playing(Some(bare)));
+        let enrichment = value["enrichment"].as_object().expect("an object");
+        assert!(!enrichment.contains_key("releaseYear"), "{value}");
+        assert!(!enrichment.contains_key("coverUrl"), "{value}");
+
+        let value = proto_json(&now_playing(None));
+        assert!(value.get("enrichment").is_none(), "{value}");
+        assert_eq!(value["song"]["title"], "Sinnerman");
+    }
+
+    #[tokio::test]
+    async fn the_page_may_load_covers_from_the_cover_art_archive_only() {
+        let response = index().await;
+        let policy = response.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .expect("ascii");
+        let directive = |name: &str| {
+            policy
+                .split(';')
+                .map(str::trim)
+                .find_map(|directive| directive.strip_prefix(name)?.strip_prefix(' '))
+                .map(|sources| sources.split_whitespace().collect::<Vec<_>>())
+                .unwrap_or_else(|| panic!("no {name} in {policy}"))
+        };
+        assert_eq!(
+            directive("img-src"),
+            [
+                "'self'",
+                "data:",
+                "https://coverartarchive.org",
+                "https://archive.org",
+                "https://*.archive.org"
+            ]
+        );
+        assert_eq!(directive("default-src"), ["'self'"]);
+        assert_eq!(directive("frame-ancestors"), ["'none'"]);
+    }
 }

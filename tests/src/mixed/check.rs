@@ -148,6 +148,7 @@ pub async fn assert_answers_match(
                         }),
                         started_at: Some(wire::timestamp(Timestamp::from_millis(*started))),
                         ended_at: ended.map(|ended| wire::timestamp(Timestamp::from_millis(ended))),
+                        enrichment: None,
                     })
                     .collect()
             })

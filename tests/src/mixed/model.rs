@@ -180,6 +180,8 @@ impl Model {
                             play.4 = Some(ended_at.as_millis());
                         }
                     }
+                    // Enrichment is off in these runs (`test_node_config`): the model has none.
+                    StationEvent::SongEnriched { .. } => {}
                 }
             }
             model.record(EventFamily::Station, &id, message.seq, &events, |event| {

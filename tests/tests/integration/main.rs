@@ -10,6 +10,7 @@ mod crash_restart;
 mod dead_letter_failures;
 mod dead_letter_hygiene;
 mod deploy_files;
+mod enrichment;
 mod fatal_exit;
 mod gateway_edges;
 mod harness;

@@ -29,7 +29,7 @@ mod station;
 mod user;
 
 pub use content::{decode_content, encode_content};
-pub use station::{decode_station, encode_station};
+pub use station::{decode_station, encode_station, read_enrichment};
 pub use user::{PLAYOUT_STARTED_VERSION, decode_user, encode_user};
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! Station events (`playhead.events.station.{station_id}.*`): `SongStarted`, `SongEnded`, both
-//! version 1 (the messages published since the first release already carried every field).
+//! Station events (`playhead.events.station.{station_id}.*`): `SongStarted`, `SongEnded` and
+//! `SongEnriched`, all version 1. `SongEnded` gained an optional `enrichment` field with
+//! enrichment; an older event without it decodes as a play that had none, which it was.
 
 use playhead_proto::ids::StationId;
 use playhead_proto::v1;
@@ -7,12 +8,15 @@ use playhead_proto::v1;
 use super::{
     CodecError, EncodedEvent, InvalidPayload, decode_v1, read_time, same_entity, time, version_1,
 };
+use crate::domain::enrichment::Enrichment;
 use crate::domain::station::{Song, StationEvent};
 use crate::domain::time::Timestamp;
+use crate::wire;
 
 // The names `StationEvent::name` gives, `'static` for errors (the `name` argument is borrowed).
 const SONG_STARTED: &str = "SongStarted";
 const SONG_ENDED: &str = "SongEnded";
+const SONG_ENRICHED: &str = "SongEnriched";
 
 pub fn encode_station(station: &StationId, event: &StationEvent) -> EncodedEvent {
     let station_id = station.to_string();
@@ -35,6 +39,7 @@ pub fn encode_station(station: &StationId, event: &StationEvent) -> EncodedEvent
             song: ended,
             started_at,
             ended_at,
+            enrichment,
         } => version_1(
             event.name(),
             v1::SongEnded {
@@ -43,6 +48,18 @@ pub fn encode_station(station: &StationId, event: &StationEvent) -> EncodedEvent
                 song: Some(song(ended)),
                 started_at: time(*started_at),
                 ended_at: time(*ended_at),
+                enrichment: enrichment.as_ref().map(wire::song_enrichment),
+            },
+        ),
+        StationEvent::SongEnriched {
+            play_seq,
+            enrichment,
+        } => version_1(
+            event.name(),
+            v1::SongEnriched {
+                station_id,
+                play_seq: *play_seq,
+                enrichment: Some(wire::song_enrichment(enrichment)),
             },
         ),
     }
@@ -73,6 +90,17 @@ pub fn decode_station(
                 song: read_song(m.song)?,
                 started_at: read_time("started_at", m.started_at)?,
                 ended_at: read_time("ended_at", m.ended_at)?,
+                enrichment: m.enrichment.map(read_enrichment).transpose()?,
+            })
+        }),
+        SONG_ENRICHED => decode_v1(SONG_ENRICHED, version, payload, |m: v1::SongEnriched| {
+            same_entity("station_id", own, m.station_id)?;
+            let enrichment = m.enrichment.ok_or(InvalidPayload::Missing {
+                field: "enrichment",
+            })?;
+            Ok(StationEvent::SongEnriched {
+                play_seq: m.play_seq,
+                enrichment: read_enrichment(enrichment)?,
             })
         }),
         _ => Err(CodecError::UnknownEvent {
@@ -80,6 +108,21 @@ pub fn decode_station(
             name: name.to_owned(),
         }),
     }
+}
+
+/// An enrichment as recorded; `enriched_at` is required.
+pub fn read_enrichment(m: v1::SongEnrichment) -> Result<Enrichment, InvalidPayload> {
+    Ok(Enrichment {
+        enriched_at: read_time("enrichment.enriched_at", m.enriched_at)?,
+        recording_mbid: m.recording_mbid,
+        title: m.title,
+        artist: m.artist,
+        artist_mbid: m.artist_mbid,
+        release_mbid: m.release_mbid,
+        release_title: m.release_title,
+        release_year: m.release_year,
+        cover_url: m.cover_url,
+    })
 }
 
 fn song(song: &Song) -> v1::Song {

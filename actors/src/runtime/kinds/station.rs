@@ -1,5 +1,9 @@
 //! The station kind: song observations decided by the station decider; the play history and
-//! the station record in sled; now-playing projected into the KV bucket.
+//! the station record in sled; now-playing projected into the KV bucket. With enrichment on,
+//! a new song is looked up in the enrichment cache before it is decided (a hit is journaled
+//! with it), and a miss is filed with the enrichment service once the play is persisted.
+
+use std::sync::OnceLock;
 
 use async_nats::jetstream::kv;
 use playhead_proto::ids::StationId;
@@ -10,6 +14,7 @@ use crate::domain::decider::Decider;
 use crate::domain::station::{StationCommand, StationDecider, StationEvent, StationState};
 use crate::journal::append::JournalRecord;
 use crate::journal::codec::{self, CodecError, EncodedEvent};
+use crate::runtime::enrichment::{EnrichmentLink, Wanted};
 use crate::runtime::{EntityError, EntityKind, Sequences};
 use crate::storage::Storage;
 use crate::storage::station_store::StoredStation;
@@ -19,6 +24,9 @@ use crate::wire;
 pub struct StationContext {
     pub storage: Storage,
     pub now_playing: kv::Store,
+    /// Set once the enrichment service runs (never, with `enrichment.provider = "none"`):
+    /// a store being rebuilt files nothing.
+    pub enrichment: OnceLock<EnrichmentLink>,
 }
 
 /// One station in memory: its state and the last inbox sequence folded into it.
@@ -71,6 +79,30 @@ impl EntityKind for StationKind {
         ))
     }
 
+    /// A song that is not the one on air gets what the enrichment cache knows of it.
+    fn prepare(
+        context: &StationContext,
+        _id: &StationId,
+        records: &mut StationRecords,
+        command: &mut StationCommand,
+    ) -> Result<(), EntityError> {
+        let (Some(enrichment), StationCommand::ObserveSong(observation)) =
+            (context.enrichment.get(), command)
+        else {
+            return Ok(());
+        };
+        // An observation naming no song is the decider's to refuse.
+        let Ok(song) = observation.song() else {
+            return Ok(());
+        };
+        let on_air = records.state.current.as_ref();
+        if on_air.is_some_and(|current| current.song.same_song(&song)) {
+            return Ok(());
+        }
+        observation.known = enrichment.known(&song.comparison_key())?;
+        Ok(())
+    }
+
     fn apply(
         records: &mut StationRecords,
         inbox_seq: u64,
@@ -116,6 +148,20 @@ impl EntityKind for StationKind {
                 last_journal_seq: sequences.last_journal,
             },
         )?;
+        if let Some(enrichment) = context.enrichment.get()
+            && let Some(current) = records.state.current.as_ref()
+            && current.enrichment.is_none()
+            && events.iter().any(|event| {
+                matches!(event, StationEvent::SongStarted { play_seq, .. } if *play_seq == current.play_seq)
+            })
+        {
+            enrichment.want(Wanted {
+                station: id.clone(),
+                play_seq: current.play_seq,
+                song: current.song.clone(),
+                resumed: false,
+            });
+        }
         Ok(())
     }
 

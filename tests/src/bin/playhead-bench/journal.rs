@@ -226,6 +226,7 @@ impl Appender {
                 song: song(7),
                 started_at: at,
                 ended_at: at.saturating_add(Duration::from_secs(200)),
+                enrichment: None,
             },
         );
         let started = encode_station(

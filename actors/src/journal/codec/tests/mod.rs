@@ -17,6 +17,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::domain::catalog::{CatalogEvent, MAX_CONTENT_TAGS};
+use crate::domain::enrichment::Enrichment;
 use crate::domain::player::{MAX_TRACKS, PlayerEvent, Track};
 use crate::domain::playout::{
     Entitlement, HeartbeatKind, MAX_ENTITLEMENTS, PlayoutEvent, StopReason,
@@ -185,16 +186,55 @@ fn station_event() -> BoxedStrategy<StationEvent> {
                 started_at,
             }
         }),
-        (any::<u64>(), song(), time(), time()).prop_map(
-            |(play_seq, song, started_at, ended_at)| StationEvent::SongEnded {
+        (
+            any::<u64>(),
+            song(),
+            time(),
+            time(),
+            prop::option::of(enrichment())
+        )
+            .prop_map(|(play_seq, song, started_at, ended_at, enrichment)| {
+                StationEvent::SongEnded {
+                    play_seq,
+                    song,
+                    started_at,
+                    ended_at,
+                    enrichment,
+                }
+            }),
+        (any::<u64>(), enrichment()).prop_map(|(play_seq, enrichment)| {
+            StationEvent::SongEnriched {
                 play_seq,
-                song,
-                started_at,
-                ended_at,
+                enrichment,
             }
-        ),
+        }),
     ]
     .boxed()
+}
+
+fn enrichment() -> impl Strategy<Value = Enrichment> {
+    (
+        (text(), text(), text(), text()),
+        (text(), text(), any::<u32>(), text()),
+        time(),
+    )
+        .prop_map(
+            |(
+                (recording_mbid, title, artist, artist_mbid),
+                (release_mbid, release_title, release_year, cover_url),
+                enriched_at,
+            )| Enrichment {
+                recording_mbid,
+                title,
+                artist,
+                artist_mbid,
+                release_mbid,
+                release_title,
+                release_year,
+                cover_url,
+                enriched_at,
+            },
+        )
 }
 
 fn player_event() -> BoxedStrategy<PlayerEvent> {

@@ -58,13 +58,32 @@ fn station_payloads_are_pinned() {
             "0a07726164696f2d31102a1a180a0b4e696e612053696d6f6e65120953696e6e65726d616e220c08bbfed4c806108084b8d901",
         ),
         (
+            // Unchanged by the `enrichment` field added since: absent, it writes nothing.
             StationEvent::SongEnded {
                 play_seq: 42,
                 song,
                 started_at: AT,
                 ended_at: LATER,
+                enrichment: None,
             },
             "0a07726164696f2d31102a1a180a0b4e696e612053696d6f6e65120953696e6e65726d616e220c08bbfed4c806108084b8d9012a06089583d5c806",
+        ),
+        (
+            StationEvent::SongEnriched {
+                play_seq: 42,
+                enrichment: Enrichment {
+                    recording_mbid: "f3a8b9c2".into(),
+                    title: "Sinnerman".into(),
+                    artist: "Nina Simone".into(),
+                    artist_mbid: "bfcc6d75".into(),
+                    release_mbid: "9a8b7c6d".into(),
+                    release_title: "Pastel Blues".into(),
+                    release_year: 1965,
+                    cover_url: "https://c.example/1.jpg".into(),
+                    enriched_at: LATER,
+                },
+            },
+            "0a07726164696f2d31102a1a680a086633613862396332120953696e6e65726d616e1a0b4e696e612053696d6f6e65220862666363366437352a083961386237633664320c50617374656c20426c75657338ad0f421768747470733a2f2f632e6578616d706c652f312e6a70674a06089583d5c806",
         ),
     ];
     for (event, bytes) in pinned {

@@ -1,4 +1,5 @@
-//! Stations: song observations in every spelling a poller sends, the play history capped.
+//! Stations: song observations in every spelling a poller sends, songs the enrichment cache
+//! knew, the enrichment service's answers (current and stale), the play history capped.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,7 +12,10 @@ use super::{
     temporary_db,
 };
 use crate::config::{NodeConfig, StationConfig};
-use crate::domain::station::{ObserveSong, StationCommand, StationDecider, StationEvent};
+use crate::domain::enrichment::Enrichment;
+use crate::domain::station::{
+    EnrichSong, ObserveSong, Song, StationCommand, StationDecider, StationEvent,
+};
 use crate::domain::time::Timestamp;
 use crate::runtime::kinds::station::StationKind;
 use crate::storage::clock::ManualClock;
@@ -35,6 +39,23 @@ enum Spelling {
     Sloppy,
     /// Nothing at all: refused.
     Blank,
+    /// As listed, and the enrichment cache knew the song.
+    Known,
+    /// Not an observation: the enrichment service's answer for this song and this play
+    /// (often stale: the play ended, or is another song's).
+    Answer(u64),
+}
+
+/// What the provider says of the song `index` of [`SONGS`].
+fn enrichment_of(index: usize) -> Enrichment {
+    Enrichment {
+        recording_mbid: format!("recording-{index}"),
+        title: SONGS[index].1.to_uppercase(),
+        release_year: 1960 + index as u32,
+        cover_url: format!("https://coverartarchive.org/release/{index}/front-500.jpg"),
+        enriched_at: Timestamp::from_millis(START + index as u64),
+        ..Enrichment::default()
+    }
 }
 
 /// (time since the previous observation, slice ends, (song, spelling)).
@@ -47,7 +68,26 @@ fn observe((song, spelling): &(usize, Spelling), _now: Timestamp) -> StationComm
             artist: artist.into(),
             title: title.into(),
             raw: String::new(),
+            known: None,
         },
+        Spelling::Known => ObserveSong {
+            artist: artist.into(),
+            title: title.into(),
+            raw: String::new(),
+            known: Some(enrichment_of(*song)),
+        },
+        Spelling::Answer(play_seq) => {
+            let key = Song {
+                artist: artist.into(),
+                title: title.into(),
+            }
+            .comparison_key();
+            return StationCommand::EnrichSong(EnrichSong {
+                play_seq: *play_seq,
+                song_key: key,
+                enrichment: enrichment_of(*song),
+            });
+        }
         Spelling::Raw => ObserveSong {
             raw: format!("{} - {title}", artist.to_uppercase()),
             ..ObserveSong::default()
@@ -56,11 +96,13 @@ fn observe((song, spelling): &(usize, Spelling), _now: Timestamp) -> StationComm
             artist: format!("  {}  ", artist.to_lowercase()),
             title: title.to_lowercase(),
             raw: String::new(),
+            known: None,
         },
         Spelling::Blank => ObserveSong {
             artist: " ".into(),
             title: String::new(),
             raw: "  ".into(),
+            known: None,
         },
     };
     StationCommand::ObserveSong(observation)
@@ -73,6 +115,8 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
         2 => Just(Spelling::Raw),
         2 => Just(Spelling::Sloppy),
         1 => Just(Spelling::Blank),
+        2 => Just(Spelling::Known),
+        3 => (1..12u64).prop_map(Spelling::Answer),
     ];
     prop::collection::vec(
         (0..40 * MINUTE, any::<bool>(), (0..SONGS.len(), spelling)),
@@ -99,8 +143,17 @@ fn plays_described_by(decisions: &[Decision<StationEvent>], history_cap: u64) ->
                         title: song.title.clone(),
                         started_at_ms: started_at.as_millis(),
                         ended_at_ms: None,
+                        enrichment: None,
                     },
                 );
+            }
+            StationEvent::SongEnriched {
+                play_seq,
+                enrichment,
+            } => {
+                if let Some(play) = plays.get_mut(play_seq) {
+                    play.enrichment = Some(crate::wire::song_enrichment(enrichment));
+                }
             }
             StationEvent::SongEnded {
                 play_seq, ended_at, ..

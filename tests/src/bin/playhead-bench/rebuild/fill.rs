@@ -110,6 +110,7 @@ pub(super) fn fill(config: &NodeConfig, workload: &Workload) -> anyhow::Result<F
                 artist,
                 title,
                 raw: String::new(),
+                known: None,
             });
             let at =
                 Timestamp::from_millis(first_play + PLAY_LENGTH.as_millis() as u64 * play as u64);
