@@ -104,7 +104,7 @@ pub struct CacheResultLabel {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EnrichmentOutcomeLabel {
-    /// enriched | not_found | dropped
+    /// enriched | not_found | dropped | given_up
     pub outcome: &'static str,
 }
 
@@ -356,7 +356,8 @@ impl NodeMetrics {
         );
         registry.register(
             "enrichment_songs",
-            "Songs the provider answered for (enriched, not_found) or that were not queued (dropped)",
+            "Songs the provider answered for (enriched, not_found), that were not queued (dropped), \
+             or that were given up (given_up: refused by the provider, or its answers unreadable)",
             metrics.enrichment_songs.clone(),
         );
         registry.register(
@@ -417,7 +418,7 @@ impl NodeMetrics {
                 .get_or_create(&CacheResultLabel { result })
                 .inc_by(0);
         }
-        for outcome in ["enriched", "not_found", "dropped"] {
+        for outcome in ["enriched", "not_found", "dropped", "given_up"] {
             self.enrichment_songs
                 .get_or_create(&EnrichmentOutcomeLabel { outcome })
                 .inc_by(0);

@@ -66,6 +66,10 @@ const CHROMIUM_ARGS: &[&str] = &[
     "--disable-sync",
     "--disable-dev-shm-usage",
     "--window-size=1280,900",
+    // Offline but for the tests' own servers: every name fails to resolve and only the literal
+    // 127.0.0.1 is left alone, so a page's outside resources (the console's covers on the Cover
+    // Art Archive) fail the same way on every machine, with or without a network.
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
 ];
 
 /// An error answer of the WebDriver server, as the W3C spec defines it; reach it from an

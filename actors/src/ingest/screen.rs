@@ -339,6 +339,104 @@ mod tests {
         result.expect_err("should be dead-lettered").reason
     }
 
+    const ENRICHMENT_SUBJECT: &str = "playhead-in.station.3.radio-1.enrichment";
+
+    fn answer(play_seq: u64, enrichment: Option<v1::SongEnrichment>) -> Vec<u8> {
+        v1::EnrichSong {
+            station_id: "radio-1".into(),
+            play_seq,
+            song_key: "nina simone\u{1f}sinnerman".into(),
+            enrichment,
+        }
+        .encode_to_vec()
+    }
+
+    fn catalogued() -> v1::SongEnrichment {
+        v1::SongEnrichment {
+            recording_mbid: "f3a8b9c2".into(),
+            release_title: "Pastel Blues".into(),
+            release_year: 1965,
+            enriched_at: Some(prost_types::Timestamp {
+                seconds: 1_790_000_000,
+                nanos: 0,
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_enrichment_answer_passes_as_the_stations_command() {
+        let screened = screen_station(
+            ENRICHMENT_SUBJECT,
+            None,
+            &answer(7, Some(catalogued())),
+            4096,
+        )
+        .unwrap();
+        let StationCommand::EnrichSong(command) = screened.command else {
+            panic!("not an enrichment: {:?}", screened.command);
+        };
+        assert_eq!(command.play_seq, 7);
+        assert_eq!(command.enrichment.release_year, 1965);
+        assert_eq!(
+            command.enrichment.enriched_at.as_millis(),
+            1_790_000_000_000
+        );
+    }
+
+    #[test]
+    fn a_bad_enrichment_answer_is_dead_lettered_with_its_reason() {
+        let no_time = v1::SongEnrichment {
+            enriched_at: None,
+            ..catalogued()
+        };
+        let long = v1::SongEnrichment {
+            cover_url: "x".repeat(3000),
+            ..catalogued()
+        };
+        for (payload, expected) in [
+            (
+                answer(0, Some(catalogued())),
+                DeadLetterReason::InvalidCommand,
+            ),
+            (answer(7, None), DeadLetterReason::InvalidCommand),
+            (answer(7, Some(no_time)), DeadLetterReason::InvalidCommand),
+            (answer(7, Some(long)), DeadLetterReason::InvalidCommand),
+            (b"\xff\xff".to_vec(), DeadLetterReason::Undecodable),
+        ] {
+            assert_eq!(
+                reason(screen_station(ENRICHMENT_SUBJECT, None, &payload, 8192)),
+                expected
+            );
+        }
+        let other_station = v1::EnrichSong {
+            station_id: "radio-2".into(),
+            ..v1::EnrichSong::decode(answer(7, Some(catalogued())).as_slice()).unwrap()
+        };
+        assert_eq!(
+            reason(screen_station(
+                ENRICHMENT_SUBJECT,
+                None,
+                &other_station.encode_to_vec(),
+                8192
+            )),
+            DeadLetterReason::IdMismatch
+        );
+    }
+
+    #[test]
+    fn an_unknown_station_message_kind_is_dead_lettered() {
+        let dead = screen_station(
+            "playhead-in.station.3.radio-1.lyrics",
+            None,
+            &song("radio-1"),
+            1024,
+        )
+        .expect_err("unknown kind");
+        assert_eq!(dead.reason, DeadLetterReason::BadSubject);
+        assert!(dead.detail.contains("song, enrichment"), "{}", dead.detail);
+    }
+
     #[test]
     fn a_good_observation_passes_with_its_station() {
         let screened = screen_station(SUBJECT, None, &song("radio-1"), 1024).unwrap();

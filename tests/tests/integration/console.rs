@@ -1,10 +1,13 @@
 //! The operator console in a real browser (Debian's chromium, driven over WebDriver): songs
-//! published over NATS appear on the wall without a reload, and a dead-lettered message shows
-//! up, is fixed in the page and replayed into its inbox, where the node applies it.
+//! published over NATS appear on the wall without a reload, with what the node's enrichment
+//! found out about them (release, year, cover, MusicBrainz link, from a local test provider),
+//! and a dead-lettered message shows up, is fixed in the page and replayed into its inbox,
+//! where the node applies it.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use playhead_actors::config::{EnrichmentProvider, NodeConfig};
 use playhead_gateway::auth::Role;
 use playhead_proto::headers::{CONTENT_TYPE, JSON_CONTENT_TYPE};
 use playhead_proto::ids::StationId;
@@ -12,8 +15,9 @@ use playhead_proto::subjects::{DLQ_STREAM, Inbox, station_song};
 use playhead_tests::harness::NatsServer;
 use playhead_tests::harness::wait::eventually;
 use playhead_tests::model::{Observation, publish_all};
+use playhead_tests::provider::{ExpectedEnrichment, TestProvider};
 use playhead_tests::system::{
-    TestGateway, TestNode, http_get, http_request_with, temp_dir, test_node_config,
+    TestGateway, TestNode, http_get, http_request_with, metric_value, temp_dir, test_node_config,
     wait_until_drained,
 };
 use playhead_tests::webdriver::Browser;
@@ -23,6 +27,84 @@ const WAIT: Duration = Duration::from_secs(20);
 
 fn card(station: &str, part: &str) -> String {
     format!("article.card[data-station=\"{station}\"] {part}")
+}
+
+/// The node's configuration with enrichment asking `provider`.
+fn enriching(nats_url: &str, data: &std::path::Path, provider: &TestProvider) -> NodeConfig {
+    let mut config = test_node_config(nats_url, data);
+    let enrichment = &mut config.enrichment;
+    enrichment.provider = EnrichmentProvider::Musicbrainz;
+    enrichment.musicbrainz_url = provider.musicbrainz_url();
+    enrichment.coverart_url = provider.coverart_url();
+    enrichment.musicbrainz_rate_per_sec = 5.0;
+    enrichment.coverart_rate_per_sec = 5.0;
+    config
+}
+
+/// Waits until the card of `station` links the recording `expected` is about (the link is what
+/// tells one song's enrichment from another's: the provider gives every song the same release
+/// title), then checks the rest of the enrichment block against `expected`.
+async fn assert_enriched_card(browser: &Browser, station: &str, expected: &ExpectedEnrichment) {
+    let link = card(station, ".enrichment a.musicbrainz");
+    let href = format!(
+        "https://musicbrainz.org/recording/{}",
+        expected.recording_mbid
+    );
+    let predicate = format!(
+        "const link = document.querySelector({link}); \
+         return link !== null && link.getAttribute('href') === {href};",
+        link = json!(link),
+        href = json!(href),
+    );
+    browser
+        .wait_for(&format!("{station} to link {href}"), WAIT, &predicate)
+        .await
+        .unwrap_or_else(|error| panic!("{error:#}"));
+    let text_of = |part: &str| {
+        let css = card(station, &format!(".enrichment {part}"));
+        async move {
+            browser
+                .find(&css)
+                .await
+                .unwrap_or_else(|error| panic!("{css}: {error:#}"))
+                .text()
+                .await
+                .unwrap_or_else(|error| panic!("the text of {css}: {error:#}"))
+        }
+    };
+    let year = format!("({})", expected.release_year);
+    assert_eq!(
+        text_of(".release").await,
+        format!("{} {year}", expected.release_title),
+        "{station}: the release and its year"
+    );
+    assert_eq!(text_of(".year").await.trim(), year, "{station}: the year");
+    assert_eq!(text_of("a.musicbrainz").await, "MusicBrainz", "{station}");
+
+    // The cover never loads (the browser resolves no name but 127.0.0.1), and the page then
+    // hides it: its attributes are what is the same on every machine.
+    let cover_css = card(station, ".enrichment img.cover");
+    let cover = browser
+        .find(&cover_css)
+        .await
+        .unwrap_or_else(|error| panic!("{cover_css}: {error:#}"));
+    let mut attributes = Vec::new();
+    for name in ["src", "alt", "loading"] {
+        let value = cover
+            .attribute(name)
+            .await
+            .unwrap_or_else(|error| panic!("{cover_css} {name}: {error:#}"));
+        attributes.push(value);
+    }
+    assert_eq!(
+        attributes,
+        [
+            Some(expected.cover_url.clone()),
+            Some(expected.release_title.clone()),
+            Some("lazy".to_owned()),
+        ],
+        "{station}: the cover's src, alt and loading"
+    );
 }
 
 async fn songs(jetstream: &async_nats::jetstream::Context, songs: &[(&str, &str, &str)]) {
@@ -86,7 +168,9 @@ async fn api_as(console: &str, token: &str, path: &str) -> (u16, Value) {
 async fn the_console_shows_songs_live_and_replays_a_fixed_dead_letter() {
     let nats = NatsServer::start();
     let data = temp_dir();
-    let node = TestNode::start(test_node_config(&nats.url(), data.path())).await;
+    let provider = TestProvider::start().await.expect("the provider starts");
+    provider.set_not_found("The Kinks", "Waterloo Sunset");
+    let node = TestNode::start(enriching(&nats.url(), data.path(), &provider)).await;
     let gateway = TestGateway::start(&nats.url()).await;
     let console = format!(
         "http://{}",
@@ -167,6 +251,51 @@ async fn the_console_shows_songs_live_and_replays_a_fixed_dead_letter() {
         mark,
         json!("same page"),
         "the wall changed without a reload"
+    );
+
+    // Then what the node's enrichment found follows on the card, also without a reload: the
+    // release and its year, the recording on MusicBrainz and the cover; and a song played before
+    // the page opened has its enrichment too.
+    Box::pin(assert_enriched_card(
+        &browser,
+        "radio-live",
+        &TestProvider::expected("Nina Simone", "Feeling Good"),
+    ))
+    .await;
+    Box::pin(assert_enriched_card(
+        &browser,
+        "radio-soul",
+        &TestProvider::expected("Aretha Franklin", "Respect"),
+    ))
+    .await;
+    // A song the provider does not know gets no enrichment block, once the node has had its
+    // answer (before it, no block proves nothing).
+    eventually("the provider's not-found answer", WAIT, || async {
+        let metrics = node.metrics().await;
+        let not_found = metric_value(
+            &metrics,
+            "playhead_enrichment_songs_total",
+            &[("outcome", "not_found")],
+        );
+        (not_found >= 1.0).then_some(())
+    })
+    .await;
+    browser
+        .wait_for_text(&card("radio-rock", ".title"), "Waterloo Sunset", WAIT)
+        .await
+        .expect("the unknown song on the wall");
+    let blocks = browser
+        .find_all(&card("radio-rock", ".enrichment"))
+        .await
+        .expect("find");
+    assert!(blocks.is_empty(), "no enrichment for an unknown song");
+    assert_eq!(
+        browser
+            .execute("return window.playheadMark;", json!([]))
+            .await
+            .expect("script"),
+        json!("same page"),
+        "the enrichment came without a reload"
     );
     screenshot(&browser, "wall").await;
 

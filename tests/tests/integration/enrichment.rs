@@ -415,6 +415,34 @@ async fn a_failing_provider_holds_nothing_back_and_is_never_asked_too_fast() {
         "Retry-After honoured: {waited:?}"
     );
 
+    // A refused search (400) is not asked again: the song is given up and served as it is.
+    provider.fail_next(
+        Service::MusicBrainz,
+        1,
+        Answer::Status {
+            code: 400,
+            retry_after: None,
+        },
+    );
+    observe(&jetstream, "radio-d", "Björk", "Army of Me").await;
+    eventually(
+        "the refused song given up",
+        Duration::from_secs(20),
+        || async {
+            let metrics = node.metrics().await;
+            (metric_value(
+                &metrics,
+                "playhead_enrichment_songs_total",
+                &[("outcome", "given_up")],
+            ) == 1.0)
+                .then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(searches_for(&provider, "Army of Me"), 1, "asked once");
+    assert_eq!(now_playing(&kv, "radio-d").await.unwrap().enrichment, None);
+
     // Every call the provider saw, failed or not, kept to the rate limit. The times are read
     // where the server reads each request, so loopback transit may shift one by a few
     // milliseconds either way: 50 ms of slack on a 500 ms interval.

@@ -45,6 +45,9 @@ use crate::storage::StorageError;
 use crate::storage::enrichment_store::{Cached, EnrichmentStore};
 use crate::wire;
 
+/// Rounds of unreadable answers after which a song is given up.
+const GIVE_UP_AFTER: u32 = 5;
+
 /// A play that started without its song's enrichment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Wanted {
@@ -279,6 +282,28 @@ impl EnrichmentService {
                 };
                 let pending = entry.get_mut();
                 pending.failures += 1;
+                // A refusal (4xx), or an answer that keeps being unreadable, will not change
+                // by asking again: the song is given up (asked again at its next play).
+                let undecodable = matches!(error, ProviderError::Undecodable { .. });
+                if error.is_permanent() || (undecodable && pending.failures >= GIVE_UP_AFTER) {
+                    tracing::warn!(
+                        artist = %pending.song.artist,
+                        title = %pending.song.title,
+                        error = %error,
+                        "enrichment look-up given up"
+                    );
+                    entry.remove();
+                    metrics
+                        .enrichment_pending_songs
+                        .set(self.pending.len() as i64);
+                    metrics
+                        .enrichment_songs
+                        .get_or_create(&EnrichmentOutcomeLabel {
+                            outcome: "given_up",
+                        })
+                        .inc();
+                    return;
+                }
                 let wait = error
                     .retry_in()
                     .unwrap_or_else(|| backoff(&self.config, pending.failures))

@@ -111,6 +111,59 @@ pub(crate) async fn publish_and_drain(
     Ok((drains, node))
 }
 
+/// [`publish_and_drain`] for an inbox the node adds to while it drains (answers of its own
+/// services): its count of processed messages would end the drain early, so the caller tells
+/// the end, `drained` returning once the node has processed the `count` published messages.
+/// Returns the times, the node, still running, and when it was started.
+pub(crate) async fn publish_and_drain_until(
+    jetstream: &jetstream::Context,
+    config: NodeConfig,
+    inbox: Inbox,
+    (count, what): (u64, &str),
+    publish: impl Future<Output = ()>,
+    drained: impl AsyncFnOnce(&TestNode) -> anyhow::Result<()>,
+) -> anyhow::Result<(Drains, TestNode, Instant)> {
+    let stream = jetstream.get_stream(inbox.stream_name()).await?;
+    let from = consumer::DeliverPolicy::ByStartSequence {
+        start_sequence: stream.get_info().await?.state.last_sequence + 1,
+    };
+    eprintln!("publishing {count} {what}…");
+    let started = Instant::now();
+    publish.await;
+    let publish = started.elapsed();
+
+    eprintln!("draining {what} with a bare consumer…");
+    let baseline = bare_drain(jetstream, inbox, from, count).await?;
+    eprintln!("draining {what} with bare partition consumers…");
+    let partitions = config.ingest.partitions;
+    let partitioned = bare_partitioned_drain(jetstream, inbox, partitions, from).await?;
+
+    let journal_before = jetstream
+        .get_stream(EVENTS_STREAM)
+        .await?
+        .get_info()
+        .await?
+        .state
+        .last_sequence;
+    eprintln!("draining {what} with playhead-node…");
+    let node_started = Instant::now();
+    let node = TestNode::start(config).await;
+    let node_ready = node_started.elapsed();
+    drained(&node).await?;
+    let node_drain = node_started.elapsed();
+    eprintln!("publishing the events the node journaled again, bare…");
+    let journal_floor = journal_floor(jetstream, journal_before).await?;
+    let drains = Drains {
+        publish,
+        baseline,
+        partitioned,
+        node_ready,
+        node_drain,
+        journal_floor,
+    };
+    Ok((drains, node, node_started))
+}
+
 /// The broker's least cost of the journal: the events appended after sequence `after`, read
 /// back and published again — pipelined, without the expected-sequence checks an append
 /// needs — to a scratch stream of their own (deleted after). With the bare drain, the least

@@ -19,6 +19,9 @@
 //! - [`imports`]: a day's batch of concert listings (mostly repeats) imported from the object
 //!   store by a playhead-node process, and re-run: times, counts and the node's peak memory,
 //!   against reading the same object back bare (on a broker of its own).
+//! - [`enrichment`]: song changes drained without and with song enrichment against a local
+//!   MusicBrainz-shaped provider (each run on a broker of its own): provider calls per
+//!   distinct song, the ingest ratio with ÷ without, the time until every song is enriched.
 //! - [`common`]: what they share: the node's configuration, the publish-then-drain sequence
 //!   with its bare baselines, and the figures of a phase of gRPC load.
 //! - [`cpu`], [`node_log`]: the CPU shares of node and broker during a phase, and the node's
@@ -29,6 +32,7 @@
 mod common;
 mod cpu;
 mod edge;
+mod enrichment;
 mod heartbeats;
 mod imports;
 mod ingest;
@@ -50,7 +54,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 ///
 /// Needs the nats-server binary: `make bench` installs it and sets PLAYHEAD_NATS_SERVER.
 /// With no `--*-only` flag every phase runs: ingest, reads, sessions, heartbeats, journal,
-/// rebuild, edge, imports.
+/// rebuild, edge, imports, enrichment.
 #[derive(Debug, Parser)]
 #[command(name = "playhead-bench", version)]
 #[command(group(clap::ArgGroup::new("only").multiple(false)))]
@@ -193,6 +197,23 @@ struct Args {
     /// Measure imports only.
     #[arg(long, group = "only")]
     imports_only: bool,
+    /// Song changes (observations that start a play) of the enrichment phase; the repeats of
+    /// `--repeat-percent` come on top, over `--stations` stations.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(2..=10_000_000))]
+    enrichment_changes: u64,
+    /// Distinct songs among those changes, each started at least once.
+    #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(2..))]
+    enrichment_songs: u64,
+    /// How long the test provider takes to answer each request, in ms.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    enrichment_latency_ms: u64,
+    /// Requests per second the node may send to each provider service (MusicBrainz, Cover Art
+    /// Archive).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=1_000))]
+    enrichment_rate: u64,
+    /// Measure song enrichment only.
+    #[arg(long, group = "only")]
+    enrichment_only: bool,
 }
 
 /// mimalloc: glibc malloc was about a quarter of the node's CPU under load (profiled).
@@ -271,6 +292,24 @@ async fn main() -> anyhow::Result<()> {
         artists: args.import_artists as usize,
         id_percent: args.import_id_percent,
     };
+    let enrichment_workload = enrichment::Workload {
+        stations: args.stations,
+        changes: args.enrichment_changes as usize,
+        songs: args.enrichment_songs as usize,
+        repeat_percent: args.repeat_percent,
+        partitions: args.partitions,
+        latency: Duration::from_millis(args.enrichment_latency_ms),
+        rate_per_sec: args.enrichment_rate,
+    };
+    if args.enrichment_only {
+        let figures = enrichment::run(&enrichment_workload)
+            .await?
+            .report(&enrichment_workload);
+        println!();
+        println!("summary (DESIGN.md §10)");
+        enrichment_verdicts(&figures);
+        return Ok(());
+    }
     if args.imports_only {
         let figures = imports::run(&import_workload).await?;
         figures.report(&import_workload);
@@ -369,6 +408,9 @@ async fn main() -> anyhow::Result<()> {
     edge_figures.report(&edge_workload);
     let import_figures = imports::run(&import_workload).await?;
     import_figures.report(&import_workload);
+    let enrichment_figures = enrichment::run(&enrichment_workload)
+        .await?
+        .report(&enrichment_workload);
 
     println!();
     println!("summary (DESIGN.md §10)");
@@ -391,7 +433,41 @@ async fn main() -> anyhow::Result<()> {
     rebuild_verdicts(&rebuild_figures);
     edge_verdicts(&edge_figures);
     import_verdicts(&import_figures, &import_workload);
+    enrichment_verdicts(&enrichment_figures);
     Ok(())
+}
+
+fn enrichment_verdicts(figures: &enrichment::Figures) {
+    // One MusicBrainz search per distinct song, exactly: fewer leaves songs unenriched.
+    verdict(
+        "enrichment: provider calls ÷ distinct songs",
+        figures.calls_ratio(),
+        "= 1",
+        figures.musicbrainz_calls == figures.songs,
+    );
+    println!(
+        "  {:<36} {:>8}   (reported; one per song whose release has a listing)",
+        "enrichment: Cover Art Archive calls", figures.coverart_calls
+    );
+    verdict(
+        "enrichment: ingest ratio with ÷ without",
+        figures.ingest_ratio,
+        "≥ 0.9",
+        figures.ingest_ratio >= 0.9,
+    );
+    let until_enriched = figures
+        .until_enriched
+        .map_or(f64::NAN, |elapsed| elapsed.as_secs_f64());
+    println!(
+        "  {:<36} {:>8.2}   (reported; from the node's start){}",
+        "enrichment: all songs enriched (s)",
+        until_enriched,
+        if figures.until_enriched.is_some() {
+            ""
+        } else {
+            "   !!!!! NOT ALL"
+        }
+    );
 }
 
 fn import_verdicts(figures: &imports::Figures, workload: &imports::Workload) {
