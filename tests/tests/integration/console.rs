@@ -5,6 +5,7 @@
 //! where the node applies it.
 
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::time::Duration;
 
 use playhead_actors::config::{EnrichmentProvider, NodeConfig};
@@ -13,7 +14,7 @@ use playhead_proto::headers::{CONTENT_TYPE, JSON_CONTENT_TYPE};
 use playhead_proto::ids::StationId;
 use playhead_proto::subjects::{DLQ_STREAM, Inbox, station_song};
 use playhead_tests::harness::NatsServer;
-use playhead_tests::harness::wait::eventually;
+use playhead_tests::harness::wait::{eventually, on_big_stack};
 use playhead_tests::model::{Observation, publish_all};
 use playhead_tests::provider::{ExpectedEnrichment, TestProvider};
 use playhead_tests::system::{
@@ -41,70 +42,113 @@ fn enriching(nats_url: &str, data: &std::path::Path, provider: &TestProvider) ->
     config
 }
 
+/// A check of the page, as a future on the heap. The test's body is one large `async` block, and
+/// in a debug build its stack frame keeps a slot for every future it awaits, next to the node it
+/// starts on the same 2 MiB test thread: checks built here take no room there.
+type Check<'a> = Pin<Box<dyn Future<Output = ()> + 'a>>;
+
 /// Waits until the card of `station` links the recording `expected` is about (the link is what
 /// tells one song's enrichment from another's: the provider gives every song the same release
 /// title), then checks the rest of the enrichment block against `expected`.
-async fn assert_enriched_card(browser: &Browser, station: &str, expected: &ExpectedEnrichment) {
-    let link = card(station, ".enrichment a.musicbrainz");
-    let href = format!(
-        "https://musicbrainz.org/recording/{}",
-        expected.recording_mbid
-    );
-    let predicate = format!(
-        "const link = document.querySelector({link}); \
-         return link !== null && link.getAttribute('href') === {href};",
-        link = json!(link),
-        href = json!(href),
-    );
-    browser
-        .wait_for(&format!("{station} to link {href}"), WAIT, &predicate)
-        .await
-        .unwrap_or_else(|error| panic!("{error:#}"));
-    let text_of = |part: &str| {
-        let css = card(station, &format!(".enrichment {part}"));
-        async move {
-            browser
-                .find(&css)
-                .await
-                .unwrap_or_else(|error| panic!("{css}: {error:#}"))
-                .text()
-                .await
-                .unwrap_or_else(|error| panic!("the text of {css}: {error:#}"))
-        }
-    };
-    let year = format!("({})", expected.release_year);
-    assert_eq!(
-        text_of(".release").await,
-        format!("{} {year}", expected.release_title),
-        "{station}: the release and its year"
-    );
-    assert_eq!(text_of(".year").await.trim(), year, "{station}: the year");
-    assert_eq!(text_of("a.musicbrainz").await, "MusicBrainz", "{station}");
-
-    // The cover never loads (the browser resolves no name but 127.0.0.1), and the page then
-    // hides it: its attributes are what is the same on every machine.
-    let cover_css = card(station, ".enrichment img.cover");
-    let cover = browser
-        .find(&cover_css)
-        .await
-        .unwrap_or_else(|error| panic!("{cover_css}: {error:#}"));
-    let mut attributes = Vec::new();
-    for name in ["src", "alt", "loading"] {
-        let value = cover
-            .attribute(name)
+fn assert_enriched_card<'a>(
+    browser: &'a Browser,
+    station: &'a str,
+    expected: &'a ExpectedEnrichment,
+) -> Check<'a> {
+    Box::pin(async move {
+        let link = card(station, ".enrichment a.musicbrainz");
+        let href = format!(
+            "https://musicbrainz.org/recording/{}",
+            expected.recording_mbid
+        );
+        let predicate = format!(
+            "const link = document.querySelector({link}); \
+             return link !== null && link.getAttribute('href') === {href};",
+            link = json!(link),
+            href = json!(href),
+        );
+        browser
+            .wait_for(&format!("{station} to link {href}"), WAIT, &predicate)
             .await
-            .unwrap_or_else(|error| panic!("{cover_css} {name}: {error:#}"));
-        attributes.push(value);
-    }
-    assert_eq!(
-        attributes,
-        [
-            Some(expected.cover_url.clone()),
-            Some(expected.release_title.clone()),
-            Some("lazy".to_owned()),
-        ],
-        "{station}: the cover's src, alt and loading"
-    );
+            .unwrap_or_else(|error| panic!("{error:#}"));
+        let text_of = |part: &str| {
+            let css = card(station, &format!(".enrichment {part}"));
+            async move {
+                browser
+                    .find(&css)
+                    .await
+                    .unwrap_or_else(|error| panic!("{css}: {error:#}"))
+                    .text()
+                    .await
+                    .unwrap_or_else(|error| panic!("the text of {css}: {error:#}"))
+            }
+        };
+        let year = format!("({})", expected.release_year);
+        assert_eq!(
+            text_of(".release").await,
+            format!("{} {year}", expected.release_title),
+            "{station}: the release and its year"
+        );
+        assert_eq!(text_of(".year").await.trim(), year, "{station}: the year");
+        assert_eq!(text_of("a.musicbrainz").await, "MusicBrainz", "{station}");
+
+        // The cover cannot load (the browser resolves no name, only 127.0.0.1 is reachable) and
+        // the page hides a cover once it fails, whenever that is: check its attributes, which are
+        // the same on every machine and at any moment.
+        let cover_css = card(station, ".enrichment img.cover");
+        let cover = browser
+            .find(&cover_css)
+            .await
+            .unwrap_or_else(|error| panic!("{cover_css}: {error:#}"));
+        let mut attributes = Vec::new();
+        for name in ["src", "alt", "loading"] {
+            let value = cover
+                .attribute(name)
+                .await
+                .unwrap_or_else(|error| panic!("{cover_css} {name}: {error:#}"));
+            attributes.push(value);
+        }
+        assert_eq!(
+            attributes,
+            [
+                Some(expected.cover_url.clone()),
+                Some(expected.release_title.clone()),
+                Some("lazy".to_owned()),
+            ],
+            "{station}: the cover's src, alt and loading"
+        );
+    })
+}
+
+/// Waits until the node has had the provider's not-found answer (before it, no enrichment
+/// block proves nothing), then checks that the card of `station`, playing `title`, has none.
+fn assert_unenriched_card<'a>(
+    browser: &'a Browser,
+    node: &'a TestNode,
+    station: &'a str,
+    title: &'a str,
+) -> Check<'a> {
+    Box::pin(async move {
+        eventually("the provider's not-found answer", WAIT, || async {
+            let metrics = node.metrics().await;
+            let not_found = metric_value(
+                &metrics,
+                "playhead_enrichment_songs_total",
+                &[("outcome", "not_found")],
+            );
+            (not_found >= 1.0).then_some(())
+        })
+        .await;
+        browser
+            .wait_for_text(&card(station, ".title"), title, WAIT)
+            .await
+            .unwrap_or_else(|error| panic!("{error:#}"));
+        let blocks = browser
+            .find_all(&card(station, ".enrichment"))
+            .await
+            .expect("find");
+        assert!(blocks.is_empty(), "{station}: an enrichment for {title:?}");
+    })
 }
 
 async fn songs(jetstream: &async_nats::jetstream::Context, songs: &[(&str, &str, &str)]) {
@@ -164,8 +208,14 @@ async fn api_as(console: &str, token: &str, path: &str) -> (u16, Value) {
     (status, value)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_console_shows_songs_live_and_replays_a_fixed_dead_letter() {
+#[test]
+fn the_console_shows_songs_live_and_replays_a_fixed_dead_letter() {
+    // The scenario's state machine is over 1 MiB in a debug build, near the test thread's
+    // 2 MiB stack.
+    on_big_stack(shows_songs_live_and_replays_a_fixed_dead_letter);
+}
+
+async fn shows_songs_live_and_replays_a_fixed_dead_letter() {
     let nats = NatsServer::start();
     let data = temp_dir();
     let provider = TestProvider::start().await.expect("the provider starts");
@@ -243,6 +293,24 @@ async fn the_console_shows_songs_live_and_replays_a_fixed_dead_letter() {
         .wait_for_text(&card("radio-live", ".title"), "Feeling Good", WAIT)
         .await
         .expect("the next song on the wall");
+
+    // Then what the node's enrichment found follows on the card: the release and its year, the
+    // recording on MusicBrainz and the cover; and a song played before the page opened has its
+    // enrichment too.
+    assert_enriched_card(
+        &browser,
+        "radio-live",
+        &TestProvider::expected("Nina Simone", "Feeling Good"),
+    )
+    .await;
+    assert_enriched_card(
+        &browser,
+        "radio-soul",
+        &TestProvider::expected("Aretha Franklin", "Respect"),
+    )
+    .await;
+    // A song the provider does not know gets no enrichment block.
+    assert_unenriched_card(&browser, &node, "radio-rock", "Waterloo Sunset").await;
     let mark = browser
         .execute("return window.playheadMark;", json!([]))
         .await
@@ -250,52 +318,7 @@ async fn the_console_shows_songs_live_and_replays_a_fixed_dead_letter() {
     assert_eq!(
         mark,
         json!("same page"),
-        "the wall changed without a reload"
-    );
-
-    // Then what the node's enrichment found follows on the card, also without a reload: the
-    // release and its year, the recording on MusicBrainz and the cover; and a song played before
-    // the page opened has its enrichment too.
-    Box::pin(assert_enriched_card(
-        &browser,
-        "radio-live",
-        &TestProvider::expected("Nina Simone", "Feeling Good"),
-    ))
-    .await;
-    Box::pin(assert_enriched_card(
-        &browser,
-        "radio-soul",
-        &TestProvider::expected("Aretha Franklin", "Respect"),
-    ))
-    .await;
-    // A song the provider does not know gets no enrichment block, once the node has had its
-    // answer (before it, no block proves nothing).
-    eventually("the provider's not-found answer", WAIT, || async {
-        let metrics = node.metrics().await;
-        let not_found = metric_value(
-            &metrics,
-            "playhead_enrichment_songs_total",
-            &[("outcome", "not_found")],
-        );
-        (not_found >= 1.0).then_some(())
-    })
-    .await;
-    browser
-        .wait_for_text(&card("radio-rock", ".title"), "Waterloo Sunset", WAIT)
-        .await
-        .expect("the unknown song on the wall");
-    let blocks = browser
-        .find_all(&card("radio-rock", ".enrichment"))
-        .await
-        .expect("find");
-    assert!(blocks.is_empty(), "no enrichment for an unknown song");
-    assert_eq!(
-        browser
-            .execute("return window.playheadMark;", json!([]))
-            .await
-            .expect("script"),
-        json!("same page"),
-        "the enrichment came without a reload"
+        "the songs and their enrichment came without a reload"
     );
     screenshot(&browser, "wall").await;
 

@@ -308,14 +308,25 @@ impl EnrichmentService {
                     .retry_in()
                     .unwrap_or_else(|| backoff(&self.config, pending.failures))
                     .max(Duration::from_millis(self.config.backoff_initial_ms));
-                tracing::info!(
-                    artist = %pending.song.artist,
-                    title = %pending.song.title,
-                    failures = pending.failures,
-                    retry_in_ms = wait.as_millis() as u64,
-                    error = %error,
-                    "enrichment look-up failed; the song waits for the provider"
-                );
+                // While the breaker is open every waiting song hears so at once: the provider
+                // client warns when it opens, so these are only debug.
+                if matches!(error, ProviderError::BreakerOpen { .. }) {
+                    tracing::debug!(
+                        artist = %pending.song.artist,
+                        title = %pending.song.title,
+                        retry_in_ms = wait.as_millis() as u64,
+                        "enrichment provider's breaker open; the song waits"
+                    );
+                } else {
+                    tracing::info!(
+                        artist = %pending.song.artist,
+                        title = %pending.song.title,
+                        failures = pending.failures,
+                        retry_in_ms = wait.as_millis() as u64,
+                        error = %error,
+                        "enrichment look-up failed; the song waits for the provider"
+                    );
+                }
                 self.retries
                     .push(Reverse((Instant::now() + wait, entry.key().clone())));
                 return;
