@@ -1,6 +1,7 @@
 //! The decoders of outside input, each with the valid inputs its mutations start from.
 
 use async_nats::HeaderMap;
+use playhead_actors::domain::enrichment::{coverart, musicbrainz};
 use playhead_actors::domain::show::{ImportFormat, LineParser, LineSplitter, fingerprint};
 use playhead_actors::ingest::screen::{screen_catalog, screen_import, screen_station, screen_user};
 use playhead_actors::storage::show_store::ShowCursor;
@@ -10,9 +11,9 @@ use playhead_proto::codec::{PayloadFormat, to_json};
 use playhead_proto::headers::{CONTENT_TYPE, JSON_CONTENT_TYPE};
 use playhead_proto::subjects::{ReplySubject, UserKind};
 use playhead_proto::v1::{
-    ContentUpdate, Entitlement, EntitlementsUpdate, Heartbeat, HeartbeatKind, ImportRequest,
-    NextTrack, PlayerCommand, PlaylistTrack, SkipTrack, SongObserved, StartPlaylist,
-    player_command,
+    ContentUpdate, EnrichSong, Entitlement, EntitlementsUpdate, Heartbeat, HeartbeatKind,
+    ImportRequest, NextTrack, PlayerCommand, PlaylistTrack, SkipTrack, SongEnrichment,
+    SongObserved, StartPlaylist, player_command,
 };
 use prost::Message;
 
@@ -55,6 +56,24 @@ fn songs() -> Vec<SongObserved> {
             ..Default::default()
         },
     ]
+}
+
+fn enrichment_answers() -> Vec<EnrichSong> {
+    vec![EnrichSong {
+        station_id: "radio-1".into(),
+        play_seq: 42,
+        song_key: "nina simone\u{1f}sinnerman".into(),
+        enrichment: Some(SongEnrichment {
+            recording_mbid: "f3a8b9c2-6d1e-4a7b-9c0d-2e5f8a1b3c4d".into(),
+            title: "Sinnerman".into(),
+            artist: "Nina Simone".into(),
+            release_title: "Pastel Blues".into(),
+            release_year: 1965,
+            cover_url: "https://coverartarchive.org/release/x/1-500.jpg".into(),
+            enriched_at: Some(timestamp(1_790_000_000)),
+            ..Default::default()
+        }),
+    }]
 }
 
 fn player_commands() -> Vec<PlayerCommand> {
@@ -160,6 +179,7 @@ fn json<M: Message + prost::Name + std::fmt::Debug>(messages: Vec<M>) -> Vec<Vec
 }
 
 const STATION: &str = "playhead-in.station.3.radio-1.song";
+const ENRICHMENT: &str = "playhead-in.station.3.radio-1.enrichment";
 const CATALOG: &str = "playhead-in.catalog.5.film-1.content";
 
 fn user_subject(kind: UserKind) -> String {
@@ -212,6 +232,43 @@ pub fn all() -> Vec<Target> {
             seeds: || json(songs()),
             run: |input| {
                 let _ = screen_station(STATION, Some(&json_headers()), input, MAX_MESSAGE_BYTES);
+            },
+        },
+        Target {
+            name: "enrichment-answer-protobuf",
+            about: "the station inbox's screening of the enrichment service's EnrichSong",
+            seeds: || protobuf(enrichment_answers()),
+            run: |input| {
+                let _ = screen_station(ENRICHMENT, None, input, MAX_MESSAGE_BYTES);
+            },
+        },
+        Target {
+            name: "musicbrainz-search",
+            about: "the choice of a recording and release in a MusicBrainz recording search answer",
+            seeds: || {
+                vec![
+                    include_bytes!(
+                        "../../../fixtures/enrichment/musicbrainz-recording-search.json"
+                    )
+                    .to_vec(),
+                    include_bytes!(
+                        "../../../fixtures/enrichment/musicbrainz-recording-search-empty.json"
+                    )
+                    .to_vec(),
+                ]
+            },
+            run: |input| {
+                let _ = musicbrainz::choose(input, 90);
+            },
+        },
+        Target {
+            name: "coverart-release",
+            about: "the front cover in a Cover Art Archive release listing",
+            seeds: || {
+                vec![include_bytes!("../../../fixtures/enrichment/coverart-release.json").to_vec()]
+            },
+            run: |input| {
+                let _ = coverart::front_cover(input);
             },
         },
         Target {
