@@ -630,7 +630,7 @@ impl HttpResponse {
         }
     }
 
-    fn encode(&self) -> Vec<u8> {
+    fn encode(&self, keep_alive: bool) -> Vec<u8> {
         let retry_after = self
             .retry_after
             .as_ref()
@@ -638,11 +638,12 @@ impl HttpResponse {
             .unwrap_or_default();
         let head = format!(
             "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{retry_after}\
-             Connection: close\r\n\r\n",
+             Connection: {}\r\n\r\n",
             self.status,
             reason_phrase(self.status),
             self.content_type,
             self.body.len(),
+            if keep_alive { "keep-alive" } else { "close" },
         );
         [head.as_bytes(), self.body.as_bytes()].concat()
     }
@@ -681,37 +682,53 @@ async fn serve_connection(mut stream: TcpStream, state: Arc<Mutex<ProviderState>
     }
 }
 
+/// Answers requests on one connection until the client closes it or asks to (`Connection:
+/// close`), as MusicBrainz keeps connections alive; a bad request, or a service that is down,
+/// ends the connection.
 async fn answer_connection(
     stream: &mut TcpStream,
     state: &Mutex<ProviderState>,
 ) -> std::io::Result<()> {
-    let head = match read_head(stream).await? {
-        HeadRead::Closed => return Ok(()),
-        HeadRead::TooLarge => {
-            return write(
-                stream,
-                HttpResponse::text(431, "Request Header Fields Too Large"),
-            )
-            .await;
+    let mut buffered = Vec::new();
+    loop {
+        let head = match read_head(stream, &mut buffered).await? {
+            HeadRead::Closed => return Ok(()),
+            HeadRead::TooLarge => {
+                return write(
+                    stream,
+                    HttpResponse::text(431, "Request Header Fields Too Large"),
+                    false,
+                )
+                .await;
+            }
+            HeadRead::Head(head) => head,
+        };
+        let at = Instant::now();
+        let keep_alive = !head
+            .lines()
+            .any(|line| line.trim().eq_ignore_ascii_case("connection: close"));
+        let Some(head) = parse_head(&head) else {
+            return write(stream, HttpResponse::text(400, "Bad Request"), false).await;
+        };
+        let response = match route(head) {
+            None => Some(HttpResponse::not_found_text()),
+            Some(request) => {
+                let (response, latency) = state
+                    .lock()
+                    .expect("provider state lock")
+                    .answer(request, at);
+                tokio::time::sleep(latency).await;
+                response
+            }
+        };
+        match response {
+            Some(response) => write(stream, response, keep_alive).await?,
+            // Down: the caller drops the stream unwritten.
+            None => return Ok(()),
         }
-        HeadRead::Head(head) => head,
-    };
-    let at = Instant::now();
-    let Some(head) = parse_head(&head) else {
-        return write(stream, HttpResponse::text(400, "Bad Request")).await;
-    };
-    let Some(request) = route(head) else {
-        return write(stream, HttpResponse::not_found_text()).await;
-    };
-    let (response, latency) = state
-        .lock()
-        .expect("provider state lock")
-        .answer(request, at);
-    tokio::time::sleep(latency).await;
-    match response {
-        Some(response) => write(stream, response).await,
-        // Down: the caller drops the stream unwritten.
-        None => Ok(()),
+        if !keep_alive {
+            return Ok(());
+        }
     }
 }
 
@@ -721,28 +738,29 @@ enum HeadRead {
     Closed,
 }
 
-/// Reads up to the blank line that ends the request head.
-async fn read_head(stream: &mut TcpStream) -> std::io::Result<HeadRead> {
-    let mut head = Vec::with_capacity(1024);
+/// Reads up to the blank line that ends the next request head; bytes read past it stay in
+/// `buffered` for the next request.
+async fn read_head(stream: &mut TcpStream, buffered: &mut Vec<u8>) -> std::io::Result<HeadRead> {
     let mut chunk = [0; 4096];
+    let mut search_from = 0;
     loop {
+        match head_end(buffered, search_from) {
+            Some(end) if end <= MAX_HEAD_BYTES => {
+                let rest = buffered.split_off(end);
+                let head = std::mem::replace(buffered, rest);
+                return Ok(HeadRead::Head(String::from_utf8_lossy(&head).into_owned()));
+            }
+            Some(_) => return Ok(HeadRead::TooLarge),
+            None if buffered.len() > MAX_HEAD_BYTES => return Ok(HeadRead::TooLarge),
+            None => {}
+        }
+        // The end may straddle two reads: search from a little before the new bytes.
+        search_from = buffered.len().saturating_sub(2);
         let read = stream.read(&mut chunk).await?;
         if read == 0 {
             return Ok(HeadRead::Closed);
         }
-        // The end may straddle two reads: search from a little before the new bytes.
-        let search_from = head.len().saturating_sub(2);
-        head.extend_from_slice(&chunk[..read]);
-        let end = head_end(&head, search_from);
-        match end {
-            Some(end) if end <= MAX_HEAD_BYTES => {
-                head.truncate(end);
-                return Ok(HeadRead::Head(String::from_utf8_lossy(&head).into_owned()));
-            }
-            Some(_) => return Ok(HeadRead::TooLarge),
-            None if head.len() > MAX_HEAD_BYTES => return Ok(HeadRead::TooLarge),
-            None => {}
-        }
+        buffered.extend_from_slice(&chunk[..read]);
     }
 }
 
@@ -755,8 +773,15 @@ fn head_end(bytes: &[u8], from: usize) -> Option<usize> {
     })
 }
 
-async fn write(stream: &mut TcpStream, response: HttpResponse) -> std::io::Result<()> {
-    stream.write_all(&response.encode()).await?;
+async fn write(
+    stream: &mut TcpStream,
+    response: HttpResponse,
+    keep_alive: bool,
+) -> std::io::Result<()> {
+    stream.write_all(&response.encode(keep_alive)).await?;
+    if keep_alive {
+        return Ok(());
+    }
     stream.shutdown().await?;
     // Take what the client still sends (a body, the rest of an oversized head): closing with
     // unread bytes resets the connection, which can discard the answer before it is read.

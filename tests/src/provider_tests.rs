@@ -43,7 +43,7 @@ async fn get_bytes(url: &str) -> Vec<u8> {
     let address = host.parse().expect("a socket address");
     let head = format!(
         "GET {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {USER_AGENT}\r\n\
-         Accept: application/json\r\n\r\n"
+         Accept: application/json\r\nConnection: close\r\n\r\n"
     );
     exchange(address, head).await
 }
@@ -398,7 +398,7 @@ async fn malformed_and_oversized_requests_are_refused() {
     let provider = provider().await;
     let posted = exchange(
         provider.address,
-        "POST /coverart/release/x HTTP/1.1\r\nContent-Length: 0\r\n\r\n".into(),
+        "POST /coverart/release/x HTTP/1.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into(),
     )
     .await;
     assert!(posted.starts_with(b"HTTP/1.1 405 "));
@@ -482,4 +482,26 @@ fn head_end_takes_crlf_and_bare_lf() {
     assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nrest", 0), Some(24));
     assert_eq!(head_end(b"GET / HTTP/1.1\nA: b\n\nrest", 0), Some(21));
     assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n", 0), None);
+}
+
+#[tokio::test]
+async fn a_connection_is_kept_alive_until_the_client_asks_to_close_it() {
+    let provider = provider().await;
+    let cover = |connection: &str| {
+        format!(
+            "GET /coverart/release/9a8b7c6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d HTTP/1.1\r\n\
+             Host: x\r\n{connection}\r\n"
+        )
+    };
+    // Two requests on one connection, the second asking to close: two answers, then the end.
+    let answer = exchange(
+        provider.address,
+        [cover(""), cover("Connection: close\r\n")].concat(),
+    )
+    .await;
+    let answer = String::from_utf8(answer).expect("UTF-8");
+    assert_eq!(answer.matches("HTTP/1.1 200 OK").count(), 2, "{answer}");
+    assert_eq!(answer.matches("Connection: keep-alive").count(), 1);
+    assert_eq!(answer.matches("Connection: close").count(), 1);
+    assert_eq!(provider.calls_to(Service::CoverArt).len(), 2);
 }

@@ -548,6 +548,7 @@ fn start_enrichment(
         &config.enrichment,
         provider,
         storage.enrichment.clone(),
+        storage.stations.clone(),
         jetstream.clone(),
         metrics.clone(),
     );

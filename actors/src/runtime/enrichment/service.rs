@@ -43,6 +43,7 @@ use crate::domain::time::Timestamp;
 use crate::metrics::{CacheResultLabel, EnrichmentOutcomeLabel, NodeMetrics};
 use crate::storage::StorageError;
 use crate::storage::enrichment_store::{Cached, EnrichmentStore};
+use crate::storage::station_store::StationStore;
 use crate::wire;
 
 /// Rounds of unreadable answers after which a song is given up.
@@ -121,6 +122,7 @@ struct Pending {
 /// The service's task state.
 pub struct EnrichmentService {
     config: EnrichmentConfig,
+    stations: StationStore,
     provider: HttpProvider,
     link: EnrichmentLink,
     jetstream: jetstream::Context,
@@ -137,6 +139,7 @@ pub fn service(
     config: &EnrichmentConfig,
     provider: HttpProvider,
     cache: EnrichmentStore,
+    stations: StationStore,
     jetstream: jetstream::Context,
     metrics: Arc<NodeMetrics>,
 ) -> (EnrichmentLink, EnrichmentService) {
@@ -149,6 +152,7 @@ pub fn service(
     };
     let service = EnrichmentService {
         config: config.clone(),
+        stations,
         provider,
         link: link.clone(),
         jetstream,
@@ -365,13 +369,20 @@ impl EnrichmentService {
     }
 
     /// Sends each waiting play its answer through the station inbox (one `EnrichSong` per
-    /// play, published together, then their acknowledgements awaited).
+    /// play, published together, then their acknowledgements awaited). A play that has
+    /// already ended (or got its enrichment) is skipped: the station would take nothing from
+    /// it. Its stored state may lag behind, never run ahead, so nothing that still applies is
+    /// skipped, and the station decides anyway.
     fn deliver(&mut self, key: String, enrichment: Enrichment, waiters: Vec<(StationId, u64)>) {
         let jetstream = self.jetstream.clone();
+        let stations = self.stations.clone();
         self.deliveries.spawn(async move {
             let enrichment = wire::song_enrichment(&enrichment);
             let mut acks = Vec::with_capacity(waiters.len());
             for (station, play_seq) in waiters {
+                if !still_waiting(&stations, &station, play_seq) {
+                    continue;
+                }
                 let command = v1::EnrichSong {
                     station_id: station.to_string(),
                     play_seq,
@@ -395,6 +406,18 @@ impl EnrichmentService {
                 }
             }
         });
+    }
+}
+
+/// Whether the play `play_seq` is still on air on `station` without an enrichment, as stored
+/// (a store that cannot be read says yes: the station decides).
+fn still_waiting(stations: &StationStore, station: &StationId, play_seq: u64) -> bool {
+    match stations.load(station) {
+        Ok(stored) => stored
+            .state
+            .current
+            .is_some_and(|current| current.play_seq <= play_seq && current.enrichment.is_none()),
+        Err(_) => true,
     }
 }
 

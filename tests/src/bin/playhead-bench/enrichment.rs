@@ -75,10 +75,14 @@ impl Workload {
 /// What one drain of the observations produced.
 struct Run {
     drains: Drains,
-    /// The node's inbox outcomes, events in the journal and CPU shares, just after the drain.
+    /// From the node's start until it had processed every observation (as in `drains`).
+    node_drain: Duration,
+    /// CPU shares while the node drained (after its start).
+    cpu: String,
+    /// The node's inbox outcomes and the events in the journal after the drain and the
+    /// journal floor (in run B with the answers processed meanwhile).
     outcomes: Vec<(&'static str, f64)>,
     events: u64,
-    cpu: String,
     /// Stream sequence of the last observation in the inbox.
     last_observation: u64,
     /// Answers (`EnrichSong`, stored after the observations) delivered to the node by the
@@ -108,6 +112,9 @@ pub(crate) struct Figures {
     pub(crate) coverart_calls: usize,
     /// (node ÷ bare with enrichment) ÷ (node ÷ bare without).
     pub(crate) ingest_ratio: f64,
+    /// The node's drain rate with ÷ without: the same, without the spread of the two bare
+    /// drains (each run's own bare drain varies by ±20% here).
+    pub(crate) node_ratio: f64,
     pub(crate) until_enriched: Option<Duration>,
 }
 
@@ -214,12 +221,13 @@ async fn drain(
         async |_node: &TestNode| {
             let before = CpuSample::now(nats.pid());
             let info = wait_acked(&inbox, &consumer, last_observation.get()).await?;
-            drained = Some((info, CpuSample::now(nats.pid()).describe_since(&before)));
+            let cpu = CpuSample::now(nats.pid()).describe_since(&before);
+            drained = Some((Instant::now(), info, cpu));
             Ok(())
         },
     )
     .await?;
-    let (info, cpu) = drained.expect("the drain ended");
+    let (ended, info, cpu) = drained.expect("the drain ended");
     let last = last_observation.get();
     let metrics = node.metrics().await;
     let events = jetstream
@@ -231,9 +239,10 @@ async fn drain(
         .messages;
     let run = Run {
         drains,
+        node_drain: ended.duration_since(started),
+        cpu,
         outcomes: inbox_outcomes(&metrics, Inbox::Station),
         events,
-        cpu,
         last_observation: last,
         answers_delivered: info.delivered.stream_sequence.max(last) - last,
         answers_acked: info.ack_floor.stream_sequence - last,
@@ -423,6 +432,9 @@ impl Measured {
         );
         let ingest_ratio = ratio_with / ratio_without;
         println!("  ingest ratio with ÷ without enrichment {ingest_ratio:.2}");
+        // The same observations: the rate ratio is the inverse time ratio.
+        let node_ratio = self.without.node_drain.as_secs_f64() / self.with.node_drain.as_secs_f64();
+        println!("  node drain rate with ÷ without enrichment {node_ratio:.2}");
 
         let metric =
             |name: &str, labels: &[(&str, &str)]| metric_value(&self.metrics, name, labels);
@@ -461,6 +473,7 @@ impl Measured {
                 ("enriched", songs("enriched")),
                 ("not found", songs("not_found")),
                 ("dropped", songs("dropped")),
+                ("given up", songs("given_up")),
             ])
         );
         let lookups = metric("playhead_enrichment_lookup_seconds_count", &[]);
@@ -496,6 +509,7 @@ impl Measured {
             musicbrainz_calls: self.musicbrainz_calls,
             coverart_calls: self.coverart_calls,
             ingest_ratio,
+            node_ratio,
             until_enriched: self.until_enriched,
         }
     }
@@ -505,12 +519,12 @@ impl Run {
     /// Prints one run's drains and returns its node ÷ bare drain-rate ratio.
     fn report(&self, count: f64) -> f64 {
         self.drains.print_times(count, "msg/s");
+        println!("  CPU while the node drained: {}", self.cpu);
         println!(
-            "  outcomes: {}; events in the journal {}",
+            "  after the drain and the journal floor: outcomes {}; events in the journal {}",
             format_counts(&self.outcomes),
             self.events
         );
-        println!("  CPU while the node drained: {}", self.cpu);
         self.drains.print_ratios()
     }
 }
