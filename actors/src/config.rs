@@ -99,6 +99,9 @@ pub struct EnrichmentConfig {
     pub max_concurrent_lookups: usize,
     /// Lowest MusicBrainz search score (0-100) taken as a match.
     pub min_score: u32,
+    /// No new look-up starts while more than this many station-inbox messages wait (a node
+    /// catching up serves the song changes first; their enrichment follows). 0: never wait.
+    pub defer_while_backlog_above: u64,
 }
 
 /// Imports of concert listings (claim checks in the object store) and the shows they list.
@@ -439,6 +442,7 @@ impl Default for EnrichmentConfig {
             max_waiters_per_song: 10_000,
             max_concurrent_lookups: 4,
             min_score: 90,
+            defer_while_backlog_above: 1_000,
         }
     }
 }

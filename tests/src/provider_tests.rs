@@ -398,7 +398,8 @@ async fn malformed_and_oversized_requests_are_refused() {
     let provider = provider().await;
     let posted = exchange(
         provider.address,
-        "POST /coverart/release/x HTTP/1.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into(),
+        "POST /coverart/release/x HTTP/1.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            .into(),
     )
     .await;
     assert!(posted.starts_with(b"HTTP/1.1 405 "));

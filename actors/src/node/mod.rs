@@ -546,6 +546,7 @@ fn start_enrichment(
         .context("cannot set up the enrichment provider")?;
     let (link, service) = enrichment::service(
         &config.enrichment,
+        config.ingest.groups,
         provider,
         storage.enrichment.clone(),
         storage.stations.clone(),

@@ -27,7 +27,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream;
 use playhead_proto::headers::MSG_ID;
 use playhead_proto::ids::StationId;
-use playhead_proto::subjects::{StationInboxKind, station_subject};
+use playhead_proto::subjects::{Inbox, StationInboxKind, station_subject};
 use playhead_proto::v1;
 use prost::Message;
 use tokio::sync::mpsc;
@@ -40,11 +40,14 @@ use crate::config::EnrichmentConfig;
 use crate::domain::enrichment::Enrichment;
 use crate::domain::station::Song;
 use crate::domain::time::Timestamp;
-use crate::metrics::{CacheResultLabel, EnrichmentOutcomeLabel, NodeMetrics};
+use crate::metrics::{CacheResultLabel, EnrichmentOutcomeLabel, GroupLabel, NodeMetrics};
 use crate::storage::StorageError;
 use crate::storage::enrichment_store::{Cached, EnrichmentStore};
 use crate::storage::station_store::StationStore;
 use crate::wire;
+
+/// How often deferred look-ups check the backlog again.
+const BACKLOG_RECHECK: Duration = Duration::from_millis(100);
 
 /// Rounds of unreadable answers after which a song is given up.
 const GIVE_UP_AFTER: u32 = 5;
@@ -122,6 +125,8 @@ struct Pending {
 /// The service's task state.
 pub struct EnrichmentService {
     config: EnrichmentConfig,
+    /// Ownership groups per inbox (whose pending counts make the backlog).
+    groups: u32,
     stations: StationStore,
     provider: HttpProvider,
     link: EnrichmentLink,
@@ -137,6 +142,7 @@ pub struct EnrichmentService {
 /// Starts nothing yet: the link for the stations, and the service to run.
 pub fn service(
     config: &EnrichmentConfig,
+    groups: u32,
     provider: HttpProvider,
     cache: EnrichmentStore,
     stations: StationStore,
@@ -152,6 +158,7 @@ pub fn service(
     };
     let service = EnrichmentService {
         config: config.clone(),
+        groups,
         stations,
         provider,
         link: link.clone(),
@@ -177,13 +184,16 @@ impl EnrichmentService {
             "enrichment service started"
         );
         loop {
-            while self.lookups.len() < self.config.max_concurrent_lookups
+            let deferred = !self.ready.is_empty() && self.backlogged();
+            while !deferred
+                && self.lookups.len() < self.config.max_concurrent_lookups
                 && let Some(key) = self.ready.pop_front()
             {
                 self.start_lookup(key);
             }
             let next_retry = self.retries.peek().map(|Reverse((at, _))| *at);
             tokio::select! {
+                () = tokio::time::sleep(BACKLOG_RECHECK), if deferred => {}
                 _ = stop.cancelled() => break,
                 wanted = self.requests.recv() => match wanted {
                     Some(wanted) => self.on_wanted(wanted),
@@ -205,6 +215,24 @@ impl EnrichmentService {
         .await;
         tracing::info!(waiting = self.pending.len(), "enrichment service stopped");
         Ok(())
+    }
+
+    /// Whether the station inbox has more waiting than `defer_while_backlog_above`: then no
+    /// new look-up starts (those running finish), so a node catching up (after an outage, a
+    /// restart, a burst) spends its cores on the song changes first. Read from the pending
+    /// count each group's intake notes with every batch.
+    fn backlogged(&self) -> bool {
+        let metrics = &self.link.metrics;
+        let pending = (0..self.groups).map(|group| {
+            metrics
+                .consumer_pending
+                .get_or_create(&GroupLabel {
+                    inbox: Inbox::Station.label(),
+                    group,
+                })
+                .get()
+        });
+        over_backlog(pending, self.config.defer_while_backlog_above)
     }
 
     fn on_wanted(&mut self, wanted: Wanted) {
@@ -445,6 +473,11 @@ async fn publish(
     }
 }
 
+/// Whether the groups' pending counts add up to more than `limit` (0: no limit).
+fn over_backlog(pending: impl Iterator<Item = i64>, limit: u64) -> bool {
+    limit > 0 && pending.sum::<i64>() > limit as i64
+}
+
 /// Exponential from `backoff_initial_ms`, capped at `backoff_max_ms` (the provider's own
 /// retries already spread their attempts; this spaces whole rounds).
 fn backoff(config: &EnrichmentConfig, failures: u32) -> Duration {
@@ -458,5 +491,33 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn look_ups_wait_while_the_groups_together_are_over_the_backlog() {
+        assert!(!over_backlog([400, 600].into_iter(), 1_000));
+        assert!(over_backlog([400, 601].into_iter(), 1_000));
+        assert!(!over_backlog(std::iter::empty(), 1_000));
+        // 0 turns the wait off.
+        assert!(!over_backlog([1_000_000].into_iter(), 0));
+    }
+
+    #[test]
+    fn rounds_back_off_exponentially_up_to_the_cap() {
+        let config = EnrichmentConfig {
+            backoff_initial_ms: 100,
+            backoff_max_ms: 1_000,
+            ..EnrichmentConfig::default()
+        };
+        let waits: Vec<u64> = (0..6)
+            .map(|failures| backoff(&config, failures).as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1_000, 1_000]);
+        assert_eq!(backoff(&config, u32::MAX), Duration::from_millis(1_000));
     }
 }

@@ -449,15 +449,18 @@ fn enrichment_verdicts(figures: &enrichment::Figures) {
         "  {:<36} {:>8}   (reported; one per song whose release has a listing)",
         "enrichment: Cover Art Archive calls", figures.coverart_calls
     );
+    // The ingest ratios with and without, both over one bare baseline (the two runs' bare
+    // drains of the same stored messages, whose spread alone moves each run's own ratio by up
+    // to ±25% here): that is the node's drain rate with ÷ without.
     verdict(
         "enrichment: ingest ratio with ÷ without",
-        figures.ingest_ratio,
+        figures.node_ratio,
         "≥ 0.9",
-        figures.ingest_ratio >= 0.9,
+        figures.node_ratio >= 0.9,
     );
     println!(
-        "  {:<36} {:>8.2}   (reported; the same without the bare drains' spread)",
-        "enrichment: node drain with ÷ without", figures.node_ratio
+        "  {:<36} {:>8.2}   (reported; each run over its own bare drain)",
+        "enrichment: own-baseline ratios", figures.ingest_ratio
     );
     let until_enriched = figures
         .until_enriched
