@@ -321,7 +321,7 @@ impl EnrichmentService {
                     tracing::warn!(
                         artist = %pending.song.artist,
                         title = %pending.song.title,
-                        error = %error,
+                        error = %causes(&error),
                         "enrichment look-up given up"
                     );
                     entry.remove();
@@ -355,7 +355,7 @@ impl EnrichmentService {
                         title = %pending.song.title,
                         failures = pending.failures,
                         retry_in_ms = wait.as_millis() as u64,
-                        error = %error,
+                        error = %causes(&error),
                         "enrichment look-up failed; the song waits for the provider"
                     );
                 }
@@ -471,6 +471,14 @@ async fn publish(
             Err(error) => return Err(error),
         }
     }
+}
+
+/// An error with its causes, `: `-separated (what failed, and why).
+fn causes(error: &dyn std::error::Error) -> String {
+    std::iter::successors(Some(error), |error| error.source())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 /// Whether the groups' pending counts add up to more than `limit` (0: no limit).
