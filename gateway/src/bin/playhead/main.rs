@@ -187,7 +187,8 @@ enum Command {
     /// Publish an event into playhead's inbox (as a NATS publisher).
     #[command(subcommand)]
     Publish(Publish),
-    /// Show what a station is playing now.
+    /// Show what a station is playing now (JSON), with its enrichment once it has one
+    /// (`enrichment`: release, year, cover URL, MusicBrainz ids).
     NowPlaying { station: String },
     /// List a station's plays, newest first.
     Plays {
@@ -202,7 +203,8 @@ enum Command {
         #[arg(long)]
         since: Option<u64>,
     },
-    /// Follow stations: the current song, then every change (Ctrl-C to stop).
+    /// Follow stations: the current song, then every change, one JSON line each (a new song,
+    /// then the same play again once its enrichment arrives; Ctrl-C to stop).
     Watch {
         #[arg(required = true)]
         stations: Vec<String>,
