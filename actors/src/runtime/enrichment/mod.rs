@@ -2,7 +2,7 @@
 //! distinct song (single-flight), and sends each waiting station its answer as an
 //! `EnrichSong` command through the station inbox.
 //!
-//! - [`service`]: the task that owns the waiting songs, and the stations' link to it.
+//! - [`mod@service`]: the task that owns the waiting songs, and the stations' link to it.
 //! - [`provider`]: the HTTP client of MusicBrainz and the Cover Art Archive (rate limits,
 //!   retries, circuit breakers).
 
