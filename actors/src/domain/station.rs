@@ -91,6 +91,18 @@ pub struct StationState {
     pub last_play_seq: u64,
 }
 
+impl StationState {
+    /// Whether an enrichment of the song `song_key` for the play `play_seq` applies: that play
+    /// is on air, of that song, and not enriched yet.
+    pub fn takes_enrichment(&self, play_seq: u64, song_key: &str) -> bool {
+        self.current.as_ref().is_some_and(|current| {
+            current.play_seq == play_seq
+                && current.enrichment.is_none()
+                && current.song.comparison_key() == song_key
+        })
+    }
+}
+
 /// Station domain events, named in the past tense (version 1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StationEvent {
@@ -229,12 +241,7 @@ impl Decider for StationDecider {
 /// An answer applies to the play on air, of the same song, not yet enriched; any other is
 /// stale (the song changed while the provider was asked) and changes nothing.
 fn enrich(answer: &EnrichSong, state: &StationState) -> Vec<StationEvent> {
-    let applies = state.current.as_ref().is_some_and(|current| {
-        current.play_seq == answer.play_seq
-            && current.enrichment.is_none()
-            && current.song.comparison_key() == answer.song_key
-    });
-    if !applies {
+    if !state.takes_enrichment(answer.play_seq, &answer.song_key) {
         return Vec::new();
     }
     vec![StationEvent::SongEnriched {

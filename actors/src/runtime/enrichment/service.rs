@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use super::provider::{HttpProvider, Lookup, ProviderError};
 use crate::config::EnrichmentConfig;
 use crate::domain::enrichment::Enrichment;
+use crate::domain::enrichment::backoff::Backoff;
 use crate::domain::station::Song;
 use crate::domain::time::Timestamp;
 use crate::metrics::{CacheResultLabel, EnrichmentOutcomeLabel, GroupLabel, NodeMetrics};
@@ -338,7 +339,7 @@ impl EnrichmentService {
                 }
                 let wait = error
                     .retry_in()
-                    .unwrap_or_else(|| backoff(&self.config, pending.failures))
+                    .unwrap_or_else(|| rounds(&self.config).ceiling(pending.failures))
                     .max(Duration::from_millis(self.config.backoff_initial_ms));
                 // While the breaker is open every waiting song hears so at once: the provider
                 // client warns when it opens, so these are only debug.
@@ -408,7 +409,7 @@ impl EnrichmentService {
             let enrichment = wire::song_enrichment(&enrichment);
             let mut acks = Vec::with_capacity(waiters.len());
             for (station, play_seq) in waiters {
-                if !still_waiting(&stations, &station, play_seq) {
+                if !still_waiting(&stations, &station, play_seq, &key) {
                     continue;
                 }
                 let command = v1::EnrichSong {
@@ -437,16 +438,17 @@ impl EnrichmentService {
     }
 }
 
-/// Whether the play `play_seq` is still on air on `station` without an enrichment, as stored
-/// (a store that cannot be read says yes: the station decides).
-fn still_waiting(stations: &StationStore, station: &StationId, play_seq: u64) -> bool {
-    match stations.load(station) {
-        Ok(stored) => stored
-            .state
-            .current
-            .is_some_and(|current| current.play_seq <= play_seq && current.enrichment.is_none()),
-        Err(_) => true,
-    }
+/// Whether the station, as stored, would still take the answer `song_key` for `play_seq` (the
+/// decider's own rule; a store that cannot be read says yes: the station decides).
+fn still_waiting(
+    stations: &StationStore,
+    station: &StationId,
+    play_seq: u64,
+    song_key: &str,
+) -> bool {
+    stations.load(station).map_or(true, |stored| {
+        stored.state.takes_enrichment(play_seq, song_key)
+    })
 }
 
 /// Publishes, retrying a refused or failed send a few times (a broker hiccup).
@@ -486,13 +488,14 @@ fn over_backlog(pending: impl Iterator<Item = i64>, limit: u64) -> bool {
     limit > 0 && pending.sum::<i64>() > limit as i64
 }
 
-/// Exponential from `backoff_initial_ms`, capped at `backoff_max_ms` (the provider's own
-/// retries already spread their attempts; this spaces whole rounds).
-fn backoff(config: &EnrichmentConfig, failures: u32) -> Duration {
-    let wait = config
-        .backoff_initial_ms
-        .saturating_mul(1 << failures.min(20));
-    Duration::from_millis(wait.min(config.backoff_max_ms))
+/// The spacing of whole look-up rounds: exponential from `backoff_initial_ms`, capped at
+/// `backoff_max_ms` (the provider's own retries already spread their attempts), by the
+/// provider's own [`Backoff`], without jitter.
+fn rounds(config: &EnrichmentConfig) -> Backoff {
+    Backoff::new(
+        Duration::from_millis(config.backoff_initial_ms),
+        Duration::from_millis(config.backoff_max_ms),
+    )
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -523,9 +526,12 @@ mod tests {
             ..EnrichmentConfig::default()
         };
         let waits: Vec<u64> = (0..6)
-            .map(|failures| backoff(&config, failures).as_millis() as u64)
+            .map(|failures| rounds(&config).ceiling(failures).as_millis() as u64)
             .collect();
         assert_eq!(waits, [100, 200, 400, 800, 1_000, 1_000]);
-        assert_eq!(backoff(&config, u32::MAX), Duration::from_millis(1_000));
+        assert_eq!(
+            rounds(&config).ceiling(u32::MAX),
+            Duration::from_millis(1_000)
+        );
     }
 }
