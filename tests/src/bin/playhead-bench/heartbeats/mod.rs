@@ -4,10 +4,13 @@
 //!   two devices, BEATs, some ENDs) from many users, playhead-node ÷ a bare consumer of the
 //!   same stored messages, with the node's counters checked against what the mix must produce;
 //! - RPC: `PlayoutService.Heartbeat` latency through the gateway at a steady paced rate, next
-//!   to the gateway's health check at the same rate, with every non-OK answer counted.
+//!   to the gateway's health check at the same rate, with every non-OK answer counted;
+//! - floor: the broker path of a Heartbeat with no playhead code on it, paced the same way once
+//!   the node has stopped.
 //!
 //! The RPC part sends BEATs for the playouts the storm left live, on the same node.
 
+mod floor;
 mod mix;
 mod rpc;
 mod storm;
@@ -18,6 +21,7 @@ use playhead_tests::harness::NatsServer;
 use playhead_tests::system::temp_dir;
 
 use crate::common::node_config;
+use floor::Floor;
 use mix::Mix;
 use rpc::Rpc;
 use storm::Storm;
@@ -39,6 +43,7 @@ pub struct Heartbeats {
     mix: Mix,
     storm: Storm,
     rpc: Rpc,
+    floor: Floor,
 }
 
 pub async fn run(nats: &NatsServer, workload: &Workload) -> anyhow::Result<Heartbeats> {
@@ -49,9 +54,12 @@ pub async fn run(nats: &NatsServer, workload: &Workload) -> anyhow::Result<Heart
     let (storm, node) = storm::run(nats, config, &mix).await?;
     let rpc = rpc::run(&nats.url(), &node, &mix, workload).await;
     node.stop().await;
+    let rpc = rpc?;
+    let floor = floor::run(nats, workload).await?;
     Ok(Heartbeats {
         storm,
-        rpc: rpc?,
+        rpc,
+        floor,
         mix,
     })
 }
@@ -62,6 +70,8 @@ pub struct Figures {
     pub drain_ratio: f64,
     /// `Heartbeat` p99 in ms at the paced rate.
     pub p99: f64,
+    /// The floor's p99 in ms: the same path and pacing with no playhead code.
+    pub floor_p99: f64,
     /// `Heartbeat` answers other than CONTINUE / OK, and failed requests.
     pub not_ok: u64,
     pub errors: u64,
@@ -72,9 +82,11 @@ impl Heartbeats {
         let drain_ratio = self.storm.report(&self.mix);
         self.rpc.report(workload);
         let heartbeat = &self.rpc.heartbeat;
+        self.floor.print(heartbeat.phase.millis_at(0.99));
         Figures {
             drain_ratio,
             p99: heartbeat.phase.millis_at(0.99),
+            floor_p99: self.floor.p99(),
             not_ok: heartbeat.not_ok(),
             errors: heartbeat.phase.errors,
         }

@@ -16,6 +16,7 @@
 //! DEGRADED answer is the gateway failing open after its heartbeat timeout).
 
 use std::collections::BTreeMap;
+use std::fmt::Display;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,13 +41,13 @@ const SAMPLED_USERS: usize = 100;
 type Answer = (HeartbeatAction, HeartbeatReason);
 
 /// What a paced phase produced.
-pub(super) struct Paced<A> {
+pub(super) struct Paced<A, E = tonic::Status> {
     pub(super) phase: Phase,
     /// Successful requests per answer.
     answers: BTreeMap<A, u64>,
     /// Microseconds each measured request left after its scheduled time.
     lag: Histogram<u64>,
-    first_error: Option<tonic::Status>,
+    first_error: Option<E>,
 }
 
 /// `ListPlayouts` of a sample of users against the playouts the mix left live.
@@ -69,11 +70,11 @@ pub(super) struct Rpc {
 
 /// The schedule of a paced phase.
 #[derive(Debug, Clone, Copy)]
-struct Pacing {
+pub(super) struct Pacing {
     /// Requests per second.
-    rate: u64,
+    pub(super) rate: u64,
     /// Measured, after [`WARM_UP`].
-    duration: Duration,
+    pub(super) duration: Duration,
 }
 
 /// Runs both phases against `node`, the node that drained the storm.
@@ -258,12 +259,19 @@ async fn list_playouts(channel: &AuthedChannel, mix: &Mix) -> Sample {
 }
 
 /// Sends `request(channel, n)` for n = 0, 1, … at `pacing.rate` per second, round-robin
-/// over the channels, each in its own task: [`WARM_UP`], then `pacing.duration` measured.
-async fn paced<F, Fut, A>(channels: &[Channel], pacing: Pacing, request: F) -> Paced<A>
+/// over the channels (gRPC channels, or any connection), each in its own task: [`WARM_UP`],
+/// then `pacing.duration` measured.
+pub(super) async fn paced<C, F, Fut, A, E>(
+    channels: &[C],
+    pacing: Pacing,
+    request: F,
+) -> Paced<A, E>
 where
-    F: Fn(Channel, usize) -> Fut,
-    Fut: Future<Output = Result<A, tonic::Status>> + Send + 'static,
+    C: Clone,
+    F: Fn(C, usize) -> Fut,
+    Fut: Future<Output = Result<A, E>> + Send + 'static,
     A: Ord + Send + 'static,
+    E: Display + Send + 'static,
 {
     let started = Instant::now();
     let warm_up_until = started + WARM_UP;
@@ -299,11 +307,8 @@ where
     paced
 }
 
-impl<A: Ord> Paced<A> {
-    fn record(
-        &mut self,
-        (measured, lag, took, result): (bool, Duration, Duration, Result<A, tonic::Status>),
-    ) {
+impl<A: Ord, E: Display> Paced<A, E> {
+    fn record(&mut self, (measured, lag, took, result): (bool, Duration, Duration, Result<A, E>)) {
         if !measured {
             return;
         }
@@ -316,14 +321,14 @@ impl<A: Ord> Paced<A> {
                     .saturating_record(took.as_micros() as u64);
                 *self.answers.entry(answer).or_default() += 1;
             }
-            Err(status) => {
+            Err(error) => {
                 self.phase.errors += 1;
-                self.first_error.get_or_insert(status);
+                self.first_error.get_or_insert(error);
             }
         }
     }
 
-    fn print(&self, what: &str) {
+    pub(super) fn print(&self, what: &str) {
         self.phase.print(what);
         println!(
             "  {:<16} scheduler lag p99 {:.2} ms, max {:.2} ms",
@@ -331,8 +336,8 @@ impl<A: Ord> Paced<A> {
             self.lag.value_at_quantile(0.99) as f64 / 1_000.0,
             self.lag.max() as f64 / 1_000.0
         );
-        if let Some(status) = &self.first_error {
-            println!("  {:<16} first error: {status}", "");
+        if let Some(error) = &self.first_error {
+            println!("  {:<16} first error: {error}", "");
         }
     }
 }
