@@ -6,11 +6,13 @@
 //! - RPC: `PlayoutService.Heartbeat` latency through the gateway at a steady paced rate, next
 //!   to the gateway's health check at the same rate, with every non-OK answer counted;
 //! - floor: the broker path of a Heartbeat with no playhead code on it, paced the same way once
-//!   the node has stopped.
+//!   the node has stopped;
+//! - history: what a viewing-history bookmark costs as the store ages (storage only).
 //!
 //! The RPC part sends BEATs for the playouts the storm left live, on the same node.
 
 mod floor;
+mod history;
 mod mix;
 mod rpc;
 mod storm;
@@ -22,6 +24,7 @@ use playhead_tests::system::temp_dir;
 
 use crate::common::node_config;
 use floor::Floor;
+use history::History;
 use mix::Mix;
 use rpc::Rpc;
 use storm::Storm;
@@ -44,6 +47,7 @@ pub struct Heartbeats {
     storm: Storm,
     rpc: Rpc,
     floor: Floor,
+    history: History,
 }
 
 pub async fn run(nats: &NatsServer, workload: &Workload) -> anyhow::Result<Heartbeats> {
@@ -56,10 +60,12 @@ pub async fn run(nats: &NatsServer, workload: &Workload) -> anyhow::Result<Heart
     node.stop().await;
     let rpc = rpc?;
     let floor = floor::run(nats, workload).await?;
+    let history = tokio::task::spawn_blocking(history::run).await??;
     Ok(Heartbeats {
         storm,
         rpc,
         floor,
+        history,
         mix,
     })
 }
@@ -83,6 +89,7 @@ impl Heartbeats {
         self.rpc.report(workload);
         let heartbeat = &self.rpc.heartbeat;
         self.floor.print(heartbeat.phase.millis_at(0.99));
+        self.history.report();
         Figures {
             drain_ratio,
             p99: heartbeat.phase.millis_at(0.99),
