@@ -234,7 +234,8 @@ mod tests {
             assert_eq!(store.take_serial().unwrap(), 2);
             db.flush().unwrap();
         }
-        let db = sled::open(dir.path()).unwrap();
+        // The first handle's lock goes a moment after its drop (sled's threads).
+        let db = crate::storage::reopen_db(&sled::Config::new().path(dir.path()));
         let store = ImportStore::open(&db).unwrap();
         assert_eq!(store.take_serial().unwrap(), 3);
     }

@@ -1000,24 +1000,6 @@ mod tests {
             .expect("temporary sled db opens")
     }
 
-    /// Opens the db at `config`'s path again. sled's flusher thread lets go of the previous
-    /// handle's file lock a moment after the drop, so a lock conflict is retried briefly.
-    fn reopen(config: &sled::Config) -> sled::Db {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            match config.open() {
-                Ok(db) => return db,
-                Err(sled::Error::Io(error))
-                    if error.to_string().contains("could not acquire lock")
-                        && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                Err(error) => panic!("reopening the db: {error}"),
-            }
-        }
-    }
-
     fn open_sessions(db: &sled::Db, clock: &Arc<ManualClock>) -> TimeKeyspace {
         TimeKeyspace::open(db, sessions_config(), clock.clone()).expect("keyspace opens")
     }
@@ -1407,7 +1389,7 @@ mod tests {
             keyspace.flush().unwrap();
         }
 
-        let db = reopen(&sled_config);
+        let db = crate::storage::reopen_db(&sled_config);
         let reopened = open_sessions(&db, &clock);
 
         assert_eq!(reopened.bucket_count(), 2);
@@ -1436,7 +1418,7 @@ mod tests {
             keyspace.flush().unwrap();
         }
 
-        let db = reopen(&sled_config);
+        let db = crate::storage::reopen_db(&sled_config);
         let reopened = open_sessions(&db, &clock);
 
         assert_eq!(reopened.bucket_count(), 1);

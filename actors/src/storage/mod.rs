@@ -63,6 +63,25 @@ pub enum StorageError {
     Flush(String),
 }
 
+/// Opens the db at `config`'s path again in a test. sled's flusher thread lets go of the
+/// previous handle's file lock a moment after the drop, so a lock conflict is retried briefly.
+#[cfg(test)]
+pub(crate) fn reopen_db(config: &sled::Config) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match config.open() {
+            Ok(db) => return db,
+            Err(sled::Error::Io(error))
+                if error.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(error) => panic!("reopening the db: {error}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

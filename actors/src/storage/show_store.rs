@@ -346,18 +346,7 @@ mod tests {
 
     fn store(dir: &std::path::Path, clock: Arc<ManualClock>) -> ShowStore {
         // A store dropped just before may hold its file lock a moment longer (sled's threads).
-        let mut attempts = 0;
-        let db = loop {
-            match sled::open(dir) {
-                Ok(db) => break db,
-                Err(error) if attempts < 50 => {
-                    attempts += 1;
-                    eprintln!("reopening the store: {error}");
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                }
-                Err(error) => panic!("cannot reopen the store: {error}"),
-            }
-        };
+        let db = crate::storage::reopen_db(&sled::Config::new().path(dir));
         ShowStore::open(&db, &ImportsConfig::default(), clock).unwrap()
     }
 

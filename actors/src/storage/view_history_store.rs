@@ -8,7 +8,9 @@
 //! - `r/{user}/{content}` → the record;
 //! - `t/{user}/{last_viewed_ms as big-endian u64}/{content}` → empty: a time index, so listing
 //!   newest first and finding the oldest to evict walk only the keys they need, in order;
-//! - `n/{user}` → big-endian u32: an upper bound on the user's live records.
+//! - `n/{user}` → big-endian u32: an upper bound on the user's live records, then the sorted
+//!   32-bit hashes of the contents of those records (a superset: see below). A bound written
+//!   before the hashes were kept is the u32 alone; the next write learns them by one scan.
 //!
 //! A write puts the bound, then each record's new index entry and the record, into one bucket
 //! (they expire together) in that order, with plain inserts: sled recovers its log as a
@@ -22,6 +24,17 @@
 //! it, the next recount removes it, else it expires. Eviction removes the record before its
 //! index entry: a crash in between leaves an index entry without a record, which listing skips
 //! and which, being the oldest, the next eviction takes first.
+//!
+//! **Never-viewed contents are known without probing.** A record is looked up newest bucket
+//! first through every live bucket, so a content the user never viewed would cost a read per
+//! live bucket (181 with the defaults). The bound therefore carries the hashes of the user's
+//! contents, kept a superset of its live records' like the count is kept an upper bound: a
+//! write adds the hashes of the records it creates to the bound it writes first; a recount
+//! writes the hashes of what it counted after its evictions; expiry only leaves hashes of
+//! records gone, until the next recount. A content whose hash is absent has no record; one
+//! whose hash is present (or a collision) is looked up as before. No bound at all means no live
+//! record: the bound is rewritten into the current bucket with every write, so its newest copy
+//! is never older than any record.
 //!
 //! The bound is not an exact count because expiry drops records without telling anyone; it
 //! only ever overestimates (it grows with every record created, written before the record, and is
@@ -161,6 +174,7 @@ impl ViewHistoryStore {
         // content → (its stored record and the bucket holding it, its record after the
         // bookmarks so far)
         type Change = (Option<(BucketIndex, ViewRecord)>, Option<ViewRecord>);
+        let mut bound = self.load_bound(user)?;
         let mut changes: BTreeMap<&ContentId, Change> = BTreeMap::new();
         let in_order = released
             .iter()
@@ -171,7 +185,11 @@ impl ViewHistoryStore {
             let (_, latest) = match changes.entry(content) {
                 Entry::Occupied(entry) => entry.into_mut(),
                 Entry::Vacant(entry) => {
-                    let stored = self.get_located(user, content)?;
+                    let stored = if bound.may_hold(content) {
+                        self.get_located(user, content)?
+                    } else {
+                        None
+                    };
                     let latest = stored.as_ref().map(|(_, record)| record.clone());
                     entry.insert((stored, latest))
                 }
@@ -202,16 +220,18 @@ impl ViewHistoryStore {
             return Ok(RecordReport::default());
         }
 
-        let created = changes
+        let created: Vec<&ContentId> = changes
             .iter()
             .filter(|(stored, _)| stored.is_none())
-            .count();
-        let bound = self.load_bound(user)?.saturating_add(created);
+            .map(|(_, next)| &next.content_id)
+            .collect();
+        bound.add(&created);
         // In this order, in one bucket, without a `sled::Batch` (which takes sled's
         // process-wide exclusive lock and seals a log buffer): a crash keeps a prefix, so the
-        // bound is never below the records, and an index entry never misses its record.
+        // bound is never below the records nor missing their contents, and an index entry never
+        // misses its record.
         let mut writes = Vec::with_capacity(2 * changes.len() + 1);
-        writes.push((bound_key(user), encode_bound(bound)));
+        writes.push((bound_key(user), bound.encode()));
         for (_, next) in &changes {
             let content = &next.content_id;
             writes.push((index_key(user, next.last_viewed_at, content), Vec::new()));
@@ -231,13 +251,13 @@ impl ViewHistoryStore {
             }
         }
 
-        let evicted = if bound > self.cap {
+        let evicted = if bound.count > self.cap {
             self.recount_and_evict(user, live_views)?
         } else {
             0
         };
         Ok(RecordReport {
-            created,
+            created: created.len(),
             written: changes.len(),
             evicted,
         })
@@ -438,21 +458,44 @@ impl ViewHistoryStore {
             }
             self.history.remove(&index_key(user, viewed_at, &content))?;
         }
-        self.history
-            .insert(&bound_key(user), &encode_bound(indexed.len()))?;
+        let counted: Vec<&ContentId> = indexed.iter().map(|(_, content)| content).collect();
+        let recounted = Bound::of(&counted);
+        self.history.insert(&bound_key(user), &recounted.encode())?;
         Ok(evicted)
     }
 
-    fn load_bound(&self, user: &UserId) -> Result<usize, StorageError> {
+    /// The user's bound, with the hashes of its contents: learnt by one scan of its records
+    /// when the bound predates them. No bound: no live record (see the module docs).
+    fn load_bound(&self, user: &UserId) -> Result<Bound, StorageError> {
         let Some(bytes) = self.history.get(&bound_key(user))? else {
-            return Ok(0);
+            return Ok(Bound::default());
         };
-        <[u8; 4]>::try_from(bytes.as_ref())
-            .map(|bytes| u32::from_be_bytes(bytes) as usize)
-            .map_err(|_| StorageError::Corrupt {
-                what: "view history count",
-                detail: format!("{user}: {} bytes instead of 4", bytes.len()),
-            })
+        let corrupt = || StorageError::Corrupt {
+            what: "view history count",
+            detail: format!("{user}: {} bytes, not 4 + 4 per content", bytes.len()),
+        };
+        let words: Vec<u32> = bytes
+            .chunks_exact(4)
+            .map(|word| u32::from_be_bytes([word[0], word[1], word[2], word[3]]))
+            .collect();
+        let Some((&count, hashes)) = words.split_first() else {
+            return Err(corrupt());
+        };
+        if bytes.len() % 4 != 0 {
+            return Err(corrupt());
+        }
+        let count = count as usize;
+        if bytes.len() > 4 {
+            return Ok(Bound::new(count, hashes.to_vec()));
+        }
+        // Written before the hashes were kept: every live record's content, once.
+        let prefix = [user_key(RECORD_FAMILY, user).as_slice(), b"/"].concat();
+        let mut hashes = Vec::new();
+        for entry in self.history.scan_prefix(&prefix, Direction::Forward)? {
+            let (key, _) = entry?;
+            hashes.push(content_hash(&key[prefix.len()..]));
+        }
+        Ok(Bound::new(count, hashes))
     }
 }
 
@@ -541,11 +584,70 @@ fn prefix_successor(prefix: &[u8]) -> Vec<u8> {
     upper
 }
 
-fn encode_bound(bound: usize) -> Vec<u8> {
-    u32::try_from(bound)
-        .unwrap_or(u32::MAX)
-        .to_be_bytes()
-        .to_vec()
+/// What `n/{user}` holds: an upper bound on the user's live records and a superset of the
+/// hashes of their contents, sorted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Bound {
+    count: usize,
+    hashes: Vec<u32>,
+}
+
+impl Bound {
+    fn new(count: usize, mut hashes: Vec<u32>) -> Self {
+        hashes.sort_unstable();
+        hashes.dedup();
+        Self { count, hashes }
+    }
+
+    /// The exact bound of these contents.
+    fn of(contents: &[&ContentId]) -> Self {
+        Self::new(
+            contents.len(),
+            contents
+                .iter()
+                .map(|content| content_hash(content.as_str().as_bytes()))
+                .collect(),
+        )
+    }
+
+    /// Counts `created` records more, and their contents.
+    fn add(&mut self, created: &[&ContentId]) {
+        self.count = self.count.saturating_add(created.len());
+        let hashes = std::mem::take(&mut self.hashes);
+        *self = Self::new(
+            self.count,
+            hashes
+                .into_iter()
+                .chain(
+                    created
+                        .iter()
+                        .map(|content| content_hash(content.as_str().as_bytes())),
+                )
+                .collect(),
+        );
+    }
+
+    /// False only when the user has no live record of `content`.
+    fn may_hold(&self, content: &ContentId) -> bool {
+        self.hashes
+            .binary_search(&content_hash(content.as_str().as_bytes()))
+            .is_ok()
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        std::iter::once(u32::try_from(self.count).unwrap_or(u32::MAX))
+            .chain(self.hashes.iter().copied())
+            .flat_map(u32::to_be_bytes)
+            .collect()
+    }
+}
+
+/// FNV-1a, 32 bits: stable across builds (a bound outlives the process); a collision only
+/// costs the lookup it would have saved.
+fn content_hash(content: &[u8]) -> u32 {
+    content.iter().fold(0x811c_9dc5, |hash: u32, byte| {
+        (hash ^ u32::from(*byte)).wrapping_mul(0x0100_0193)
+    })
 }
 
 fn encode(record: &ViewRecord) -> Vec<u8> {

@@ -229,7 +229,105 @@ fn given_records_that_expired_when_the_bound_passes_the_cap_then_no_live_record_
 
     assert_eq!(report.evicted, 0);
     assert_eq!(fixture.listed(&ann), ["new", "recent"]);
-    assert_eq!(fixture.store.load_bound(&ann).unwrap(), 2);
+    assert_eq!(fixture.store.load_bound(&ann).unwrap().count, 2);
+}
+
+/// The index entries of `user`, oldest first.
+fn index_entries(fixture: &Fixture, user: &UserId) -> Vec<Vec<u8>> {
+    fixture
+        .store
+        .history
+        .scan_prefix(&index_prefix(user), Direction::Forward)
+        .unwrap()
+        .map(|entry| entry.unwrap().0.to_vec())
+        .collect()
+}
+
+#[test]
+fn given_a_content_viewed_before_when_viewed_again_then_its_record_is_found_not_created_twice() {
+    let fixture = fixture(10);
+    let ann = user("ann");
+    fixture.view(&ann, "film", 1);
+    fixture.view(&ann, "series", 2);
+    fixture.advance_days(3);
+
+    let report = fixture.view(&ann, "series", 3);
+
+    // Found through the contents the bound carries: moved on, not counted again, and its old
+    // index entry removed.
+    assert_eq!((report.created, report.written), (0, 1));
+    let bound = fixture.store.load_bound(&ann).unwrap();
+    assert_eq!(bound.count, 2);
+    assert!(bound.may_hold(&content("film")) && bound.may_hold(&content("series")));
+    assert!(!bound.may_hold(&content("show")));
+    assert_eq!(index_entries(&fixture, &ann).len(), 2);
+    assert_eq!(fixture.listed(&ann), ["series", "film"]);
+}
+
+#[test]
+fn given_a_bound_from_before_the_contents_were_kept_when_a_view_comes_then_its_records_are_found() {
+    let fixture = fixture(10);
+    let ann = user("ann");
+    fixture.view(&ann, "film", 1);
+    fixture.advance_days(2);
+    fixture.view(&ann, "series", 1);
+    // As an older node wrote it: the count alone.
+    fixture
+        .store
+        .history
+        .insert(&bound_key(&ann), &2u32.to_be_bytes())
+        .unwrap();
+    fixture.advance_days(2);
+
+    let report = fixture.view(&ann, "film", 2);
+
+    assert_eq!(report.created, 0);
+    let bound = fixture.store.load_bound(&ann).unwrap();
+    assert_eq!(bound.count, 2);
+    assert!(bound.may_hold(&content("film")) && bound.may_hold(&content("series")));
+    assert_eq!(bound.encode().len(), 4 + 2 * 4);
+    assert_eq!(index_entries(&fixture, &ann).len(), 2);
+    assert_eq!(fixture.listed(&ann), ["film", "series"]);
+}
+
+#[test]
+fn given_a_recount_then_the_bound_carries_exactly_the_contents_kept() {
+    let fixture = fixture(2);
+    let ann = user("ann");
+    fixture.view(&ann, "a", 1);
+    fixture.view(&ann, "b", 2);
+
+    let report = fixture.view(&ann, "c", 3);
+
+    assert_eq!(report.evicted, 1);
+    assert_eq!(
+        fixture.store.load_bound(&ann).unwrap(),
+        Bound::of(&[&content("c"), &content("b")])
+    );
+}
+
+#[test]
+fn a_bound_that_is_not_whole_words_is_reported_corrupt() {
+    let fixture = fixture(2);
+    let ann = user("ann");
+    fixture
+        .store
+        .history
+        .insert(&bound_key(&ann), &[0, 0, 0, 1, 7])
+        .unwrap();
+
+    assert!(matches!(
+        fixture.store.load_bound(&ann),
+        Err(StorageError::Corrupt { .. })
+    ));
+}
+
+/// Pinned: the hashes outlive the process, so the function must never change.
+#[test]
+fn the_content_hash_is_fnv_1a_32() {
+    assert_eq!(content_hash(b""), 0x811c_9dc5);
+    assert_eq!(content_hash(b"a"), 0xe40c_292c);
+    assert_eq!(content_hash(b"foobar"), 0xbf9c_f968);
 }
 
 #[test]
@@ -248,7 +346,7 @@ fn given_users_ann_and_anna_then_neither_sees_nor_evicts_the_others_records() {
         fixture.store.get(&ann, &content("anna-film")).unwrap(),
         None
     );
-    assert_eq!(fixture.store.load_bound(&anna).unwrap(), 1);
+    assert_eq!(fixture.store.load_bound(&anna).unwrap().count, 1);
 }
 
 #[test]
