@@ -474,22 +474,18 @@ impl ViewHistoryStore {
             what: "view history count",
             detail: format!("{user}: {} bytes, not 4 + 4 per content", bytes.len()),
         };
-        let words: Vec<u32> = bytes
-            .chunks_exact(4)
-            .map(|word| u32::from_be_bytes([word[0], word[1], word[2], word[3]]))
-            .collect();
-        let Some((&count, hashes)) = words.split_first() else {
-            return Err(corrupt());
-        };
-        if bytes.len() % 4 != 0 {
+        if bytes.is_empty() || bytes.len() % 4 != 0 {
             return Err(corrupt());
         }
-        let count = count as usize;
+        let mut words = bytes
+            .chunks_exact(4)
+            .map(|word| u32::from_be_bytes([word[0], word[1], word[2], word[3]]));
+        let count = words.next().unwrap_or_default() as usize;
         if bytes.len() > 4 {
-            return Ok(Bound::new(count, hashes.to_vec()));
+            return Ok(Bound::new(count, words.collect()));
         }
         // Written before the hashes were kept: every live record's content, once.
-        let prefix = [user_key(RECORD_FAMILY, user).as_slice(), b"/"].concat();
+        let prefix = record_prefix(user);
         let mut hashes = Vec::new();
         for entry in self.history.scan_prefix(&prefix, Direction::Forward)? {
             let (key, _) = entry?;
@@ -524,10 +520,16 @@ fn user_key(family: &[u8], user: &UserId) -> Vec<u8> {
     [family, user.as_str().as_bytes()].concat()
 }
 
-/// `r/{user}/{content}`.
-fn record_key(user: &UserId, content: &ContentId) -> Vec<u8> {
+/// `r/{user}/`.
+fn record_prefix(user: &UserId) -> Vec<u8> {
     let mut key = user_key(RECORD_FAMILY, user);
     key.push(b'/');
+    key
+}
+
+/// `r/{user}/{content}`.
+fn record_key(user: &UserId, content: &ContentId) -> Vec<u8> {
+    let mut key = record_prefix(user);
     key.extend_from_slice(content.as_str().as_bytes());
     key
 }
@@ -603,35 +605,26 @@ impl Bound {
     fn of(contents: &[&ContentId]) -> Self {
         Self::new(
             contents.len(),
-            contents
-                .iter()
-                .map(|content| content_hash(content.as_str().as_bytes()))
-                .collect(),
+            contents.iter().map(|content| Self::hash(content)).collect(),
         )
     }
 
     /// Counts `created` records more, and their contents.
     fn add(&mut self, created: &[&ContentId]) {
         self.count = self.count.saturating_add(created.len());
-        let hashes = std::mem::take(&mut self.hashes);
-        *self = Self::new(
-            self.count,
-            hashes
-                .into_iter()
-                .chain(
-                    created
-                        .iter()
-                        .map(|content| content_hash(content.as_str().as_bytes())),
-                )
-                .collect(),
-        );
+        self.hashes
+            .extend(created.iter().map(|content| Self::hash(content)));
+        self.hashes.sort_unstable();
+        self.hashes.dedup();
     }
 
     /// False only when the user has no live record of `content`.
     fn may_hold(&self, content: &ContentId) -> bool {
-        self.hashes
-            .binary_search(&content_hash(content.as_str().as_bytes()))
-            .is_ok()
+        self.hashes.binary_search(&Self::hash(content)).is_ok()
+    }
+
+    fn hash(content: &ContentId) -> u32 {
+        content_hash(content.as_str().as_bytes())
     }
 
     fn encode(&self) -> Vec<u8> {

@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::Workload;
-use super::rpc::{Paced, Pacing, paced};
+use super::rpc::{Paced, Pacing, on_a_thread_of_its_own, paced};
 
 /// The scratch streams, created and deleted by this phase.
 const IN_STREAM: &str = "BENCH_FLOOR_IN";
@@ -96,19 +96,12 @@ async fn relay_and_load(
         "heartbeats: loading the floor (no playhead) at {} req/s…",
         pacing.rate
     );
-    // Like the RPC load generator: a runtime and a thread of its own, apart from the relay.
-    let load = tokio::task::spawn_blocking(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("the floor client's runtime")?
-            .block_on(async move {
-                let client = options.connect(url.as_str()).await?;
-                load(client, pacing).await
-            })
+    // Like the RPC load generator, apart from the relay.
+    let load = on_a_thread_of_its_own("the floor client", move || async move {
+        let client = options.connect(url.as_str()).await?;
+        load(client, pacing).await
     })
-    .await
-    .context("the floor client's thread")?;
+    .await;
     stop.cancel();
     relay.await.context("the floor relay's task")??;
     Ok(Floor { paced: load? })

@@ -105,17 +105,10 @@ pub(super) async fn run(
     let (url, connections) = (gateway.grpc_url(), workload.connections);
     let bearer = Bearer::new(&gateway.admin_token())?;
     let before = Batches::scrape(&node.metrics().await, Inbox::User);
-    // The client gets a runtime and a thread of its own: on the benchmark's runtime its
-    // schedule and its answers would queue behind the node's and the gateway's tasks.
-    let load = tokio::task::spawn_blocking(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("the load generator's runtime")?
-            .block_on(load(url, bearer, connections, pacing, beats))
+    let load = on_a_thread_of_its_own("the load generator", move || {
+        load(url, bearer, connections, pacing, beats)
     })
-    .await
-    .context("the load generator's thread")?;
+    .await;
     // Only the Heartbeat phase reaches the user inbox.
     let node_batches = Batches::scrape(&node.metrics().await, Inbox::User).since(&before);
     gateway.stop().await;
@@ -256,6 +249,26 @@ async fn list_playouts(channel: &AuthedChannel, mix: &Mix) -> Sample {
         }
     }
     sample
+}
+
+/// Runs the future `load` makes on a single-threaded runtime and a thread of its own: on the
+/// benchmark's runtime a load generator's schedule and answers would queue behind the node's
+/// and the gateway's tasks.
+pub(super) async fn on_a_thread_of_its_own<T, F, Fut>(what: &str, load: F) -> anyhow::Result<T>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<T>>,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("a load generator's runtime")?
+            .block_on(load())
+    })
+    .await
+    .with_context(|| format!("{what}'s thread"))?
 }
 
 /// Sends `request(channel, n)` for n = 0, 1, … at `pacing.rate` per second, round-robin
