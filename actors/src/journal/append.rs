@@ -19,8 +19,8 @@
 //!
 //! Reads use direct get (`allow_direct`) with the entity's wildcard subject.
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::{self, context::PublishErrorKind, stream::DirectGetErrorKind};
+use async_nats::{HeaderMap, HeaderName};
 use bytes::Bytes;
 use playhead_proto::headers::{EVENT_INDEX, EVENT_VERSION, INBOX_SEQUENCE};
 use playhead_proto::subjects::{EVENTS_STREAM, EventFamily, entity_journal, event_subject};
@@ -29,8 +29,14 @@ use super::codec::EncodedEvent;
 use crate::domain::time::Timestamp;
 use crate::telemetry;
 
-const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
-const EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
+// Built once (a `&str` name is validated, matched and copied on every insert).
+const EXPECTED_LAST_SUBJECT_SEQUENCE: HeaderName =
+    HeaderName::from_static("Nats-Expected-Last-Subject-Sequence");
+const EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: HeaderName =
+    HeaderName::from_static("Nats-Expected-Last-Subject-Sequence-Subject");
+const INBOX_SEQUENCE_HEADER: HeaderName = HeaderName::from_static(INBOX_SEQUENCE);
+const EVENT_INDEX_HEADER: HeaderName = HeaderName::from_static(EVENT_INDEX);
+const EVENT_VERSION_HEADER: HeaderName = HeaderName::from_static(EVENT_VERSION);
 
 /// Why an append or a read failed.
 #[derive(Debug, thiserror::Error)]
@@ -194,18 +200,21 @@ impl Journal {
         let mut last = expected_last;
         for outgoing in events {
             let mut headers = HeaderMap::new();
-            headers.insert(EXPECTED_LAST_SUBJECT_SEQUENCE, last.to_string().as_str());
+            headers.insert(EXPECTED_LAST_SUBJECT_SEQUENCE, last.to_string());
             headers.insert(
                 EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT,
                 journal_subject.as_str(),
             );
-            headers.insert(INBOX_SEQUENCE, outgoing.inbox_seq.to_string().as_str());
+            headers.insert(INBOX_SEQUENCE_HEADER, outgoing.inbox_seq.to_string());
             headers.insert(
-                EVENT_INDEX,
-                format!("{}/{}", outgoing.index, outgoing.count).as_str(),
+                EVENT_INDEX_HEADER,
+                format!("{}/{}", outgoing.index, outgoing.count),
             );
-            headers.insert(EVENT_VERSION, outgoing.event.version.to_string().as_str());
-            telemetry::inject_span_context(&outgoing.span, &mut headers);
+            headers.insert(EVENT_VERSION_HEADER, outgoing.event.version.to_string());
+            // A span that records nothing (traces not exported) has no context to carry.
+            if !outgoing.span.is_none() {
+                telemetry::inject_span_context(&outgoing.span, &mut headers);
+            }
             let subject = event_subject(family, id, outgoing.event.name);
             let published = match self
                 .jetstream

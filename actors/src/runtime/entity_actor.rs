@@ -68,10 +68,9 @@ impl<K: EntityKind> Actor for EntityActor<K> {
             .runtime
             .faults
             .panic_actor_if_marked(batch.iter().map(|envelope| &envelope.command));
-        let result = state
-            .shell
-            .apply(&state.runtime, &state.context, batch)
-            .await;
+        // Boxed: the slice's future (~4 KB) lives only while a slice is applied, instead of
+        // inside every live actor's task (50,000 users live at once in a heartbeat storm).
+        let result = Box::pin(state.shell.apply(&state.runtime, &state.context, batch)).await;
         done.complete(result);
         Ok(())
     }

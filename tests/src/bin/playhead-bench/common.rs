@@ -20,6 +20,8 @@ use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
+use crate::cpu::{CpuSample, CpuSpent};
+
 /// The scratch stream of the journal floor (see [`journal_floor`]).
 const JOURNAL_FLOOR_STREAM: &str = "BENCH_JOURNAL_FLOOR";
 const JOURNAL_FLOOR_PREFIX: &str = "bench-floor";
@@ -64,10 +66,12 @@ pub(crate) fn node_config(
 
 /// The drain benchmark of `inbox`: `publish` stores `count` messages while no node consumes
 /// them; a bare consumer drains them, then bare consumers per partition, then the node started
-/// from `config`, timed from its start until it has processed them all. Returns the times and
-/// the node, still running.
+/// from `config`, timed from its start until it has processed them all, with the CPU this
+/// process and the broker (`broker_pid`) spent in each. Returns the times and the node, still
+/// running.
 pub(crate) async fn publish_and_drain(
     jetstream: &jetstream::Context,
+    broker_pid: Option<u32>,
     config: NodeConfig,
     inbox: Inbox,
     (count, what): (u64, &str),
@@ -75,6 +79,7 @@ pub(crate) async fn publish_and_drain(
 ) -> anyhow::Result<(Drains, TestNode)> {
     let (drains, node, _) = publish_and_drain_until(
         jetstream,
+        broker_pid,
         config,
         inbox,
         (count, what),
@@ -91,6 +96,7 @@ pub(crate) async fn publish_and_drain(
 /// Returns the times, the node, still running, and when it was started.
 pub(crate) async fn publish_and_drain_until(
     jetstream: &jetstream::Context,
+    broker_pid: Option<u32>,
     config: NodeConfig,
     inbox: Inbox,
     (count, what): (u64, &str),
@@ -107,7 +113,7 @@ pub(crate) async fn publish_and_drain_until(
     let publish = started.elapsed();
 
     eprintln!("draining {what} with a bare consumer…");
-    let baseline = bare_drain(jetstream, inbox, from, count).await?;
+    let (baseline, baseline_cpu) = bare_drain(jetstream, broker_pid, inbox, from, count).await?;
     eprintln!("draining {what} with bare partition consumers…");
     let partitions = config.ingest.partitions;
     let partitioned = bare_partitioned_drain(jetstream, inbox, partitions, from).await?;
@@ -120,19 +126,23 @@ pub(crate) async fn publish_and_drain_until(
         .state
         .last_sequence;
     eprintln!("draining {what} with playhead-node…");
+    let cpu_before = CpuSample::now(broker_pid);
     let node_started = Instant::now();
     let node = TestNode::start(config).await;
     let node_ready = node_started.elapsed();
     drained(&node).await?;
     let node_drain = node_started.elapsed();
+    let node_cpu = CpuSample::now(broker_pid).spent_since(&cpu_before);
     eprintln!("publishing the events the node journaled again, bare…");
-    let journal_floor = journal_floor(jetstream, journal_before).await?;
+    let journal_floor = journal_floor(jetstream, broker_pid, journal_before).await?;
     let drains = Drains {
         publish,
         baseline,
+        baseline_cpu,
         partitioned,
         node_ready,
         node_drain,
+        node_cpu,
         journal_floor,
     };
     Ok((drains, node, node_started))
@@ -142,7 +152,11 @@ pub(crate) async fn publish_and_drain_until(
 /// back and published again — pipelined, without the expected-sequence checks an append
 /// needs — to a scratch stream of their own (deleted after). With the bare drain, the least
 /// time a node that journals every event in its own message could take on this machine.
-async fn journal_floor(jetstream: &jetstream::Context, after: u64) -> anyhow::Result<JournalFloor> {
+async fn journal_floor(
+    jetstream: &jetstream::Context,
+    broker_pid: Option<u32>,
+    after: u64,
+) -> anyhow::Result<JournalFloor> {
     let events = jetstream.get_stream(EVENTS_STREAM).await?;
     let appended = events.get_info().await?.state.last_sequence - after;
     let reader = bare_consumer(
@@ -179,13 +193,16 @@ async fn journal_floor(jetstream: &jetstream::Context, after: u64) -> anyhow::Re
             ..Default::default()
         })
         .await?;
+    let cpu_before = CpuSample::now(broker_pid);
     let started = Instant::now();
     publish_pipelined(jetstream, copies).await;
     let publish = started.elapsed();
+    let cpu = CpuSample::now(broker_pid).spent_since(&cpu_before);
     jetstream.delete_stream(JOURNAL_FLOOR_STREAM).await?;
     Ok(JournalFloor {
         events: appended,
         publish,
+        cpu,
     })
 }
 
@@ -193,15 +210,18 @@ async fn journal_floor(jetstream: &jetstream::Context, after: u64) -> anyhow::Re
 /// its own (the node's consumers are untouched): the broker's best case for these messages.
 async fn bare_drain(
     jetstream: &jetstream::Context,
+    broker_pid: Option<u32>,
     inbox: Inbox,
     from: consumer::DeliverPolicy,
     count: u64,
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<(Duration, CpuSpent)> {
     let stream = jetstream.get_stream(inbox.stream_name()).await?;
     let consumer = bare_consumer(&stream, "bench-bare", String::new(), from).await?;
+    let cpu_before = CpuSample::now(broker_pid);
     let started = Instant::now();
     drain(consumer, count, |_| {}).await?;
-    Ok(started.elapsed())
+    let elapsed = started.elapsed();
+    Ok((elapsed, CpuSample::now(broker_pid).spent_since(&cpu_before)))
 }
 
 /// Drains `inbox` from `from` on with one ephemeral pull consumer per partition, filtered like
@@ -325,11 +345,14 @@ pub(crate) struct Drains {
     publish: Duration,
     /// One bare consumer over the whole stream.
     baseline: Duration,
+    baseline_cpu: CpuSpent,
     /// One bare consumer per partition, all at once.
     partitioned: Duration,
     /// Until the node's start returned, and until it had processed every message.
     node_ready: Duration,
     node_drain: Duration,
+    /// From the node's start until it had processed every message.
+    node_cpu: CpuSpent,
     journal_floor: JournalFloor,
 }
 
@@ -338,6 +361,7 @@ pub(crate) struct Drains {
 struct JournalFloor {
     events: u64,
     publish: Duration,
+    cpu: CpuSpent,
 }
 
 impl Drains {
@@ -361,8 +385,9 @@ impl Drains {
         );
     }
 
-    /// Prints the node's drain rate ÷ the bare ones; returns node ÷ the single bare consumer.
-    pub(crate) fn print_ratios(&self) -> f64 {
+    /// Prints the node's drain rate ÷ the bare ones and where the CPU went, with the CPU budget
+    /// of a node at the `target` ratio; returns node ÷ the single bare consumer.
+    pub(crate) fn print_ratios(&self, count: f64, target: Option<f64>) -> f64 {
         // Same message count throughout: the rate ratio is the inverse time ratio.
         let node_over = |bare: Duration| bare.as_secs_f64() / self.node_drain.as_secs_f64();
         let ratio = node_over(self.baseline);
@@ -372,7 +397,9 @@ impl Drains {
             node_over(self.partitioned),
             self.baseline.as_secs_f64() / self.partitioned.as_secs_f64()
         );
-        let JournalFloor { events, publish } = self.journal_floor;
+        let JournalFloor {
+            events, publish, ..
+        } = self.journal_floor;
         let floor = self.baseline + publish;
         println!(
             "  journal floor: the {events} journaled events published again bare (pipelined, no expected-sequence checks) {:.2} s; bare drain + that {:.2} s",
@@ -384,7 +411,65 @@ impl Drains {
             self.baseline.as_secs_f64() / floor.as_secs_f64(),
             node_over(floor)
         );
+        self.print_cpu(count, target);
         ratio
+    }
+
+    /// CPU seconds of each drain, split between the benchmark process (the bare client, or
+    /// the node) and nats-server; with a `target`, what the two cores leave the node at it.
+    fn print_cpu(&self, count: f64, target: Option<f64>) {
+        let seconds = |spent: Option<f64>| spent.map_or("n/a".to_owned(), |s| format!("{s:.2}"));
+        let line = |what: &str, who: &str, spent: CpuSpent, wall: Duration| {
+            println!(
+                "    {what:<34} {who} {:>6} s   nats-server {:>6} s   ({} of the cores busy)",
+                seconds(spent.bench),
+                seconds(spent.broker),
+                spent
+                    .cores_busy(wall)
+                    .map_or("n/a".to_owned(), |cores| format!("{cores:.2}"))
+            );
+        };
+        println!("  CPU (benchmark process: the bare client, or the in-process node; nats-server)");
+        line("bare drain", "client", self.baseline_cpu, self.baseline);
+        let floor = &self.journal_floor;
+        line(
+            "journaled events published again",
+            "client",
+            floor.cpu,
+            floor.publish,
+        );
+        line(
+            "playhead-node drain",
+            "node  ",
+            self.node_cpu,
+            self.node_drain,
+        );
+        let (Some(target), Some(node), Some(broker)) =
+            (target, self.node_cpu.bench, self.node_cpu.broker)
+        else {
+            return;
+        };
+        // At the target the node drains in baseline ÷ target; its messages still cost the
+        // broker what they cost it now.
+        let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+        let drain_at_target = self.baseline.as_secs_f64() / target;
+        let left_to_node = cores * drain_at_target - broker;
+        let micros = |core_seconds: f64| core_seconds / count * 1e6;
+        let bare_client = self
+            .baseline_cpu
+            .bench
+            .zip(floor.cpu.bench)
+            .map(|(a, b)| a + b);
+        println!(
+            "    budget at the target {target}: a drain of ≤ {drain_at_target:.2} s gives {cores:.0} cores {:.1} core-s; the broker's {broker:.2} for the node's traffic leaves the node ≤ {left_to_node:.2} ({:.1} µs a message) at 100% busy; it used {node:.2} ({:.1} µs){}",
+            cores * drain_at_target,
+            micros(left_to_node),
+            micros(node),
+            bare_client.map_or(String::new(), |client| format!(
+                "; a bare client of the same traffic used {client:.2} ({:.1} µs)",
+                micros(client)
+            ))
+        );
     }
 }
 

@@ -7,6 +7,21 @@ use std::time::{Duration, Instant};
 /// `USER_HZ`: the unit of the times in `/proc/{pid}/stat` (100 on every Linux target).
 const TICKS_PER_SECOND: f64 = 100.0;
 
+/// CPU seconds spent between two samples by this process and by the broker (`None`: not
+/// readable here).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CpuSpent {
+    pub(crate) bench: Option<f64>,
+    pub(crate) broker: Option<f64>,
+}
+
+impl CpuSpent {
+    /// CPU seconds both spent during `wall`, per second: the cores they kept busy.
+    pub(crate) fn cores_busy(&self, wall: Duration) -> Option<f64> {
+        Some((self.bench? + self.broker?) / wall.as_secs_f64().max(1e-3))
+    }
+}
+
 /// CPU seconds used so far by this process and by the broker, and when they were read.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CpuSample {
@@ -24,24 +39,33 @@ impl CpuSample {
         }
     }
 
+    /// This process's and the broker's CPU since `earlier`.
+    pub(crate) fn spent_since(&self, earlier: &CpuSample) -> CpuSpent {
+        let spent = |now: Option<f64>, then: Option<f64>| Some(now? - then?);
+        CpuSpent {
+            bench: spent(self.bench, earlier.bench),
+            broker: spent(self.broker, earlier.broker),
+        }
+    }
+
     /// `benchmark process x.x s (y % of one core), nats-server …` since `earlier`.
     pub(crate) fn describe_since(&self, earlier: &CpuSample) -> String {
         let wall = self
             .at
             .duration_since(earlier.at)
             .max(Duration::from_millis(1));
-        let share = |now: Option<f64>, then: Option<f64>| match (now, then) {
-            (Some(now), Some(then)) => format!(
-                "{:.1} s ({:.0}% of one core)",
-                now - then,
-                (now - then) / wall.as_secs_f64() * 100.0
+        let share = |spent: Option<f64>| match spent {
+            Some(spent) => format!(
+                "{spent:.1} s ({:.0}% of one core)",
+                spent / wall.as_secs_f64() * 100.0
             ),
-            _ => "unavailable".to_owned(),
+            None => "unavailable".to_owned(),
         };
+        let spent = self.spent_since(earlier);
         format!(
             "benchmark process (node, gateway, client) {}, nats-server {}, over {:.1} s",
-            share(self.bench, earlier.bench),
-            share(self.broker, earlier.broker),
+            share(spent.bench),
+            share(spent.broker),
             wall.as_secs_f64()
         )
     }

@@ -30,7 +30,6 @@ use playhead_tests::system::{TestNode, metric_value, temp_dir};
 use crate::common::{
     DRAIN_TIMEOUT, Drains, format_counts, inbox_outcomes, node_config, publish_and_drain_until,
 };
-use crate::cpu::CpuSample;
 
 const SEED: u64 = 11;
 /// The journal's `SongEnriched` events of every station (`playhead.events.station.{id}.*`).
@@ -77,8 +76,6 @@ struct Run {
     drains: Drains,
     /// From the node's start until it had processed every observation (as in `drains`).
     node_drain: Duration,
-    /// CPU shares while the node drained (after its start).
-    cpu: String,
     /// The node's inbox outcomes and the events in the journal after the drain and the
     /// journal floor (in run B with the answers processed meanwhile).
     outcomes: Vec<(&'static str, f64)>,
@@ -214,20 +211,19 @@ async fn drain(
     let mut drained = None;
     let (drains, node, started) = publish_and_drain_until(
         &jetstream,
+        nats.pid(),
         config,
         Inbox::Station,
         (observations.len() as u64, "observations"),
         publish,
         async |_node: &TestNode| {
-            let before = CpuSample::now(nats.pid());
             let info = wait_acked(&inbox, &consumer, last_observation.get()).await?;
-            let cpu = CpuSample::now(nats.pid()).describe_since(&before);
-            drained = Some((Instant::now(), info, cpu));
+            drained = Some((Instant::now(), info));
             Ok(())
         },
     )
     .await?;
-    let (ended, info, cpu) = drained.expect("the drain ended");
+    let (ended, info) = drained.expect("the drain ended");
     let last = last_observation.get();
     let metrics = node.metrics().await;
     let events = jetstream
@@ -240,7 +236,6 @@ async fn drain(
     let run = Run {
         drains,
         node_drain: ended.duration_since(started),
-        cpu,
         outcomes: inbox_outcomes(&metrics, Inbox::Station),
         events,
         last_observation: last,
@@ -519,12 +514,11 @@ impl Run {
     /// Prints one run's drains and returns its node ÷ bare drain-rate ratio.
     fn report(&self, count: f64) -> f64 {
         self.drains.print_times(count, "msg/s");
-        println!("  CPU while the node drained: {}", self.cpu);
         println!(
             "  after the drain and the journal floor: outcomes {}; events in the journal {}",
             format_counts(&self.outcomes),
             self.events
         );
-        self.drains.print_ratios()
+        self.drains.print_ratios(count, None)
     }
 }

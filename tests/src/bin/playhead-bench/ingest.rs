@@ -52,6 +52,7 @@ pub async fn run(nats: &NatsServer, workload: &Workload) -> anyhow::Result<Inges
     let count = observations.len() as u64;
     let (drains, node) = publish_and_drain(
         &jetstream,
+        nats.pid(),
         config,
         Inbox::Station,
         (count, "observations"),
@@ -101,7 +102,7 @@ impl Ingested {
             );
         }
         self.batches.print(count);
-        self.drains.print_ratios()
+        self.drains.print_ratios(count, Some(0.6))
     }
 
     /// Journal events per applied observation (`None` when none was applied).

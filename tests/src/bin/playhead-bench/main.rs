@@ -601,6 +601,14 @@ fn session_verdicts(figures: &sessions::Figures) {
         "≤ 1.2",
         figures.compaction_serving.is_some() && figures.p99_ratio <= 1.2,
     );
+    println!(
+        "  {:<36} {:>8.2}   (reported: the bucket as a sled db of its own, closed and deleted)",
+        "  bucket db removed (s)", figures.own_db_removal
+    );
+    println!(
+        "  {:<36} {:>8.2}   (reported: storage alone; a tree of the serving db dropped: {:.2})",
+        "  foreground p99 meanwhile ÷ before", figures.own_db_p99_ratio, figures.same_db_p99_ratio
+    );
     verdict(
         "restart to a session served (s)",
         figures.restart,

@@ -76,6 +76,7 @@ pub(super) async fn run(
     let count = mix.heartbeats.len() as u64;
     let (drains, node) = publish_and_drain(
         &jetstream,
+        nats.pid(),
         config,
         Inbox::User,
         (count, "heartbeats"),
@@ -196,6 +197,6 @@ impl Storm {
         // Every decision is journaled: a BEAT re-admitted or refused would show up here.
         println!("  events journaled / expected: {}", events.join(", "));
         self.batches.print(count);
-        self.drains.print_ratios()
+        self.drains.print_ratios(count, Some(0.25))
     }
 }

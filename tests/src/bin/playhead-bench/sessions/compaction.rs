@@ -13,8 +13,8 @@ use playhead_actors::storage::session_store::session_key;
 use playhead_tests::system::temp_dir;
 
 use super::fixtures::{
-    DAY_MS, EPOCH_DAY, PREFILLED_TRACKS, SESSIONS_PER_SAVE, droppable_at, fill, mib, prefilled_ids,
-    stored_session,
+    DAY_MS, EPOCH_DAY, PREFILLED_TRACKS, SESSIONS_PER_SAVE, default_bucket_droppable_at, fill, mib,
+    prefilled_ids, stored_session,
 };
 
 pub(super) struct Compaction {
@@ -31,10 +31,6 @@ pub(super) struct Compaction {
 pub(super) fn compaction_vs_deletes(count: usize) -> anyhow::Result<Compaction> {
     let data = temp_dir();
     let config = NodeConfig::default();
-    let (width, ttl) = (
-        config.player.session_bucket_secs * 1000,
-        config.player.session_ttl_secs * 1000,
-    );
     let filled_at = EPOCH_DAY * DAY_MS;
     let clock = Arc::new(ManualClock::new(filled_at));
     let storage = Storage::open(&data.path().join("state"), &config, clock.clone())?;
@@ -46,7 +42,7 @@ pub(super) fn compaction_vs_deletes(count: usize) -> anyhow::Result<Compaction> 
     storage.flush()?;
     let size_full = storage.size_on_disk()?;
 
-    clock.set(droppable_at(filled_at / width, width, ttl));
+    clock.set(default_bucket_droppable_at(&config, filled_at));
     let started = Instant::now();
     let report = store.compact(&Expiry::whole())?;
     let drop = started.elapsed();

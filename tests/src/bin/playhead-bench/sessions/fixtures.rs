@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use playhead_actors::config::NodeConfig;
 use playhead_actors::domain::player::{PlayerEvent, Track, evolve};
 use playhead_actors::domain::time::Timestamp;
 use playhead_actors::storage::session_store::{LastAnswer, SessionStore, StoredSession};
@@ -18,6 +19,13 @@ pub(crate) const PREFILLED_TRACKS: usize = 10;
 /// When compaction may drop bucket `index` (expired for one more bucket width).
 pub(crate) fn droppable_at(index: u64, width: u64, ttl: u64) -> u64 {
     (index + 2) * width + ttl
+}
+
+/// When the default session bucket holding `filled_at_ms` may be dropped.
+pub(crate) fn default_bucket_droppable_at(config: &NodeConfig, filled_at_ms: u64) -> u64 {
+    let width = config.player.session_bucket_secs * 1000;
+    let ttl = config.player.session_ttl_secs * 1000;
+    droppable_at(filled_at_ms / width, width, ttl)
 }
 
 /// A playing session of `tracks` tracks, started (and touched) at `at_ms`.

@@ -5,6 +5,8 @@
 //! - serving: `NextTrack` latency through the gateway in a window that contains the node's
 //!   periodic compaction of a pre-filled N-session bucket, against an earlier window of the
 //!   same load;
+//! - own db: removing such a bucket as a tree of the serving db, and as a db of its own,
+//!   under a paced foreground of session reads and writes (storage alone);
 //! - restart: from starting the node on a data dir holding N sessions until a `GetSession` of
 //!   one of them answers (sessions load lazily: this is sled recovery and topology set-up);
 //! - churn: `size_on_disk` after 60 simulated days of new and touched sessions with daily
@@ -18,11 +20,13 @@
 mod churn;
 mod compaction;
 pub(crate) mod fixtures;
+mod own_db;
 mod restart;
 mod serving;
 
 use churn::Churn;
 use compaction::Compaction;
+use own_db::OwnDb;
 use serving::Serving;
 
 pub struct Workload {
@@ -42,6 +46,7 @@ pub struct Workload {
 
 pub struct Sessions {
     compaction: Compaction,
+    own_db: OwnDb,
     serving: Serving,
     churn: Churn,
 }
@@ -52,11 +57,13 @@ pub async fn run(nats_url: &str, workload: &Workload) -> anyhow::Result<Sessions
     let compaction =
         tokio::task::spawn_blocking(move || compaction::compaction_vs_deletes(sessions)).await??;
     let fill_rate = sessions as f64 / compaction.fill.as_secs_f64();
+    let own_db = tokio::task::spawn_blocking(move || own_db::removals(sessions)).await??;
     let serving = serving::serving(nats_url, workload, fill_rate).await?;
     let per_day = workload.churn_per_day;
     let churn = tokio::task::spawn_blocking(move || churn::churn(per_day)).await??;
     Ok(Sessions {
         compaction,
+        own_db,
         serving,
         churn,
     })
@@ -70,6 +77,12 @@ pub struct Figures {
     pub compaction_serving: Option<f64>,
     /// `NextTrack` p99 in the compaction window ÷ in the baseline window.
     pub p99_ratio: f64,
+    /// Seconds closing and deleting the bucket kept as a sled db of its own took.
+    pub own_db_removal: f64,
+    /// Foreground p99 (storage alone) while that db was removed ÷ just before.
+    pub own_db_p99_ratio: f64,
+    /// The same while the bucket, a tree of the foreground's db, was dropped.
+    pub same_db_p99_ratio: f64,
     /// Seconds from restart until a pre-filled session was served.
     pub restart: f64,
     /// Bytes on disk after 60 days ÷ after 30 (reported).
@@ -81,6 +94,7 @@ pub struct Figures {
 impl Sessions {
     pub fn report(&self, workload: &Workload) -> Figures {
         self.compaction.print(workload.sessions);
+        self.own_db.print(workload.sessions);
         self.serving.starts.print(workload);
         let compaction_serving = self.serving.print_load(workload);
         let (disk_ratio, disk_ratio_later) = self.churn.print(workload.churn_per_day);
@@ -88,6 +102,9 @@ impl Sessions {
             compaction_idle: self.compaction.drop.as_secs_f64(),
             compaction_serving,
             p99_ratio: self.serving.p99_ratio(),
+            own_db_removal: self.own_db.own_db.took.as_secs_f64(),
+            own_db_p99_ratio: self.own_db.own_db.p99_ratio(),
+            same_db_p99_ratio: self.own_db.same_db.p99_ratio(),
             restart: self.serving.starts.restart.answered.as_secs_f64(),
             disk_ratio,
             disk_ratio_later,
