@@ -564,6 +564,11 @@ fn json_show(text: &str) -> Result<ShowRecord, LineError> {
     validate(&raw)
 }
 
+/// Columns a CSV header may have (the known ones and others, which are ignored): a row is
+/// split into at most this many fields, so a line of commas cannot make a vector of fields
+/// many times its own size.
+pub const MAX_CSV_COLUMNS: usize = 64;
+
 /// Where each field is in a CSV row, read from the header row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CsvHeader {
@@ -576,7 +581,12 @@ impl CsvHeader {
     /// or a known one named twice is an error.
     pub fn parse(line: &str) -> Result<CsvHeader, LineError> {
         let line = line.strip_prefix('\u{feff}').unwrap_or(line);
-        let names = split_csv_line(line)?;
+        let (names, columns) = split_csv_line(line, MAX_CSV_COLUMNS)?;
+        if columns > MAX_CSV_COLUMNS {
+            return Err(LineError::new(format!(
+                "{columns} columns, at most {MAX_CSV_COLUMNS} are allowed"
+            )));
+        }
         let mut positions = [None; FIELD_COUNT];
         for (index, name) in names.iter().enumerate() {
             let Some(field) = Field::named(&name.trim().to_lowercase()) else {
@@ -604,12 +614,11 @@ impl CsvHeader {
     }
 
     fn record(&self, line: &str) -> Result<ShowRecord, LineError> {
-        let mut values = split_csv_line(line)?;
-        if values.len() != self.columns {
-            let plural = if values.len() == 1 { "" } else { "s" };
+        let (mut values, count) = split_csv_line(line, self.columns)?;
+        if count != self.columns {
+            let plural = if count == 1 { "" } else { "s" };
             return Err(LineError::new(format!(
-                "{} field{plural}, the header has {}",
-                values.len(),
+                "{count} field{plural}, the header has {}",
                 self.columns
             )));
         }
@@ -625,39 +634,47 @@ impl CsvHeader {
 
 /// The RFC 4180 fields of one line: comma separated, double-quoted fields with `""` for a
 /// quote. Spaces around a quoted field are allowed; a quote inside an unquoted field is kept.
-fn split_csv_line(line: &str) -> Result<Vec<Cow<'_, str>>, LineError> {
-    let mut fields = Vec::new();
+/// Keeps the first `keep` fields and counts them all.
+fn split_csv_line<'a>(line: &'a str, keep: usize) -> Result<(Vec<Cow<'a, str>>, usize), LineError> {
+    let mut fields = Vec::with_capacity(keep.min(line.len() / 2 + 1));
+    let mut count = 0;
+    let mut found = |field: Cow<'a, str>, fields: &mut Vec<Cow<'a, str>>| {
+        count += 1;
+        if fields.len() < keep {
+            fields.push(field);
+        }
+    };
     let mut rest = line;
     loop {
         let unpadded = rest.trim_start_matches([' ', '\t']);
         if let Some(quoted) = unpadded.strip_prefix('"') {
             let (value, after) = read_quoted(quoted)?;
-            fields.push(value);
+            found(value, &mut fields);
             let after = after.trim_start_matches([' ', '\t']);
             if after.is_empty() {
-                return Ok(fields);
+                break;
             }
             let Some(next) = after.strip_prefix(',') else {
                 return Err(LineError::new(format!(
-                    "field {} has characters after its closing quote \
-                     (write \"\" for a quote inside a quoted field)",
-                    fields.len()
+                    "field {count} has characters after its closing quote \
+                     (write \"\" for a quote inside a quoted field)"
                 )));
             };
             rest = next;
         } else {
             match rest.split_once(',') {
                 Some((value, next)) => {
-                    fields.push(Cow::Borrowed(value));
+                    found(Cow::Borrowed(value), &mut fields);
                     rest = next;
                 }
                 None => {
-                    fields.push(Cow::Borrowed(rest));
-                    return Ok(fields);
+                    found(Cow::Borrowed(rest), &mut fields);
+                    break;
                 }
             }
         }
     }
+    Ok((fields, count))
 }
 
 /// A quoted field's value (after its opening quote) and the text after its closing quote.
@@ -1682,6 +1699,30 @@ mod tests {
                 ))),
             ]
         );
+    }
+
+    /// A line of commas is counted, not collected: the fields kept are bounded by the header
+    /// (or [`MAX_CSV_COLUMNS`] for the header itself), whatever the line's length.
+    #[test]
+    fn given_lines_of_many_empty_fields_when_parsing_then_they_are_refused_with_their_count() {
+        let commas = ",".repeat(999);
+        assert_eq!(
+            CsvHeader::parse(&format!("artist,venue,city,country,starts_at,url{commas}")),
+            Err(LineError::new("1005 columns, at most 64 are allowed"))
+        );
+        let at_most = format!("artist,venue,city,country,starts_at,url{}", ",".repeat(58));
+        assert_eq!(
+            CsvHeader::parse(&at_most).map(|header| header.columns),
+            Ok(MAX_CSV_COLUMNS)
+        );
+        let batch = format!("{CSV_HEADER}\nx{commas}\n");
+        assert_eq!(
+            parse_all(ImportFormat::Csv, &batch)[1..],
+            [Err(LineError::new("1000 fields, the header has 8"))]
+        );
+        let line = format!("a{commas}");
+        let (kept, count) = split_csv_line(&line, 8).unwrap();
+        assert_eq!((kept.len(), count), (8, 1000));
     }
 
     #[test]

@@ -655,6 +655,13 @@ fn heartbeat_verdicts(figures: &heartbeats::Figures, workload: &heartbeats::Work
         "  {:<36} {:>8}   (must be 0)",
         "Heartbeat requests failed", figures.errors
     );
+    let entity_kb = figures.entity_bytes / 1000.0;
+    verdict(
+        "memory per live user entity (KB)",
+        entity_kb,
+        "≤ 8",
+        entity_kb <= 8.0,
+    );
 }
 
 fn verdict(figure: &str, value: f64, target: &str, met: bool) {

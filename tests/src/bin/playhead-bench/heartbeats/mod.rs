@@ -7,12 +7,14 @@
 //!   to the gateway's health check at the same rate, with every non-OK answer counted;
 //! - floor: the broker path of a Heartbeat with no playhead code on it, paced the same way once
 //!   the node has stopped;
-//! - history: what a viewing-history bookmark costs as the store ages (storage only).
+//! - history: what a viewing-history bookmark costs as the store ages (storage only);
+//! - memory: what a live user entity holds, from two node processes' resident memory.
 //!
 //! The RPC part sends BEATs for the playouts the storm left live, on the same node.
 
 mod floor;
 mod history;
+mod memory;
 mod mix;
 mod rpc;
 mod storm;
@@ -25,6 +27,7 @@ use playhead_tests::system::temp_dir;
 use crate::common::node_config;
 use floor::Floor;
 use history::History;
+use memory::Memory;
 use mix::Mix;
 use rpc::Rpc;
 use storm::Storm;
@@ -48,6 +51,7 @@ pub struct Heartbeats {
     rpc: Rpc,
     floor: Floor,
     history: History,
+    memory: Memory,
 }
 
 pub async fn run(nats: &NatsServer, workload: &Workload) -> anyhow::Result<Heartbeats> {
@@ -61,11 +65,13 @@ pub async fn run(nats: &NatsServer, workload: &Workload) -> anyhow::Result<Heart
     let rpc = rpc?;
     let floor = floor::run(nats, workload).await?;
     let history = tokio::task::spawn_blocking(history::run).await??;
+    let memory = memory::run().await?;
     Ok(Heartbeats {
         storm,
         rpc,
         floor,
         history,
+        memory,
         mix,
     })
 }
@@ -81,6 +87,8 @@ pub struct Figures {
     /// `Heartbeat` answers other than CONTINUE / OK, and failed requests.
     pub not_ok: u64,
     pub errors: u64,
+    /// Bytes a live user entity holds.
+    pub entity_bytes: f64,
 }
 
 impl Heartbeats {
@@ -90,12 +98,14 @@ impl Heartbeats {
         let heartbeat = &self.rpc.heartbeat;
         self.floor.print(heartbeat.phase.millis_at(0.99));
         self.history.report();
+        let entity_bytes = self.memory.print();
         Figures {
             drain_ratio,
             p99: heartbeat.phase.millis_at(0.99),
             floor_p99: self.floor.p99(),
             not_ok: heartbeat.not_ok(),
             errors: heartbeat.phase.errors,
+            entity_bytes,
         }
     }
 }
