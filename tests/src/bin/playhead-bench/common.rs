@@ -305,15 +305,21 @@ pub(crate) async fn wait_processed(
     total: f64,
     what: &str,
 ) -> anyhow::Result<()> {
+    wait_processed_by(async || node.metrics().await, inbox, total, what).await
+}
+
+/// [`wait_processed`] for a node whose metrics `scrape` reads (one in a process of its own).
+pub(crate) async fn wait_processed_by(
+    scrape: impl AsyncFn() -> String,
+    inbox: Inbox,
+    total: f64,
+    what: &str,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + DRAIN_TIMEOUT;
     let label = [("inbox", inbox.label())];
     loop {
         // The node counts a batch only after its acknowledgement: at `total` all are acked.
-        let processed = metric_value(
-            &node.metrics().await,
-            "playhead_inbox_messages_total",
-            &label,
-        );
+        let processed = metric_value(&scrape().await, "playhead_inbox_messages_total", &label);
         if processed >= total {
             return Ok(());
         }

@@ -18,7 +18,7 @@ use playhead_tests::playout::heartbeat;
 use playhead_tests::system::{NodeProcess, scrape, temp_dir};
 use prost::Message;
 
-use crate::common::{DRAIN_TIMEOUT, inbox_outcomes};
+use crate::common::wait_processed_by;
 
 /// Users whose START each node takes in.
 const USERS: usize = 20_000;
@@ -80,22 +80,13 @@ async fn resident_after_starts(env: &[(&str, &str)]) -> anyhow::Result<Resident>
         .collect::<anyhow::Result<Vec<_>>>()?;
     let jetstream = jetstream::new(nats.connect().await);
     publish_pipelined(&jetstream, starts).await;
-    let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-    loop {
-        let metrics = scrape(&metrics_url).await;
-        let processed: f64 = inbox_outcomes(&metrics, Inbox::User)
-            .iter()
-            .map(|(_, count)| count)
-            .sum();
-        if processed >= USERS as f64 {
-            break;
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "the node processed {processed} of {USERS} STARTs in {DRAIN_TIMEOUT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_processed_by(
+        async || scrape(&metrics_url).await,
+        Inbox::User,
+        USERS as f64,
+        "STARTs",
+    )
+    .await?;
     tokio::time::sleep(SETTLE).await;
     let after_kib = resident_kib(pid)?;
     // Killed: its state is not needed again.

@@ -2,19 +2,15 @@
 //! the same N keys one by one from the same keyspace of the same db (the baseline). Storage
 //! alone, with a `ManualClock`.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use playhead_actors::config::NodeConfig;
-use playhead_actors::storage::Storage;
-use playhead_actors::storage::clock::ManualClock;
 use playhead_actors::storage::keyspace::Expiry;
 use playhead_actors::storage::session_store::session_key;
 use playhead_tests::system::temp_dir;
 
 use super::fixtures::{
-    DAY_MS, EPOCH_DAY, PREFILLED_TRACKS, SESSIONS_PER_SAVE, default_bucket_droppable_at, fill, mib,
-    prefilled_ids, stored_session,
+    FilledStore, PREFILLED_TRACKS, SESSIONS_PER_SAVE, default_bucket_droppable_at, fill, mib,
+    prefilled_ids,
 };
 
 pub(super) struct Compaction {
@@ -30,16 +26,16 @@ pub(super) struct Compaction {
 /// the next bucket and removed one by one.
 pub(super) fn compaction_vs_deletes(count: usize) -> anyhow::Result<Compaction> {
     let data = temp_dir();
-    let config = NodeConfig::default();
-    let filled_at = EPOCH_DAY * DAY_MS;
-    let clock = Arc::new(ManualClock::new(filled_at));
-    let storage = Storage::open(&data.path().join("state"), &config, clock.clone())?;
-    let store = &storage.sessions;
-    let session = stored_session(PREFILLED_TRACKS, filled_at);
-
     eprintln!("sessions: filling one bucket with {count} sessions…");
-    let filled = fill(store, "u", count, &session)?;
-    storage.flush()?;
+    let FilledStore {
+        config,
+        filled_at,
+        clock,
+        storage,
+        session,
+        took: filled,
+    } = FilledStore::fill(&data.path().join("state"), count)?;
+    let store = &storage.sessions;
     let size_full = storage.size_on_disk()?;
 
     clock.set(default_bucket_droppable_at(&config, filled_at));

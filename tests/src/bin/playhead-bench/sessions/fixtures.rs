@@ -1,10 +1,14 @@
 //! The sessions every part fills its keyspace with, and the bucket arithmetic they share.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use playhead_actors::config::NodeConfig;
 use playhead_actors::domain::player::{PlayerEvent, Track, evolve};
 use playhead_actors::domain::time::Timestamp;
+use playhead_actors::storage::Storage;
+use playhead_actors::storage::clock::ManualClock;
 use playhead_actors::storage::session_store::{LastAnswer, SessionStore, StoredSession};
 use playhead_proto::ids::{PlaylistId, UserId};
 
@@ -26,6 +30,39 @@ pub(crate) fn default_bucket_droppable_at(config: &NodeConfig, filled_at_ms: u64
     let width = config.player.session_bucket_secs * 1000;
     let ttl = config.player.session_ttl_secs * 1000;
     droppable_at(filled_at_ms / width, width, ttl)
+}
+
+/// A store with the default configuration whose clock stands at [`EPOCH_DAY`], holding one
+/// bucket of [`prefilled_ids`] sessions ("u" users), flushed.
+pub(crate) struct FilledStore {
+    pub(crate) config: NodeConfig,
+    pub(crate) filled_at: u64,
+    pub(crate) clock: Arc<ManualClock>,
+    pub(crate) storage: Storage,
+    /// The session every one of them holds.
+    pub(crate) session: StoredSession,
+    /// How long filling took.
+    pub(crate) took: Duration,
+}
+
+impl FilledStore {
+    pub(crate) fn fill(dir: &Path, count: usize) -> anyhow::Result<Self> {
+        let config = NodeConfig::default();
+        let filled_at = EPOCH_DAY * DAY_MS;
+        let clock = Arc::new(ManualClock::new(filled_at));
+        let storage = Storage::open(dir, &config, clock.clone())?;
+        let session = stored_session(PREFILLED_TRACKS, filled_at);
+        let took = fill(&storage.sessions, "u", count, &session)?;
+        storage.flush()?;
+        Ok(Self {
+            config,
+            filled_at,
+            clock,
+            storage,
+            session,
+            took,
+        })
+    }
 }
 
 /// A playing session of `tracks` tracks, started (and touched) at `at_ms`.

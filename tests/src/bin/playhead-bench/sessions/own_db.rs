@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use playhead_actors::config::NodeConfig;
 use playhead_actors::storage::Storage;
 use playhead_actors::storage::clock::{Clock, ManualClock};
 use playhead_actors::storage::keyspace::Expiry;
@@ -19,9 +18,9 @@ use playhead_actors::storage::session_store::SessionStore;
 use playhead_tests::system::temp_dir;
 
 use super::fixtures::{
-    DAY_MS, EPOCH_DAY, PREFILLED_TRACKS, default_bucket_droppable_at, fill, prefilled_ids,
-    stored_session,
+    FilledStore, PREFILLED_TRACKS, default_bucket_droppable_at, fill, prefilled_ids, stored_session,
 };
+use crate::common::latency_histogram;
 
 /// Foreground operations a second (each a session read then written back).
 const FOREGROUND_RATE: u64 = 2_000;
@@ -30,29 +29,11 @@ const FOREGROUND_SESSIONS: usize = 300;
 /// Length of each window (before, during).
 const WINDOW: Duration = Duration::from_secs(3);
 
-/// One removal: how long it took and the foreground's latencies around it.
+/// One removal: how long it took and the foreground's latencies (µs) around it.
 pub(super) struct Removal {
     pub(super) took: Duration,
-    before: Window,
-    during: Window,
-}
-
-struct Window {
-    p50_us: u64,
-    p99_us: u64,
-    max_us: u64,
-    count: u64,
-}
-
-impl Window {
-    fn of(histogram: &Histogram<u64>) -> Self {
-        Self {
-            p50_us: histogram.value_at_quantile(0.50),
-            p99_us: histogram.value_at_quantile(0.99),
-            max_us: histogram.max(),
-            count: histogram.len(),
-        }
-    }
+    before: Histogram<u64>,
+    during: Histogram<u64>,
 }
 
 pub(super) struct OwnDb {
@@ -63,7 +44,8 @@ pub(super) struct OwnDb {
 impl Removal {
     /// Foreground p99 during the removal ÷ just before.
     pub(super) fn p99_ratio(&self) -> f64 {
-        self.during.p99_us as f64 / self.before.p99_us.max(1) as f64
+        self.during.value_at_quantile(0.99) as f64
+            / self.before.value_at_quantile(0.99).max(1) as f64
     }
 }
 
@@ -71,14 +53,15 @@ impl Removal {
 /// own, then removes each under the paced foreground.
 pub(super) fn removals(count: usize) -> anyhow::Result<OwnDb> {
     let data = temp_dir();
-    let config = NodeConfig::default();
-    let filled_at = EPOCH_DAY * DAY_MS;
-    let clock = Arc::new(ManualClock::new(filled_at));
-    let storage = Storage::open(&data.path().join("main"), &config, clock.clone())?;
-    let session = stored_session(PREFILLED_TRACKS, filled_at);
     eprintln!("sessions: filling a bucket of {count} sessions in the serving db…");
-    fill(&storage.sessions, "u", count, &session)?;
-    storage.flush()?;
+    let FilledStore {
+        config,
+        filled_at,
+        clock,
+        storage,
+        session,
+        ..
+    } = FilledStore::fill(&data.path().join("main"), count)?;
 
     // A bare sled db holding only the bucket: dropping the last handle closes it here.
     let own_dir = data.path().join("bucket");
@@ -140,25 +123,25 @@ pub(super) fn removals(count: usize) -> anyhow::Result<OwnDb> {
             .join()
             .map_err(|_| anyhow::anyhow!("the foreground thread panicked"))??;
         let (same_took, own_took) = result?;
-        let window = |from: Duration| -> anyhow::Result<Window> {
-            let mut histogram = Histogram::<u64>::new(3)?;
+        let window = |from: Duration| {
+            let mut histogram = latency_histogram();
             for (at, micros) in &samples {
                 if *at >= from && *at < from + WINDOW {
-                    histogram.record(*micros)?;
+                    histogram.saturating_record(*micros);
                 }
             }
-            Ok(Window::of(&histogram))
+            histogram
         };
         Ok(OwnDb {
             own_db: Removal {
                 took: own_took,
-                before: window(Duration::ZERO)?,
-                during: window(WINDOW)?,
+                before: window(Duration::ZERO),
+                during: window(WINDOW),
             },
             same_db: Removal {
                 took: same_took,
-                before: window(WINDOW * 2)?,
-                during: window(WINDOW * 3)?,
+                before: window(WINDOW * 2),
+                during: window(WINDOW * 3),
             },
         })
     })
@@ -212,14 +195,14 @@ impl OwnDb {
             println!(
                 "  {what:<38} in {:.3} s; foreground before: p50 {} µs p99 {} µs max {} µs ({} ops); during: p50 {} µs p99 {} µs max {} µs ({} ops); p99 ratio {:.2}",
                 removal.took.as_secs_f64(),
-                removal.before.p50_us,
-                removal.before.p99_us,
-                removal.before.max_us,
-                removal.before.count,
-                removal.during.p50_us,
-                removal.during.p99_us,
-                removal.during.max_us,
-                removal.during.count,
+                removal.before.value_at_quantile(0.50),
+                removal.before.value_at_quantile(0.99),
+                removal.before.max(),
+                removal.before.len(),
+                removal.during.value_at_quantile(0.50),
+                removal.during.value_at_quantile(0.99),
+                removal.during.max(),
+                removal.during.len(),
                 removal.p99_ratio()
             );
         }
