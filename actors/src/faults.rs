@@ -15,6 +15,10 @@
 //! - `crash_after_answers=N`: the process aborts right after its `N`th batch of answers reached
 //!   the broker, before their messages are flushed and acknowledged (the window in which a
 //!   publisher holds an answer the node must not contradict).
+//! - `crash_after_persists=N`: right after its `N`th entity commit wrote the main db (before
+//!   the group commit flushed it), the process flushes the main db alone — as sled's own
+//!   flusher may at any moment — and aborts: the bucket dbs keep only what was flushed before
+//!   (the window the barrier between bucketed records and the main db closes).
 //! - `slow_import_ms=N`: an import waits N ms after each read from its object (so a test can
 //!   cut it half-way, between two commits of its progress).
 //!
@@ -37,6 +41,8 @@ pub struct Faults {
     appends: AtomicU64,
     crash_after_answers: Option<u64>,
     answers: AtomicU64,
+    crash_after_persists: Option<u64>,
+    persists: AtomicU64,
     slow_import_ms: Option<u64>,
 }
 
@@ -47,6 +53,11 @@ pub struct FaultsError(String);
 impl Faults {
     /// Parses `panic_on=MARK,poison_on=MARK,crash_after_appends=N` (any subset, any order).
     pub fn parse(text: &str) -> Result<Self, FaultsError> {
+        let count = |key: &str, value: &str| {
+            value
+                .parse::<u64>()
+                .map_err(|_| FaultsError(format!("{key}={value:?} is not a count")))
+        };
         let mut faults = Faults::default();
         for item in text
             .split(',')
@@ -60,11 +71,7 @@ impl Faults {
                 "panic_on" => faults.panic_on = Some(value.to_owned()),
                 "actor_panic_on" => faults.actor_panic_on = Some(value.to_owned()),
                 "poison_on" => faults.poison_on = Some(value.to_owned()),
-                "prepare_delay_ms" => {
-                    faults.prepare_delay_ms = Some(value.parse().map_err(|_| {
-                        FaultsError(format!("prepare_delay_ms={value:?} is not a count"))
-                    })?)
-                }
+                "prepare_delay_ms" => faults.prepare_delay_ms = Some(count(key, value)?),
                 "slow_query" => {
                     let (endpoint, millis) = value
                         .split_once(':')
@@ -74,26 +81,15 @@ impl Faults {
                         })?;
                     faults.slow_query = Some((endpoint.to_owned(), millis));
                 }
-                "crash_after_appends" => {
-                    faults.crash_after_appends = Some(value.parse().map_err(|_| {
-                        FaultsError(format!("crash_after_appends={value:?} is not a count"))
-                    })?)
-                }
-                "crash_after_answers" => {
-                    faults.crash_after_answers = Some(value.parse().map_err(|_| {
-                        FaultsError(format!("crash_after_answers={value:?} is not a count"))
-                    })?)
-                }
-                "slow_import_ms" => {
-                    faults.slow_import_ms = Some(value.parse().map_err(|_| {
-                        FaultsError(format!("slow_import_ms={value:?} is not a count"))
-                    })?)
-                }
+                "crash_after_appends" => faults.crash_after_appends = Some(count(key, value)?),
+                "crash_after_answers" => faults.crash_after_answers = Some(count(key, value)?),
+                "crash_after_persists" => faults.crash_after_persists = Some(count(key, value)?),
+                "slow_import_ms" => faults.slow_import_ms = Some(count(key, value)?),
                 other => {
                     return Err(FaultsError(format!(
                         "unknown fault {other:?}; known: panic_on, actor_panic_on, poison_on, \
                          prepare_delay_ms, slow_query, crash_after_appends, crash_after_answers, \
-                         slow_import_ms"
+                         crash_after_persists, slow_import_ms"
                     )));
                 }
             }
@@ -117,6 +113,7 @@ impl Faults {
             || self.slow_query.is_some()
             || self.crash_after_appends.is_some()
             || self.crash_after_answers.is_some()
+            || self.crash_after_persists.is_some()
             || self.slow_import_ms.is_some()
     }
 
@@ -183,6 +180,19 @@ impl Faults {
         }
     }
 
+    /// Counts an entity commit that wrote the main db; at the configured one, flushes the main
+    /// db alone with `flush_main` and aborts the process.
+    pub fn persisted(&self, flush_main: impl FnOnce()) {
+        if let Some(limit) = self.crash_after_persists {
+            let count = self.persists.fetch_add(1, Ordering::SeqCst) + 1;
+            if count >= limit {
+                flush_main();
+                eprintln!("playhead-node: injected crash after entity commit {count}");
+                std::process::abort();
+            }
+        }
+    }
+
     /// Counts a batch of answers that reached the broker; aborts the process at the
     /// configured one.
     pub fn answered(&self) {
@@ -203,18 +213,21 @@ mod tests {
     #[test]
     fn faults_parse_and_unknown_ones_are_named() {
         let faults = Faults::parse(
-            "panic_on=BOOM, actor_panic_on=BANG, crash_after_appends=3, crash_after_answers=2",
+            "panic_on=BOOM, actor_panic_on=BANG, crash_after_appends=3, crash_after_answers=2, \
+             crash_after_persists=4",
         )
         .unwrap();
         assert_eq!(faults.panic_on.as_deref(), Some("BOOM"));
         assert_eq!(faults.actor_panic_on.as_deref(), Some("BANG"));
         assert_eq!(faults.crash_after_appends, Some(3));
         assert_eq!(faults.crash_after_answers, Some(2));
+        assert_eq!(faults.crash_after_persists, Some(4));
         assert!(faults.any());
         assert!(!Faults::parse("").unwrap().any());
         assert!(Faults::parse("explode=1").is_err());
         assert!(Faults::parse("crash_after_appends=x").is_err());
         assert!(Faults::parse("crash_after_answers=x").is_err());
+        assert!(Faults::parse("crash_after_persists=-1").is_err());
         assert!(!faults.poisons(&"POISON"));
     }
 

@@ -39,7 +39,7 @@ use playhead_proto::subjects::{SNAPSHOT_BUCKET, snapshot_object};
 use tempfile::NamedTempFile;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::storage::dump::{self, DumpError, DumpReport};
+use crate::storage::dump::{self, DumpError, DumpReport, NamedTrees};
 
 mod meta;
 
@@ -155,7 +155,7 @@ pub async fn ensure_bucket(
 /// replacing the previous one only once the upload is complete. Returns `meta` with the counts
 /// and format filled.
 pub async fn take(
-    db: &sled::Db,
+    db: &(impl NamedTrees + Clone + Send + 'static),
     select: impl Fn(&[u8]) -> bool + Send + 'static,
     store: &ObjectStore,
     meta: SnapshotMeta,
@@ -239,7 +239,7 @@ pub async fn latest(
 ///
 /// On error `db` may hold a partial restore: restore into a fresh db and discard it on error.
 pub async fn restore(
-    db: &sled::Db,
+    db: &(impl NamedTrees + Clone + Send + 'static),
     store: &ObjectStore,
     kind: &str,
     group: u32,

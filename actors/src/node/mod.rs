@@ -210,6 +210,7 @@ pub async fn run_with(
         faults: options.faults,
         appended: std::sync::atomic::AtomicU64::new(0),
         answers: storage.answers.clone(),
+        storage: storage.clone(),
         requesters: requesters.clone(),
     });
     if runtime.recovering {

@@ -100,7 +100,7 @@ pub async fn take_all(
         let started = Instant::now();
         let label = SnapshotLabel { kind: kind.name };
         let result = snapshot::take(
-            storage.db(),
+            storage,
             kind.select(),
             bucket,
             SnapshotMeta::new(
@@ -196,11 +196,11 @@ pub async fn restore_all(
     let scratch = scratch_dir(config);
     std::fs::create_dir_all(&scratch)
         .with_context(|| format!("cannot create {}", scratch.display()))?;
-    let db = super::store::open_sled(state_dir).await?;
+    let storage = super::store::open_at(state_dir, config).await?;
     let restores = KINDS.iter().map(|kind| {
-        let (db, scratch) = (&db, &scratch);
+        let (storage, scratch) = (&storage, &scratch);
         async move {
-            let restored = snapshot::restore(db, bucket, kind.name, GROUP, scratch)
+            let restored = snapshot::restore(storage, bucket, kind.name, GROUP, scratch)
                 .await
                 .with_context(|| format!("cannot restore the {} snapshot", kind.name))?;
             if let Some(meta) = &restored {
@@ -223,7 +223,7 @@ pub async fn restore_all(
         }
     });
     let covered = futures::future::try_join_all(restores).await?;
-    db.flush().context("cannot flush the restored store")?;
+    storage.flush().context("cannot flush the restored store")?;
     Ok(covered)
 }
 

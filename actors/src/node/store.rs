@@ -96,23 +96,11 @@ pub async fn open(config: &NodeConfig) -> anyhow::Result<Storage> {
     }
 }
 
-/// Opens the bare sled database at `dir` (to restore snapshots into it).
-pub async fn open_sled(dir: &Path) -> anyhow::Result<sled::Db> {
-    retry_while_locked(|| {
-        sled::Config::new()
-            .path(dir)
-            .open()
-            .map_err(|error| match error {
-                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                    StorageError::InUse {
-                        path: dir.to_owned(),
-                    }
-                }
-                error => StorageError::Sled(error),
-            })
-    })
-    .await
-    .with_context(|| format!("cannot open {}", dir.display()))
+/// Opens the store at `dir` as it is (to restore snapshots into it).
+pub async fn open_at(dir: &Path, config: &NodeConfig) -> anyhow::Result<Storage> {
+    retry_while_locked(|| Storage::open(dir, config, Arc::new(SystemClock)))
+        .await
+        .with_context(|| format!("cannot open {}", dir.display()))
 }
 
 /// Retries `open` while the store is locked, for at most [`LOCK_RELEASE_WAIT`]: another
@@ -260,8 +248,7 @@ pub(super) async fn prepare_store(
         "the local store is empty but the broker holds state: rebuilding"
     );
     let started = std::time::Instant::now();
-    // Snapshots are raw sled trees: restore them into the closed store, then reopen it so its
-    // keyspaces see the restored buckets.
+    // Snapshots are raw sled trees: restore them into the store opened afresh, then reopen it.
     let covered = if has_snapshot {
         drop(storage);
         snapshots::restore_all(&state_dir(config), bucket, config).await?

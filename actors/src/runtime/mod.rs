@@ -209,6 +209,8 @@ pub struct Runtime {
     pub appended: std::sync::atomic::AtomicU64,
     /// The answers of recent commands, for their redeliveries.
     pub answers: crate::storage::answer_store::AnswerStore,
+    /// The store, for the barrier between an entity's bucketed records and its main-db writes.
+    pub storage: crate::storage::Storage,
     /// Whose signatures reply subjects need (`None`: not checked): a catch-up answers a stored
     /// command only under a reply subject its requester signed, as the intake does.
     pub requesters: Option<Arc<playhead_client::service::nats_auth::RequesterKeys>>,
@@ -300,6 +302,14 @@ pub trait EntityKind: Sized + Send + Sync + 'static {
     /// before a crash cut the commit short) skips them.
     fn apply(records: &mut Self::Records, inbox_seq: u64, events: &[Self::Event], replayed: bool);
 
+    /// Whether a record `command` reads already holds a decision made after inbox sequence
+    /// `seq`: a crash left it ahead of the entity's position (bucketed records are made
+    /// durable before the main db's), so the answer `command` got then cannot be rebuilt from
+    /// it — and since answers are sent only once filed durably, none was sent.
+    fn holds_later(_records: &Self::Records, _command: &Self::Command, _seq: u64) -> bool {
+        false
+    }
+
     /// Whether a refusal is bad input (dead-lettered) rather than a normal answer.
     fn is_bad_input(_error: &<Self::Decider as Decider>::Error) -> bool {
         true
@@ -321,8 +331,21 @@ pub trait EntityKind: Sized + Send + Sync + 'static {
 
     fn decode(id: &Self::Id, record: &JournalRecord) -> Result<Self::Event, CodecError>;
 
-    /// Writes what the decisions in `applied` touched, with `sequences`, records before the
-    /// bookkeeping so a crash in between replays correctly.
+    /// The first half of a commit: writes what the decisions in `applied` touched in the
+    /// keyspaces whose buckets are sled dbs of their own (see [`crate::storage::Storage`]).
+    /// The shell makes it durable before [`Self::persist`] writes the main db, which holds the
+    /// entity's position. Returns whether it wrote anything (nothing to wait for otherwise).
+    fn persist_bucketed(
+        _context: &Self::Context,
+        _id: &Self::Id,
+        _records: &mut Self::Records,
+        _applied: &[(u64, Vec<Self::Event>)],
+    ) -> Result<bool, EntityError> {
+        Ok(false)
+    }
+
+    /// Writes the rest of what the decisions in `applied` touched (the main db), with
+    /// `sequences`, records before the bookkeeping so a crash in between replays correctly.
     /// `records` is mutable for bookkeeping `apply` left for the commit (e.g. views of slots
     /// it released); after a failure the shell drops the records anyway.
     fn persist(

@@ -136,6 +136,8 @@ impl<K: EntityKind> Replayer<K> {
 
     fn write(&mut self, id: &K::Id, entity: &mut Replaying<K>) -> Result<(), RebuildError> {
         if !entity.applied.is_empty() {
+            // No barrier: the rebuilt store is flushed whole (buckets first) before it serves.
+            K::persist_bucketed(&self.context, id, &mut entity.records, &entity.applied)?;
             K::persist(
                 &self.context,
                 id,

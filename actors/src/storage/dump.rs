@@ -78,12 +78,58 @@ pub enum DumpError {
     ChecksumMismatch { stored: u32, computed: u32 },
     #[error("a restore worker stopped before the dump was read")]
     WorkerGone,
+    #[error("the store failed while dumping or restoring: {0}")]
+    Store(#[source] Box<super::StorageError>),
     #[error("{what} of {len} bytes in tree {tree:?} exceeds the format's 4 GiB field limit")]
     TooLarge {
         what: &'static str,
         tree: String,
         len: usize,
     },
+}
+
+/// The named trees a dump reads and a restore writes: a sled db's, or the node's whole store
+/// (its db's trees and its bucket dbs, see [`super::Storage::tree_names`]).
+pub trait NamedTrees {
+    /// Every tree name (sled's default tree is skipped wherever it appears).
+    fn names(&self) -> Vec<Vec<u8>>;
+    /// The tree `name`, created when missing.
+    fn open(&self, name: &[u8]) -> Result<sled::Tree, DumpError>;
+    /// Makes everything written so far durable.
+    fn flush(&self) -> Result<(), DumpError>;
+}
+
+impl NamedTrees for sled::Db {
+    fn names(&self) -> Vec<Vec<u8>> {
+        self.tree_names()
+            .into_iter()
+            .map(|name| name.to_vec())
+            .collect()
+    }
+
+    fn open(&self, name: &[u8]) -> Result<sled::Tree, DumpError> {
+        Ok(self.open_tree(name)?)
+    }
+
+    fn flush(&self) -> Result<(), DumpError> {
+        sled::Tree::flush(self)?;
+        Ok(())
+    }
+}
+
+impl NamedTrees for super::Storage {
+    fn names(&self) -> Vec<Vec<u8>> {
+        self.tree_names()
+    }
+
+    fn open(&self, name: &[u8]) -> Result<sled::Tree, DumpError> {
+        self.open_tree(name)
+            .map_err(|error| DumpError::Store(Box::new(error)))
+    }
+
+    fn flush(&self) -> Result<(), DumpError> {
+        super::Storage::flush(self).map_err(|error| DumpError::Store(Box::new(error)))
+    }
 }
 
 /// Writes every entry of the trees whose name `select` accepts (sled's default tree excepted)
@@ -93,7 +139,7 @@ pub enum DumpError {
 /// tree dropped between listing and opening is recreated empty by sled's `open_tree` and dumped
 /// empty; for an expired keyspace bucket that is harmless (the next compaction drops it again).
 pub fn dump_trees(
-    db: &sled::Db,
+    db: &impl NamedTrees,
     select: impl Fn(&[u8]) -> bool,
     out: impl Write,
 ) -> Result<DumpReport, DumpError> {
@@ -103,13 +149,13 @@ pub fn dump_trees(
     let mut report = DumpReport::default();
     // In name order, whatever order sled keeps them in: a kind may rely on one tree being read
     // before another (imports before the shows they wrote).
-    let mut names = db.tree_names();
+    let mut names = db.names();
     names.sort();
     for name in names {
-        if name.as_ref() == SLED_DEFAULT_TREE || !select(&name) {
+        if name == SLED_DEFAULT_TREE || !select(&name) {
             continue;
         }
-        let tree = db.open_tree(&name)?;
+        let tree = db.open(&name)?;
         let tree_name = || String::from_utf8_lossy(&name).into_owned();
         writer.write(&[TAG_TREE])?;
         writer.write_field(&name, "tree name", tree_name)?;
@@ -145,7 +191,7 @@ pub fn dump_trees(
 /// the end. On error the db therefore holds a partial restore: the intended use is restoring
 /// into a fresh db that the caller discards on error (or checking the stream first with
 /// [`verify_dump`]). The error always names the refusal; a damaged dump never yields `Ok`.
-pub fn restore_trees(db: &sled::Db, input: impl Read) -> Result<DumpReport, DumpError> {
+pub fn restore_trees(db: &impl NamedTrees, input: impl Read) -> Result<DumpReport, DumpError> {
     let report = std::thread::scope(|scope| {
         let mut senders = Vec::with_capacity(RESTORE_WORKERS);
         let mut workers = Vec::with_capacity(RESTORE_WORKERS);
@@ -218,15 +264,15 @@ impl FrameSink for Verifier {
 type Chunk = Vec<(IVec, IVec)>;
 
 /// Hands entries, a chunk at a time, to the inserting workers in turn.
-struct Applier<'db> {
-    db: &'db sled::Db,
+struct Applier<'db, T> {
+    db: &'db T,
     tree: Option<sled::Tree>,
     chunk: Chunk,
     workers: Vec<SyncSender<(sled::Tree, Chunk)>>,
     next_worker: usize,
 }
 
-impl Applier<'_> {
+impl<T: NamedTrees> Applier<'_, T> {
     fn send_chunk(&mut self) -> Result<(), DumpError> {
         if let Some(tree) = &self.tree
             && !self.chunk.is_empty()
@@ -242,10 +288,10 @@ impl Applier<'_> {
     }
 }
 
-impl FrameSink for Applier<'_> {
+impl<T: NamedTrees> FrameSink for Applier<'_, T> {
     fn tree(&mut self, name: &[u8]) -> Result<(), DumpError> {
         self.send_chunk()?;
-        let tree = self.db.open_tree(name)?;
+        let tree = self.db.open(name)?;
         // Cleared before any of its chunks leaves: a restore replaces, never merges.
         tree.clear()?;
         self.tree = Some(tree);

@@ -16,12 +16,20 @@
 //! `ks/{name}/meta` tree that pins the bucket width: bucket indexes only mean something for the
 //! width that produced them, so reopening with another width is refused.
 //!
+//! [`Placement::OwnDbs`] keeps each bucket in a sled db of its own instead, the directory
+//! `{root}/{name}/{bucket_index:020}`: an expired bucket is closed and its directory deleted,
+//! which costs the serving db nothing (sled's `drop_tree` frees every page of the tree through
+//! the locks and log every other write of the db goes through). Such a bucket reaches disk only
+//! when flushed ([`TimeKeyspace::flush_buckets`]): what orders it with the serving db's writes
+//! is the caller's (see `storage::Storage::buckets_durable`).
+//!
 //! Open one `TimeKeyspace` per (db, name) and clone it to share: clones share the bucket map.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::iter::FusedIterator;
 use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -158,7 +166,109 @@ pub enum KeyspaceError {
     },
     #[error("keyspace `{name}` metadata is corrupt: {detail}")]
     CorruptMetadata { name: String, detail: String },
+    #[error(
+        "keyspace `{name}` keeps its buckets in dbs of their own, but this store holds them as \
+         trees of its db (written by an earlier version): rebuild the store from the journal \
+         with `playhead-node --rebuild`"
+    )]
+    PlacementChanged { name: String },
+    #[error("keyspace `{name}`: bucket directory {}: {source}", path.display())]
+    BucketDir {
+        name: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
+
+/// Where a keyspace keeps its buckets.
+#[derive(Debug, Clone, Default)]
+pub enum Placement {
+    /// A tree of the keyspace's db per bucket, dropped with sled's `drop_tree`.
+    #[default]
+    Trees,
+    /// A sled db of its own per bucket, closed and deleted once expired.
+    OwnDbs(BucketDbs),
+}
+
+/// Where the bucket dbs of [`Placement::OwnDbs`] live, and how much each may cache.
+#[derive(Debug, Clone)]
+pub struct BucketDbs {
+    /// Each keyspace's buckets go under `{root}/{name}/`.
+    pub root: PathBuf,
+    pub cache_bytes: u64,
+}
+
+impl BucketDbs {
+    fn keyspace_dir(&self, keyspace_name: &str) -> PathBuf {
+        self.root.join(keyspace_name)
+    }
+
+    fn bucket_dir(&self, keyspace_name: &str, bucket_index: u64) -> PathBuf {
+        self.keyspace_dir(keyspace_name)
+            .join(format!("{bucket_index:0BUCKET_INDEX_DIGITS$}"))
+    }
+
+    /// Opens (or creates) one bucket db and hands out its tree. No sled flusher thread: it
+    /// reaches disk when flushed. A db this process closed a moment ago may still hold its
+    /// lock for a moment, so a lock conflict is retried briefly.
+    fn open(&self, directory: &Path) -> Result<sled::Tree, sled::Error> {
+        let deadline = Instant::now() + BUCKET_LOCK_WAIT;
+        loop {
+            let opened = sled::Config::new()
+                .path(directory)
+                .cache_capacity(self.cache_bytes)
+                .flush_every_ms(None)
+                .open();
+            match opened {
+                Ok(db) => return Ok(sled::Tree::clone(&db)),
+                Err(sled::Error::Io(error))
+                    if error.to_string().contains("could not acquire lock")
+                        && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// The bucket dbs a keyspace left under its directory, by index.
+    fn existing(&self, keyspace_name: &str) -> Result<BTreeMap<u64, PathBuf>, std::io::Error> {
+        let directory = self.keyspace_dir(keyspace_name);
+        let mut found = BTreeMap::new();
+        let entries = match std::fs::read_dir(&directory) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(found),
+            Err(error) => return Err(error),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.len() == BUCKET_INDEX_DIGITS
+                && name.bytes().all(|byte| byte.is_ascii_digit())
+                && let Ok(index) = name.parse()
+            {
+                found.insert(index, entry.path());
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Bucket dbs under a temporary directory (tests): keep the directory as long as the dbs.
+#[cfg(test)]
+pub(crate) fn temporary_bucket_dbs() -> (tempfile::TempDir, Placement) {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let placement = Placement::OwnDbs(BucketDbs {
+        root: directory.path().to_owned(),
+        cache_bytes: 1 << 20,
+    });
+    (directory, placement)
+}
+
+/// How long opening a bucket db waits for the lock of one this process just closed.
+const BUCKET_LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// Key order of [`TimeKeyspace::range`] and [`TimeKeyspace::scan_prefix`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -307,6 +417,7 @@ pub struct TimeKeyspace {
 
 struct KeyspaceInner {
     db: sled::Db,
+    placement: Placement,
     config: KeyspaceConfig,
     geometry: BucketGeometry,
     clock: Arc<dyn Clock>,
@@ -334,6 +445,18 @@ impl TimeKeyspace {
         config: KeyspaceConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, KeyspaceError> {
+        Self::open_placed(db, config, clock, Placement::Trees)
+    }
+
+    /// [`Self::open`] with the buckets where `placement` says; the bucket width is pinned in
+    /// `db` either way. A store whose buckets are trees is not opened as one of bucket dbs
+    /// (its records would be left behind).
+    pub fn open_placed(
+        db: &sled::Db,
+        config: KeyspaceConfig,
+        clock: Arc<dyn Clock>,
+        placement: Placement,
+    ) -> Result<Self, KeyspaceError> {
         config.validate()?;
         let geometry = BucketGeometry::from_durations(config.bucket_width, config.retention);
         ensure_bucket_width_unchanged(db, &config.name, geometry.width_millis)?;
@@ -344,10 +467,30 @@ impl TimeKeyspace {
             let Some(bucket_index) = parse_bucket_tree_name(&tree_name, &prefix) else {
                 continue;
             };
+            if matches!(placement, Placement::OwnDbs(_)) {
+                return Err(KeyspaceError::PlacementChanged {
+                    name: config.name.clone(),
+                });
+            }
             buckets.insert(bucket_index, db.open_tree(&tree_name)?);
+        }
+        if let Placement::OwnDbs(dbs) = &placement {
+            let bucket_dir_error = |path: PathBuf| {
+                let name = config.name.clone();
+                move |source| KeyspaceError::BucketDir { name, path, source }
+            };
+            let directory = dbs.keyspace_dir(&config.name);
+            std::fs::create_dir_all(&directory).map_err(bucket_dir_error(directory.clone()))?;
+            for (bucket_index, path) in dbs
+                .existing(&config.name)
+                .map_err(bucket_dir_error(directory))?
+            {
+                buckets.insert(bucket_index, dbs.open(&path)?);
+            }
         }
         tracing::info!(
             keyspace = %config.name,
+            own_dbs = matches!(placement, Placement::OwnDbs(_)),
             buckets = buckets.len(),
             bucket_width_ms = geometry.width_millis,
             retention_ms = geometry.retention_millis,
@@ -357,6 +500,7 @@ impl TimeKeyspace {
         Ok(Self {
             inner: Arc::new(KeyspaceInner {
                 db: db.clone(),
+                placement,
                 config,
                 geometry,
                 clock,
@@ -369,6 +513,16 @@ impl TimeKeyspace {
 
     pub fn config(&self) -> &KeyspaceConfig {
         &self.inner.config
+    }
+
+    /// The name of bucket `bucket` in a snapshot (and, for trees, in the db).
+    pub fn bucket_name(&self, bucket: BucketIndex) -> String {
+        bucket_tree_name(&self.inner.config.name, bucket.0)
+    }
+
+    /// The bucket a name of [`Self::bucket_name`]'s form designates, if it is one of ours.
+    pub fn parse_bucket_name(&self, name: &[u8]) -> Option<BucketIndex> {
+        parse_bucket_tree_name(name, &bucket_tree_prefix(&self.inner.config.name)).map(BucketIndex)
     }
 
     /// Writes into the current bucket; older copies are left to expire with their buckets.
@@ -420,10 +574,19 @@ impl TimeKeyspace {
         // it still sees that copy, never an older value resurfacing half-way through.
         live_buckets.reverse();
         let mut removed_any_copy = false;
-        for (bucket_index, tree) in live_buckets {
+        let newest = live_buckets.len().saturating_sub(1);
+        for (position, (bucket_index, tree)) in live_buckets.into_iter().enumerate() {
             self.note_remove(bucket_index);
             match tree.remove(key) {
-                Ok(previous) => removed_any_copy |= previous.is_some(),
+                Ok(previous) => {
+                    removed_any_copy |= previous.is_some();
+                    // Bucket dbs reach disk each on its own: an older copy's removal is made
+                    // durable before a newer one's is written, so a crash never leaves an
+                    // older copy to resurface once the newer one is gone.
+                    if previous.is_some() && position < newest && self.owns_dbs() {
+                        tree.flush()?;
+                    }
+                }
                 Err(error) if is_dropped_tree_error(&error) => {}
                 Err(error) => return Err(error.into()),
             }
@@ -533,6 +696,26 @@ impl TimeKeyspace {
         let mut buckets_dropped = 0;
         let mut records_removed = 0;
         while let Some((bucket_index, tree)) = doomed_buckets.pop() {
+            if let Placement::OwnDbs(dbs) = &self.inner.placement {
+                // Closed (sled flushes it once the last handle goes: a reader may still hold
+                // one, and Linux keeps deleted files open for it), then deleted: the serving db
+                // is not involved. A failed delete leaves the directory, adopted again at the
+                // next start and removed then.
+                drop(tree);
+                let path = dbs.bucket_dir(&self.inner.config.name, bucket_index);
+                match std::fs::remove_dir_all(&path) {
+                    Ok(()) => buckets_dropped += 1,
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(source) => {
+                        return Err(KeyspaceError::BucketDir {
+                            name: self.inner.config.name.clone(),
+                            path,
+                            source,
+                        });
+                    }
+                }
+                continue;
+            }
             let tree_name = bucket_tree_name(&self.inner.config.name, bucket_index);
             match self.expire_bucket(&tree, &tree_name, expiry, &mut records_removed) {
                 Ok(Expired::Dropped) => buckets_dropped += 1,
@@ -669,9 +852,43 @@ impl TimeKeyspace {
         self.read_buckets().len()
     }
 
-    /// Flushes the whole sled db (sled has no per-tree flush); returns the bytes written.
+    /// Flushes the bucket dbs, then the whole sled db (sled has no per-tree flush); returns
+    /// the bytes written.
     pub fn flush(&self) -> Result<usize, KeyspaceError> {
-        Ok(self.inner.db.flush()?)
+        Ok(self.flush_buckets()? + self.inner.db.flush()?)
+    }
+
+    /// Flushes every bucket db ([`Placement::OwnDbs`]; trees go with their db: nothing to do);
+    /// returns the bytes written.
+    pub fn flush_buckets(&self) -> Result<usize, KeyspaceError> {
+        if !self.owns_dbs() {
+            return Ok(0);
+        }
+        let trees: Vec<sled::Tree> = self.read_buckets().values().cloned().collect();
+        let mut written = 0;
+        for tree in trees {
+            written += tree.flush()?;
+        }
+        Ok(written)
+    }
+
+    /// Whether each bucket is a sled db of its own.
+    pub fn owns_dbs(&self) -> bool {
+        matches!(self.inner.placement, Placement::OwnDbs(_))
+    }
+
+    /// Every bucket held (expired ones compaction has not removed yet included), oldest first.
+    pub fn buckets(&self) -> Vec<(BucketIndex, sled::Tree)> {
+        self.read_buckets()
+            .iter()
+            .map(|(&bucket_index, tree)| (BucketIndex(bucket_index), tree.clone()))
+            .collect()
+    }
+
+    /// The bucket of index `bucket`, created when missing, live or not (a snapshot restores
+    /// the buckets it holds; compaction removes the expired ones).
+    pub fn bucket(&self, bucket: BucketIndex) -> Result<sled::Tree, KeyspaceError> {
+        self.bucket_tree(bucket.0)
     }
 
     /// Writes into the bucket of the time `at_millis` instead of now: a record dated by its own
@@ -730,6 +947,16 @@ impl TimeKeyspace {
     fn bucket_tree(&self, bucket_index: u64) -> Result<sled::Tree, KeyspaceError> {
         if let Some(tree) = self.read_buckets().get(&bucket_index) {
             return Ok(tree.clone());
+        }
+        if let Placement::OwnDbs(dbs) = &self.inner.placement {
+            // Under the lock: a db opened twice would refuse the second opener its lock.
+            let mut buckets = self.write_buckets();
+            if let Some(tree) = buckets.get(&bucket_index) {
+                return Ok(tree.clone());
+            }
+            let tree = dbs.open(&dbs.bucket_dir(&self.inner.config.name, bucket_index))?;
+            buckets.insert(bucket_index, tree.clone());
+            return Ok(tree);
         }
         // Opened outside the lock (it writes sled metadata); sled hands every opener of a name
         // the same tree, so losing a race to another task is harmless.
@@ -1424,6 +1651,115 @@ mod tests {
         assert_eq!(reopened.bucket_count(), 1);
         assert_eq!(bucket_tree_names(&db).len(), 1);
         assert_eq!(reopened.get(b"new").unwrap().as_deref(), Some(&b"2"[..]));
+    }
+
+    fn open_sessions_in_own_dbs(
+        db: &sled::Db,
+        clock: &Arc<ManualClock>,
+        placement: &Placement,
+    ) -> TimeKeyspace {
+        TimeKeyspace::open_placed(db, sessions_config(), clock.clone(), placement.clone())
+            .expect("keyspace opens")
+    }
+
+    fn bucket_dirs(placement: &Placement) -> Vec<String> {
+        let Placement::OwnDbs(dbs) = placement else {
+            panic!("not bucket dbs")
+        };
+        let mut names: Vec<String> = std::fs::read_dir(dbs.keyspace_dir("sessions"))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn given_buckets_in_own_dbs_when_compacted_then_expired_directories_are_deleted_and_live_ones_read()
+     {
+        let db = temporary_db();
+        let (_directory, placement) = temporary_bucket_dbs();
+        let clock = Arc::new(ManualClock::new(START_MILLIS));
+        let keyspace = open_sessions_in_own_dbs(&db, &clock, &placement);
+        for bucket in 0..3u8 {
+            keyspace.insert(&[b'k', bucket], b"old").unwrap();
+            clock.advance(WIDTH);
+        }
+        assert_eq!(bucket_dirs(&placement).len(), 3);
+        assert!(
+            bucket_tree_names(&db).is_empty(),
+            "no bucket tree in the db"
+        );
+
+        clock.advance(RETENTION + WIDTH);
+        keyspace.insert(b"k-new", b"fresh").unwrap();
+        let report = keyspace.compact(&Expiry::whole()).unwrap();
+
+        assert_eq!(report.buckets_dropped, 3);
+        assert_eq!(report.records_removed, 0, "no record is removed one by one");
+        assert_eq!(bucket_dirs(&placement), vec![format!("{:020}", 1007)]);
+        assert_eq!(
+            keyspace.get(b"k-new").unwrap().as_deref(),
+            Some(&b"fresh"[..])
+        );
+        assert_eq!(keyspace.get(&[b'k', 0]).unwrap(), None);
+    }
+
+    #[test]
+    fn given_buckets_in_own_dbs_when_reopened_then_each_is_adopted_and_reads_back() {
+        let directory = tempfile::tempdir().unwrap();
+        let sled_config = sled::Config::new().path(directory.path().join("main"));
+        let (_buckets, placement) = temporary_bucket_dbs();
+        let clock = Arc::new(ManualClock::new(START_MILLIS));
+        {
+            let db = sled_config.open().unwrap();
+            let keyspace = open_sessions_in_own_dbs(&db, &clock, &placement);
+            keyspace.insert(b"first", b"1").unwrap();
+            clock.advance(WIDTH);
+            keyspace.insert(b"second", b"2").unwrap();
+            keyspace.flush().unwrap();
+        }
+
+        let db = crate::storage::reopen_db(&sled_config);
+        let reopened = open_sessions_in_own_dbs(&db, &clock, &placement);
+
+        assert_eq!(reopened.bucket_count(), 2);
+        assert_eq!(
+            collect_entries(reopened.range(.., Direction::Forward).unwrap()),
+            pairs(&[("first", "1"), ("second", "2")])
+        );
+    }
+
+    #[test]
+    fn given_copies_in_several_bucket_dbs_when_removed_then_no_copy_is_readable() {
+        let db = temporary_db();
+        let (_directory, placement) = temporary_bucket_dbs();
+        let clock = Arc::new(ManualClock::new(START_MILLIS));
+        let keyspace = open_sessions_in_own_dbs(&db, &clock, &placement);
+        keyspace.insert(b"evicted", b"old").unwrap();
+        clock.advance(WIDTH);
+        keyspace.insert(b"evicted", b"new").unwrap();
+
+        assert!(keyspace.remove(b"evicted").unwrap());
+
+        assert_eq!(keyspace.get(b"evicted").unwrap(), None);
+    }
+
+    #[test]
+    fn given_buckets_as_trees_when_opened_as_own_dbs_then_open_refuses_and_says_to_rebuild() {
+        let db = temporary_db();
+        let (_directory, placement) = temporary_bucket_dbs();
+        let clock = Arc::new(ManualClock::new(START_MILLIS));
+        open_sessions(&db, &clock).insert(b"k", b"v").unwrap();
+
+        let refused = TimeKeyspace::open_placed(&db, sessions_config(), clock.clone(), placement);
+
+        match refused {
+            Err(error @ KeyspaceError::PlacementChanged { .. }) => {
+                assert!(error.to_string().contains("--rebuild"), "{error}");
+            }
+            other => panic!("expected PlacementChanged, got {other:?}"),
+        }
     }
 
     #[test]

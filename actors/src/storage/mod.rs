@@ -35,9 +35,10 @@ use std::sync::Arc;
 use self::answer_store::AnswerStore;
 use self::catalog_store::CatalogStore;
 use self::clock::Clock;
+use self::dump::SLED_DEFAULT_TREE;
 use self::enrichment_store::EnrichmentStore;
 use self::import_store::ImportStore;
-use self::keyspace::{CompactionReport, Expiry, KeyspaceError};
+use self::keyspace::{BucketDbs, CompactionReport, Expiry, KeyspaceError, Placement, TimeKeyspace};
 use self::playout_store::PlayoutStore;
 use self::session_store::SessionStore;
 use self::show_store::ShowStore;
@@ -97,8 +98,19 @@ mod tests {
             Timestamp::from_millis(1_000_000).as_millis(),
         ));
         let storage = Storage::open(directory.path(), &NodeConfig::default(), clock).unwrap();
-        for tree in storage.db().tree_names() {
-            if tree.as_ref() == b"__sled__default" || owns_tree(NODE_TREES, &tree) {
+        // A bucket db of each bucketed keyspace exists, and is listed under its bucket name.
+        for keyspace in &storage.bucketed {
+            keyspace.insert(b"key", b"value").unwrap();
+        }
+        let names = storage.tree_names();
+        assert!(
+            names
+                .iter()
+                .any(|name| name.starts_with(b"ks/player_sessions/0")),
+            "{names:?}"
+        );
+        for tree in names {
+            if owns_tree(NODE_TREES, &tree) {
                 continue;
             }
             let owners = [STATION_TREES, USER_TREES, CONTENT_TREES, IMPORT_TREES]
@@ -193,7 +205,19 @@ const MARK_JOURNAL: &[u8] = b"journal_identity";
 const MARK_JOURNAL_END: &[u8] = b"journal_end_at_stop";
 const MARK_READINESS_PROBE: &[u8] = b"readiness_probe";
 
-/// Everything the node keeps in sled.
+/// Where the bucket dbs live, under the store's directory (moved aside and rebuilt with it).
+const BUCKET_DBS_DIR: &str = "buckets";
+/// Each bucket db may cache up to this fraction of `storage.cache_mib`: a few buckets are hot
+/// (the current ones), the older ones are only probed.
+const BUCKET_CACHE_SHARE: u64 = 8;
+
+/// Everything the node keeps in sled: one db for everything but the records of the
+/// time-partitioned keyspaces of entity state (plays, sessions, viewing history), whose buckets
+/// are sled dbs of their own, expired by deleting them.
+///
+/// Writes to the two reach disk independently, so an entity's commit writes its bucketed
+/// records first, waits for [`Storage::buckets_durable`], then writes the main db (which holds
+/// its journal position): the main db never gets to disk ahead of the records it vouches for.
 #[derive(Clone)]
 pub struct Storage {
     db: sled::Db,
@@ -208,6 +232,9 @@ pub struct Storage {
     pub answers: AnswerStore,
     pub imports: ImportStore,
     pub shows: ShowStore,
+    /// The keyspaces whose buckets are sled dbs of their own (see [`Storage::buckets_durable`]).
+    bucketed: Vec<TimeKeyspace>,
+    bucket_root: std::path::PathBuf,
     durability: Arc<Durability>,
 }
 
@@ -229,12 +256,17 @@ impl Storage {
                 }
                 error => StorageError::Sled(error),
             })?;
-        let stations = StationStore::open(&db, &config.station, clock.clone())?;
+        let bucket_root = directory.join(BUCKET_DBS_DIR);
+        let buckets = Placement::OwnDbs(BucketDbs {
+            root: bucket_root.clone(),
+            cache_bytes: config.storage.cache_mib * 1024 * 1024 / BUCKET_CACHE_SHARE,
+        });
+        let stations = StationStore::open(&db, &config.station, clock.clone(), buckets.clone())?;
         let enrichment = EnrichmentStore::open(&db, &config.enrichment, clock.clone())?;
-        let sessions = SessionStore::open(&db, &config.player, clock.clone())?;
+        let sessions = SessionStore::open(&db, &config.player, clock.clone(), buckets.clone())?;
         let catalog = CatalogStore::open(&db, config.storage.catalog_cache_items)?;
         let playouts = PlayoutStore::open(&db)?;
-        let view_history = ViewHistoryStore::open(&db, &config.playout, clock.clone())?;
+        let view_history = ViewHistoryStore::open(&db, &config.playout, clock.clone(), buckets)?;
         let answers = AnswerStore::open(
             &db,
             std::time::Duration::from_secs(config.ingest.answer_retention_secs),
@@ -243,8 +275,15 @@ impl Storage {
         let user_meta = UserMetaStore::open(&db)?;
         let imports = ImportStore::open(&db)?;
         let shows = ShowStore::open(&db, &config.imports, clock)?;
+        let bucketed = vec![
+            stations.plays().clone(),
+            sessions.keyspace().clone(),
+            view_history.keyspace().clone(),
+        ];
         Ok(Self {
-            durability: Arc::new(Durability::new(db.clone())),
+            durability: Arc::new(Durability::new(db.clone(), bucketed.clone())),
+            bucketed,
+            bucket_root,
             node_meta: db.open_tree(NODE_META_TREE)?,
             db,
             stations,
@@ -285,6 +324,7 @@ impl Storage {
     /// Notes that the store is in use and folds `journal_identity`; durable before it returns,
     /// so a crash from here on is seen at the next start.
     pub fn mark_running(&self, journal_identity: &str) -> Result<(), StorageError> {
+        self.flush_buckets()?;
         self.node_meta.insert(MARK_INITIALIZED, b"1".as_slice())?;
         self.node_meta
             .insert(MARK_STOPPED_CLEANLY, b"0".as_slice())?;
@@ -298,6 +338,7 @@ impl Storage {
     /// sequence then: a journal that moved on before the next start was written by another
     /// node, and this store may be behind it.
     pub fn mark_stopped_cleanly(&self, journal_end: u64) -> Result<(), StorageError> {
+        self.flush_buckets()?;
         self.node_meta
             .insert(MARK_JOURNAL_END, journal_end.to_be_bytes().as_slice())?;
         self.node_meta
@@ -338,44 +379,143 @@ impl Storage {
         ]
     }
 
-    /// Returns once every write made before the call is on disk. Concurrent callers share
-    /// one flush (group commit).
+    /// Returns once every write made before the call is on disk, bucket dbs first. Concurrent
+    /// callers share one flush (group commit).
     pub async fn make_durable(&self) -> Result<(), StorageError> {
-        self.durability.make_durable().await
+        self.durability.wait(Stage::Main).await
     }
 
+    /// Returns once every write made to a bucket db before the call is on disk (the barrier
+    /// between an entity's bucketed records and its main-db writes). Shares the group commit.
+    pub async fn buckets_durable(&self) -> Result<(), StorageError> {
+        self.durability.wait(Stage::Buckets).await
+    }
+
+    /// Flushes the bucket dbs, then the main db.
     pub fn flush(&self) -> Result<(), StorageError> {
+        self.flush_buckets()?;
         self.db.flush()?;
         Ok(())
     }
 
+    /// Flushes the main db alone (fault injection: sled may write it out at any moment).
+    pub fn flush_main_only(&self) -> Result<(), StorageError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn flush_buckets(&self) -> Result<(), StorageError> {
+        for keyspace in &self.bucketed {
+            keyspace.flush_buckets()?;
+        }
+        Ok(())
+    }
+
+    /// Bytes on disk: the main db and every bucket db.
     pub fn size_on_disk(&self) -> Result<u64, StorageError> {
-        Ok(self.db.size_on_disk()?)
+        Ok(self.db.size_on_disk()? + directory_size(&self.bucket_root)?)
+    }
+
+    /// Every named tree a snapshot may hold (sled's default tree excepted), sorted: the main
+    /// db's trees, and each bucket db under its keyspace's bucket name (`ks/{name}/{index}`,
+    /// as if it were a tree of the main db: snapshots do not depend on where buckets live).
+    pub fn tree_names(&self) -> Vec<Vec<u8>> {
+        let mut names: Vec<Vec<u8>> = self
+            .db
+            .tree_names()
+            .into_iter()
+            .filter(|name| name.as_ref() != SLED_DEFAULT_TREE)
+            .map(|name| name.to_vec())
+            .collect();
+        for keyspace in &self.bucketed {
+            names.extend(
+                keyspace
+                    .buckets()
+                    .into_iter()
+                    .map(|(bucket, _)| keyspace.bucket_name(bucket).into_bytes()),
+            );
+        }
+        names.sort();
+        names
+    }
+
+    /// The tree `name` of [`Self::tree_names`], created when missing (a restore writes it).
+    pub fn open_tree(&self, name: &[u8]) -> Result<sled::Tree, StorageError> {
+        for keyspace in &self.bucketed {
+            if let Some(bucket) = keyspace.parse_bucket_name(name) {
+                return Ok(keyspace.bucket(bucket)?);
+            }
+        }
+        Ok(self.db.open_tree(name)?)
     }
 }
 
+/// The bytes of every file under `directory` (none when it does not exist).
+fn directory_size(directory: &Path) -> Result<u64, StorageError> {
+    let io = |error: std::io::Error| StorageError::Sled(sled::Error::Io(error));
+    let entries = match std::fs::read_dir(directory) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(error) => return Err(io(error)),
+    };
+    let mut total = 0;
+    for entry in entries {
+        let entry = entry.map_err(io)?;
+        let metadata = entry.metadata().map_err(io)?;
+        total += if metadata.is_dir() {
+            directory_size(&entry.path())?
+        } else {
+            metadata.len()
+        };
+    }
+    Ok(total)
+}
+
+/// Which group-commit stage a waiter needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Buckets,
+    Main,
+}
+
+type Waiter = (Stage, tokio::sync::oneshot::Sender<Result<(), String>>);
+
 /// Group commit on one flusher thread: callers queue a waiter; the thread takes every waiter
-/// queued so far, calls sled's blocking flush once, and answers them all. Writes made before a
-/// waiter was queued are covered by the flush that answers it. One thread, woken once per
-/// flush, instead of `flush_async` per caller (which wakes sled's pool twice each time).
+/// queued so far, flushes the bucket dbs and answers the waiters of that stage, then flushes
+/// the main db and answers the rest. Writes made before a waiter was queued are covered by the
+/// flush that answers it. One thread, woken once per round, instead of `flush_async` per
+/// caller (which wakes sled's pool twice each time).
 struct Durability {
-    waiters: std::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Result<(), String>>>,
+    waiters: std::sync::mpsc::Sender<Waiter>,
 }
 
 impl Durability {
     /// Starts the flusher thread; it ends (and lets go of `db`) once every `Storage` is dropped.
-    fn new(db: sled::Db) -> Self {
-        let (waiters, queue) =
-            std::sync::mpsc::channel::<tokio::sync::oneshot::Sender<Result<(), String>>>();
+    fn new(db: sled::Db, bucketed: Vec<TimeKeyspace>) -> Self {
+        let (waiters, queue) = std::sync::mpsc::channel::<Waiter>();
         std::thread::Builder::new()
             .name("playhead-flusher".into())
             .spawn(move || {
                 while let Ok(first) = queue.recv() {
                     let mut batch = vec![first];
                     batch.extend(queue.try_iter());
-                    let result = db.flush().map(|_| ()).map_err(|error| error.to_string());
-                    for waiter in batch {
-                        let _ = waiter.send(result.clone());
+                    let buckets = bucketed
+                        .iter()
+                        .try_for_each(|keyspace| keyspace.flush_buckets().map(|_| ()))
+                        .map_err(|error| error.to_string());
+                    let (bucket_waiters, main_waiters): (Vec<Waiter>, Vec<Waiter>) = batch
+                        .into_iter()
+                        .partition(|(stage, _)| *stage == Stage::Buckets);
+                    for (_, waiter) in bucket_waiters {
+                        let _ = waiter.send(buckets.clone());
+                    }
+                    if main_waiters.is_empty() {
+                        continue;
+                    }
+                    let main = buckets
+                        .and_then(|()| db.flush().map(|_| ()).map_err(|error| error.to_string()));
+                    for (_, waiter) in main_waiters {
+                        let _ = waiter.send(main.clone());
                     }
                 }
             })
@@ -383,10 +523,10 @@ impl Durability {
         Self { waiters }
     }
 
-    async fn make_durable(&self) -> Result<(), StorageError> {
+    async fn wait(&self, stage: Stage) -> Result<(), StorageError> {
         let (done, answer) = tokio::sync::oneshot::channel();
         let gone = || StorageError::Flush("the flusher thread stopped".into());
-        self.waiters.send(done).map_err(|_| gone())?;
+        self.waiters.send((stage, done)).map_err(|_| gone())?;
         answer
             .await
             .map_err(|_| gone())?

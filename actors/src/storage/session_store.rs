@@ -10,7 +10,9 @@ use playhead_proto::ids::{PlaylistId, UserId};
 
 use super::StorageError;
 use super::clock::Clock;
-use super::keyspace::{CompactionReport, Direction, Expiry, KeyspaceConfig, TimeKeyspace};
+use super::keyspace::{
+    CompactionReport, Direction, Expiry, KeyspaceConfig, Placement, TimeKeyspace,
+};
 use crate::config::PlayerConfig;
 use crate::domain::player::{Session, SessionStatus, Track, shuffled_order};
 use crate::domain::time::Timestamp;
@@ -81,8 +83,9 @@ impl SessionStore {
         db: &sled::Db,
         config: &PlayerConfig,
         clock: Arc<dyn Clock>,
+        placement: Placement,
     ) -> Result<Self, StorageError> {
-        let sessions = TimeKeyspace::open(
+        let sessions = TimeKeyspace::open_placed(
             db,
             KeyspaceConfig {
                 name: "player_sessions".into(),
@@ -90,6 +93,7 @@ impl SessionStore {
                 retention: Duration::from_secs(config.session_ttl_secs),
             },
             clock,
+            placement,
         )?;
         Ok(Self { sessions })
     }
@@ -338,15 +342,19 @@ mod tests {
         }
     }
 
-    fn open(clock: &Arc<ManualClock>) -> SessionStore {
+    /// Sessions in bucket dbs under the returned directory.
+    fn open(clock: &Arc<ManualClock>) -> (SessionStore, tempfile::TempDir) {
         let db = sled::Config::new().temporary(true).open().unwrap();
-        SessionStore::open(&db, &PlayerConfig::default(), clock.clone()).unwrap()
+        let (buckets, placement) = crate::storage::keyspace::temporary_bucket_dbs();
+        let store =
+            SessionStore::open(&db, &PlayerConfig::default(), clock.clone(), placement).unwrap();
+        (store, buckets)
     }
 
     #[test]
     fn a_saved_session_loads_back_identically_with_its_order() {
         let clock = Arc::new(ManualClock::new(100 * DAY_MS));
-        let store = open(&clock);
+        let (store, _buckets) = open(&clock);
         let (user, playlist) = ids("ann", "road-trip");
         let stored = session(100 * DAY_MS);
         store.save(&user, &[(&playlist, &stored)]).unwrap();
@@ -358,7 +366,7 @@ mod tests {
     #[test]
     fn listing_returns_only_that_users_sessions_each_once_newest_copy() {
         let clock = Arc::new(ManualClock::new(100 * DAY_MS));
-        let store = open(&clock);
+        let (store, _buckets) = open(&clock);
         let (ann, first) = ids("ann", "a");
         let (annie, second) = ids("annie", "b");
         store.save(&ann, &[(&first, &session(1))]).unwrap();
@@ -374,7 +382,7 @@ mod tests {
     #[test]
     fn untouched_sessions_vanish_after_compaction_touched_ones_stay() {
         let clock = Arc::new(ManualClock::new(100 * DAY_MS));
-        let store = open(&clock);
+        let (store, _buckets) = open(&clock);
         let (user, kept) = ids("ann", "kept");
         let (_, dropped) = ids("ann", "dropped");
         store

@@ -9,7 +9,9 @@ use playhead_proto::v1;
 
 use super::StorageError;
 use super::clock::Clock;
-use super::keyspace::{CompactionReport, Direction, Expiry, KeyspaceConfig, TimeKeyspace};
+use super::keyspace::{
+    CompactionReport, Direction, Expiry, KeyspaceConfig, Placement, TimeKeyspace,
+};
 use crate::config::StationConfig;
 use crate::domain::station::{CurrentPlay, Song, StationEvent, StationState};
 use crate::domain::time::Timestamp;
@@ -76,8 +78,9 @@ impl StationStore {
         db: &sled::Db,
         config: &StationConfig,
         clock: Arc<dyn Clock>,
+        placement: Placement,
     ) -> Result<Self, StorageError> {
-        let plays = TimeKeyspace::open(
+        let plays = TimeKeyspace::open_placed(
             db,
             KeyspaceConfig {
                 name: "station_plays".into(),
@@ -85,12 +88,18 @@ impl StationStore {
                 retention: Duration::from_secs(config.history_retention_secs),
             },
             clock,
+            placement,
         )?;
         Ok(Self {
             states: db.open_tree("station_state")?,
             plays,
             history_cap: config.history_cap,
         })
+    }
+
+    /// The play history's keyspace.
+    pub fn plays(&self) -> &TimeKeyspace {
+        &self.plays
     }
 
     /// The station's stored state, or the initial state if it was never seen.
@@ -137,15 +146,28 @@ impl StationStore {
         })
     }
 
-    /// Writes the plays the events touch, one by one in order (no `sled::Batch`: it takes
-    /// sled's process-wide exclusive lock), then the state: a crash in between leaves some of
-    /// the plays, which the redelivered message rewrites identically.
+    /// [`Self::commit_plays`], then [`Self::commit_state`], with no barrier in between (tests
+    /// and benchmarks; the entity shell makes the plays durable before the state).
     pub fn commit(
         &self,
         station: &StationId,
         events: &[&StationEvent],
         stored: &StoredStation,
     ) -> Result<(), StorageError> {
+        self.commit_plays(station, events, &stored.state)?;
+        self.commit_state(station, stored)
+    }
+
+    /// Writes the plays the events touch, one by one in order (no `sled::Batch`: it takes
+    /// sled's process-wide exclusive lock), and removes those the cap evicts; returns whether
+    /// it wrote anything. Before [`Self::commit_state`]: a crash in between leaves some of the
+    /// plays, which the redelivered message rewrites identically.
+    pub fn commit_plays(
+        &self,
+        station: &StationId,
+        events: &[&StationEvent],
+        state: &StationState,
+    ) -> Result<bool, StorageError> {
         let mut evicted = Vec::new();
         // One record per play the events touch, as it stands after them (in event order).
         let mut touched: Vec<PlayRecord> = Vec::new();
@@ -165,7 +187,7 @@ impl StationStore {
                         continue;
                     }
                     // Enriched after it started: the play on air holds everything else.
-                    match stored.state.current.as_ref() {
+                    match state.current.as_ref() {
                         Some(current) if current.play_seq == *play_seq => current_record(current),
                         _ => continue,
                     }
@@ -186,12 +208,22 @@ impl StationStore {
                 )
             })
             .collect();
+        let wrote = !play_writes.is_empty() || !evicted.is_empty();
         if !play_writes.is_empty() {
             self.plays.insert_each(play_writes)?;
         }
         for key in evicted {
             self.plays.remove(&key)?;
         }
+        Ok(wrote)
+    }
+
+    /// Writes the station's state (its journal position with it).
+    pub fn commit_state(
+        &self,
+        station: &StationId,
+        stored: &StoredStation,
+    ) -> Result<(), StorageError> {
         let snapshot = StationSnapshot {
             last_applied_seq: stored.last_applied_seq,
             last_journal_seq: stored.last_journal_seq,

@@ -56,7 +56,7 @@ use playhead_proto::ids::{ContentId, UserId};
 use super::StorageError;
 use super::clock::Clock;
 use super::keyspace::{
-    BucketIndex, CompactionReport, Direction, Expiry, KeyspaceConfig, TimeKeyspace,
+    BucketIndex, CompactionReport, Direction, Expiry, KeyspaceConfig, Placement, TimeKeyspace,
 };
 use crate::config::PlayoutConfig;
 use crate::domain::playout::Bookmark;
@@ -129,8 +129,9 @@ impl ViewHistoryStore {
         db: &sled::Db,
         config: &PlayoutConfig,
         clock: Arc<dyn Clock>,
+        placement: Placement,
     ) -> Result<Self, StorageError> {
-        let history = TimeKeyspace::open(
+        let history = TimeKeyspace::open_placed(
             db,
             KeyspaceConfig {
                 name: "view_history".into(),
@@ -138,6 +139,7 @@ impl ViewHistoryStore {
                 retention: Duration::from_secs(config.history_retention_secs),
             },
             clock,
+            placement,
         )?;
         Ok(Self {
             history,

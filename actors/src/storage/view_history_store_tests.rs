@@ -19,6 +19,7 @@ const START_MS: u64 = 20_000 * DAY_MS;
 struct Fixture {
     clock: Arc<ManualClock>,
     store: ViewHistoryStore,
+    _buckets: tempfile::TempDir,
 }
 
 fn fixture(history_cap: u32) -> Fixture {
@@ -28,8 +29,13 @@ fn fixture(history_cap: u32) -> Fixture {
         history_cap,
         ..PlayoutConfig::default()
     };
-    let store = ViewHistoryStore::open(&db, &config, clock.clone()).unwrap();
-    Fixture { clock, store }
+    let (buckets, placement) = crate::storage::keyspace::temporary_bucket_dbs();
+    let store = ViewHistoryStore::open(&db, &config, clock.clone(), placement).unwrap();
+    Fixture {
+        clock,
+        store,
+        _buckets: buckets,
+    }
 }
 
 impl Fixture {

@@ -3,7 +3,8 @@
 //! the broker's duplicate window, it neither loses nor repeats anything — every answer equals
 //! the model, and every event is in the journal once, in order. Nor does it contradict what it
 //! told a publisher: every answer sent to a message's `Playhead-Reply-To`, the first time or
-//! again after a redelivery, is the model's answer to that message.
+//! again after a redelivery, is the model's answer to that message. Nor does the main db,
+//! reaching disk on its own, get ahead of the bucket dbs holding the records it vouches for.
 
 use std::time::Duration;
 
@@ -212,6 +213,36 @@ async fn a_node_down_longer_than_the_duplicate_window_after_an_append_repeats_no
         "only {crashes} runs crashed between an append and its commit"
     );
     let mut node = NodeProcess::start(&nats.url(), data.path(), &window).await;
+    drained(&jetstream).await;
+    let model = assert_matches_model(&nats, &jetstream, &workload).await;
+    let status = node.process.terminate_within(Duration::from_secs(30));
+    assert!(status.success(), "graceful stop exits 0: {status}");
+    assert_replies_match_model(replies, &model, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_main_db_reached_disk_before_its_bucket_dbs_loses_nothing() {
+    let nats = NatsServer::start();
+    let data = temp_dir();
+    let jetstream = jetstream::new(nats.connect().await);
+    let workload = workload::generate(17, 6, 10, 2_000, &nats.credentials(NatsRole::Admin));
+    let replies = Replies::subscribe(nats.connect().await, REPLY_SUBJECTS).await;
+    let node = NodeProcess::start(&nats.url(), data.path(), &[]).await;
+    publish_pipelined(&jetstream, workload.catalog.clone()).await;
+    wait_until_drained(&jetstream, Inbox::Catalog, DRAIN).await;
+    drop(node);
+    publish_pipelined(&jetstream, workload.messages.clone()).await;
+    // Each run commits a few entities, then flushes the main db alone — sled may write it out
+    // at any moment — and dies: the bucket dbs (plays, sessions, viewing history) keep only
+    // what was flushed before. An entity position on disk ahead of its bucketed records would
+    // skip them for good.
+    let env = [("PLAYHEAD_FAULTS", "crash_after_persists=3")];
+    let crashes = crash_repeatedly(&nats, &jetstream, data.path(), &env, 8, Duration::ZERO).await;
+    assert!(
+        crashes >= 4,
+        "only {crashes} runs crashed right after an entity commit"
+    );
+    let mut node = NodeProcess::start(&nats.url(), data.path(), &[]).await;
     drained(&jetstream).await;
     let model = assert_matches_model(&nats, &jetstream, &workload).await;
     let status = node.process.terminate_within(Duration::from_secs(30));

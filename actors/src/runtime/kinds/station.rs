@@ -131,6 +131,19 @@ impl EntityKind for StationKind {
         )
     }
 
+    fn persist_bucketed(
+        context: &StationContext,
+        id: &StationId,
+        records: &mut StationRecords,
+        applied: &[(u64, Vec<StationEvent>)],
+    ) -> Result<bool, EntityError> {
+        let events: Vec<&StationEvent> = applied.iter().flat_map(|(_, events)| events).collect();
+        Ok(context
+            .storage
+            .stations
+            .commit_plays(id, &events, &records.state)?)
+    }
+
     fn persist(
         context: &StationContext,
         id: &StationId,
@@ -139,15 +152,10 @@ impl EntityKind for StationKind {
         applied: &[(u64, Vec<StationEvent>)],
     ) -> Result<(), EntityError> {
         let events: Vec<&StationEvent> = applied.iter().flat_map(|(_, events)| events).collect();
-        context.storage.stations.commit(
-            id,
-            &events,
-            &StoredStation {
-                state: records.state.clone(),
-                last_applied_seq: records.last_applied_seq,
-                last_journal_seq: sequences.last_journal,
-            },
-        )?;
+        context
+            .storage
+            .stations
+            .commit_state(id, &stored(records, sequences))?;
         if let Some(enrichment) = context.enrichment.get()
             && let Some(current) = records.state.current.as_ref()
             && current.enrichment.is_none()
@@ -182,5 +190,14 @@ impl EntityKind for StationKind {
                 detail: error.to_string(),
             })?;
         Ok(())
+    }
+}
+
+/// The station's records as they are stored, at `sequences`.
+fn stored(records: &StationRecords, sequences: Sequences) -> StoredStation {
+    StoredStation {
+        state: records.state.clone(),
+        last_applied_seq: records.last_applied_seq,
+        last_journal_seq: sequences.last_journal,
     }
 }

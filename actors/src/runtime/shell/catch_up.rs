@@ -103,13 +103,15 @@ impl<K: EntityKind> Shell<K> {
                 .map_err(EntityError::from)?;
             // Persisted before a part cut short is noted: the stored position never points
             // into a decision that is not whole.
-            K::persist(
+            super::persist::<K>(
+                runtime,
                 context,
                 &self.id,
                 &mut loaded.records,
                 loaded.sequences,
                 &applied,
-            )?;
+            )
+            .await?;
             K::project(context, &self.id, &loaded.records).await?;
         }
         if let Some(last) = cut_short.last() {
@@ -218,9 +220,12 @@ impl<K: EntityKind> Shell<K> {
         {
             // A command that would change something now, yet has no decision in the journal,
             // gets no answer here (it is answered from the state if it comes back).
-            if let Some(Some(answer)) =
-                self.answer_if_unchanged(context, records, &mut awaiting.command, awaiting.now)?
-            {
+            if let Some(Some(answer)) = self.answer_if_unchanged(
+                context,
+                records,
+                &mut awaiting.command,
+                (awaiting.seq, awaiting.now),
+            )? {
                 answering.answers.push((awaiting.seq, answer));
             }
         }
@@ -249,6 +254,7 @@ impl<K: EntityKind> Shell<K> {
         if let Some(awaiting) = answering
             .awaiting
             .pop_front_if(|awaiting| awaiting.seq == inbox_seq)
+            && !K::holds_later(&loaded.records, &awaiting.command, inbox_seq)
             && let Some(answer) = K::answer(
                 context,
                 &self.id,

@@ -437,18 +437,39 @@ impl<K: EntityKind> Shell<K> {
             }
         }
         file_answers()?;
-        crate::child_span!(&last_span, "persist").in_scope(|| {
-            K::persist(
-                context,
-                &self.id,
-                &mut loaded.records,
-                loaded.sequences,
-                &applied,
-            )
-        })?;
+        persist::<K>(
+            runtime,
+            context,
+            &self.id,
+            &mut loaded.records,
+            loaded.sequences,
+            &applied,
+        )
+        .instrument(crate::child_span!(&last_span, "persist"))
+        .await?;
         K::project(context, &self.id, &loaded.records).await?;
         Ok(processed)
     }
+}
+
+/// Writes what `applied` touched: the bucketed records, made durable (with whatever other
+/// commits wrote meanwhile: one group commit) before the main db's are written.
+async fn persist<K: EntityKind>(
+    runtime: &Runtime,
+    context: &K::Context,
+    id: &K::Id,
+    records: &mut K::Records,
+    sequences: Sequences,
+    applied: &[(u64, Vec<K::Event>)],
+) -> Result<(), EntityError> {
+    if K::persist_bucketed(context, id, records, applied)? {
+        runtime.storage.buckets_durable().await?;
+    }
+    K::persist(context, id, records, sequences, applied)?;
+    runtime.faults.persisted(|| {
+        let _ = runtime.storage.flush_main_only();
+    });
+    Ok(())
 }
 
 impl<K: EntityKind> Shell<K> {
@@ -491,6 +512,9 @@ impl<K: EntityKind> Shell<K> {
             .iter()
             .find(|step| step.inbox_seq == seq && !step.events.is_empty())
         {
+            if K::holds_later(&own.records, &envelope.command, seq) {
+                return Ok(None);
+            }
             return Ok(answer(&own.records, Decided::Events(&own.events)));
         }
         if let Some(before) = loaded
@@ -502,28 +526,36 @@ impl<K: EntityKind> Shell<K> {
                 context,
                 &mut before.records.clone(),
                 &mut envelope.command.clone(),
-                envelope.now,
+                (seq, envelope.now),
             )?
         {
             return Ok(answer);
         }
         // Older than what a catch-up kept, or it changed something then yet no decision of it
-        // is in the journal: the state is all there is to answer from.
+        // is in the journal: the state is all there is to answer from — unless it holds a
+        // later decision (then no answer: none was sent, and the state would contradict it).
+        if K::holds_later(&loaded.records, &envelope.command, seq) {
+            return Ok(None);
+        }
         Ok(answer(&loaded.records, Decided::Duplicate))
     }
 
-    /// The answer `command` gets, decided again against `records` (what it reads loaded
-    /// first), when that decision changes nothing: deciders being pure, the answer it got when
-    /// it was decided against the same records. `None` when it would change something.
+    /// The answer `command` (of inbox sequence `seq`) gets, decided again against `records`
+    /// (what it reads loaded first), when that decision changes nothing: deciders being pure,
+    /// the answer it got when it was decided against the same records. `None` when it would
+    /// change something, or when the records it reads hold a later decision.
     fn answer_if_unchanged(
         &self,
         context: &K::Context,
         records: &mut K::Records,
         command: &mut K::Command,
-        now: Timestamp,
+        (seq, now): (u64, Timestamp),
     ) -> Result<Option<Option<Vec<u8>>>, EntityError> {
         K::prepare(context, &self.id, records, command)?;
         let (records, command) = (&*records, &*command);
+        if K::holds_later(records, command, seq) {
+            return Ok(None);
+        }
         let decided = std::panic::catch_unwind(AssertUnwindSafe(|| {
             K::decider(context).decide(command, K::state(records), now)
         }));

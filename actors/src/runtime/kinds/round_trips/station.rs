@@ -212,7 +212,8 @@ fn check(history_cap: u64, page_size: usize, steps: &[Step]) -> Result<(), TestC
         ..NodeConfig::default().station
     };
     let db = temporary_db()?;
-    let store = StationStore::open(&db, &config, clock.clone())?;
+    let (_buckets, placement) = crate::storage::keyspace::temporary_bucket_dbs();
+    let store = StationStore::open(&db, &config, clock.clone(), placement)?;
     let run = run_as_the_shell(
         &StationDecider,
         messages(steps, observe),

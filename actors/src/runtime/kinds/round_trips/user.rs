@@ -211,7 +211,8 @@ fn check(steps: &[Step]) -> Result<(), TestCaseError> {
     let playlists = PLAYLISTS.map(|name| PlaylistId::parse(name).expect("a valid id"));
     let clock = Arc::new(ManualClock::new(START));
     let db = temporary_db()?;
-    let sessions = SessionStore::open(&db, &config.player, clock.clone())?;
+    let (_buckets, placement) = crate::storage::keyspace::temporary_bucket_dbs();
+    let sessions = SessionStore::open(&db, &config.player, clock.clone(), placement)?;
     let playouts = PlayoutStore::open(&db)?;
     let run = run_as_the_shell(
         &decider,

@@ -150,6 +150,16 @@ impl EntityKind for UserKind {
         )
     }
 
+    fn holds_later(records: &UserRecords, command: &UserCommand, seq: u64) -> bool {
+        match command {
+            UserCommand::Player { playlist, .. } => records
+                .sessions
+                .get(playlist)
+                .is_some_and(|meta| meta.last_applied_seq > seq),
+            UserCommand::Playout(_) => records.playouts_seq.is_some_and(|applied| applied > seq),
+        }
+    }
+
     fn answer(
         context: &UserContext,
         id: &UserId,
@@ -189,6 +199,15 @@ impl EntityKind for UserKind {
             &record.payload,
             record.stored_at,
         )
+    }
+
+    fn persist_bucketed(
+        context: &UserContext,
+        id: &UserId,
+        records: &mut UserRecords,
+        applied: &[(u64, Vec<UserEvent>)],
+    ) -> Result<bool, EntityError> {
+        records.persist_bucketed(&context.storage, id, applied)
     }
 
     fn persist(

@@ -171,20 +171,16 @@ impl UserRecords {
         self.state = state;
     }
 
-    /// Writes the records `applied` touched: sessions, then the viewing history and the
-    /// playout record (history first: a crash in between replays to the same history).
+    /// Writes the bucketed records `applied` touched: the sessions and the viewing history.
+    /// Returns whether it wrote anything.
     ///
     /// The history gets the bookmarks the events store (not every BEAT's: see
-    /// [`PlayoutEvent::stored_bookmark`]) and the views of released slots; a BEAT that stores
-    /// none writes the playout record alone.
-    /// Returns whether the playout record was written, with `position` in it (then the
-    /// entity's position needs no other write).
-    pub(super) fn persist(
+    /// [`PlayoutEvent::stored_bookmark`]) and the views of released slots.
+    pub(super) fn persist_bucketed(
         &mut self,
         storage: &Storage,
         user: &UserId,
         applied: &[(u64, Vec<UserEvent>)],
-        position: UserMeta,
     ) -> Result<bool, EntityError> {
         let mut touched: BTreeSet<&PlaylistId> = BTreeSet::new();
         let released = std::mem::take(&mut self.released);
@@ -210,16 +206,35 @@ impl UserRecords {
             })
             .collect();
         storage.sessions.save_parts(user, &sessions)?;
+        let mut wrote = !sessions.is_empty();
+        if playouts_touched && (!bookmarks.is_empty() || !released.is_empty()) {
+            let live_views: Vec<Bookmark> = self.state.playouts.live_views().collect();
+            let report = storage.view_history.record_beside_live_views(
+                user,
+                &released,
+                &bookmarks,
+                &live_views,
+            )?;
+            wrote |= report.written > 0 || report.evicted > 0;
+        }
+        Ok(wrote)
+    }
+
+    /// Writes the playout record when `applied` touched it, with `position` in it; returns
+    /// whether it did (then the entity's position needs no other write). After
+    /// [`Self::persist_bucketed`]: a crash in between replays to the same history.
+    pub(super) fn persist(
+        &mut self,
+        storage: &Storage,
+        user: &UserId,
+        applied: &[(u64, Vec<UserEvent>)],
+        position: UserMeta,
+    ) -> Result<bool, EntityError> {
+        let playouts_touched = applied
+            .iter()
+            .flat_map(|(_, events)| events)
+            .any(|event| matches!(event, UserEvent::Playout(_)));
         if playouts_touched {
-            if !bookmarks.is_empty() || !released.is_empty() {
-                let live_views: Vec<Bookmark> = self.state.playouts.live_views().collect();
-                storage.view_history.record_beside_live_views(
-                    user,
-                    &released,
-                    &bookmarks,
-                    &live_views,
-                )?;
-            }
             storage.playouts.save(
                 user,
                 &StoredPlayouts {

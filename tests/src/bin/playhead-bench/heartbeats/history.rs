@@ -13,6 +13,7 @@ use playhead_actors::config::PlayoutConfig;
 use playhead_actors::domain::playout::Bookmark;
 use playhead_actors::domain::time::Timestamp;
 use playhead_actors::storage::clock::ManualClock;
+use playhead_actors::storage::keyspace::{BucketDbs, Placement};
 use playhead_actors::storage::view_history_store::ViewHistoryStore;
 use playhead_proto::ids::{ContentId, UserId};
 use playhead_tests::system::temp_dir;
@@ -47,7 +48,15 @@ fn bookmark_cost(days: u64) -> anyhow::Result<f64> {
         .context("the viewing-history store")?;
     let start = 1_700_000_000_000;
     let clock = Arc::new(ManualClock::new(start));
-    let store = ViewHistoryStore::open(&db, &PlayoutConfig::default(), clock.clone())?;
+    let store = ViewHistoryStore::open(
+        &db,
+        &PlayoutConfig::default(),
+        clock.clone(),
+        Placement::OwnDbs(BucketDbs {
+            root: dir.path().join("buckets"),
+            cache_bytes: 32 << 20,
+        }),
+    )?;
     let user = |n: usize| UserId::parse(format!("user-{n}"));
     let bookmark = |content: String, at: u64| -> anyhow::Result<Bookmark> {
         Ok(Bookmark {

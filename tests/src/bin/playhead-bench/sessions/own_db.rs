@@ -1,19 +1,17 @@
 //! Expiry with a sled db per bucket (issue 10, item 4, decided by measurement): what removing
 //! an expired bucket of N sessions costs a foreground that reads and writes sessions meanwhile,
-//! when the bucket is a tree of the foreground's db (`compact()` dropping it, the whole drop)
-//! and when it is a db of its own (closed, then its directory deleted). Storage alone, the
-//! foreground on a thread of its own, paced; both removals in the same run, one after the
-//! other (the db first: the drop's aftermath outlasts its window), each with a window of the
-//! same load just before it.
+//! as the node keeps them (the store's session buckets are sled dbs of their own: closed, then
+//! deleted) and as they were kept before (a tree of the serving db, `drop_tree`'d whole).
+//! Storage alone, the foreground on a thread of its own, paced; the two one after the other,
+//! each with a window of the same load just before its removal.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use playhead_actors::storage::Storage;
 use playhead_actors::storage::clock::{Clock, ManualClock};
-use playhead_actors::storage::keyspace::Expiry;
+use playhead_actors::storage::keyspace::{Expiry, Placement};
 use playhead_actors::storage::session_store::SessionStore;
 use playhead_tests::system::temp_dir;
 
@@ -49,11 +47,11 @@ impl Removal {
     }
 }
 
-/// Fills a bucket of `count` sessions in the foreground's db and `count` in a db of their
-/// own, then removes each under the paced foreground.
+/// Fills a bucket of `count` sessions in the node's store (a bucket db) and `count` in a tree
+/// of a plain serving db, then removes each under the paced foreground on its own store.
 pub(super) fn removals(count: usize) -> anyhow::Result<OwnDb> {
     let data = temp_dir();
-    eprintln!("sessions: filling a bucket of {count} sessions in the serving db…");
+    eprintln!("sessions: filling a bucket of {count} sessions in the node's store (a bucket db)…");
     let FilledStore {
         config,
         filled_at,
@@ -61,68 +59,67 @@ pub(super) fn removals(count: usize) -> anyhow::Result<OwnDb> {
         storage,
         session,
         ..
-    } = FilledStore::fill(&data.path().join("main"), count)?;
-
-    // A bare sled db holding only the bucket: dropping the last handle closes it here.
-    let own_dir = data.path().join("bucket");
-    let bucket_db = sled::Config::new().path(&own_dir).open()?;
-    let bucket = SessionStore::open(
-        &bucket_db,
-        &config.player,
-        Arc::new(ManualClock::new(filled_at)),
-    )?;
-    eprintln!("sessions: filling the same {count} sessions into a db of their own…");
-    fill(&bucket, "u", count, &session)?;
-    bucket_db.flush()?;
-
-    // The foreground's sessions live in a later bucket, which stays live throughout.
+    } = FilledStore::fill(&data.path().join("store"), count)?;
     clock.set(default_bucket_droppable_at(&config, filled_at));
-    let foreground_session = stored_session(PREFILLED_TRACKS, clock.now_millis());
-    fill(
-        &storage.sessions,
-        "fg",
-        FOREGROUND_SESSIONS,
-        &foreground_session,
-    )?;
+    let own_db = removal_under_foreground(&storage.sessions, clock.now_millis(), || {
+        Ok(storage.sessions.compact(&Expiry::whole())?.buckets_dropped)
+    })?;
+    drop(storage);
 
+    eprintln!("sessions: filling the same {count} sessions into a tree of a serving db…");
+    let serving_db = sled::Config::new()
+        .path(data.path().join("trees"))
+        .cache_capacity(config.storage.cache_mib * 1024 * 1024)
+        .open()?;
+    let clock = Arc::new(ManualClock::new(filled_at));
+    let trees = SessionStore::open(&serving_db, &config.player, clock.clone(), Placement::Trees)?;
+    fill(&trees, "u", count, &session)?;
+    serving_db.flush()?;
+    clock.set(default_bucket_droppable_at(&config, filled_at));
+    let same_db = removal_under_foreground(&trees, clock.now_millis(), || {
+        Ok(trees.compact(&Expiry::whole())?.buckets_dropped)
+    })?;
+    Ok(OwnDb { same_db, own_db })
+}
+
+/// Runs the paced foreground on `store` (its sessions in the bucket of `now_ms`, live
+/// throughout) for a window, calls `remove` (which must remove exactly one bucket), and
+/// runs it a window more.
+fn removal_under_foreground(
+    store: &SessionStore,
+    now_ms: u64,
+    remove: impl FnOnce() -> anyhow::Result<usize>,
+) -> anyhow::Result<Removal> {
+    let foreground_session = stored_session(PREFILLED_TRACKS, now_ms);
+    fill(store, "fg", FOREGROUND_SESSIONS, &foreground_session)?;
     eprintln!(
-        "sessions: removing each bucket under a foreground of {FOREGROUND_RATE} session reads + writes/s…"
+        "sessions: removing the bucket under a foreground of {FOREGROUND_RATE} session reads + writes/s…"
     );
     let stop = AtomicBool::new(false);
     let started = Instant::now();
-    std::thread::scope(|scope| -> anyhow::Result<OwnDb> {
-        let load = scope.spawn(|| foreground(&storage, started, &stop));
+    std::thread::scope(|scope| -> anyhow::Result<Removal> {
+        let load = scope.spawn(|| foreground(store, started, &stop));
         let at = |offset: Duration| {
             let wait = (started + offset).saturating_duration_since(Instant::now());
             std::thread::sleep(wait);
         };
         let result = (|| {
-            // The bucket as a db of its own: closed (sled flushes and stops its threads),
-            // then its files deleted.
             at(WINDOW);
             let removing = Instant::now();
-            drop(bucket);
-            drop(bucket_db);
-            std::fs::remove_dir_all(&own_dir)?;
-            let own_took = removing.elapsed();
-            // The whole drop of a tree of the serving db (what compaction does at most).
-            at(WINDOW * 3);
-            let removing = Instant::now();
-            let report = storage.sessions.compact(&Expiry::whole())?;
-            let same_took = removing.elapsed();
+            let dropped = remove()?;
+            let took = removing.elapsed();
             anyhow::ensure!(
-                report.buckets_dropped == 1,
-                "compaction dropped {} buckets, expected the one filled",
-                report.buckets_dropped
+                dropped == 1,
+                "compaction removed {dropped} buckets, expected the one filled"
             );
-            at(WINDOW * 4);
-            Ok((same_took, own_took))
+            at(WINDOW * 2);
+            Ok(took)
         })();
         stop.store(true, Ordering::Relaxed);
         let samples = load
             .join()
             .map_err(|_| anyhow::anyhow!("the foreground thread panicked"))??;
-        let (same_took, own_took) = result?;
+        let took = result?;
         let window = |from: Duration| {
             let mut histogram = latency_histogram();
             for (at, micros) in &samples {
@@ -132,17 +129,10 @@ pub(super) fn removals(count: usize) -> anyhow::Result<OwnDb> {
             }
             histogram
         };
-        Ok(OwnDb {
-            own_db: Removal {
-                took: own_took,
-                before: window(Duration::ZERO),
-                during: window(WINDOW),
-            },
-            same_db: Removal {
-                took: same_took,
-                before: window(WINDOW * 2),
-                during: window(WINDOW * 3),
-            },
+        Ok(Removal {
+            took,
+            before: window(Duration::ZERO),
+            during: window(WINDOW),
         })
     })
 }
@@ -150,7 +140,7 @@ pub(super) fn removals(count: usize) -> anyhow::Result<OwnDb> {
 /// Reads and writes back the foreground sessions in turn at [`FOREGROUND_RATE`] until
 /// `stop`; returns (when it started, its latency in µs) for each operation.
 fn foreground(
-    storage: &Storage,
+    store: &SessionStore,
     started: Instant,
     stop: &AtomicBool,
 ) -> anyhow::Result<Vec<(Duration, u64)>> {
@@ -166,11 +156,10 @@ fn foreground(
         }
         // Open loop: a late operation is timed from when it was due.
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
-        let session = storage
-            .sessions
+        let session = store
             .load(user, playlist)?
             .ok_or_else(|| anyhow::anyhow!("foreground session {user}/{playlist} is missing"))?;
-        storage.sessions.save(user, &[(playlist, &session)])?;
+        store.save(user, &[(playlist, &session)])?;
         let done = Instant::now();
         samples.push((
             next.duration_since(started),
@@ -189,7 +178,7 @@ impl OwnDb {
             WINDOW.as_secs()
         );
         for (what, removal) in [
-            ("a db of its own, closed and deleted", &self.own_db),
+            ("a bucket db (as built), deleted", &self.own_db),
             ("a tree of the serving db, dropped", &self.same_db),
         ] {
             println!(
