@@ -240,11 +240,14 @@ pub struct PlayoutConfig {
 pub struct StorageConfig {
     /// How often every time-partitioned keyspace drops its expired buckets.
     pub compaction_interval_secs: u64,
-    /// Records a second removed from an expired bucket before its (then nearly empty) tree is
+    /// For the keyspaces kept as trees of the main db (enrichment cache, answers, shows):
+    /// records a second removed from an expired bucket before its (then nearly empty) tree is
     /// dropped, so expiry does not stall the serving path; 0 drops each tree whole at once
-    /// (faster, but a 1M-record bucket then stalls every write for a second or more).
+    /// (faster, but a 1M-record bucket then stalls every write for a second or more). The
+    /// entity keyspaces (plays, sessions, viewing history) keep each bucket in a sled db of its
+    /// own, deleted whole once expired: this does not apply to them.
     pub expiry_removes_per_sec: u64,
-    /// sled page cache.
+    /// sled page cache of the main db; each bucket db may cache up to an eighth of it.
     pub cache_mib: u64,
     /// Catalog items whose tags are kept in memory for heartbeats (the recently read ones).
     pub catalog_cache_items: usize,

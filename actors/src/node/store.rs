@@ -34,6 +34,7 @@ use crate::runtime::kinds::station::{StationContext, StationKind};
 use crate::runtime::kinds::user::{UserContext, UserKind};
 use crate::runtime::rebuild::{self, Replay, Replayer};
 use crate::storage::clock::SystemClock;
+use crate::storage::keyspace::KeyspaceError;
 use crate::storage::{Storage, StorageError};
 
 /// What the node found, and what it did about it.
@@ -77,7 +78,8 @@ pub fn move_aside(dir: &Path, why: &str) -> anyhow::Result<Option<PathBuf>> {
 /// of the file lock a moment after the last handle is dropped.
 const LOCK_RELEASE_WAIT: Duration = Duration::from_secs(10);
 
-/// Opens sled; a store sled reports as corrupt is moved aside and an empty one opened.
+/// Opens sled; a store sled reports as corrupt, or of an earlier layout (bucket trees instead
+/// of bucket dbs), is moved aside and an empty one opened (then rebuilt from the journal).
 pub async fn open(config: &NodeConfig) -> anyhow::Result<Storage> {
     let dir = state_dir(config);
     let open = || retry_while_locked(|| Storage::open(&dir, config, Arc::new(SystemClock)));
@@ -86,6 +88,13 @@ pub async fn open(config: &NodeConfig) -> anyhow::Result<Storage> {
         Err(StorageError::Sled(sled::Error::Corruption { .. })) => {
             tracing::error!(store = %dir.display(), "the local store is corrupt; it is rebuilt from the journal");
             move_aside(&dir, "corrupt")?;
+            open()
+                .await
+                .with_context(|| format!("cannot open storage under {}", dir.display()))
+        }
+        Err(StorageError::Keyspace(KeyspaceError::PlacementChanged { name })) => {
+            tracing::warn!(store = %dir.display(), keyspace = name, "the local store keeps its buckets as trees (an earlier layout); it is rebuilt from the journal");
+            move_aside(&dir, "old-layout")?;
             open()
                 .await
                 .with_context(|| format!("cannot open storage under {}", dir.display()))

@@ -3,7 +3,8 @@
 //!
 //! - [`clock`]: the clock keyspaces read (injected, so tests do not sleep).
 //! - [`dump`]: raw copies of selected trees to a checksummed stream and back (snapshots).
-//! - [`keyspace`]: time-partitioned keyspaces: TTL expiry by dropping whole trees.
+//! - [`keyspace`]: time-partitioned keyspaces: TTL expiry by dropping whole buckets (a tree of
+//!   the main db, or a sled db of its own).
 //! - [`station_store`]: station state and play history.
 //! - [`enrichment_store`]: the enrichment cache (what the provider answered per distinct song).
 //! - [`session_store`]: player sessions (sliding TTL).
@@ -13,7 +14,8 @@
 //! - [`user_meta_store`]: where each user entity stands (inbox and journal sequences).
 //! - [`import_store`]: imports (state, progress, line errors) and each source's journal position.
 //! - [`show_store`]: upcoming shows, dated by their start (they leave with their bucket).
-//! - `Durability`: group commit, so concurrent partitions share one flush.
+//! - `Durability`: group commit, so concurrent partitions share one flush (bucket dbs first,
+//!   then the main db).
 
 pub mod answer_store;
 pub mod catalog_store;

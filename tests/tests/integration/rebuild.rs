@@ -123,6 +123,31 @@ async fn a_deleted_store_is_rebuilt_from_the_journal_and_answers_as_before() {
     assert_serves_the_model(&nats, &jetstream, &workload).await;
     let status = node.process.terminate_within(Duration::from_secs(30));
     assert!(status.success(), "graceful stop exits 0: {status}");
+
+    // A store of the earlier layout (a session bucket as a tree of the main db) is moved aside
+    // and rebuilt too, instead of serving without the buckets it holds.
+    {
+        let db = sled::open(data.path().join("state")).expect("open the stopped store");
+        db.open_tree("ks/player_sessions/00000000000000000001")
+            .and_then(|tree| tree.insert(b"user/playlist", b"an old session".as_slice()))
+            .expect("write an old-layout bucket");
+        db.flush().expect("flush");
+    }
+    let mut node = NodeProcess::start(&nats.url(), data.path(), &[]).await;
+    assert!(
+        std::fs::read_dir(data.path())
+            .expect("the data dir")
+            .filter_map(Result::ok)
+            .any(|entry| entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("state.old-layout-")),
+        "the old-layout store was moved aside:\n{}",
+        node.process.log_tail(30)
+    );
+    assert_serves_the_model(&nats, &jetstream, &workload).await;
+    let status = node.process.terminate_within(Duration::from_secs(30));
+    assert!(status.success(), "graceful stop exits 0: {status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,8 +5,9 @@
 //! - serving: `NextTrack` latency through the gateway in a window that contains the node's
 //!   periodic compaction of a pre-filled N-session bucket, against an earlier window of the
 //!   same load;
-//! - own db: removing such a bucket as a tree of the serving db, and as a db of its own,
-//!   under a paced foreground of session reads and writes (storage alone);
+//! - own db: removing such a bucket as the node keeps it (a sled db of its own) and as it was
+//!   kept before (a tree of the serving db), under a paced foreground of session reads, writes
+//!   and flushes (storage alone);
 //! - restart: from starting the node on a data dir holding N sessions until a `GetSession` of
 //!   one of them answers (sessions load lazily: this is sled recovery and topology set-up);
 //! - churn: `size_on_disk` after 60 simulated days of new and touched sessions with daily

@@ -1,5 +1,6 @@
 //! Expiry with a sled db per bucket (issue 10, item 4, decided by measurement): what removing
-//! an expired bucket of N sessions costs a foreground that reads and writes sessions meanwhile,
+//! an expired bucket of N sessions costs a foreground that reads, writes and flushes sessions
+//! meanwhile,
 //! as the node keeps them (the store's session buckets are sled dbs of their own: closed, then
 //! deleted) and as they were kept before (a tree of the serving db, `drop_tree`'d whole).
 //! Storage alone, the foreground on a thread of its own, paced; the two one after the other,
@@ -20,7 +21,7 @@ use super::fixtures::{
 };
 use crate::common::latency_histogram;
 
-/// Foreground operations a second (each a session read then written back).
+/// Foreground operations a second (each a session read, written back and flushed).
 const FOREGROUND_RATE: u64 = 2_000;
 /// Sessions the foreground cycles through.
 const FOREGROUND_SESSIONS: usize = 300;
@@ -93,7 +94,7 @@ fn removal_under_foreground(
     let foreground_session = stored_session(PREFILLED_TRACKS, now_ms);
     fill(store, "fg", FOREGROUND_SESSIONS, &foreground_session)?;
     eprintln!(
-        "sessions: removing the bucket under a foreground of {FOREGROUND_RATE} session reads + writes/s…"
+        "sessions: removing the bucket under a foreground of {FOREGROUND_RATE} session reads + writes + flushes/s…"
     );
     let stop = AtomicBool::new(false);
     let started = Instant::now();
@@ -137,8 +138,8 @@ fn removal_under_foreground(
     })
 }
 
-/// Reads and writes back the foreground sessions in turn at [`FOREGROUND_RATE`] until
-/// `stop`; returns (when it started, its latency in µs) for each operation.
+/// Reads, writes back and flushes the foreground sessions in turn at [`FOREGROUND_RATE`]
+/// until `stop`; returns (when it started, its latency in µs) for each operation.
 fn foreground(
     store: &SessionStore,
     started: Instant,
@@ -160,6 +161,8 @@ fn foreground(
             .load(user, playlist)?
             .ok_or_else(|| anyhow::anyhow!("foreground session {user}/{playlist} is missing"))?;
         store.save(user, &[(playlist, &session)])?;
+        // Made durable, as the node does before it answers.
+        store.keyspace().flush()?;
         let done = Instant::now();
         samples.push((
             next.duration_since(started),
@@ -174,7 +177,7 @@ impl OwnDb {
     pub(super) fn print(&self, sessions: usize) {
         println!();
         println!(
-            "sessions: removing an expired bucket of {sessions} sessions under a foreground of {FOREGROUND_RATE} session reads + writes/s (storage alone, {FOREGROUND_SESSIONS} sessions, windows of {} s)",
+            "sessions: removing an expired bucket of {sessions} sessions under a foreground of {FOREGROUND_RATE} session reads + writes + flushes/s (storage alone, {FOREGROUND_SESSIONS} sessions, windows of {} s)",
             WINDOW.as_secs()
         );
         for (what, removal) in [
