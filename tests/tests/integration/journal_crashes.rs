@@ -180,106 +180,87 @@ async fn twenty_sigkills_during_a_mixed_workload_lose_and_repeat_nothing() {
     assert_replies_match_model(replies, &model, 0).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_down_longer_than_the_duplicate_window_after_an_append_repeats_nothing() {
+/// Publishes a small mixed workload (`seed`; the catalog first), runs nodes with `env` plus
+/// `faults` until one finishes the inboxes or `runs` ran, pausing `pause` after each crash,
+/// and asserts at least `min_crashes` crashed ("`what`"); then a node with `env` alone drains
+/// the rest, everything it holds and every answer sent are checked against the model.
+async fn crash_in_a_loop(
+    seed: u64,
+    env: &[(&str, &str)],
+    faults: &str,
+    (runs, pause, min_crashes): (usize, Duration, usize),
+    what: &str,
+) -> RepliesChecked {
     let nats = NatsServer::start();
     let data = temp_dir();
     let jetstream = jetstream::new(nats.connect().await);
-    let workload = workload::generate(5, 6, 10, 2_000, &nats.credentials(NatsRole::Admin));
+    let workload = workload::generate(seed, 6, 10, 2_000, &nats.credentials(NatsRole::Admin));
     let replies = Replies::subscribe(nats.connect().await, REPLY_SUBJECTS).await;
-    // One-second duplicate window on the inboxes; the journal must not depend on any.
-    let window = [("PLAYHEAD_INGEST__DUPLICATE_WINDOW_SECS", "1")];
-    let node = NodeProcess::start(&nats.url(), data.path(), &window).await;
+    let node = NodeProcess::start(&nats.url(), data.path(), env).await;
     publish_pipelined(&jetstream, workload.catalog.clone()).await;
     wait_until_drained(&jetstream, Inbox::Catalog, DRAIN).await;
     drop(node);
     publish_pipelined(&jetstream, workload.messages.clone()).await;
-    // Each run appends a few decisions, then dies before committing them locally; it stays
-    // down past the duplicate window, and the next run must find them in the journal. A run
-    // that finds too little left to do to reach its crash is stopped once the inboxes drained.
-    let mut env = window.to_vec();
-    env.push(("PLAYHEAD_FAULTS", "crash_after_appends=3"));
-    let crashes = crash_repeatedly(
-        &nats,
-        &jetstream,
-        data.path(),
-        &env,
-        6,
-        Duration::from_millis(2_500),
-    )
-    .await;
-    assert!(
-        crashes >= 3,
-        "only {crashes} runs crashed between an append and its commit"
-    );
-    let mut node = NodeProcess::start(&nats.url(), data.path(), &window).await;
+    let mut crashing = env.to_vec();
+    crashing.push(("PLAYHEAD_FAULTS", faults));
+    let crashes = crash_repeatedly(&nats, &jetstream, data.path(), &crashing, runs, pause).await;
+    assert!(crashes >= min_crashes, "only {crashes} runs crashed {what}");
+    let mut node = NodeProcess::start(&nats.url(), data.path(), env).await;
     drained(&jetstream).await;
     let model = assert_matches_model(&nats, &jetstream, &workload).await;
     let status = node.process.terminate_within(Duration::from_secs(30));
     assert!(status.success(), "graceful stop exits 0: {status}");
-    assert_replies_match_model(replies, &model, 0).await;
+    assert_replies_match_model(replies, &model, 0).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_down_longer_than_the_duplicate_window_after_an_append_repeats_nothing() {
+    // One-second duplicate window on the inboxes; the journal must not depend on any. Each run
+    // appends a few decisions, then dies before committing them locally; it stays down past
+    // the duplicate window, and the next run must find them in the journal. A run that finds
+    // too little left to do to reach its crash is stopped once the inboxes drained.
+    crash_in_a_loop(
+        5,
+        &[("PLAYHEAD_INGEST__DUPLICATE_WINDOW_SECS", "1")],
+        "crash_after_appends=3",
+        (6, Duration::from_millis(2_500), 3),
+        "between an append and its commit",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_main_db_reached_disk_before_its_bucket_dbs_loses_nothing() {
-    let nats = NatsServer::start();
-    let data = temp_dir();
-    let jetstream = jetstream::new(nats.connect().await);
-    let workload = workload::generate(17, 6, 10, 2_000, &nats.credentials(NatsRole::Admin));
-    let replies = Replies::subscribe(nats.connect().await, REPLY_SUBJECTS).await;
-    let node = NodeProcess::start(&nats.url(), data.path(), &[]).await;
-    publish_pipelined(&jetstream, workload.catalog.clone()).await;
-    wait_until_drained(&jetstream, Inbox::Catalog, DRAIN).await;
-    drop(node);
-    publish_pipelined(&jetstream, workload.messages.clone()).await;
     // Each run commits a few entities, then flushes the main db alone — sled may write it out
     // at any moment — and dies: the bucket dbs (plays, sessions, viewing history) keep only
     // what was flushed before. An entity position on disk ahead of its bucketed records would
     // skip them for good.
-    let env = [("PLAYHEAD_FAULTS", "crash_after_persists=3")];
-    let crashes = crash_repeatedly(&nats, &jetstream, data.path(), &env, 8, Duration::ZERO).await;
-    assert!(
-        crashes >= 4,
-        "only {crashes} runs crashed right after an entity commit"
-    );
-    let mut node = NodeProcess::start(&nats.url(), data.path(), &[]).await;
-    drained(&jetstream).await;
-    let model = assert_matches_model(&nats, &jetstream, &workload).await;
-    let status = node.process.terminate_within(Duration::from_secs(30));
-    assert!(status.success(), "graceful stop exits 0: {status}");
-    assert_replies_match_model(replies, &model, 0).await;
+    crash_in_a_loop(
+        17,
+        &[],
+        "crash_after_persists=3",
+        (8, Duration::ZERO, 4),
+        "right after an entity commit",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_after_answering_and_before_settling_answers_its_redeliveries_the_same() {
-    let nats = NatsServer::start();
-    let data = temp_dir();
-    let jetstream = jetstream::new(nats.connect().await);
-    let workload = workload::generate(13, 6, 10, 2_000, &nats.credentials(NatsRole::Admin));
-    let replies = Replies::subscribe(nats.connect().await, REPLY_SUBJECTS).await;
-    let node = NodeProcess::start(&nats.url(), data.path(), &[]).await;
-    publish_pipelined(&jetstream, workload.catalog.clone()).await;
-    wait_until_drained(&jetstream, Inbox::Catalog, DRAIN).await;
-    drop(node);
-    publish_pipelined(&jetstream, workload.messages.clone()).await;
     // Each run sends the answers of a few batches, then dies before they are flushed and
     // acknowledged: the next run gets those messages again, finds their decisions in the
     // journal, and must answer them as the first run did.
-    let env = [("PLAYHEAD_FAULTS", "crash_after_answers=3")];
-    let crashes = crash_repeatedly(&nats, &jetstream, data.path(), &env, 8, Duration::ZERO).await;
-    assert!(
-        crashes >= 4,
-        "only {crashes} runs crashed between answering and settling"
-    );
-    let mut node = NodeProcess::start(&nats.url(), data.path(), &[]).await;
-    drained(&jetstream).await;
-    let model = assert_matches_model(&nats, &jetstream, &workload).await;
-    let status = node.process.terminate_within(Duration::from_secs(30));
-    assert!(status.success(), "graceful stop exits 0: {status}");
+    let checked = crash_in_a_loop(
+        13,
+        &[],
+        "crash_after_answers=3",
+        (8, Duration::ZERO, 4),
+        "between answering and settling",
+    )
+    .await;
     // Caught here before catch-ups filed the answers of the commands their decisions cover:
     // a command that changed nothing, between two journaled decisions, was answered from the
     // state after a second crash (1-3 wrong messages in about a quarter of the runs).
-    let checked = assert_replies_match_model(replies, &model, 0).await;
     assert!(
         checked.repeated > 0,
         "no message was answered again after a crash: {checked:?}"
