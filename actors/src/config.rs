@@ -171,7 +171,7 @@ pub struct IngestConfig {
     pub ownership_lease_secs: u64,
     /// How long the answer sent for a command is kept, so that the command coming back (a
     /// lost acknowledgement, a crash after answering) gets the same answer; later it is
-    /// answered from the state.
+    /// answered from the state if nothing decided since changed what it reads, else not at all.
     pub answer_retention_secs: u64,
 }
 
