@@ -127,6 +127,27 @@ mod tests {
         ));
         assert!(!owns_tree(USER_TREES, b"ks/player_sessions_v2/meta"));
     }
+
+    #[test]
+    fn the_size_on_disk_counts_the_bucket_dbs() {
+        let directory = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let storage = Storage::open(directory.path(), &NodeConfig::default(), clock).unwrap();
+        storage.flush().unwrap();
+        let before = storage.size_on_disk().unwrap();
+
+        let sessions = storage.sessions.keyspace();
+        for n in 0..1_000u32 {
+            sessions.insert(&n.to_be_bytes(), &[7u8; 1_024]).unwrap();
+        }
+        storage.flush().unwrap();
+
+        assert!(
+            storage.size_on_disk().unwrap() >= before + 1_000 * 1_024,
+            "{before} → {}",
+            storage.size_on_disk().unwrap()
+        );
+    }
 }
 
 impl StorageError {
@@ -452,18 +473,24 @@ impl Storage {
     }
 }
 
-/// The bytes of every file under `directory` (none when it does not exist).
+/// The bytes of every file under `directory`. What compaction deletes meanwhile counts as
+/// gone, not as an error.
 fn directory_size(directory: &Path) -> Result<u64, StorageError> {
+    let gone = |error: &std::io::Error| error.kind() == std::io::ErrorKind::NotFound;
     let io = |error: std::io::Error| StorageError::Sled(sled::Error::Io(error));
     let entries = match std::fs::read_dir(directory) {
         Ok(entries) => entries,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(error) if gone(&error) => return Ok(0),
         Err(error) => return Err(io(error)),
     };
     let mut total = 0;
     for entry in entries {
-        let entry = entry.map_err(io)?;
-        let metadata = entry.metadata().map_err(io)?;
+        let (entry, metadata) =
+            match entry.and_then(|entry| entry.metadata().map(|metadata| (entry, metadata))) {
+                Ok(found) => found,
+                Err(error) if gone(&error) => continue,
+                Err(error) => return Err(io(error)),
+            };
         total += if metadata.is_dir() {
             directory_size(&entry.path())?
         } else {
