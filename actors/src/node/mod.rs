@@ -209,7 +209,6 @@ pub async fn run_with(
         recovering: store_state == StoreState::Resumed { clean: false },
         faults: options.faults,
         appended: std::sync::atomic::AtomicU64::new(0),
-        answers: storage.answers.clone(),
         storage: storage.clone(),
         requesters: requesters.clone(),
     });

@@ -207,9 +207,8 @@ pub struct Runtime {
     pub faults: crate::faults::Faults,
     /// Events appended since start (snapshots are also taken by event count).
     pub appended: std::sync::atomic::AtomicU64,
-    /// The answers of recent commands, for their redeliveries.
-    pub answers: crate::storage::answer_store::AnswerStore,
-    /// The store, for the barrier between an entity's bucketed records and its main-db writes.
+    /// The store: the answers of recent commands (for their redeliveries), and the barrier
+    /// between an entity's bucketed records and its main-db writes.
     pub storage: crate::storage::Storage,
     /// Whose signatures reply subjects need (`None`: not checked): a catch-up answers a stored
     /// command only under a reply subject its requester signed, as the intake does.

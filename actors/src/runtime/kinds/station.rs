@@ -152,10 +152,14 @@ impl EntityKind for StationKind {
         applied: &[(u64, Vec<StationEvent>)],
     ) -> Result<(), EntityError> {
         let events: Vec<&StationEvent> = applied.iter().flat_map(|(_, events)| events).collect();
-        context
-            .storage
-            .stations
-            .commit_state(id, &stored(records, sequences))?;
+        context.storage.stations.commit_state(
+            id,
+            &StoredStation {
+                state: records.state.clone(),
+                last_applied_seq: records.last_applied_seq,
+                last_journal_seq: sequences.last_journal,
+            },
+        )?;
         if let Some(enrichment) = context.enrichment.get()
             && let Some(current) = records.state.current.as_ref()
             && current.enrichment.is_none()
@@ -190,14 +194,5 @@ impl EntityKind for StationKind {
                 detail: error.to_string(),
             })?;
         Ok(())
-    }
-}
-
-/// The station's records as they are stored, at `sequences`.
-fn stored(records: &StationRecords, sequences: Sequences) -> StoredStation {
-    StoredStation {
-        state: records.state.clone(),
-        last_applied_seq: records.last_applied_seq,
-        last_journal_seq: sequences.last_journal,
     }
 }

@@ -98,6 +98,7 @@ impl<K: EntityKind> Shell<K> {
             // command coming back after another crash still gets its first answer, though the
             // records stored next are past it.
             runtime
+                .storage
                 .answers
                 .file(K::FAMILY.token(), id, answering.answers)
                 .map_err(EntityError::from)?;
@@ -188,6 +189,7 @@ impl<K: EntityKind> Shell<K> {
             }
             // Filed when it was decided: then it is the answer that may have been sent.
             if runtime
+                .storage
                 .answers
                 .get(K::FAMILY.token(), self.id.as_ref(), seq)
                 .map_err(EntityError::from)?

@@ -352,6 +352,7 @@ impl<K: EntityKind> Shell<K> {
             // crash between storing them) is decided again here: its answer stays the first.
             let result = match envelope.reply_to {
                 Some(_) => match runtime
+                    .storage
                     .answers
                     .get(K::FAMILY.token(), self.id.as_ref(), seq)
                     .map_err(|error| SliceError::at(seq)(error.into()))?
@@ -379,6 +380,7 @@ impl<K: EntityKind> Shell<K> {
                 .filter(|(envelope, _)| envelope.reply_to.is_some())
                 .filter_map(|(envelope, result)| Some((envelope.seq, result.answer.clone()?)));
             runtime
+                .storage
                 .answers
                 .file(K::FAMILY.token(), self.id.as_ref(), answered)
                 .map_err(EntityError::from)
@@ -491,9 +493,11 @@ impl<K: EntityKind> Shell<K> {
             return Ok(answer.clone());
         }
         if envelope.reply_to.is_some()
-            && let Some(filed) = runtime
-                .answers
-                .get(K::FAMILY.token(), self.id.as_ref(), seq)?
+            && let Some(filed) =
+                runtime
+                    .storage
+                    .answers
+                    .get(K::FAMILY.token(), self.id.as_ref(), seq)?
         {
             return Ok(Some(filed));
         }
