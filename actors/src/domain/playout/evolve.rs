@@ -54,6 +54,9 @@ pub fn evolve(mut state: PlayoutState, event: &PlayoutEvent) -> PlayoutState {
             state
                 .slots
                 .retain(|slot| slot.device_id != *device_id && slot.playout_id != *playout_id);
+            // Grown one at a time (a first push would make room for four): a live user's
+            // state is held in memory by its actor.
+            state.slots.reserve_exact(1);
             state.slots.push(Slot {
                 device_id: device_id.clone(),
                 playout_id: playout_id.clone(),
@@ -119,6 +122,7 @@ fn fold_decision(mut state: PlayoutState, event: &PlayoutEvent) -> PlayoutState 
         if state.recent_decisions.len() == MAX_RECENT_DECISIONS {
             state.recent_decisions.pop_front();
         }
+        state.recent_decisions.reserve_exact(1);
         state.recent_decisions.push_back(RecentDecision {
             playout_id: playout_id.clone(),
             decision,

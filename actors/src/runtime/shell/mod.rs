@@ -159,6 +159,8 @@ impl<K: EntityKind> Shell<K> {
                             if self.recent.len() == RECENT_ANSWERS {
                                 self.recent.pop_front();
                             }
+                            // Grown one at a time: a live entity holds it.
+                            self.recent.reserve_exact(1);
                             self.recent.push_back((envelope.seq, result.answer.clone()));
                         }
                     }

@@ -119,6 +119,10 @@ struct Args {
     /// Measure video heartbeats only.
     #[arg(long, group = "only")]
     heartbeats_only: bool,
+    /// Measure the memory a live user entity holds only (part of the heartbeats phase; two
+    /// node processes, under a minute).
+    #[arg(long, group = "only")]
+    memory_only: bool,
     /// Run the gateway of the `Heartbeat` RPC phase as a release `playhead-gateway` process of
     /// its own, as deployed, instead of inside the benchmark's process (on the in-process
     /// node's runtime). Measured side by side on 2026-11-30: no better on 2 cores (one more
@@ -333,6 +337,13 @@ async fn main() -> anyhow::Result<()> {
         println!();
         println!("summary (DESIGN.md §10)");
         heartbeat_verdicts(&figures, &heartbeat_workload);
+        return Ok(());
+    }
+    if args.memory_only {
+        let entity_bytes = heartbeats::memory::run().await?.print();
+        println!();
+        println!("summary (DESIGN.md §10)");
+        memory_verdict(entity_bytes);
         return Ok(());
     }
     if args.sessions_only {
@@ -656,7 +667,11 @@ fn heartbeat_verdicts(figures: &heartbeats::Figures, workload: &heartbeats::Work
         "  {:<36} {:>8}   (must be 0)",
         "Heartbeat requests failed", figures.errors
     );
-    let entity_kb = figures.entity_bytes / 1000.0;
+    memory_verdict(figures.entity_bytes);
+}
+
+fn memory_verdict(entity_bytes: f64) {
+    let entity_kb = entity_bytes / 1000.0;
     verdict(
         "memory per live user entity (KB)",
         entity_kb,

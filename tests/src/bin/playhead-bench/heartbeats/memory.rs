@@ -37,12 +37,12 @@ impl Resident {
     }
 }
 
-pub(super) struct Memory {
+pub(crate) struct Memory {
     live: Resident,
     bounded: Resident,
 }
 
-pub(super) async fn run() -> anyhow::Result<Memory> {
+pub(crate) async fn run() -> anyhow::Result<Memory> {
     eprintln!("heartbeats: memory of {USERS} live user entities against passivated ones…");
     let live = resident_after_starts(&[]).await?;
     let bounded =
@@ -109,7 +109,7 @@ fn resident_kib(pid: u32) -> anyhow::Result<u64> {
 
 impl Memory {
     /// Prints both nodes' growth; returns the bytes a live user entity holds.
-    pub(super) fn print(&self) -> f64 {
+    pub(crate) fn print(&self) -> f64 {
         let per_user =
             (self.live.growth_kib() - self.bounded.growth_kib()) as f64 * 1024.0 / USERS as f64;
         println!();

@@ -14,7 +14,7 @@
 
 mod floor;
 mod history;
-mod memory;
+pub mod memory;
 mod mix;
 mod rpc;
 mod storm;
