@@ -71,6 +71,25 @@ pub fn prepare_users(
     Ok(keys)
 }
 
+/// The Go garbage collector's target for every broker playhead starts (embedded, tests,
+/// benchmarks; `deploy/` sets the same): a collection once the heap grows by 400% over what
+/// the last one kept, instead of Go's 100%. Each collection of a broker holding playhead's
+/// streams marks ~100–200 MB on one of the two cores for 60–150 ms, and the requests served
+/// meanwhile (journal appends, acknowledgements) wait: those were the largest `Heartbeat`
+/// stalls measured (README, *Benchmarks*, 2026-12-01). Four times fewer collections for a
+/// heap that peaks at ~5× its live size.
+pub const BROKER_GOGC: &str = "400";
+
+/// The Go runtime settings for a broker child: [`BROKER_GOGC`], unless this process's own
+/// environment sets `GOGC` (then the child inherits that, as it inherits everything else).
+pub fn go_runtime_environment() -> Vec<(&'static str, &'static str)> {
+    if std::env::var_os("GOGC").is_some() {
+        Vec::new()
+    } else {
+        vec![("GOGC", BROKER_GOGC)]
+    }
+}
+
 /// The environment a broker reads the users' public keys from (see [`USERS_CONF`]).
 pub fn public_key_environment(keys: &[(NatsRole, String)]) -> Vec<(String, String)> {
     keys.iter()
@@ -112,6 +131,7 @@ impl EmbeddedBroker {
             .args(["-js", "-a", "127.0.0.1", "-p", &port, "-sd"])
             .arg(&store)
             .envs(public_key_environment(&public_keys))
+            .envs(go_runtime_environment())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)

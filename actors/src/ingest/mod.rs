@@ -493,6 +493,8 @@ impl<K: EntityKind> GroupIntake<K> {
         stop: CancellationToken,
     ) {
         let mut ready = Vec::new();
+        // The acknowledgement of the round before, still waiting for the broker's answer.
+        let mut acknowledging: Option<tokio::task::JoinHandle<()>> = None;
         while queue.recv_many(&mut ready, SETTLE_QUEUE).await > 0 {
             for applied in &ready {
                 for (position, letter) in &applied.rejected {
@@ -528,13 +530,41 @@ impl<K: EntityKind> GroupIntake<K> {
                 .last()
                 .and_then(|applied| applied.batch.last())
                 .expect("batches are never empty");
-            // Cumulative: acknowledges every batch settled here, dead letters included.
-            if let Err(error) = last.double_ack().await {
-                // Redelivery is harmless: every entity skips what it already applied.
-                tracing::warn!(inbox = self.group.inbox.label(), group = %self.group, %error, "ack failed");
+            // Cumulative: acknowledges every batch settled here, dead letters included. The
+            // broker's confirmation is awaited behind the next round's flush, not before it.
+            let acknowledged = tokio::spawn(self.acknowledge(last));
+            if let Some(previous) = acknowledging.replace(acknowledged) {
+                let _ = previous.await;
             }
             for applied in ready.drain(..) {
                 self.record_metrics(&applied);
+            }
+        }
+        if let Some(last) = acknowledging {
+            let _ = last.await;
+        }
+    }
+
+    /// Acknowledges `last` (cumulatively: the consumer acks all) and waits for the broker to
+    /// confirm it, through the client's shared reply subscription — `double_ack` subscribes
+    /// and unsubscribes an inbox of its own for every acknowledgement. A failure is only
+    /// logged: redelivery is harmless, every entity skips what it already applied, and the
+    /// next round's acknowledgement covers this one.
+    fn acknowledge(&self, last: &jetstream::Message) -> impl Future<Output = ()> + Send + 'static {
+        let client = self.client.clone();
+        let subject = last.reply.clone();
+        let group = self.group;
+        async move {
+            let result = match subject {
+                Some(subject) => client
+                    .request(subject, bytes::Bytes::from_static(b"+ACK"))
+                    .await
+                    .map(drop)
+                    .map_err(|error| error.to_string()),
+                None => Err("not a JetStream message".to_owned()),
+            };
+            if let Err(error) = result {
+                tracing::warn!(inbox = group.inbox.label(), %group, %error, "ack failed");
             }
         }
     }

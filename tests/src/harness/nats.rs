@@ -323,6 +323,7 @@ impl NatsServer {
             .arg("-c")
             .arg(&users_conf)
             .envs(public_keys)
+            .envs(playhead_actors::broker::go_runtime_environment())
             .arg("-js")
             .arg("-sd")
             .arg(&store_dir)

@@ -508,10 +508,59 @@ async fn the_embedded_broker_refuses_anonymous_clients_and_serves_the_roles() {
         async_nats::ConnectErrorKind::AuthorizationViolation,
         "{refused}"
     );
+    #[cfg(target_os = "linux")]
+    {
+        // Its Go collector target: the node's own `GOGC` if it has one, playhead's otherwise.
+        let expected = format!(
+            "GOGC={}",
+            std::env::var("GOGC")
+                .unwrap_or_else(|_| playhead_actors::broker::BROKER_GOGC.to_owned())
+        );
+        let environment = broker_environment(node.pid());
+        assert!(
+            environment.contains(&expected),
+            "the embedded broker's environment lacks {expected}: {environment:?}"
+        );
+    }
     let log = std::fs::read_to_string(node.log_path()).unwrap_or_default();
     for role in NatsRole::ALL {
         let seed = std::fs::read_to_string(role.seed_file(&credentials)).unwrap();
         assert!(!log.contains(seed.trim()), "the node logged {role}'s seed");
     }
     assert!(node.terminate().success(), "{}", node.log_tail(20));
+}
+
+/// The environment of the nats-server child of process `parent`, from `/proc`.
+#[cfg(target_os = "linux")]
+fn broker_environment(parent: u32) -> Vec<String> {
+    let children = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            // `stat`: "pid (comm) state ppid ..."; comm may hold spaces, so split after ')'.
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let (_, after) = stat.rsplit_once(')')?;
+                    after.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(parent)
+        })
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim() == "nats-server")
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(
+        children.len(),
+        1,
+        "the node's nats-server children: {children:?}"
+    );
+    std::fs::read(format!("/proc/{}/environ", children[0]))
+        .unwrap()
+        .split(|byte| *byte == 0)
+        .filter(|variable| !variable.is_empty())
+        .map(|variable| String::from_utf8_lossy(variable).into_owned())
+        .collect()
 }
