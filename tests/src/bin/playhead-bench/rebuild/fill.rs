@@ -161,8 +161,9 @@ pub(super) async fn snapshot_all(
     for kind in KINDS {
         eprintln!("rebuild: taking the {} snapshot…", kind.name);
         let started = Instant::now();
+        // The whole store, bucket dbs included, as the node's own snapshots take it.
         let meta = snapshot::take(
-            storage.db(),
+            storage,
             move |tree: &[u8]| storage::owns_tree(kind.trees, tree),
             bucket,
             SnapshotMeta::new(kind.name, GROUP, 0, config.ingest.partitions, taken_at_ms),
