@@ -62,6 +62,27 @@ impl SnapshotKind {
     fn select(self) -> impl Fn(&[u8]) -> bool {
         move |tree: &[u8]| storage::owns_tree(self.trees, tree)
     }
+
+    /// Takes this kind's snapshot of the whole store (the main db and every bucket db),
+    /// recorded as covering journal sequence `covered`; `scratch` holds the dump meanwhile.
+    pub async fn take(
+        self,
+        storage: &Storage,
+        bucket: &ObjectStore,
+        covered: u64,
+        partitions: u32,
+        taken_at_ms: u64,
+        scratch: &Path,
+    ) -> Result<SnapshotMeta, snapshot::SnapshotError> {
+        snapshot::take(
+            storage,
+            self.select(),
+            bucket,
+            SnapshotMeta::new(self.name, GROUP, covered, partitions, taken_at_ms),
+            scratch,
+        )
+        .await
+    }
 }
 
 fn scratch_dir(config: &NodeConfig) -> PathBuf {
@@ -99,20 +120,16 @@ pub async fn take_all(
     for kind in KINDS {
         let started = Instant::now();
         let label = SnapshotLabel { kind: kind.name };
-        let result = snapshot::take(
-            storage,
-            kind.select(),
-            bucket,
-            SnapshotMeta::new(
-                kind.name,
-                GROUP,
+        let result = kind
+            .take(
+                storage,
+                bucket,
                 covered,
                 config.ingest.partitions,
                 (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as u64,
-            ),
-            &scratch,
-        )
-        .await;
+                &scratch,
+            )
+            .await;
         match result {
             Ok(meta) => {
                 runtime

@@ -17,12 +17,12 @@ use playhead_actors::domain::station::{
     ObserveSong, StationCommand, StationDecider, StationEvent, StationState,
 };
 use playhead_actors::domain::time::Timestamp;
-use playhead_actors::journal::snapshot::{self, SnapshotMeta};
-use playhead_actors::node::snapshots::{GROUP, KINDS};
+use playhead_actors::journal::snapshot::SnapshotMeta;
+use playhead_actors::node::snapshots::KINDS;
 use playhead_actors::node::store::state_dir;
+use playhead_actors::storage::Storage;
 use playhead_actors::storage::clock::{Clock, SystemClock};
 use playhead_actors::storage::station_store::StoredStation;
-use playhead_actors::storage::{self, Storage};
 use playhead_proto::ids::{PlaylistId, StationId, UserId};
 use playhead_tests::model::Rng;
 
@@ -161,15 +161,17 @@ pub(super) async fn snapshot_all(
     for kind in KINDS {
         eprintln!("rebuild: taking the {} snapshot…", kind.name);
         let started = Instant::now();
-        // The whole store, bucket dbs included, as the node's own snapshots take it.
-        let meta = snapshot::take(
-            storage,
-            move |tree: &[u8]| storage::owns_tree(kind.trees, tree),
-            bucket,
-            SnapshotMeta::new(kind.name, GROUP, 0, config.ingest.partitions, taken_at_ms),
-            &scratch,
-        )
-        .await?;
+        // The node's own snapshot of the kind, covering journal sequence 0.
+        let meta = kind
+            .take(
+                storage,
+                bucket,
+                0,
+                config.ingest.partitions,
+                taken_at_ms,
+                &scratch,
+            )
+            .await?;
         taken.push(Taken {
             meta,
             elapsed: started.elapsed(),
