@@ -178,7 +178,16 @@ impl ImportIntake {
                     continue;
                 }
             };
-            while let Some(message) = messages.next().await {
+            loop {
+                // A batch can outlive its expiry (a pull request the broker lost in a restart
+                // ends only at the client's timeout): stopping does not wait for it.
+                let message = tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    message = messages.next() => message,
+                };
+                let Some(message) = message else {
+                    break;
+                };
                 let message = match message {
                     Ok(message) => message,
                     Err(error) => {

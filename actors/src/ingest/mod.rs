@@ -493,7 +493,7 @@ impl<K: EntityKind> GroupIntake<K> {
         stop: CancellationToken,
     ) {
         let mut ready = Vec::new();
-        // The acknowledgement of the round before, still waiting for the broker's answer.
+        // The latest acknowledgement, waiting for the broker's confirmation.
         let mut acknowledging: Option<tokio::task::JoinHandle<()>> = None;
         while queue.recv_many(&mut ready, SETTLE_QUEUE).await > 0 {
             for applied in &ready {
@@ -530,16 +530,17 @@ impl<K: EntityKind> GroupIntake<K> {
                 .last()
                 .and_then(|applied| applied.batch.last())
                 .expect("batches are never empty");
-            // Cumulative: acknowledges every batch settled here, dead letters included. The
-            // broker's confirmation is awaited behind the next round's flush, not before it.
-            let acknowledged = tokio::spawn(self.acknowledge(last));
-            if let Some(previous) = acknowledging.replace(acknowledged) {
-                let _ = previous.await;
-            }
+            // Cumulative: acknowledges every batch settled here, dead letters included, so it
+            // covers the ones before it. No round waits for a confirmation: one lost with the
+            // connection (a broker restart) held the next round for the request timeout, and
+            // every heartbeat behind it failed open. The one before is left to finish alone.
+            acknowledging = Some(tokio::spawn(self.acknowledge(last)));
             for applied in ready.drain(..) {
                 self.record_metrics(&applied);
             }
         }
+        // The last one is confirmed (or times out) before the stage ends, so a clean stop
+        // leaves nothing to redeliver.
         if let Some(last) = acknowledging {
             let _ = last.await;
         }
