@@ -17,13 +17,16 @@ use crate::domain::playout::{DEFAULT_BOOKMARK_EVERY_BEATS, PlayoutPolicy, Playou
 /// Configuration version this build reads.
 pub const CONFIG_VERSION: u32 = 1;
 
-/// Keys outside any section, as they may appear in `PLAYHEAD_{KEY}`.
 /// Ownership groups per inbox unless configured. Measured (README, *Benchmarks*): a consumer
 /// filtered to several partitions costs nats-server a walk of every subject of a message block
 /// per fetch (`LoadNextMsgMulti` → `IntersectGSL`), so with one subject per user the broker
 /// saturates far below a bare drain; one unfiltered consumer per inbox is the cheapest.
 pub const DEFAULT_GROUPS: u32 = 1;
 
+/// Batches a group applies side by side unless configured.
+pub const DEFAULT_BATCHES_IN_FLIGHT: usize = 4;
+
+/// Keys outside any section, as they may appear in `PLAYHEAD_{KEY}`.
 const TOP_LEVEL_KEYS: &[&str] = &["version", "data_dir"];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,6 +155,9 @@ pub struct IngestConfig {
     pub partitions: u32,
     /// Most inbox messages a partition processes between two acknowledgements.
     pub batch_size: usize,
+    /// Batches a group applies side by side (only batches that share no entity; one that
+    /// does waits for the one ahead). 1 applies one batch at a time.
+    pub batches_in_flight: usize,
     /// Larger payloads are dead-lettered as oversize.
     pub max_message_bytes: usize,
     /// Redelivery delay of an unacknowledged inbox message.
@@ -319,6 +325,7 @@ impl Default for IngestConfig {
         Self {
             partitions: playhead_proto::partition::DEFAULT_PARTITIONS,
             batch_size: 256,
+            batches_in_flight: DEFAULT_BATCHES_IN_FLIGHT,
             max_message_bytes: playhead_client::settings::DEFAULT_MAX_MESSAGE_BYTES,
             ack_wait_secs: 30,
             duplicate_window_secs: 120,
@@ -702,6 +709,13 @@ impl NodeConfig {
                 "ingest.batch_size",
                 self.ingest.batch_size,
                 "use 1 to 10000",
+            );
+        }
+        if !(1..=64).contains(&self.ingest.batches_in_flight) {
+            return invalid(
+                "ingest.batches_in_flight",
+                self.ingest.batches_in_flight,
+                "use 1 to 64 (1 applies one batch at a time)",
             );
         }
         if !(256..=1024 * 1024).contains(&self.ingest.max_message_bytes) {

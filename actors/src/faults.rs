@@ -6,6 +6,10 @@
 //! - `actor_panic_on=MARK`: the entity actor panics (outside the decider's guard) on a slice
 //!   holding such a command, so the actor fails while it holds the slice;
 //! - `poison_on=MARK`: applying such a command fails with a permanent error every time;
+//! - `fail_on=MARK:N`: applying such a command fails with a transient error (retried as a
+//!   broker hiccup would be) the first N times;
+//! - `append_delay_ms=N`: every journal append waits N ms first (a broker further away than
+//!   loopback: the benchmark's stand-in for a network round trip);
 //! - `prepare_delay_ms=N`: the node waits N ms after taking its groups' leases, before it
 //!   prepares its store (a store restore or rebuild that outlasts a lease);
 //! - `slow_query=ENDPOINT:N`: answering the query endpoint `ENDPOINT` (e.g. `list_sessions`)
@@ -35,7 +39,10 @@ pub struct Faults {
     panic_on: Option<String>,
     actor_panic_on: Option<String>,
     poison_on: Option<String>,
+    fail_on: Option<(String, u64)>,
+    failures: AtomicU64,
     prepare_delay_ms: Option<u64>,
+    append_delay_ms: Option<u64>,
     slow_query: Option<(String, u64)>,
     crash_after_appends: Option<u64>,
     appends: AtomicU64,
@@ -58,6 +65,13 @@ impl Faults {
                 .parse::<u64>()
                 .map_err(|_| FaultsError(format!("{key}={value:?} is not a count")))
         };
+        // `NAME:N`, e.g. `list_sessions:200`.
+        let named_count = |key: &str, value: &str, form: &str| {
+            value
+                .split_once(':')
+                .and_then(|(name, count)| Some((name.to_owned(), count.parse::<u64>().ok()?)))
+                .ok_or_else(|| FaultsError(format!("{key}={value:?} is not {form}")))
+        };
         let mut faults = Faults::default();
         for item in text
             .split(',')
@@ -72,14 +86,10 @@ impl Faults {
                 "actor_panic_on" => faults.actor_panic_on = Some(value.to_owned()),
                 "poison_on" => faults.poison_on = Some(value.to_owned()),
                 "prepare_delay_ms" => faults.prepare_delay_ms = Some(count(key, value)?),
+                "append_delay_ms" => faults.append_delay_ms = Some(count(key, value)?),
+                "fail_on" => faults.fail_on = Some(named_count(key, value, "MARK:TIMES")?),
                 "slow_query" => {
-                    let (endpoint, millis) = value
-                        .split_once(':')
-                        .and_then(|(endpoint, millis)| Some((endpoint, millis.parse().ok()?)))
-                        .ok_or_else(|| {
-                            FaultsError(format!("slow_query={value:?} is not ENDPOINT:MILLIS"))
-                        })?;
-                    faults.slow_query = Some((endpoint.to_owned(), millis));
+                    faults.slow_query = Some(named_count(key, value, "ENDPOINT:MILLIS")?);
                 }
                 "crash_after_appends" => faults.crash_after_appends = Some(count(key, value)?),
                 "crash_after_answers" => faults.crash_after_answers = Some(count(key, value)?),
@@ -88,8 +98,9 @@ impl Faults {
                 other => {
                     return Err(FaultsError(format!(
                         "unknown fault {other:?}; known: panic_on, actor_panic_on, poison_on, \
-                         prepare_delay_ms, slow_query, crash_after_appends, crash_after_answers, \
-                         crash_after_persists, slow_import_ms"
+                         fail_on, prepare_delay_ms, append_delay_ms, slow_query, \
+                         crash_after_appends, crash_after_answers, crash_after_persists, \
+                         slow_import_ms"
                     )));
                 }
             }
@@ -109,7 +120,9 @@ impl Faults {
         self.panic_on.is_some()
             || self.actor_panic_on.is_some()
             || self.poison_on.is_some()
+            || self.fail_on.is_some()
             || self.prepare_delay_ms.is_some()
+            || self.append_delay_ms.is_some()
             || self.slow_query.is_some()
             || self.crash_after_appends.is_some()
             || self.crash_after_answers.is_some()
@@ -167,6 +180,21 @@ impl Faults {
         self.poison_on
             .as_ref()
             .is_some_and(|mark| format!("{command:?}").contains(mark.as_str()))
+    }
+
+    /// Whether applying `command` must fail for a transient reason (its first N times).
+    pub fn fails(&self, command: &impl Debug) -> bool {
+        self.fail_on.as_ref().is_some_and(|(mark, times)| {
+            format!("{command:?}").contains(mark.as_str())
+                && self.failures.fetch_add(1, Ordering::SeqCst) < *times
+        })
+    }
+
+    /// Waits the configured time before a journal append.
+    pub async fn delay_append(&self) {
+        if let Some(millis) = self.append_delay_ms {
+            tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
+        }
     }
 
     /// Counts a journal append; aborts the process at the configured one.
@@ -229,6 +257,19 @@ mod tests {
         assert!(Faults::parse("crash_after_answers=x").is_err());
         assert!(Faults::parse("crash_after_persists=-1").is_err());
         assert!(!faults.poisons(&"POISON"));
+        assert!(Faults::parse("fail_on=AGAIN").is_err());
+        let delayed = Faults::parse("append_delay_ms=2").unwrap();
+        assert_eq!(delayed.append_delay_ms, Some(2));
+        assert!(delayed.any());
+    }
+
+    #[test]
+    fn a_command_marked_to_fail_fails_its_first_n_times() {
+        let faults = Faults::parse("fail_on=AGAIN:2").unwrap();
+        assert!(faults.any());
+        assert!(!faults.fails(&"title Other"));
+        let attempts: Vec<bool> = (0..4).map(|_| faults.fails(&"title AGAIN")).collect();
+        assert_eq!(attempts, [true, true, false, false]);
     }
 
     #[test]

@@ -136,6 +136,7 @@ pub struct NodeMetrics {
     pub consumer_pending: Family<GroupLabel, Gauge>,
     pub entities_live: Family<EntityKindLabel, Gauge>,
     pub entities_passivated: Family<EntityKindLabel, Counter>,
+    pub entity_failures: Family<EntityKindLabel, Counter>,
     pub dead_letters: Family<DeadLetterLabel, Counter>,
     pub dead_letter_failures: Family<InboxLabel, Counter>,
     pub events_published: Family<EventLabel, Counter>,
@@ -174,6 +175,7 @@ impl NodeMetrics {
             consumer_pending: Family::default(),
             entities_live: Family::default(),
             entities_passivated: Family::default(),
+            entity_failures: Family::default(),
             dead_letters: Family::default(),
             dead_letter_failures: Family::default(),
             events_published: Family::default(),
@@ -232,6 +234,12 @@ impl NodeMetrics {
             "entities_passivated",
             "Entity actors stopped because they were idle or over the per-shard bound",
             metrics.entities_passivated.clone(),
+        );
+        registry.register(
+            "entity_failures",
+            "Entity slices of a batch that failed (the entity is stopped, and reloads from \
+             storage when the batch is retried)",
+            metrics.entity_failures.clone(),
         );
         registry.register(
             "dead_letters",
@@ -394,6 +402,9 @@ impl NodeMetrics {
         }
         for &kind in labels.kinds {
             self.entities_passivated
+                .get_or_create(&EntityKindLabel { kind })
+                .inc_by(0);
+            self.entity_failures
                 .get_or_create(&EntityKindLabel { kind })
                 .inc_by(0);
             self.journal_catch_ups

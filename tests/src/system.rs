@@ -54,7 +54,7 @@ pub fn test_node_config(nats_url: &str, data_dir: &Path) -> NodeConfig {
 }
 
 /// How long a service started in this process may take to report its endpoints.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A service task running in this process until its shutdown token is cancelled.
 struct InProcess {
@@ -117,8 +117,17 @@ impl TestNode {
     /// [`TestNode::start`] for a start that may take longer than usual (a rebuild of a large
     /// store): panics if the node does not serve within `timeout`.
     pub async fn start_within(config: NodeConfig, timeout: Duration) -> TestNode {
+        Self::start_with(config, node::RunOptions::default(), timeout).await
+    }
+
+    /// [`TestNode::start_within`] with run options (e.g. injected faults).
+    pub async fn start_with(
+        config: NodeConfig,
+        options: node::RunOptions,
+        timeout: Duration,
+    ) -> TestNode {
         let (running, endpoints) = InProcess::start("node", timeout, |shutdown, ready| {
-            node::run(config, shutdown, Some(ready))
+            node::run_with(config, options, shutdown, Some(ready))
         })
         .await;
         TestNode { endpoints, running }

@@ -6,11 +6,10 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use playhead_client::service::retry::{self, ExponentialBackoff, Retryable};
-use ractor::ActorRef;
 use ractor::rpc::CallResult;
 use tokio_util::sync::CancellationToken;
 
-use super::{Accepted, GroupIntake};
+use super::{Accepted, GroupIntake, ShardSlot};
 use crate::metrics::InboxLabel;
 use crate::runtime::shard::ShardMessage;
 use crate::runtime::{
@@ -20,8 +19,8 @@ use crate::runtime::{
 const RETRY_BACKOFF_START: Duration = Duration::from_millis(100);
 const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// The waits between attempts (jittered, from 100 ms up to 5 s). The apply loops own their
-/// shard handle mutably between attempts, so they take the waits and sleep themselves.
+/// The waits between attempts (jittered, from 100 ms up to 5 s). The apply loops take the
+/// waits and sleep themselves.
 fn backoff() -> ExponentialBackoff {
     retry::backoff(RETRY_BACKOFF_START, RETRY_BACKOFF_MAX)
 }
@@ -34,7 +33,7 @@ impl<K: EntityKind> GroupIntake<K> {
         &self,
         messages: &[jetstream::Message],
         accepted: Vec<Accepted<K>>,
-        shard: &mut Option<ActorRef<ShardMessage<K>>>,
+        shard: &ShardSlot<K>,
         stop: &CancellationToken,
     ) -> Option<Vec<Processed>> {
         if accepted.is_empty() {
@@ -84,7 +83,7 @@ impl<K: EntityKind> GroupIntake<K> {
     async fn apply_one(
         &self,
         item: (K::Id, Envelope<K::Command>),
-        shard: &mut Option<ActorRef<ShardMessage<K>>>,
+        shard: &ShardSlot<K>,
         stop: &CancellationToken,
     ) -> Option<Processed> {
         let seq = item.1.seq;
@@ -130,21 +129,24 @@ impl<K: EntityKind> GroupIntake<K> {
 
     async fn call_shard(
         &self,
-        shard: &mut Option<ActorRef<ShardMessage<K>>>,
+        shard: &ShardSlot<K>,
         batch: Vec<(K::Id, Envelope<K::Command>)>,
     ) -> Result<Vec<Processed>, SliceError> {
         let consumer_name = self.group.consumer_name();
-        let actor = match shard {
-            Some(actor) => actor.clone(),
-            None => {
-                let actor = self.spawn_shard(&consumer_name).await.map_err(|error| {
-                    EntityError::ActorGone {
-                        id: consumer_name.clone(),
-                        detail: error.to_string(),
-                    }
-                })?;
-                *shard = Some(actor.clone());
-                actor
+        let actor = {
+            let mut slot = shard.0.lock().await;
+            match &*slot {
+                Some(actor) => actor.clone(),
+                None => {
+                    let actor = self.spawn_shard(&consumer_name).await.map_err(|error| {
+                        EntityError::ActorGone {
+                            id: consumer_name.clone(),
+                            detail: error.to_string(),
+                        }
+                    })?;
+                    *slot = Some(actor.clone());
+                    actor
+                }
             }
         };
         match actor
@@ -156,8 +158,15 @@ impl<K: EntityKind> GroupIntake<K> {
                 // The shard died (a bug, or a panic while routing): start a fresh one; its
                 // entities reload from storage.
                 tracing::error!(consumer = %consumer_name, result = ?other.map(|_| ()), "the shard actor failed; restarting it");
-                actor.stop(None);
-                *shard = None;
+                // Another batch in flight may have seen it fail first and started a new one.
+                let mut slot = shard.0.lock().await;
+                if slot
+                    .as_ref()
+                    .is_some_and(|current| current.get_id() == actor.get_id())
+                {
+                    actor.stop(None);
+                    *slot = None;
+                }
                 Err(EntityError::ActorGone {
                     id: consumer_name,
                     detail: "the shard actor failed".into(),

@@ -3,7 +3,10 @@
 //!
 //! - **apply**: screens out bad input, applies the rest through the group's shard (entities
 //!   run side by side; each one's messages in order): decisions journaled, records and the
-//!   answers filed in sled (not yet flushed);
+//!   answers filed in sled (not yet flushed). Up to `batches_in_flight` batches are applied
+//!   side by side as long as they share no entity; a batch that shares one waits for the
+//!   batch ahead to be through (retries included), and batches leave the stage in delivery
+//!   order;
 //! - **settle**, behind it on its own task: copies the dead letters, flushes the local store
 //!   once for every batch applied meanwhile, sends their answers, and acknowledges the last of
 //!   them. The consumer acknowledges cumulatively, so this is a contiguous durable
@@ -36,7 +39,7 @@ pub mod group;
 pub mod imports;
 pub mod screen;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -116,6 +119,8 @@ pub enum IngestError {
 /// What an intake needs besides its consumer.
 pub struct IntakeConfig {
     pub batch_size: usize,
+    /// Batches applied side by side (sharing no entity).
+    pub batches_in_flight: usize,
     pub max_message_bytes: usize,
     /// Failures of one message, for a reason that does not go away, before it is quarantined.
     pub max_attempts: u32,
@@ -200,6 +205,27 @@ fn unix_ms_now() -> u64 {
 /// Applied batches the settle stage may hold before the apply stage waits for it.
 const SETTLE_QUEUE: usize = 64;
 
+/// Frees the entities of a batch that is through the apply stage and queues it for the
+/// settle stage (waiting while the settler is `SETTLE_QUEUE` batches behind: back-pressure).
+/// False when the intake must stop: the batch was stopped before it was applied (nothing
+/// behind it may settle), or the settle stage is gone.
+async fn pass_on<Id: Eq + std::hash::Hash>(
+    busy: &mut HashSet<Id>,
+    (entities, applied): (HashSet<Id>, Option<Applied>),
+    settle_queue: &tokio::sync::mpsc::Sender<Applied>,
+) -> bool {
+    for id in &entities {
+        busy.remove(id);
+    }
+    match applied {
+        Some(applied) => settle_queue.send(applied).await.is_ok(),
+        None => false,
+    }
+}
+
+/// The group's shard, shared by the batches in flight; spawned again if it dies.
+pub(super) struct ShardSlot<K: EntityKind>(tokio::sync::Mutex<Option<ActorRef<ShardMessage<K>>>>);
+
 /// A batch the apply stage is done with, for the settle stage.
 struct Applied {
     batch: Vec<jetstream::Message>,
@@ -245,16 +271,18 @@ impl<K: EntityKind> GroupIntake<K> {
     pub async fn run(self, stop: CancellationToken) -> Result<(), IngestError> {
         let intake = Arc::new(self);
         let consumer_name = intake.group.consumer_name();
-        let mut shard = Some(intake.spawn_shard(&consumer_name).await?);
+        let shard = ShardSlot(tokio::sync::Mutex::new(Some(
+            intake.spawn_shard(&consumer_name).await?,
+        )));
         intake.progress.started(unix_ms_now());
         let (settle_queue, settling) = tokio::sync::mpsc::channel(SETTLE_QUEUE);
         let settler = tokio::spawn(intake.clone().settle(settling, stop.clone()));
         let result = intake
-            .pull(&consumer_name, &mut shard, settle_queue, &stop)
+            .pull(&consumer_name, &shard, settle_queue, &stop)
             .await;
         // The queue is closed: the settler finishes what was applied, then ends.
         let _ = settler.await;
-        if let Some(shard) = shard {
+        if let Some(shard) = shard.0.into_inner() {
             let _ = shard
                 .stop_and_wait(None, Some(Duration::from_secs(30)))
                 .await;
@@ -264,10 +292,15 @@ impl<K: EntityKind> GroupIntake<K> {
         result
     }
 
+    /// Takes batches as the consumer delivers them and applies up to `batches_in_flight`
+    /// side by side, as long as they share no entity (a batch that does waits for the ones
+    /// ahead, so each entity still sees its messages in order, one batch at a time, retries
+    /// included). Applied batches go to the settle stage in delivery order, so its watermark
+    /// stays contiguous.
     async fn pull(
         &self,
         consumer_name: &str,
-        shard: &mut Option<ActorRef<ShardMessage<K>>>,
+        shard: &ShardSlot<K>,
         settle_queue: tokio::sync::mpsc::Sender<Applied>,
         stop: &CancellationToken,
     ) -> Result<(), IngestError> {
@@ -285,15 +318,26 @@ impl<K: EntityKind> GroupIntake<K> {
             .await
             .map_err(|error| ended(error.to_string()))?;
         let mut batches = messages.ready_chunks(self.config.batch_size);
-        loop {
+        let mut in_flight = futures::stream::FuturesOrdered::new();
+        // The entities of the batches in flight.
+        let mut busy: HashSet<K::Id> = HashSet::new();
+        let end = loop {
             let batch = tokio::select! {
                 biased;
-                _ = stop.cancelled() => return Ok(()),
-                batch = batches.next() => match batch {
-                    Some(batch) => batch,
-                    // async-nats ends the stream only when the consumer became unusable.
-                    None => return Err(IngestError::StreamEnded { consumer: consumer_name.to_owned() }),
-                },
+                _ = stop.cancelled() => break Ok(()),
+                Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                    if !pass_on(&mut busy, done, &settle_queue).await {
+                        break Ok(());
+                    }
+                    continue;
+                }
+                batch = batches.next(), if in_flight.len() < self.config.batches_in_flight => {
+                    match batch {
+                        Some(batch) => batch,
+                        // async-nats ends the stream only when the consumer became unusable.
+                        None => break Err(IngestError::StreamEnded { consumer: consumer_name.to_owned() }),
+                    }
+                }
             };
             let mut messages = Vec::with_capacity(batch.len());
             for message in batch {
@@ -312,14 +356,31 @@ impl<K: EntityKind> GroupIntake<K> {
             if messages.is_empty() {
                 continue;
             }
-            let Some(applied) = self.apply_batch(messages, shard, stop).await else {
-                return Ok(());
-            };
-            // Waits while the settler is SETTLE_QUEUE batches behind (back-pressure).
-            if settle_queue.send(applied).await.is_err() {
-                return Ok(());
+            let screened = self.screen_batch(&messages);
+            let entities: HashSet<K::Id> = screened.0.iter().map(|(_, id, _)| id.clone()).collect();
+            // An entity of this batch still in flight: the batches ahead go first.
+            while entities.iter().any(|id| busy.contains(id)) {
+                let done = in_flight.next().await.expect("a busy entity is in flight");
+                if !pass_on(&mut busy, done, &settle_queue).await {
+                    return Ok(());
+                }
+            }
+            busy.extend(entities.iter().cloned());
+            in_flight.push_back(async move {
+                (
+                    entities,
+                    self.apply_batch(messages, screened, shard, stop).await,
+                )
+            });
+        };
+        // Stopping (or the stream ended): the batches in flight finish their attempt in hand
+        // and settle in order, up to the first one that did not get applied.
+        while let Some(done) = in_flight.next().await {
+            if !pass_on(&mut busy, done, &settle_queue).await {
+                break;
             }
         }
+        end
     }
 
     /// Whether a pull error means the consumer no longer exists: the server said so (a pull
@@ -337,7 +398,7 @@ impl<K: EntityKind> GroupIntake<K> {
         }
     }
 
-    async fn spawn_shard(
+    pub(super) async fn spawn_shard(
         &self,
         consumer_name: &str,
     ) -> Result<ActorRef<ShardMessage<K>>, IngestError> {
@@ -423,17 +484,17 @@ impl<K: EntityKind> GroupIntake<K> {
         Ok(screened)
     }
 
-    /// The apply stage: screens the batch, applies it through the shard (decisions journaled,
-    /// state and answers written but not yet flushed) and hands the rest to the settle stage.
-    /// `None` when stopped first.
+    /// The apply stage for one screened batch: applies it through the shard (decisions
+    /// journaled, state and answers written but not yet flushed) and hands the rest to the
+    /// settle stage. `None` when stopped first.
     async fn apply_batch(
         &self,
         batch: Vec<jetstream::Message>,
-        shard: &mut Option<ActorRef<ShardMessage<K>>>,
+        (accepted, mut rejected): (Vec<Accepted<K>>, Vec<(usize, DeadLetter)>),
+        shard: &ShardSlot<K>,
         stop: &CancellationToken,
     ) -> Option<Applied> {
         let started = std::time::Instant::now();
-        let (accepted, mut rejected) = self.screen_batch(&batch);
         let replies: Vec<_> = accepted
             .iter()
             .map(|(position, _, envelope)| {

@@ -456,6 +456,7 @@ impl Groups<'_> {
             metrics: self.metrics.clone(),
             config: IntakeConfig {
                 batch_size: config.ingest.batch_size,
+                batches_in_flight: config.ingest.batches_in_flight,
                 max_message_bytes: config.ingest.max_message_bytes,
                 max_attempts: config.max_attempts(),
             },

@@ -142,6 +142,8 @@ pub enum EntityError {
     Contended { id: String },
     #[error("injected fault: {0}")]
     Injected(String),
+    #[error("injected transient fault: {0}")]
+    InjectedTransient(String),
 }
 
 impl EntityError {
@@ -151,7 +153,9 @@ impl EntityError {
         match self {
             EntityError::Storage(error) => error.is_transient(),
             EntityError::Journal(error) => error.is_transient(),
-            EntityError::Publish { .. } | EntityError::ActorGone { .. } => true,
+            EntityError::Publish { .. }
+            | EntityError::ActorGone { .. }
+            | EntityError::InjectedTransient(_) => true,
             EntityError::Codec { .. }
             | EntityError::Panicked { .. }
             | EntityError::Contended { .. }

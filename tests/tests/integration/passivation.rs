@@ -89,3 +89,62 @@ async fn idle_stations_passivate_and_resume_with_their_state() {
     gateway.stop().await;
     node.stop().await;
 }
+
+/// With batches applied side by side and the live bound at one entity, the bound never stops
+/// an entity while a batch of it is in flight: a stop would drop its slice from the mailbox,
+/// failing the batch as if the entity had panicked (and, repeated, quarantining songs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_bound_never_stops_an_entity_with_a_batch_in_flight() {
+    const STATIONS: usize = 40;
+    const ROUNDS: usize = 5;
+    let nats = NatsServer::start();
+    let data = temp_dir();
+    let mut config = test_node_config(&nats.url(), data.path());
+    config.actors.max_live_entities_per_shard = 1;
+    config.ingest.batches_in_flight = 8;
+    // Small batches, so many are in flight at once.
+    config.ingest.batch_size = 4;
+    let node = TestNode::start(config).await;
+    let jetstream = async_nats::jetstream::new(nats.connect().await);
+    let mut stored = Vec::new();
+    for round in 0..ROUNDS {
+        for station in 0..STATIONS {
+            let song = SongObserved {
+                raw: format!("Artist {station} - Song {round}"),
+                ..Default::default()
+            };
+            let subject = station_song(&StationId::parse(format!("bound-{station}")).unwrap());
+            stored.push(
+                jetstream
+                    .publish(subject, song.encode_to_vec().into())
+                    .await
+                    .unwrap(),
+            );
+        }
+    }
+    for ack in stored {
+        ack.await.unwrap();
+    }
+    let total = (STATIONS * ROUNDS) as f64;
+    let metrics = eventually("every song applied", Duration::from_secs(30), || async {
+        let metrics = node.metrics().await;
+        let applied = metric_value(
+            &metrics,
+            "playhead_inbox_messages_total",
+            &[("inbox", "station"), ("outcome", "applied")],
+        );
+        (applied >= total).then_some(metrics)
+    })
+    .await;
+    let count = |name: &str| metric_value(&metrics, name, &[("kind", "station")]);
+    assert_eq!(count("playhead_entity_failures_total"), 0.0);
+    assert!(
+        count("playhead_entities_passivated_total") > 0.0,
+        "the bound evicted"
+    );
+    assert_eq!(
+        metric_value(&metrics, "playhead_dead_letters_total", &[]),
+        0.0
+    );
+    node.stop().await;
+}

@@ -230,3 +230,44 @@ async fn an_entity_actor_that_fails_while_applying_does_not_stall_the_group() {
     assert_dead_lettered_once(&case.node, "panic").await;
     case.gateway.stop().await;
 }
+
+/// A batch waiting to be retried after a transient failure keeps its station in order: a later
+/// batch for the same station waits for it (batches applied side by side share no entity).
+/// Were it applied first, the retried song would come behind the station's last applied
+/// sequence and be skipped as a duplicate: lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_retried_after_a_transient_failure_keeps_its_station_in_order() {
+    let nats = NatsServer::start();
+    let data = temp_dir();
+    let jetstream = jetstream::new(nats.connect().await);
+    let node = NodeProcess::start(
+        &nats.url(),
+        data.path(),
+        &[("PLAYHEAD_FAULTS", "fail_on=AGAIN:3")],
+    )
+    .await;
+    let gateway = TestGateway::start(&nats.url()).await;
+    publish(&jetstream, "radio-r", "Before").await;
+    publish(&jetstream, "radio-r", "AGAIN").await;
+    eventually("the batch holding AGAIN to fail", WITHIN, || async {
+        let metrics = node_metrics(&node).await;
+        (metric_value(&metrics, "playhead_batch_retries_total", &[]) >= 1.0).then_some(())
+    })
+    .await;
+    // Published while that batch waits for its next attempt (three failures: ~0.7 s of
+    // backoff), beside a song of another station, which need not wait.
+    publish(&jetstream, "radio-r", "After").await;
+    publish(&jetstream, "radio-s", "Elsewhere").await;
+    assert_eq!(plays(&gateway, "radio-s", 1).await, ["Elsewhere"]);
+    assert_eq!(
+        plays(&gateway, "radio-r", 3).await,
+        ["Before", "AGAIN", "After"]
+    );
+    let metrics = node_metrics(&node).await;
+    assert_eq!(
+        metric_value(&metrics, "playhead_batch_retries_total", &[]),
+        3.0,
+        "one retry per injected failure"
+    );
+    gateway.stop().await;
+}

@@ -234,6 +234,12 @@ impl<K: EntityKind> Shell<K> {
                 )))
                 .into());
             }
+            if runtime.faults.fails(&envelope.command) {
+                return Err(SliceError::at(seq)(EntityError::InjectedTransient(format!(
+                    "failure on inbox sequence {seq}"
+                )))
+                .into());
+            }
             K::prepare(
                 context,
                 &self.id,
@@ -401,6 +407,7 @@ impl<K: EntityKind> Shell<K> {
             .map_or_else(tracing::Span::none, |event| event.span.clone());
         if !outgoing.is_empty() {
             let expected = loaded.sequences.last_journal;
+            runtime.faults.delay_append().await;
             loaded.sequences.last_journal = match runtime
                 .journal
                 .append(K::FAMILY, self.id.as_ref(), expected, &outgoing)

@@ -15,7 +15,7 @@ use playhead_client::service::nats_auth::NatsRole;
 use playhead_proto::subjects::{EVENTS_STREAM, Inbox};
 use playhead_tests::harness::{requester_keys_for, seed_for};
 use playhead_tests::model::{Publication, publish_pipelined};
-use playhead_tests::system::{TestNode, metric_value};
+use playhead_tests::system::{START_TIMEOUT, TestNode, metric_value};
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -128,7 +128,7 @@ pub(crate) async fn publish_and_drain_until(
     eprintln!("draining {what} with playhead-node…");
     let cpu_before = CpuSample::now(broker_pid);
     let node_started = Instant::now();
-    let node = TestNode::start(config).await;
+    let node = TestNode::start_with(config, run_options()?, START_TIMEOUT).await;
     let node_ready = node_started.elapsed();
     drained(&node).await?;
     let node_drain = node_started.elapsed();
@@ -584,4 +584,13 @@ impl Phase {
             self.errors
         );
     }
+}
+
+/// The drained node's run options: the faults of `PLAYHEAD_FAULTS`, as `playhead-node` reads
+/// them (e.g. `append_delay_ms=1`, a broker a network round trip away).
+fn run_options() -> anyhow::Result<playhead_actors::node::RunOptions> {
+    Ok(playhead_actors::node::RunOptions {
+        faults: playhead_actors::faults::Faults::from_env()?,
+        ..Default::default()
+    })
 }

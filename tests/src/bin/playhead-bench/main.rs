@@ -42,6 +42,7 @@ mod reads;
 mod rebuild;
 mod sessions;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
@@ -312,7 +313,7 @@ async fn main() -> anyhow::Result<()> {
         println!();
         println!("summary (DESIGN.md §10)");
         enrichment_verdicts(&figures);
-        return Ok(());
+        return checks_passed();
     }
     if args.imports_only {
         let figures = imports::run(&import_workload).await?;
@@ -320,7 +321,7 @@ async fn main() -> anyhow::Result<()> {
         println!();
         println!("summary (DESIGN.md §10)");
         import_verdicts(&figures, &import_workload);
-        return Ok(());
+        return checks_passed();
     }
     if args.edge_only {
         let figures = edge::run(&edge_workload).await?;
@@ -328,7 +329,7 @@ async fn main() -> anyhow::Result<()> {
         println!();
         println!("summary (DESIGN.md §10)");
         edge_verdicts(&figures);
-        return Ok(());
+        return checks_passed();
     }
     if args.heartbeats_only {
         let figures = heartbeats::run(&nats, &heartbeat_workload)
@@ -337,14 +338,14 @@ async fn main() -> anyhow::Result<()> {
         println!();
         println!("summary (DESIGN.md §10)");
         heartbeat_verdicts(&figures, &heartbeat_workload);
-        return Ok(());
+        return checks_passed();
     }
     if args.memory_only {
         let entity_bytes = heartbeats::memory::run().await?.print();
         println!();
         println!("summary (DESIGN.md §10)");
         memory_verdict(entity_bytes);
-        return Ok(());
+        return checks_passed();
     }
     if args.sessions_only {
         let figures = sessions::run(&nats.url(), &session_workload)
@@ -353,7 +354,7 @@ async fn main() -> anyhow::Result<()> {
         println!();
         println!("summary (DESIGN.md §10)");
         session_verdicts(&figures);
-        return Ok(());
+        return checks_passed();
     }
     if args.journal_only {
         let figures = journal::run(&nats, &journal_workload)
@@ -362,7 +363,7 @@ async fn main() -> anyhow::Result<()> {
         println!();
         println!("summary (DESIGN.md §10)");
         journal_verdicts(&figures);
-        return Ok(());
+        return checks_passed();
     }
     if args.rebuild_only {
         let figures = rebuild::run(&rebuild_workload)
@@ -371,7 +372,7 @@ async fn main() -> anyhow::Result<()> {
         println!();
         println!("summary (DESIGN.md §10)");
         rebuild_verdicts(&figures);
-        return Ok(());
+        return checks_passed();
     }
 
     let workload = ingest::Workload {
@@ -392,7 +393,7 @@ async fn main() -> anyhow::Result<()> {
             "≥ 0.6",
             ratio_ingest >= 0.6,
         );
-        return Ok(());
+        return checks_passed();
     }
     let load = reads::Load {
         duration: Duration::from_secs(args.read_secs),
@@ -445,7 +446,7 @@ async fn main() -> anyhow::Result<()> {
     edge_verdicts(&edge_figures);
     import_verdicts(&import_figures, &import_workload);
     enrichment_verdicts(&enrichment_figures);
-    Ok(())
+    checks_passed()
 }
 
 fn enrichment_verdicts(figures: &enrichment::Figures) {
@@ -476,15 +477,11 @@ fn enrichment_verdicts(figures: &enrichment::Figures) {
     let until_enriched = figures
         .until_enriched
         .map_or(f64::NAN, |elapsed| elapsed.as_secs_f64());
-    println!(
-        "  {:<36} {:>8.2}   (reported; from the node's start){}",
+    check(
         "enrichment: all songs enriched (s)",
-        until_enriched,
-        if figures.until_enriched.is_some() {
-            ""
-        } else {
-            "   !!!!! NOT ALL"
-        }
+        format!("{until_enriched:.2}"),
+        "from the node's start; must all be",
+        figures.until_enriched.is_some(),
     );
 }
 
@@ -503,9 +500,11 @@ fn import_verdicts(figures: &imports::Figures, workload: &imports::Workload) {
         "≤ 3",
         rerun <= 3.0 && figures.rerun.status.records_new == 0,
     );
-    println!(
-        "  {:<36} {:>8}   (must be 0)",
-        "import re-run: records new", figures.rerun.status.records_new
+    check(
+        "import re-run: records new",
+        figures.rerun.status.records_new,
+        "must be 0",
+        figures.rerun.status.records_new == 0,
     );
     println!(
         "  {:<36} {:>8.2}   (reported; import time ÷ bare read of the object)",
@@ -536,11 +535,11 @@ fn edge_verdicts(figures: &edge::Figures) {
         .get("ResourceExhausted")
         .copied()
         .unwrap_or_default();
-    println!(
-        "  {:<36} {:>8}   (must be > 0){}",
+    check(
         "edge flood: RESOURCE_EXHAUSTED answers",
         exhausted,
-        if exhausted > 0 { "" } else { "   !!!!! NONE" }
+        "must be > 0",
+        exhausted > 0,
     );
     // The cache keeps the stations that play, those watched now, and up to its idle bound of
     // ids nobody watches any more.
@@ -579,15 +578,11 @@ fn rebuild_verdicts(figures: &rebuild::Figures) {
         "  {:<36} {:>8.0}   (reported)",
         "  journal events replayed", figures.replayed
     );
-    println!(
-        "  {:<36} {:>8}   (must be 0){}",
+    check(
         "rebuild spot check: answers differing",
         figures.differences,
-        if figures.differences == 0 {
-            ""
-        } else {
-            "   !!!!! FAILED"
-        }
+        "must be 0",
+        figures.differences == 0,
     );
 }
 
@@ -659,13 +654,17 @@ fn heartbeat_verdicts(figures: &heartbeats::Figures, workload: &heartbeats::Work
         "  {:<36} {:>8.2}   (reported: the broker path alone, no playhead)",
         "Heartbeat floor p99 (ms)", figures.floor_p99
     );
-    println!(
-        "  {:<36} {:>8}   (must be 0; DEGRADED is a gateway timeout)",
-        "Heartbeat answers not CONTINUE/OK", figures.not_ok
+    check(
+        "Heartbeat answers not CONTINUE/OK",
+        figures.not_ok,
+        "must be 0; DEGRADED is a gateway timeout",
+        figures.not_ok == 0,
     );
-    println!(
-        "  {:<36} {:>8}   (must be 0)",
-        "Heartbeat requests failed", figures.errors
+    check(
+        "Heartbeat requests failed",
+        figures.errors,
+        "must be 0",
+        figures.errors == 0,
     );
     memory_verdict(figures.entity_bytes);
 }
@@ -678,6 +677,29 @@ fn memory_verdict(entity_bytes: f64) {
         "≤ 8",
         entity_kb <= 8.0,
     );
+}
+
+/// Correctness checks that failed in this run. A wrong answer is not a figure: the run ends
+/// with an error (a figure that misses its target only prints MISSED).
+static FAILED_CHECKS: AtomicUsize = AtomicUsize::new(0);
+
+/// Prints a correctness check, marked FAILED (and counted) unless `passed`.
+fn check(figure: &str, value: impl std::fmt::Display, rule: &str, passed: bool) {
+    let mark = if passed { "" } else { "   !!!!! FAILED" };
+    println!("  {figure:<36} {value:>8}   ({rule}){mark}");
+    if !passed {
+        FAILED_CHECKS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The run's end: an error when any correctness check failed.
+fn checks_passed() -> anyhow::Result<()> {
+    match FAILED_CHECKS.load(Ordering::Relaxed) {
+        0 => Ok(()),
+        failed => anyhow::bail!(
+            "{failed} correctness check(s) FAILED above: this run's figures are not to be trusted"
+        ),
+    }
 }
 
 fn verdict(figure: &str, value: f64, target: &str, met: bool) {
