@@ -242,9 +242,16 @@ impl<E: EntityKind> ShardState<E> {
         drop(reports);
         let myself = myself.clone();
         tokio::spawn(async move {
-            let finished = collect::<E>(reported, sent, total, reply).await;
+            let entities = sent.iter().map(|(id, _, _)| id.clone()).collect();
+            let (result, failed) = collect::<E>(reported, sent, total).await;
             // If the shard is gone, the reply goes with the message: the caller sees the
             // shard fail, and starts a fresh one.
+            let finished = FinishedBatch {
+                entities,
+                failed,
+                result,
+                reply,
+            };
             let _ = myself.send_message(ShardMessage::Finished(Box::new(finished)));
         });
     }
@@ -320,14 +327,13 @@ impl<E: EntityKind> ShardState<E> {
     }
 }
 
-/// Drains a batch's reports: every slice reports exactly once, so this ends when the last one
-/// has.
+/// Drains a batch's reports (every slice reports exactly once, so this ends when the last one
+/// has): the batch's result and the entities whose slice failed.
 async fn collect<E: EntityKind>(
     mut reported: mpsc::UnboundedReceiver<SliceReport>,
     mut sent: Vec<(E::Id, Vec<usize>, Option<u64>)>,
     total: usize,
-    reply: RpcReplyPort<Result<Vec<Processed>, SliceError>>,
-) -> FinishedBatch<E> {
+) -> (Result<Vec<Processed>, SliceError>, Vec<E::Id>) {
     let mut processed: Vec<Option<Processed>> = vec![None; total];
     let mut failed = Vec::new();
     let mut first_error: Option<SliceError> = None;
@@ -369,12 +375,7 @@ async fn collect<E: EntityKind>(
             .map(|result| result.expect("every position has a result"))
             .collect()),
     };
-    FinishedBatch {
-        entities: sent.into_iter().map(|(id, _, _)| id).collect(),
-        failed,
-        result,
-        reply,
-    }
+    (result, failed)
 }
 
 impl<E: EntityKind> Actor for ShardActor<E> {

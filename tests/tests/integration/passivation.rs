@@ -7,6 +7,7 @@ use playhead_proto::subjects::station_song;
 use playhead_proto::v1::{ListPlaysRequest, SongObserved};
 use playhead_tests::harness::NatsServer;
 use playhead_tests::harness::wait::eventually;
+use playhead_tests::model::publish_pipelined;
 use playhead_tests::system::{TestGateway, TestNode, metric_value, temp_dir, test_node_config};
 use prost::Message;
 
@@ -106,25 +107,17 @@ async fn the_live_bound_never_stops_an_entity_with_a_batch_in_flight() {
     config.ingest.batch_size = 4;
     let node = TestNode::start(config).await;
     let jetstream = async_nats::jetstream::new(nats.connect().await);
-    let mut stored = Vec::new();
-    for round in 0..ROUNDS {
-        for station in 0..STATIONS {
+    let songs = (0..ROUNDS).flat_map(|round| {
+        (0..STATIONS).map(move |station| {
             let song = SongObserved {
                 raw: format!("Artist {station} - Song {round}"),
                 ..Default::default()
             };
             let subject = station_song(&StationId::parse(format!("bound-{station}")).unwrap());
-            stored.push(
-                jetstream
-                    .publish(subject, song.encode_to_vec().into())
-                    .await
-                    .unwrap(),
-            );
-        }
-    }
-    for ack in stored {
-        ack.await.unwrap();
-    }
+            (subject, bytes::Bytes::from(song.encode_to_vec()))
+        })
+    });
+    publish_pipelined(&jetstream, songs).await;
     let total = (STATIONS * ROUNDS) as f64;
     let metrics = eventually("every song applied", Duration::from_secs(30), || async {
         let metrics = node.metrics().await;
