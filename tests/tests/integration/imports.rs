@@ -24,9 +24,14 @@ use prost::Message as _;
 const DAY_SECS: i64 = 24 * 3600;
 
 /// RFC 3339 of now + `days` days + `minutes` minutes, written with a +02:00 offset.
+/// A moment `days` and `minutes` after the minute this test process first asked: one base for
+/// every call, so two lines written to list the same show agree even when the clock turns a
+/// minute between them (a show's start is part of its fingerprint).
 fn at(days: i64, minutes: i64) -> String {
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let moment = (now / 60) * 60 + days * DAY_SECS + minutes * 60;
+    static BASE_MINUTE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let base =
+        *BASE_MINUTE.get_or_init(|| time::OffsetDateTime::now_utc().unix_timestamp() / 60 * 60);
+    let moment = base + days * DAY_SECS + minutes * 60;
     time::OffsetDateTime::from_unix_timestamp(moment)
         .unwrap()
         .to_offset(time::UtcOffset::from_hms(2, 0, 0).unwrap())
@@ -489,13 +494,24 @@ async fn an_import_cut_by_sigkill_completes_after_the_restart_with_exact_counts(
     node.process.kill();
     let cut = import_status(&admin, "big-1").await;
     assert!(cut.is_none(), "the node is gone, nothing answers");
+    let first = node;
     let node = NodeProcess::start(&nats.url(), data.path(), &env).await;
     let done = finished(&admin, "big-1").await;
     assert_eq!(done.state, v1::ImportState::Completed as i32);
+    // On a miss, what each run said about the import and the shows it found at start.
+    let told = |log: String| {
+        log.lines()
+            .filter(|line| line.contains("import") || line.contains("shows"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     assert_eq!(
         counts(&done),
         (60_000, distinct, 60_000 - distinct - invalid, invalid),
-        "{done:?}"
+        "{done:?}\nfirst run:\n{}\nafter the restart:\n{}",
+        told(first.plain_log()),
+        told(node.plain_log())
     );
     assert_eq!(completions_in_journal(&jetstream, "big").await, 1);
     assert!(
