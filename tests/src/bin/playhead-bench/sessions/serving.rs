@@ -45,16 +45,19 @@ const GAP_BEFORE_DROP: Duration = Duration::from_secs(3);
 const DROP_MARGIN: Duration = Duration::from_secs(2);
 /// The compaction window ends by T + this even if no drop is seen.
 const MAX_DROP_WAIT: Duration = Duration::from_secs(300);
-/// The compaction window is also reported in slices of this length.
-const SLICE: Duration = Duration::from_secs(5);
+/// The compaction window is also reported in slices of this length, from this many slices
+/// before T (the same load with no drop in it, for comparison).
+const SLICE: Duration = Duration::from_secs(1);
+const SLICES_BEFORE: i32 = 6;
 const METRICS_PERIOD: Duration = Duration::from_millis(100);
 const KEYSPACE_LABEL: [(&str, &str); 1] = [("keyspace", "player_sessions")];
 
 pub(super) struct Serving {
-    pub(super) starts: Starts,
+    starts: Starts,
     baseline: Window,
     during: Window,
-    /// The compaction window cut in [`SLICE`]s, to show where its slow requests fall.
+    /// The compaction window cut in [`SLICE`]s, after [`SLICES_BEFORE`] of them before T, to
+    /// show where its slow requests fall.
     during_slices: Vec<Window>,
     dropped: Option<BucketDrop>,
     completed: u64,
@@ -76,20 +79,19 @@ struct BucketDrop {
     seconds: f64,
 }
 
+#[derive(Clone)]
 struct Window {
     from: f64,
     to: f64,
+    /// Seconds of load the window covers (more than `to - from` once pooled).
+    span: f64,
     latency: Histogram<u64>,
     errors: u64,
 }
 
 /// The node with a pre-filled bucket droppable at T: its first start and restart, then a
 /// steady `NextTrack` load from before T until the compaction window after T has passed.
-pub(super) async fn serving(
-    nats_url: &str,
-    workload: &Workload,
-    fill_rate: f64,
-) -> anyhow::Result<Serving> {
+async fn serving(nats_url: &str, workload: &Workload, fill_rate: f64) -> anyhow::Result<Serving> {
     let data = temp_dir();
     let mut config = test_node_config(nats_url, data.path());
     config.ingest.partitions = workload.partitions;
@@ -181,7 +183,7 @@ pub(super) async fn serving(
     );
     let mut baseline = Window::new(baseline_from, baseline_to);
     let mut during = Window::new(0.0, offset(stop_at));
-    let mut during_slices: Vec<Window> = (0..)
+    let mut during_slices: Vec<Window> = (-SLICES_BEFORE..)
         .map(|slice| slice as f64 * SLICE.as_secs_f64())
         .take_while(|&from| from < during.to)
         .map(|from| Window::new(from, (from + SLICE.as_secs_f64()).min(during.to)))
@@ -367,6 +369,7 @@ impl Window {
         Self {
             from,
             to,
+            span: to - from,
             latency: latency_histogram(),
             errors: 0,
         }
@@ -387,7 +390,7 @@ impl Window {
     }
 
     fn print(&self, what: &str) {
-        let span = self.to - self.from;
+        let span = self.span;
         println!(
             "  {what:<8} T{:+6.1} s .. T{:+5.1} s {:>7.0} req/s   p50 {:>6.2} ms   p99 {:>6.2} ms   max {:>7.2} ms   errors {}",
             self.from,
@@ -401,9 +404,56 @@ impl Window {
     }
 }
 
-impl Serving {
-    /// Prints the two windows; returns the node's compaction time if it was seen inside the
-    /// compaction window.
+impl Window {
+    /// Adds the samples of the same window of another run.
+    fn pool(&mut self, other: &Window) {
+        self.latency
+            .add(&other.latency)
+            .expect("every window's histogram has the same bounds");
+        self.errors += other.errors;
+        self.from = self.from.min(other.from);
+        self.to = self.to.max(other.to);
+        self.span += other.span;
+    }
+}
+
+/// The serving part run several times, each with a bucket of its own: at 500 req/s a window of
+/// ~3 s around one drop holds ~1,500 requests, so its p99 rests on ~15 of them and moves with
+/// any burst of this machine's; the runs' windows pooled make the figure.
+pub(super) struct Expiries {
+    runs: Vec<Serving>,
+}
+
+impl Expiries {
+    /// Runs [`serving`] `workload.expiry_runs` times, one after another.
+    pub(super) async fn measure(
+        nats_url: &str,
+        workload: &Workload,
+        fill_rate: f64,
+    ) -> anyhow::Result<Self> {
+        let mut runs = Vec::with_capacity(workload.expiry_runs);
+        for run in 1..=workload.expiry_runs {
+            eprintln!(
+                "sessions: expiry under load, run {run} of {}…",
+                workload.expiry_runs
+            );
+            runs.push(serving(nats_url, workload, fill_rate).await?);
+        }
+        anyhow::ensure!(!runs.is_empty(), "--expiry-runs must be at least 1");
+        Ok(Self { runs })
+    }
+
+    /// The node starts of the run whose restart took longest to serve.
+    pub(super) fn starts(&self) -> &Starts {
+        self.runs
+            .iter()
+            .map(|run| &run.starts)
+            .max_by_key(|starts| starts.restart.answered)
+            .expect("at least one run")
+    }
+
+    /// Prints each run and the pooled windows; returns the slowest of the node's compaction
+    /// times if every run saw its drop inside its compaction window.
     pub(super) fn print_load(&self, workload: &Workload) -> Option<f64> {
         println!();
         let pacing = match workload.rate {
@@ -411,14 +461,72 @@ impl Serving {
             rate => format!("paced at {rate} req/s"),
         };
         println!(
-            "sessions: NextTrack through the gateway, {} users with {FOREGROUND_TRACKS}-track sessions, {} in flight {pacing}; the {}-session bucket (width {} s, TTL {} s) becomes droppable at T, compaction every {} s",
+            "sessions: NextTrack through the gateway, {} users with {FOREGROUND_TRACKS}-track sessions, {} in flight {pacing}; in each of {} runs a {}-session bucket (width {} s, TTL {} s) becomes droppable at T, compaction every {} s",
             workload.users,
             workload.concurrency,
+            self.runs.len(),
             workload.sessions,
             BUCKET_MS / 1000,
             TTL_MS / 1000,
             COMPACTION_INTERVAL.as_secs()
         );
+        let mut slowest = Some(0.0f64);
+        for (index, run) in self.runs.iter().enumerate() {
+            println!(" run {}:", index + 1);
+            let confirmed = run.print_load();
+            slowest = slowest.zip(confirmed).map(|(a, b)| a.max(b));
+        }
+        let (before, during) = self.pooled();
+        println!(" the {} runs pooled:", self.runs.len());
+        before.print("before");
+        during.print("during");
+        let slices = self
+            .runs
+            .iter()
+            .map(|run| run.during_slices.len())
+            .min()
+            .unwrap_or(0);
+        let pooled_slices: Vec<String> = (0..slices)
+            .map(|slice| {
+                let mut pooled = self.runs[0].during_slices[slice].clone();
+                for run in &self.runs[1..] {
+                    pooled.pool(&run.during_slices[slice]);
+                }
+                format!("{:.1}", pooled.millis_at(0.99))
+            })
+            .collect();
+        println!(
+            "  p99 of each {} s from T{:+} s, ms: {}",
+            SLICE.as_secs(),
+            -SLICES_BEFORE * SLICE.as_secs() as i32,
+            pooled_slices.join(" ")
+        );
+        println!("  ratio p99 during ÷ before {:.2}", self.p99_ratio());
+        slowest
+    }
+
+    fn pooled(&self) -> (Window, Window) {
+        let (first, rest) = self.runs.split_first().expect("at least one run");
+        let mut before = first.baseline.clone();
+        let mut during = first.during.clone();
+        for run in rest {
+            before.pool(&run.baseline);
+            during.pool(&run.during);
+        }
+        (before, during)
+    }
+
+    /// `NextTrack` p99 in the pooled compaction windows ÷ in the pooled baseline windows.
+    pub(super) fn p99_ratio(&self) -> f64 {
+        let (before, during) = self.pooled();
+        during.millis_at(0.99) / before.millis_at(0.99)
+    }
+}
+
+impl Serving {
+    /// Prints the two windows; returns the node's compaction time if it was seen inside the
+    /// compaction window.
+    fn print_load(&self) -> Option<f64> {
         self.baseline.print("before");
         self.during.print("during");
         let slices: Vec<String> = self
@@ -427,8 +535,9 @@ impl Serving {
             .map(|slice| format!("{:.1}", slice.millis_at(0.99)))
             .collect();
         println!(
-            "  p99 of each {} s of the window, ms: {}",
+            "  p99 of each {} s from T{:+} s, ms: {}",
             SLICE.as_secs(),
+            -SLICES_BEFORE * SLICE.as_secs() as i32,
             slices.join(" ")
         );
         let confirmed = match &self.dropped {
@@ -459,12 +568,10 @@ impl Serving {
                 self.completed
             );
         }
-        println!("  ratio p99 during ÷ before {:.2}", self.p99_ratio());
+        println!(
+            "  ratio p99 during ÷ before {:.2}",
+            self.during.millis_at(0.99) / self.baseline.millis_at(0.99)
+        );
         confirmed
-    }
-
-    /// `NextTrack` p99 in the compaction window ÷ in the baseline window.
-    pub(super) fn p99_ratio(&self) -> f64 {
-        self.during.millis_at(0.99) / self.baseline.millis_at(0.99)
     }
 }
