@@ -389,6 +389,22 @@ impl Window {
         self.latency.value_at_quantile(quantile) as f64 / 1_000.0
     }
 
+    /// Adds the samples of the same window of another run.
+    fn pool(&mut self, other: &Window) {
+        self.latency
+            .add(&other.latency)
+            .expect("every window's histogram has the same bounds");
+        self.errors += other.errors;
+        self.from = self.from.min(other.from);
+        self.to = self.to.max(other.to);
+        self.span += other.span;
+    }
+
+    /// This window's p99 ÷ `before`'s.
+    fn p99_ratio_to(&self, before: &Window) -> f64 {
+        self.millis_at(0.99) / before.millis_at(0.99)
+    }
+
     fn print(&self, what: &str) {
         let span = self.span;
         println!(
@@ -401,19 +417,6 @@ impl Window {
             self.latency.max() as f64 / 1_000.0,
             self.errors
         );
-    }
-}
-
-impl Window {
-    /// Adds the samples of the same window of another run.
-    fn pool(&mut self, other: &Window) {
-        self.latency
-            .add(&other.latency)
-            .expect("every window's histogram has the same bounds");
-        self.errors += other.errors;
-        self.from = self.from.min(other.from);
-        self.to = self.to.max(other.to);
-        self.span += other.span;
     }
 }
 
@@ -431,6 +434,7 @@ impl Expiries {
         workload: &Workload,
         fill_rate: f64,
     ) -> anyhow::Result<Self> {
+        anyhow::ensure!(workload.expiry_runs > 0, "--expiry-runs must be at least 1");
         let mut runs = Vec::with_capacity(workload.expiry_runs);
         for run in 1..=workload.expiry_runs {
             eprintln!(
@@ -439,7 +443,6 @@ impl Expiries {
             );
             runs.push(serving(nats_url, workload, fill_rate).await?);
         }
-        anyhow::ensure!(!runs.is_empty(), "--expiry-runs must be at least 1");
         Ok(Self { runs })
     }
 
@@ -486,21 +489,16 @@ impl Expiries {
             .map(|run| run.during_slices.len())
             .min()
             .unwrap_or(0);
-        let pooled_slices: Vec<String> = (0..slices)
+        let pooled_slices: Vec<Window> = (0..slices)
             .map(|slice| {
                 let mut pooled = self.runs[0].during_slices[slice].clone();
                 for run in &self.runs[1..] {
                     pooled.pool(&run.during_slices[slice]);
                 }
-                format!("{:.1}", pooled.millis_at(0.99))
+                pooled
             })
             .collect();
-        println!(
-            "  p99 of each {} s from T{:+} s, ms: {}",
-            SLICE.as_secs(),
-            -SLICES_BEFORE * SLICE.as_secs() as i32,
-            pooled_slices.join(" ")
-        );
+        print_slices(&pooled_slices);
         println!("  ratio p99 during ÷ before {:.2}", self.p99_ratio());
         slowest
     }
@@ -519,8 +517,22 @@ impl Expiries {
     /// `NextTrack` p99 in the pooled compaction windows ÷ in the pooled baseline windows.
     pub(super) fn p99_ratio(&self) -> f64 {
         let (before, during) = self.pooled();
-        during.millis_at(0.99) / before.millis_at(0.99)
+        during.p99_ratio_to(&before)
     }
+}
+
+/// The p99 of each [`SLICE`] from [`SLICES_BEFORE`] slices before T.
+fn print_slices(slices: &[Window]) {
+    let p99s: Vec<String> = slices
+        .iter()
+        .map(|slice| format!("{:.1}", slice.millis_at(0.99)))
+        .collect();
+    println!(
+        "  p99 of each {} s from T{:+} s, ms: {}",
+        SLICE.as_secs(),
+        -SLICES_BEFORE * SLICE.as_secs() as i32,
+        p99s.join(" ")
+    );
 }
 
 impl Serving {
@@ -529,17 +541,7 @@ impl Serving {
     fn print_load(&self) -> Option<f64> {
         self.baseline.print("before");
         self.during.print("during");
-        let slices: Vec<String> = self
-            .during_slices
-            .iter()
-            .map(|slice| format!("{:.1}", slice.millis_at(0.99)))
-            .collect();
-        println!(
-            "  p99 of each {} s from T{:+} s, ms: {}",
-            SLICE.as_secs(),
-            -SLICES_BEFORE * SLICE.as_secs() as i32,
-            slices.join(" ")
-        );
+        print_slices(&self.during_slices);
         let confirmed = match &self.dropped {
             Some(drop) if drop.after >= 0.0 && drop.seen <= self.during.to => {
                 println!(
@@ -570,7 +572,7 @@ impl Serving {
         }
         println!(
             "  ratio p99 during ÷ before {:.2}",
-            self.during.millis_at(0.99) / self.baseline.millis_at(0.99)
+            self.during.p99_ratio_to(&self.baseline)
         );
         confirmed
     }
