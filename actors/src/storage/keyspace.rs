@@ -298,8 +298,8 @@ fn shrink_files(directory: &Path) -> std::io::Result<()> {
 /// Bytes a bucket's deletion frees at a time (~1 ms of ext4's journal here, p50 0.97 ms), and
 /// the pause between steps: a 1M-session bucket goes in ~0.4 s, the journal free two thirds of
 /// it. 16 MiB steps (~4 ms each) took half as long but held every flush of the node up to 4 ms
-/// 70% of the time: `NextTrack` p99 during the drop ÷ before 1.47–1.65 over 6 runs, against
-/// 1.00–1.12 with 4 MiB (and 1.04–1.33 with 2 MiB and 1 ms pauses).
+/// 70% of the time: `NextTrack` p99 during the drop ÷ before, three drops pooled, 1.50 and 1.56,
+/// against 1.06–1.37 over five such runs with 4 MiB (and 1.12 with 2 MiB and 1 ms pauses).
 const DELETE_STEP_BYTES: u64 = 4 << 20;
 const DELETE_STEP_PAUSE: Duration = Duration::from_millis(2);
 

@@ -23,10 +23,10 @@ use prost::Message as _;
 
 const DAY_SECS: i64 = 24 * 3600;
 
-/// RFC 3339 of now + `days` days + `minutes` minutes, written with a +02:00 offset.
-/// A moment `days` and `minutes` after the minute this test process first asked: one base for
-/// every call, so two lines written to list the same show agree even when the clock turns a
-/// minute between them (a show's start is part of its fingerprint).
+/// RFC 3339, with a +02:00 offset, of `days` days and `minutes` minutes after the minute this
+/// test process first asked: one base for every call, so two lines written to list the same
+/// show agree even when the clock turns a minute between them (a show's start is part of its
+/// fingerprint).
 fn at(days: i64, minutes: i64) -> String {
     static BASE_MINUTE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
     let base =
