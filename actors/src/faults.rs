@@ -19,10 +19,10 @@
 //! - `crash_after_answers=N`: the process aborts right after its `N`th batch of answers reached
 //!   the broker, before their messages are flushed and acknowledged (the window in which a
 //!   publisher holds an answer the node must not contradict).
-//! - `crash_after_persists=N`: right after its `N`th entity commit wrote the main db (before
-//!   the group commit flushed it), the process flushes the main db alone — as sled's own
-//!   flusher may at any moment — and aborts: the bucket dbs keep only what was flushed before
-//!   (the window the barrier between bucketed records and the main db closes).
+//! - `crash_after_persists=N`: right after the main-db writes of the `N`th entity commit are
+//!   made (before the group commit flushed the main db), the process flushes the main db alone
+//!   — as sled's own flusher may at any moment — and aborts: the bucket dbs keep only what was
+//!   flushed before (the window `Storage::commit_main`'s ordering closes).
 //! - `slow_import_ms=N`: an import waits N ms after each read from its object (so a test can
 //!   cut it half-way, between two commits of its progress).
 //!
@@ -140,6 +140,11 @@ impl Faults {
         self.crash_after_answers.is_some()
     }
 
+    /// Whether a crash after some entity commit is configured (see [`Self::persisted`]).
+    pub fn crashes_after_persists(&self) -> bool {
+        self.crash_after_persists.is_some()
+    }
+
     /// Panics when `command` carries the panic mark (called inside the decider's guard).
     pub fn panic_if_marked(&self, command: &impl Debug) {
         if let Some(mark) = &self.panic_on
@@ -208,8 +213,8 @@ impl Faults {
         }
     }
 
-    /// Counts an entity commit that wrote the main db; at the configured one, flushes the main
-    /// db alone with `flush_main` and aborts the process.
+    /// Counts an entity commit whose main-db writes were just made; at the configured one,
+    /// flushes the main db alone with `flush_main` and aborts the process.
     pub fn persisted(&self, flush_main: impl FnOnce()) {
         if let Some(limit) = self.crash_after_persists {
             let count = self.persists.fetch_add(1, Ordering::SeqCst) + 1;

@@ -207,7 +207,7 @@ pub async fn run_with(
         metrics: node_metrics.clone(),
         commit_gate: tokio::sync::RwLock::new(()),
         recovering: store_state == StoreState::Resumed { clean: false },
-        faults: options.faults,
+        faults: Arc::new(options.faults),
         appended: std::sync::atomic::AtomicU64::new(0),
         storage: storage.clone(),
         requesters: requesters.clone(),
@@ -511,6 +511,11 @@ async fn shut_down(parts: ShutdownParts) -> anyhow::Result<()> {
             tracing::warn!(%error, "background task ended with an error");
         }
     }
+    // Through the group commit first: main-db writes still waiting for a bucket flush go in.
+    storage
+        .make_durable()
+        .await
+        .context("final sled flush failed")?;
     storage.flush().context("final sled flush failed")?;
     // Without the journal's end the next start checks every entity against the journal.
     match store::journal_last_sequence(&jetstream).await {

@@ -112,6 +112,12 @@ pub async fn take_all(
 ) -> anyhow::Result<u64> {
     let covered = {
         let _quiet = runtime.commit_gate.write().await;
+        // Every commit so far has its main-db writes in the store (some wait for a bucket
+        // flush): the snapshot read next holds at least what the journal had then.
+        storage
+            .make_durable()
+            .await
+            .context("cannot make the store durable before a snapshot")?;
         journal_last_sequence(jetstream).await?
     };
     let scratch = scratch_dir(config);

@@ -30,7 +30,7 @@ use crate::domain::time::Timestamp;
 use crate::journal::append::{Journal, JournalError, JournalRecord};
 use crate::journal::codec::{CodecError, EncodedEvent};
 use crate::metrics::NodeMetrics;
-use crate::storage::StorageError;
+use crate::storage::{MainWrites, StorageError};
 
 /// One inbox message addressed to an entity, after screening.
 #[derive(Debug, Clone)]
@@ -208,11 +208,11 @@ pub struct Runtime {
     /// entity compares its journal position with the broker's when it loads.
     pub recovering: bool,
     /// Injected faults (tests only; none unless `PLAYHEAD_FAULTS` is set).
-    pub faults: crate::faults::Faults,
+    pub faults: Arc<crate::faults::Faults>,
     /// Events appended since start (snapshots are also taken by event count).
     pub appended: std::sync::atomic::AtomicU64,
-    /// The store: the answers of recent commands (for their redeliveries), and the barrier
-    /// between an entity's bucketed records and its main-db writes.
+    /// The store: the answers of recent commands (for their redeliveries), and the order
+    /// between an entity's bucketed records and its main-db writes (`Storage::commit_main`).
     pub storage: crate::storage::Storage,
     /// Whose signatures reply subjects need (`None`: not checked): a catch-up answers a stored
     /// command only under a reply subject its requester signed, as the intake does.
@@ -336,8 +336,9 @@ pub trait EntityKind: Sized + Send + Sync + 'static {
 
     /// The first half of a commit: writes what the decisions in `applied` touched in the
     /// keyspaces whose buckets are sled dbs of their own (see [`crate::storage::Storage`]).
-    /// The shell makes it durable before [`Self::persist`] writes the main db, which holds the
-    /// entity's position. Returns whether it wrote anything (nothing to wait for otherwise).
+    /// The main-db writes of [`Self::persist`], which hold the entity's position, are written
+    /// only once these are durable. Returns whether it wrote anything (nothing to wait for
+    /// otherwise).
     fn persist_bucketed(
         _context: &Self::Context,
         _id: &Self::Id,
@@ -347,8 +348,9 @@ pub trait EntityKind: Sized + Send + Sync + 'static {
         Ok(false)
     }
 
-    /// Writes the rest of what the decisions in `applied` touched (the main db), with
-    /// `sequences`, records before the bookkeeping so a crash in between replays correctly.
+    /// The rest of what the decisions in `applied` touched (the main db), with `sequences`,
+    /// into `writes`: records before the bookkeeping, so a crash in between replays correctly.
+    /// The shell writes them, after the bucketed records are durable when there are any.
     /// `records` is mutable for bookkeeping `apply` left for the commit (e.g. views of slots
     /// it released); after a failure the shell drops the records anyway.
     fn persist(
@@ -357,6 +359,7 @@ pub trait EntityKind: Sized + Send + Sync + 'static {
         records: &mut Self::Records,
         sequences: Sequences,
         applied: &[(u64, Vec<Self::Event>)],
+        writes: &mut MainWrites,
     ) -> Result<(), EntityError>;
 
     /// Projections outside sled (the now-playing bucket), after `persist`.

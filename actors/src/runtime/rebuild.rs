@@ -20,6 +20,7 @@ use playhead_proto::subjects::{EVENTS_STREAM, EventFamily, parse_event_subject};
 
 use super::{EntityError, EntityKind, Sequences};
 use crate::journal::append::{JournalError, JournalRecord, record};
+use crate::storage::MainWrites;
 
 /// Entities held in memory before a chunk is written.
 const CHUNK_ENTITIES: usize = 20_000;
@@ -136,15 +137,19 @@ impl<K: EntityKind> Replayer<K> {
 
     fn write(&mut self, id: &K::Id, entity: &mut Replaying<K>) -> Result<(), RebuildError> {
         if !entity.applied.is_empty() {
-            // No barrier: the rebuilt store is flushed whole (buckets first) before it serves.
+            // Written at once: the rebuilt store is flushed whole (buckets first) before it
+            // serves.
             K::persist_bucketed(&self.context, id, &mut entity.records, &entity.applied)?;
+            let mut writes = MainWrites::default();
             K::persist(
                 &self.context,
                 id,
                 &mut entity.records,
                 entity.sequences,
                 &entity.applied,
+                &mut writes,
             )?;
+            writes.write().map_err(EntityError::from)?;
             self.written += 1;
         }
         Ok(())

@@ -21,7 +21,7 @@
 //! which costs the serving db nothing (sled's `drop_tree` frees every page of the tree through
 //! the locks and log every other write of the db goes through). Such a bucket reaches disk only
 //! when flushed ([`TimeKeyspace::flush_buckets`]): what orders it with the serving db's writes
-//! is the caller's (see `storage::Storage::buckets_durable`).
+//! is the caller's (see `storage::Storage::commit_main`).
 //!
 //! Open one `TimeKeyspace` per (db, name) and clone it to share: clones share the bucket map.
 

@@ -14,13 +14,14 @@
 //! - [`user_meta_store`]: where each user entity stands (inbox and journal sequences).
 //! - [`import_store`]: imports (state, progress, line errors) and each source's journal position.
 //! - [`show_store`]: upcoming shows, dated by their start (they leave with their bucket).
-//! - `Durability`: group commit, so concurrent partitions share one flush (bucket dbs first,
-//!   then the main db).
+//! - `durability`: group commit, so concurrent partitions share one flush (bucket dbs first,
+//!   then the main db), and main-db writes that wait for the bucket dbs ([`MainWrites`]).
 
 pub mod answer_store;
 pub mod catalog_store;
 pub mod clock;
 pub mod dump;
+mod durability;
 pub mod enrichment_store;
 pub mod import_store;
 pub mod keyspace;
@@ -38,6 +39,8 @@ use self::answer_store::AnswerStore;
 use self::catalog_store::CatalogStore;
 use self::clock::Clock;
 use self::dump::SLED_DEFAULT_TREE;
+use self::durability::Durability;
+pub use self::durability::{MainWrites, Owner};
 use self::enrichment_store::EnrichmentStore;
 use self::import_store::ImportStore;
 use self::keyspace::{BucketDbs, CompactionReport, Expiry, KeyspaceError, Placement, TimeKeyspace};
@@ -239,8 +242,9 @@ const BUCKET_CACHE_SHARE: u64 = 8;
 /// are sled dbs of their own, expired by deleting them.
 ///
 /// Writes to the two reach disk independently, so an entity's commit writes its bucketed
-/// records first, waits for [`Storage::buckets_durable`], then writes the main db (which holds
-/// its journal position): the main db never gets to disk ahead of the records it vouches for.
+/// records first and hands its main-db writes (which hold its journal position) to
+/// [`Storage::commit_main`], which writes them only once those records are durable: the main db
+/// never gets to disk ahead of the records it vouches for.
 #[derive(Clone)]
 pub struct Storage {
     db: sled::Db,
@@ -255,7 +259,7 @@ pub struct Storage {
     pub answers: AnswerStore,
     pub imports: ImportStore,
     pub shows: ShowStore,
-    /// The keyspaces whose buckets are sled dbs of their own (see [`Storage::buckets_durable`]).
+    /// The keyspaces whose buckets are sled dbs of their own (see [`Storage::commit_main`]).
     bucketed: Vec<TimeKeyspace>,
     bucket_root: std::path::PathBuf,
     durability: Arc<Durability>,
@@ -405,13 +409,26 @@ impl Storage {
     /// Returns once every write made before the call is on disk, bucket dbs first. Concurrent
     /// callers share one flush (group commit).
     pub async fn make_durable(&self) -> Result<(), StorageError> {
-        self.durability.wait(Stage::Main).await
+        self.durability.wait().await
     }
 
-    /// Returns once every write made to a bucket db before the call is on disk (the barrier
-    /// between an entity's bucketed records and its main-db writes). Shares the group commit.
-    pub async fn buckets_durable(&self) -> Result<(), StorageError> {
-        self.durability.wait(Stage::Buckets).await
+    /// Writes `owner`'s main-db `writes` of one commit: now, or — when the commit wrote
+    /// bucketed records (`after_buckets`), or an earlier commit of `owner` is still waiting —
+    /// right after the next bucket flush, in commit order. [`Self::make_durable`] covers them
+    /// either way.
+    pub fn commit_main(
+        &self,
+        owner: Owner,
+        writes: MainWrites,
+        after_buckets: bool,
+    ) -> Result<(), StorageError> {
+        self.durability.commit(owner, writes, after_buckets)
+    }
+
+    /// Returns once `owner`'s main-db writes handed to [`Self::commit_main`] are written (a
+    /// load of its records reads them).
+    pub async fn main_settled(&self, owner: &Owner) -> Result<(), StorageError> {
+        self.durability.settled(owner).await
     }
 
     /// Flushes the bucket dbs, then the main db.
@@ -498,67 +515,4 @@ fn directory_size(directory: &Path) -> Result<u64, StorageError> {
         };
     }
     Ok(total)
-}
-
-/// Which group-commit stage a waiter needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    Buckets,
-    Main,
-}
-
-type Waiter = (Stage, tokio::sync::oneshot::Sender<Result<(), String>>);
-
-/// Group commit on one flusher thread: callers queue a waiter; the thread takes every waiter
-/// queued so far, flushes the bucket dbs and answers the waiters of that stage, then flushes
-/// the main db and answers the rest. Writes made before a waiter was queued are covered by the
-/// flush that answers it. One thread, woken once per round, instead of `flush_async` per
-/// caller (which wakes sled's pool twice each time).
-struct Durability {
-    waiters: std::sync::mpsc::Sender<Waiter>,
-}
-
-impl Durability {
-    /// Starts the flusher thread; it ends (and lets go of `db`) once every `Storage` is dropped.
-    fn new(db: sled::Db, bucketed: Vec<TimeKeyspace>) -> Self {
-        let (waiters, queue) = std::sync::mpsc::channel::<Waiter>();
-        std::thread::Builder::new()
-            .name("playhead-flusher".into())
-            .spawn(move || {
-                while let Ok(first) = queue.recv() {
-                    let mut batch = vec![first];
-                    batch.extend(queue.try_iter());
-                    let buckets = bucketed
-                        .iter()
-                        .try_for_each(|keyspace| keyspace.flush_buckets().map(|_| ()))
-                        .map_err(|error| error.to_string());
-                    let (bucket_waiters, main_waiters): (Vec<Waiter>, Vec<Waiter>) = batch
-                        .into_iter()
-                        .partition(|(stage, _)| *stage == Stage::Buckets);
-                    for (_, waiter) in bucket_waiters {
-                        let _ = waiter.send(buckets.clone());
-                    }
-                    if main_waiters.is_empty() {
-                        continue;
-                    }
-                    let main = buckets
-                        .and_then(|()| db.flush().map(|_| ()).map_err(|error| error.to_string()));
-                    for (_, waiter) in main_waiters {
-                        let _ = waiter.send(main.clone());
-                    }
-                }
-            })
-            .expect("cannot start the flusher thread");
-        Self { waiters }
-    }
-
-    async fn wait(&self, stage: Stage) -> Result<(), StorageError> {
-        let (done, answer) = tokio::sync::oneshot::channel();
-        let gone = || StorageError::Flush("the flusher thread stopped".into());
-        self.waiters.send((stage, done)).map_err(|_| gone())?;
-        answer
-            .await
-            .map_err(|_| gone())?
-            .map_err(StorageError::Flush)
-    }
 }

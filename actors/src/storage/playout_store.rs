@@ -12,8 +12,8 @@ use std::time::Duration;
 use playhead_proto::ids::{ContentId, DeviceId, PlayoutId, Tag, UserId};
 use playhead_proto::v1;
 
-use super::StorageError;
 use super::user_meta_store::UserMeta;
+use super::{MainWrites, StorageError};
 use crate::domain::playout::{
     HeartbeatAction, HeartbeatDecision, HeartbeatReason, MAX_CONCURRENCY_LIMIT, MAX_ENTITLEMENTS,
     MAX_RECENT_DECISIONS, PlayoutState, RecentDecision, Slot,
@@ -139,9 +139,8 @@ impl PlayoutStore {
     }
 
     /// Replaces the user's record (state and sequence in one write, so they never disagree).
-    pub fn save(&self, user: &UserId, stored: &StoredPlayouts) -> Result<(), StorageError> {
-        self.records.insert(user.as_str(), encode(stored))?;
-        Ok(())
+    pub fn save(&self, writes: &mut MainWrites, user: &UserId, stored: &StoredPlayouts) {
+        writes.insert(&self.records, user.as_str(), encode(stored));
     }
 }
 
@@ -386,7 +385,7 @@ mod tests {
             },
         };
 
-        store.save(&user, &stored).unwrap();
+        MainWrites::write_now(|writes| store.save(writes, &user, &stored)).unwrap();
 
         assert_eq!(store.load(&user).unwrap(), stored);
     }
@@ -394,16 +393,13 @@ mod tests {
     #[test]
     fn given_an_absent_user_when_loaded_then_the_initial_state_at_sequence_zero() {
         let (_db, store) = open_store();
-        store
-            .save(
-                &UserId::parse("ann").unwrap(),
-                &StoredPlayouts {
-                    state: lived_in_state(),
-                    last_applied_seq: 9,
-                    position: UserMeta::default(),
-                },
-            )
-            .unwrap();
+        let stored = StoredPlayouts {
+            state: lived_in_state(),
+            last_applied_seq: 9,
+            position: UserMeta::default(),
+        };
+        let ann = UserId::parse("ann").unwrap();
+        MainWrites::write_now(|writes| store.save(writes, &ann, &stored)).unwrap();
 
         let loaded = store.load(&UserId::parse("anna").unwrap()).unwrap();
 

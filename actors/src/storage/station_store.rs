@@ -7,11 +7,11 @@ use std::time::Duration;
 use playhead_proto::ids::StationId;
 use playhead_proto::v1;
 
-use super::StorageError;
 use super::clock::Clock;
 use super::keyspace::{
     CompactionReport, Direction, Expiry, KeyspaceConfig, Placement, TimeKeyspace,
 };
+use super::{MainWrites, StorageError};
 use crate::config::StationConfig;
 use crate::domain::station::{CurrentPlay, Song, StationEvent, StationState};
 use crate::domain::time::Timestamp;
@@ -146,8 +146,8 @@ impl StationStore {
         })
     }
 
-    /// [`Self::commit_plays`], then [`Self::commit_state`], with no barrier in between (tests
-    /// and benchmarks; the entity shell makes the plays durable before the state).
+    /// [`Self::commit_plays`], then [`Self::commit_state`], written at once (tests and
+    /// benchmarks; an entity commit writes the state only once the plays are durable).
     pub fn commit(
         &self,
         station: &StationId,
@@ -155,7 +155,7 @@ impl StationStore {
         stored: &StoredStation,
     ) -> Result<(), StorageError> {
         self.commit_plays(station, events, &stored.state)?;
-        self.commit_state(station, stored)
+        MainWrites::write_now(|writes| self.commit_state(writes, station, stored))
     }
 
     /// Writes the plays the events touch, one by one in order (no `sled::Batch`: it takes
@@ -221,18 +221,21 @@ impl StationStore {
     /// Writes the station's state (its journal position with it).
     pub fn commit_state(
         &self,
+        writes: &mut MainWrites,
         station: &StationId,
         stored: &StoredStation,
-    ) -> Result<(), StorageError> {
+    ) {
         let snapshot = StationSnapshot {
             last_applied_seq: stored.last_applied_seq,
             last_journal_seq: stored.last_journal_seq,
             last_play_seq: stored.state.last_play_seq,
             current: stored.state.current.as_ref().map(current_record),
         };
-        self.states
-            .insert(station.as_str(), prost::Message::encode_to_vec(&snapshot))?;
-        Ok(())
+        writes.insert(
+            &self.states,
+            station.as_str(),
+            prost::Message::encode_to_vec(&snapshot),
+        );
     }
 
     /// Up to `limit` stations whose play on air has no enrichment, with that play: those a

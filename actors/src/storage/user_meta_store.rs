@@ -8,7 +8,7 @@
 
 use playhead_proto::ids::UserId;
 
-use super::StorageError;
+use super::{MainWrites, StorageError};
 
 const TREE_NAME: &str = "user_meta";
 
@@ -67,14 +67,16 @@ impl UserMetaStore {
         })
     }
 
-    pub fn save(&self, user: &UserId, meta: UserMeta) -> Result<(), StorageError> {
+    pub fn save(&self, writes: &mut MainWrites, user: &UserId, meta: UserMeta) {
         let record = UserMetaRecord {
             last_inbox_seq: meta.last_inbox_seq,
             last_journal_seq: meta.last_journal_seq,
         };
-        self.records
-            .insert(user.as_str(), prost::Message::encode_to_vec(&record))?;
-        Ok(())
+        writes.insert(
+            &self.records,
+            user.as_str(),
+            prost::Message::encode_to_vec(&record),
+        );
     }
 }
 
@@ -92,7 +94,7 @@ mod tests {
             last_inbox_seq: 12,
             last_journal_seq: 340,
         };
-        store.save(&ann, meta).unwrap();
+        MainWrites::write_now(|writes| store.save(writes, &ann, meta)).unwrap();
         assert_eq!(store.load(&ann).unwrap(), meta);
     }
 }

@@ -9,8 +9,8 @@ use crate::domain::decider::Decider;
 use crate::journal::append::JournalRecord;
 use crate::journal::codec::{self, CodecError, EncodedEvent};
 use crate::runtime::{EntityError, EntityKind, Sequences};
-use crate::storage::Storage;
 use crate::storage::catalog_store::StoredContent;
+use crate::storage::{MainWrites, Storage};
 
 /// What every content item shares.
 pub struct CatalogContext {
@@ -101,7 +101,10 @@ impl EntityKind for ContentKind {
         records: &mut ContentRecords,
         sequences: Sequences,
         _applied: &[(u64, Vec<CatalogEvent>)],
+        _writes: &mut MainWrites,
     ) -> Result<(), EntityError> {
+        // No bucketed records, so nothing to wait for: written at once, and the tag cache
+        // filled once it is.
         context.storage.catalog.commit(
             id,
             &StoredContent {

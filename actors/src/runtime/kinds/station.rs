@@ -16,8 +16,8 @@ use crate::journal::append::JournalRecord;
 use crate::journal::codec::{self, CodecError, EncodedEvent};
 use crate::runtime::enrichment::{EnrichmentLink, Wanted};
 use crate::runtime::{EntityError, EntityKind, Sequences};
-use crate::storage::Storage;
 use crate::storage::station_store::StoredStation;
+use crate::storage::{MainWrites, Storage};
 use crate::wire;
 
 /// What every station shares.
@@ -150,16 +150,18 @@ impl EntityKind for StationKind {
         records: &mut StationRecords,
         sequences: Sequences,
         applied: &[(u64, Vec<StationEvent>)],
+        writes: &mut MainWrites,
     ) -> Result<(), EntityError> {
         let events: Vec<&StationEvent> = applied.iter().flat_map(|(_, events)| events).collect();
         context.storage.stations.commit_state(
+            writes,
             id,
             &StoredStation {
                 state: records.state.clone(),
                 last_applied_seq: records.last_applied_seq,
                 last_journal_seq: sequences.last_journal,
             },
-        )?;
+        );
         if let Some(enrichment) = context.enrichment.get()
             && let Some(current) = records.state.current.as_ref()
             && current.enrichment.is_none()

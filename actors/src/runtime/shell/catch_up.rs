@@ -111,8 +111,7 @@ impl<K: EntityKind> Shell<K> {
                 &mut loaded.records,
                 loaded.sequences,
                 &applied,
-            )
-            .await?;
+            )?;
             K::project(context, &self.id, &loaded.records).await?;
         }
         if let Some(last) = cut_short.last() {

@@ -45,6 +45,7 @@ use crate::domain::decider::Decider;
 use crate::domain::time::Timestamp;
 use crate::journal::append::{JournalError, OutgoingEvent};
 use crate::metrics::EventLabel;
+use crate::storage::{MainWrites, Owner};
 
 use super::{
     Decided, EntityError, EntityKind, Envelope, Outcome, Processed, QuarantineReason, Runtime,
@@ -168,7 +169,7 @@ impl<K: EntityKind> Shell<K> {
                 }
                 Err(Failure::Behind) => {
                     // The records may hold decisions that never reached the journal.
-                    let (records, sequences) = K::load(context, &self.id)?;
+                    let (records, sequences) = load::<K>(runtime, context, &self.id).await?;
                     let mut fresh = Loaded {
                         records,
                         sequences,
@@ -194,7 +195,7 @@ impl<K: EntityKind> Shell<K> {
         context: &K::Context,
         redelivered_from: u64,
     ) -> Result<Loaded<K>, SliceError> {
-        let (records, sequences) = K::load(context, &self.id)?;
+        let (records, sequences) = load::<K>(runtime, context, &self.id).await?;
         let mut loaded = Loaded {
             records,
             sequences,
@@ -448,24 +449,25 @@ impl<K: EntityKind> Shell<K> {
             }
         }
         file_answers()?;
-        persist::<K>(
-            runtime,
-            context,
-            &self.id,
-            &mut loaded.records,
-            loaded.sequences,
-            &applied,
-        )
-        .instrument(crate::child_span!(&last_span, "persist"))
-        .await?;
+        crate::child_span!(&last_span, "persist").in_scope(|| {
+            persist::<K>(
+                runtime,
+                context,
+                &self.id,
+                &mut loaded.records,
+                loaded.sequences,
+                &applied,
+            )
+        })?;
         K::project(context, &self.id, &loaded.records).await?;
         Ok(processed)
     }
 }
 
-/// Writes what `applied` touched: the bucketed records, made durable (with whatever other
-/// commits wrote meanwhile: one group commit) before the main db's are written.
-async fn persist<K: EntityKind>(
+/// Writes what `applied` touched: the bucketed records, then the main db's, which the store
+/// writes only once those are durable (right after the next group commit's bucket flush: the
+/// commit does not wait for it).
+fn persist<K: EntityKind>(
     runtime: &Runtime,
     context: &K::Context,
     id: &K::Id,
@@ -473,14 +475,37 @@ async fn persist<K: EntityKind>(
     sequences: Sequences,
     applied: &[(u64, Vec<K::Event>)],
 ) -> Result<(), EntityError> {
-    if K::persist_bucketed(context, id, records, applied)? {
-        runtime.storage.buckets_durable().await?;
+    let after_buckets = K::persist_bucketed(context, id, records, applied)?;
+    let mut writes = MainWrites::default();
+    K::persist(context, id, records, sequences, applied, &mut writes)?;
+    if runtime.faults.crashes_after_persists() {
+        // "sled wrote the main db out now", wherever the writes are made.
+        let (faults, storage) = (runtime.faults.clone(), runtime.storage.clone());
+        writes.after_written(move || {
+            faults.persisted(|| {
+                let _ = storage.flush_main_only();
+            });
+        });
     }
-    K::persist(context, id, records, sequences, applied)?;
-    runtime.faults.persisted(|| {
-        let _ = runtime.storage.flush_main_only();
-    });
+    runtime
+        .storage
+        .commit_main(owner::<K>(id), writes, after_buckets)?;
     Ok(())
+}
+
+/// The entity's records as stored, once the main-db writes of its earlier commits are written.
+async fn load<K: EntityKind>(
+    runtime: &Runtime,
+    context: &K::Context,
+    id: &K::Id,
+) -> Result<(K::Records, Sequences), EntityError> {
+    runtime.storage.main_settled(&owner::<K>(id)).await?;
+    K::load(context, id)
+}
+
+/// The entity as the store names the owner of main-db writes.
+fn owner<K: EntityKind>(id: &K::Id) -> Owner {
+    (K::FAMILY.token(), id.to_string())
 }
 
 impl<K: EntityKind> Shell<K> {

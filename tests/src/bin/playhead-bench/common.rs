@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use async_nats::jetstream::consumer::pull::MessagesErrorKind;
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
@@ -33,6 +34,10 @@ pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
 const PROGRESS_POLL: Duration = Duration::from_millis(20);
 /// Messages the baseline consumer asks for per pull.
 const BASELINE_BATCH: usize = 500;
+
+/// Pulls a bare drain lets go unanswered (no responder yet, a missed heartbeat) before it
+/// gives up.
+const MAX_TRANSIENT_PULL_ERRORS: u32 = 100;
 /// Load before the measured part of a read phase.
 pub(crate) const WARM_UP: Duration = Duration::from_secs(1);
 /// Outcomes the node counts per inbox message (`playhead_inbox_messages_total`).
@@ -282,12 +287,29 @@ async fn drain(
         .max_messages_per_batch(BASELINE_BATCH)
         .messages()
         .await?;
-    for _ in 0..count {
-        let message = tokio::time::timeout(DRAIN_TIMEOUT, messages.next())
+    let mut taken = 0;
+    let mut transient = 0;
+    while taken < count {
+        let message = match tokio::time::timeout(DRAIN_TIMEOUT, messages.next())
             .await
             .context("bare consumer stalled")?
             .context("bare consumer ended early")?
-            .map_err(|error| anyhow::anyhow!("bare consumer: {error}"))?;
+        {
+            Ok(message) => message,
+            // A pull the broker had no responder for yet (a consumer just created): the stream
+            // pulls again.
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    MessagesErrorKind::NoResponders | MessagesErrorKind::MissingHeartbeat
+                ) && transient < MAX_TRANSIENT_PULL_ERRORS =>
+            {
+                transient += 1;
+                continue;
+            }
+            Err(error) => anyhow::bail!("bare consumer: {error}"),
+        };
+        taken += 1;
         each(&message);
         message
             .ack()

@@ -18,6 +18,7 @@ use crate::domain::playout::{
 use crate::domain::time::Timestamp;
 use crate::domain::user::{UserCommand, UserDecider, UserEvent, UserState};
 use crate::runtime::kinds::user::UserKind;
+use crate::storage::MainWrites;
 use crate::storage::clock::{Clock, ManualClock};
 use crate::storage::playout_store::{PlayoutStore, StoredPlayouts};
 use crate::storage::session_store::{LastAnswer, SessionStore, StoredSession};
@@ -234,7 +235,7 @@ fn check(steps: &[Step]) -> Result<(), TestCaseError> {
                     last_applied_seq,
                     position: Default::default(),
                 };
-                playouts.save(&user, &stored)?;
+                MainWrites::write_now(|writes| playouts.save(writes, &user, &stored))?;
             }
             Ok(())
         },

@@ -25,9 +25,9 @@ use crate::domain::user::{UserCommand, UserDecider, UserError, UserEvent, UserSt
 use crate::journal::append::JournalRecord;
 use crate::journal::codec::{self, CodecError, EncodedEvent};
 use crate::runtime::{Decided, EntityError, EntityKind, Sequences};
-use crate::storage::Storage;
 use crate::storage::session_store::LastAnswer;
 use crate::storage::user_meta_store::UserMeta;
+use crate::storage::{MainWrites, Storage};
 
 /// What every user shares.
 pub struct UserContext {
@@ -216,15 +216,16 @@ impl EntityKind for UserKind {
         records: &mut UserRecords,
         sequences: Sequences,
         applied: &[(u64, Vec<UserEvent>)],
+        writes: &mut MainWrites,
     ) -> Result<(), EntityError> {
         let position = UserMeta {
             last_inbox_seq: sequences.last_inbox,
             last_journal_seq: sequences.last_journal,
         };
-        let in_playouts = records.persist(&context.storage, id, applied, position)?;
+        let in_playouts = records.persist(&context.storage, id, applied, position, writes);
         if !in_playouts {
             // Last: the records are never behind what it claims.
-            context.storage.user_meta.save(id, position)?;
+            context.storage.user_meta.save(writes, id, position);
         }
         Ok(())
     }
@@ -268,15 +269,10 @@ mod tests {
         };
 
         // Given a player command at 5 then a heartbeat at 7: the playout record is later.
-        context
-            .storage
-            .user_meta
-            .save(&ann, position(5, 50))
-            .unwrap();
-        context
-            .storage
-            .playouts
-            .save(&ann, &playouts(position(7, 70)))
+        let store = &context.storage.user_meta;
+        MainWrites::write_now(|writes| store.save(writes, &ann, position(5, 50))).unwrap();
+        let store = &context.storage.playouts;
+        MainWrites::write_now(|writes| store.save(writes, &ann, &playouts(position(7, 70))))
             .unwrap();
         let (records, sequences) = UserKind::load(&context, &ann).unwrap();
         assert_eq!((sequences.last_inbox, sequences.last_journal), (7, 70));
@@ -284,25 +280,17 @@ mod tests {
         assert_eq!(records.playouts_seq, Some(7));
 
         // Given another player command at 9: user_meta is later.
-        context
-            .storage
-            .user_meta
-            .save(&ann, position(9, 90))
-            .unwrap();
+        let store = &context.storage.user_meta;
+        MainWrites::write_now(|writes| store.save(writes, &ann, position(9, 90))).unwrap();
         let (_, sequences) = UserKind::load(&context, &ann).unwrap();
         assert_eq!((sequences.last_inbox, sequences.last_journal), (9, 90));
 
         // A record from before positions were kept in it (zeros) leaves user_meta in charge.
         let bob = UserId::parse("bob").unwrap();
-        context
-            .storage
-            .user_meta
-            .save(&bob, position(3, 30))
-            .unwrap();
-        context
-            .storage
-            .playouts
-            .save(&bob, &playouts(position(0, 0)))
+        let store = &context.storage.user_meta;
+        MainWrites::write_now(|writes| store.save(writes, &bob, position(3, 30))).unwrap();
+        let store = &context.storage.playouts;
+        MainWrites::write_now(|writes| store.save(writes, &bob, &playouts(position(0, 0))))
             .unwrap();
         let (_, sequences) = UserKind::load(&context, &bob).unwrap();
         assert_eq!((sequences.last_inbox, sequences.last_journal), (3, 30));

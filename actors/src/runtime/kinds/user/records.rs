@@ -13,10 +13,10 @@ use crate::domain::playout::{Bookmark, PlayoutEvent, Slot, released_views};
 use crate::domain::time::Timestamp;
 use crate::domain::user::{UserDecider, UserEvent, UserState};
 use crate::runtime::EntityError;
-use crate::storage::Storage;
 use crate::storage::playout_store::StoredPlayouts;
 use crate::storage::session_store::LastAnswer;
 use crate::storage::user_meta_store::UserMeta;
+use crate::storage::{MainWrites, Storage};
 
 /// Bookkeeping of one loaded session (present for every loaded playlist, with or without a
 /// session).
@@ -220,8 +220,8 @@ impl UserRecords {
         Ok(wrote)
     }
 
-    /// Writes the playout record when `applied` touched it, with `position` in it; returns
-    /// whether it did (then the entity's position needs no other write). After
+    /// Writes the playout record into `writes` when `applied` touched it, with `position` in
+    /// it; returns whether it did (then the entity's position needs no other write). After
     /// [`Self::persist_bucketed`]: a crash in between replays to the same history.
     pub(super) fn persist(
         &mut self,
@@ -229,21 +229,23 @@ impl UserRecords {
         user: &UserId,
         applied: &[(u64, Vec<UserEvent>)],
         position: UserMeta,
-    ) -> Result<bool, EntityError> {
+        writes: &mut MainWrites,
+    ) -> bool {
         let playouts_touched = applied
             .iter()
             .flat_map(|(_, events)| events)
             .any(|event| matches!(event, UserEvent::Playout(_)));
         if playouts_touched {
             storage.playouts.save(
+                writes,
                 user,
                 &StoredPlayouts {
                     state: self.state.playouts.clone(),
                     last_applied_seq: self.playouts_seq.unwrap_or(0),
                     position,
                 },
-            )?;
+            );
         }
-        Ok(playouts_touched)
+        playouts_touched
     }
 }
