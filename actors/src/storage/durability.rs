@@ -324,7 +324,11 @@ mod tests {
         assert_eq!(read(&other).as_deref(), Some("b"));
 
         storage.make_durable().await.unwrap();
-        assert_eq!(read(&tree).as_deref(), Some("2"), "the earlier commit landed last");
+        assert_eq!(
+            read(&tree).as_deref(),
+            Some("2"),
+            "the earlier commit landed last"
+        );
         // Nothing waits any more: the next commit writes at once.
         commit(&storage, "ann", &tree, "3", false);
         assert_eq!(read(&tree).as_deref(), Some("3"));
