@@ -10,7 +10,14 @@
 //! - bare, chained: the same with the two expected-last-subject-sequence headers the journal
 //!   sets, so the broker checks the entity's last sequence (no playhead code);
 //! - `Journal::append` of one-event decisions, and of two-event decisions (each event its own
-//!   chained publish, as the journal writes them).
+//!   chained publish, as the journal writes them);
+//! - atomic batches (nats-server 2.12+, ADR-50) on a scratch stream that allows them: one
+//!   batch holds one decision of each of the K entities, each message with the entity's
+//!   expected-last-subject-sequence check, and one acknowledgement answers the whole batch —
+//!   what a journal written a lane batch at a time would cost (not what playhead does). On a
+//!   single-replica file stream nats-server stages each batch in a file store of its own
+//!   (`newBatchStore` in `server/jetstream_batching.go`): measured ~10–15 ms a batch of 64, far
+//!   slower than publishing the same messages one by one.
 //!
 //! The variants run in turn, round after round (the broker's store keeps growing, so no variant
 //! always runs on the smaller stream); the median round is reported with the range.
@@ -39,6 +46,14 @@ use crate::common::{latency_histogram, node_config};
 
 const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
 const EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
+const BATCH_ID: &str = "Nats-Batch-Id";
+const BATCH_SEQUENCE: &str = "Nats-Batch-Sequence";
+const BATCH_COMMIT: &str = "Nats-Batch-Commit";
+/// The scratch stream of the atomic-batch variant, and its subjects' prefix.
+const ATOMIC_STREAM: &str = "BENCH_JOURNAL_ATOMIC";
+const ATOMIC_PREFIX: &str = "bench-atomic";
+/// Messages nats-server takes in one atomic batch (its default limit).
+const MAX_ATOMIC_BATCH: usize = 1_000;
 /// Decisions appended before the first round, not measured.
 const WARM_UP_DECISIONS: usize = 2_000;
 
@@ -58,14 +73,16 @@ enum Variant {
     BareChained,
     AppendOne,
     AppendTwo,
+    AtomicBatch,
 }
 
 impl Variant {
-    const ALL: [Variant; 4] = [
+    const ALL: [Variant; 5] = [
         Variant::Bare,
         Variant::BareChained,
         Variant::AppendOne,
         Variant::AppendTwo,
+        Variant::AtomicBatch,
     ];
 
     fn label(self) -> &'static str {
@@ -74,6 +91,7 @@ impl Variant {
             Variant::BareChained => "(a2) bare + expected-sequence headers",
             Variant::AppendOne => "(b) Journal::append, 1-event decisions",
             Variant::AppendTwo => "(c) Journal::append, 2-event decisions",
+            Variant::AtomicBatch => "(d) atomic batches, one decision an entity",
         }
     }
 
@@ -83,6 +101,7 @@ impl Variant {
             Variant::BareChained => "chained",
             Variant::AppendOne => "one",
             Variant::AppendTwo => "two",
+            Variant::AtomicBatch => "atomic",
         }
     }
 
@@ -113,6 +132,10 @@ pub async fn run(nats: &NatsServer, workload: &Workload) -> anyhow::Result<Journ
         workload.entities > 0 && workload.decisions >= workload.entities && workload.rounds > 0,
         "the journal phase needs at least one decision per entity and one round"
     );
+    anyhow::ensure!(
+        workload.entities <= MAX_ATOMIC_BATCH,
+        "the journal phase's atomic batches hold one decision of each entity: at most {MAX_ATOMIC_BATCH} entities"
+    );
     let data = temp_dir();
     let config = node_config(&nats.url(), data.path(), workload.partitions)?;
     let jetstream = jetstream::new(nats.connect().await);
@@ -120,6 +143,15 @@ pub async fn run(nats: &NatsServer, workload: &Workload) -> anyhow::Result<Journ
         .await
         .context("creating the journal stream")?;
     let journal = Journal::open(jetstream.clone()).await?;
+    jetstream
+        .create_stream(jetstream::stream::Config {
+            name: ATOMIC_STREAM.into(),
+            subjects: vec![format!("{ATOMIC_PREFIX}.>")],
+            allow_atomic_publish: true,
+            ..Default::default()
+        })
+        .await
+        .context("creating the atomic-batch scratch stream")?;
 
     eprintln!("journal: warming up…");
     let warm_up = Workload {
@@ -173,6 +205,9 @@ async fn append_round(
     round: &str,
     workload: &Workload,
 ) -> anyhow::Result<(Duration, Histogram<u64>)> {
+    if variant == Variant::AtomicBatch {
+        return atomic_round(jetstream, round, workload).await;
+    }
     let start = Arc::new(Barrier::new(workload.entities + 1));
     let mut entities = JoinSet::new();
     for entity in 0..workload.entities {
@@ -196,6 +231,101 @@ async fn append_round(
     Ok((started.elapsed(), latency))
 }
 
+/// `workload.decisions` one-event decisions of `workload.entities` entities as atomic batches,
+/// one after the other, each holding one decision of each entity (the last one fewer when they
+/// do not divide), every message checked against its entity's last sequence; returns the wall
+/// time and each decision's round trip (its batch's).
+async fn atomic_round(
+    jetstream: &jetstream::Context,
+    round: &str,
+    workload: &Workload,
+) -> anyhow::Result<(Duration, Histogram<u64>)> {
+    let client = jetstream.client();
+    let id = StationId::parse(format!("jbench-{round}-atomic"))?;
+    let payload = Bytes::from(song_change(&id).1.payload);
+    let subjects: Vec<(String, String)> = (0..workload.entities)
+        .map(|entity| {
+            let entity = format!("{ATOMIC_PREFIX}.{round}.e{entity}");
+            (format!("{entity}.SongStarted"), format!("{entity}.>"))
+        })
+        .collect();
+    let mut last = vec![0u64; workload.entities];
+    let mut latency = latency_histogram();
+    let mut remaining = workload.decisions;
+    let started = Instant::now();
+    for batch in 0.. {
+        if remaining == 0 {
+            break;
+        }
+        let size = remaining.min(workload.entities);
+        remaining -= size;
+        let batch_id = format!("{round}-{batch}");
+        let began = Instant::now();
+        for (position, (subject, check)) in subjects.iter().take(size).enumerate() {
+            let mut headers = HeaderMap::new();
+            headers.insert(BATCH_ID, batch_id.as_str());
+            headers.insert(BATCH_SEQUENCE, (position + 1).to_string().as_str());
+            headers.insert(
+                EXPECTED_LAST_SUBJECT_SEQUENCE,
+                last[position].to_string().as_str(),
+            );
+            headers.insert(EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT, check.as_str());
+            if position + 1 < size {
+                client
+                    .publish_with_headers(subject.clone(), headers, payload.clone())
+                    .await?;
+                continue;
+            }
+            headers.insert(BATCH_COMMIT, "1");
+            let ack = jetstream
+                .publish_with_headers(subject.clone(), headers, payload.clone())
+                .await?
+                .await
+                .context("an atomic batch was refused")?;
+            anyhow::ensure!(
+                ack.batch_size == Some(size as u64),
+                "an atomic batch of {size} was acknowledged as {:?}",
+                ack.batch_size
+            );
+            // A batch's messages take consecutive sequences, in order.
+            let first = ack.sequence + 1 - size as u64;
+            for (position, slot) in last.iter_mut().take(size).enumerate() {
+                *slot = first + position as u64;
+            }
+        }
+        latency.record_n(began.elapsed().as_micros().max(1) as u64, size as u64)?;
+    }
+    Ok((started.elapsed(), latency))
+}
+
+/// `SongEnded`, `SongStarted` of a typical song change of station `id`, encoded.
+fn song_change(id: &StationId) -> (EncodedEvent, EncodedEvent) {
+    let song = |n: u64| Song {
+        artist: format!("Artist {n}"),
+        title: format!("Song Title {n}"),
+    };
+    let at = Timestamp::from_millis(1_790_000_000_000);
+    let ended = encode_station(
+        id,
+        &StationEvent::SongEnded {
+            play_seq: 41,
+            song: song(7),
+            started_at: at,
+            ended_at: at.saturating_add(Duration::from_secs(200)),
+            enrichment: None,
+        },
+    );
+    let started = encode_station(
+        id,
+        &StationEvent::SongStarted {
+            play_seq: 42,
+            song: song(8),
+            started_at: at.saturating_add(Duration::from_secs(200)),
+        },
+    );
+    (ended, started)
+}
+
 /// One entity appending its decisions one after the other.
 struct Appender {
     jetstream: jetstream::Context,
@@ -214,29 +344,7 @@ impl Appender {
         variant: Variant,
         id: StationId,
     ) -> Self {
-        let song = |n: u64| Song {
-            artist: format!("Artist {n}"),
-            title: format!("Song Title {n}"),
-        };
-        let at = Timestamp::from_millis(1_790_000_000_000);
-        let ended = encode_station(
-            &id,
-            &StationEvent::SongEnded {
-                play_seq: 41,
-                song: song(7),
-                started_at: at,
-                ended_at: at.saturating_add(Duration::from_secs(200)),
-                enrichment: None,
-            },
-        );
-        let started = encode_station(
-            &id,
-            &StationEvent::SongStarted {
-                play_seq: 42,
-                song: song(8),
-                started_at: at.saturating_add(Duration::from_secs(200)),
-            },
-        );
+        let (ended, started) = song_change(&id);
         Self {
             jetstream,
             journal,
@@ -275,6 +383,9 @@ impl Appender {
                         .await?
                         .await?
                         .sequence
+                }
+                Variant::AtomicBatch => {
+                    anyhow::bail!("atomic batches are appended by `atomic_round`, not an entity")
                 }
                 Variant::AppendOne | Variant::AppendTwo => {
                     let events = self.decision(decision as u64 + 1);
@@ -345,7 +456,7 @@ impl JournalCost {
         };
         let rate = |elapsed: Duration| workload.decisions as f64 / elapsed.as_secs_f64();
         let bare = rate(median(&self.measured[0]).0);
-        let mut ratios = [0.0; 4];
+        let mut ratios = vec![0.0; self.measured.len()];
         for (slot, measured) in self.measured.iter().enumerate() {
             let (middle, fastest, slowest) = median(measured);
             let per_decision =
