@@ -283,12 +283,7 @@ async fn atomic_round(
     let client = jetstream.client();
     let id = StationId::parse(format!("jbench-{round}-atomic"))?;
     let payload = Bytes::from(song_change(&id).1.payload);
-    let subjects: Vec<(String, String)> = (0..workload.entities)
-        .map(|entity| {
-            let entity = format!("{ATOMIC_PREFIX}.{round}.e{entity}");
-            (format!("{entity}.SongStarted"), format!("{entity}.>"))
-        })
-        .collect();
+    let subjects = entity_subjects(ATOMIC_PREFIX, round, workload.entities);
     let mut last = vec![0u64; workload.entities];
     let mut latency = latency_histogram();
     let mut remaining = workload.decisions;
@@ -328,14 +323,30 @@ async fn atomic_round(
                 ack.batch_size
             );
             // A batch's messages take consecutive sequences, in order.
-            let first = ack.sequence + 1 - size as u64;
-            for (position, slot) in last.iter_mut().take(size).enumerate() {
-                *slot = first + position as u64;
-            }
+            advance(&mut last, ack.sequence, size);
         }
         latency.record_n(began.elapsed().as_micros().max(1) as u64, size as u64)?;
     }
     Ok((started.elapsed(), latency))
+}
+
+/// Each entity's (event subject, subject its expected-sequence check covers) under `prefix`.
+fn entity_subjects(prefix: &str, round: &str, entities: usize) -> Vec<(String, String)> {
+    (0..entities)
+        .map(|entity| {
+            let entity = format!("{prefix}.{round}.e{entity}");
+            (format!("{entity}.SongStarted"), format!("{entity}.>"))
+        })
+        .collect()
+}
+
+/// The last sequence of each of the first `size` entities once a batch holding one message of
+/// each, in order, was stored up to sequence `acked`.
+fn advance(last: &mut [u64], acked: u64, size: usize) {
+    let first = acked + 1 - size as u64;
+    for (position, slot) in last.iter_mut().take(size).enumerate() {
+        *slot = first + position as u64;
+    }
 }
 
 /// [`atomic_round`] with fast batches: each message names its batch and position in its reply
@@ -349,12 +360,7 @@ async fn fast_round(
     let client = jetstream.client();
     let id = StationId::parse(format!("jbench-{round}-fast"))?;
     let payload = Bytes::from(song_change(&id).1.payload);
-    let subjects: Vec<(String, String)> = (0..workload.entities)
-        .map(|entity| {
-            let entity = format!("{FAST_PREFIX}.{round}.e{entity}");
-            (format!("{entity}.SongStarted"), format!("{entity}.>"))
-        })
-        .collect();
+    let subjects = entity_subjects(FAST_PREFIX, round, workload.entities);
     let mut replies = client
         .subscribe(format!("{FAST_REPLIES}.{round}.>"))
         .await?;
@@ -419,10 +425,7 @@ async fn fast_round(
             }
         };
         // Gaps fail the batch, so its messages took consecutive sequences, in order.
-        let first = sequence + 1 - size as u64;
-        for (position, slot) in last.iter_mut().take(size).enumerate() {
-            *slot = first + position as u64;
-        }
+        advance(&mut last, sequence, size);
         latency.record_n(began.elapsed().as_micros().max(1) as u64, size as u64)?;
     }
     Ok((started.elapsed(), latency))
