@@ -85,17 +85,15 @@ type Waiter = tokio::sync::oneshot::Sender<Result<(), String>>;
 
 struct Deferred {
     owner: Owner,
-    ticket: u64,
     writes: MainWrites,
 }
 
-/// The deferred writes not taken by a round yet, and the owners with deferred writes not yet
-/// written, at the ticket of their last one.
+/// The deferred writes not taken by a round yet, and how many deferred writes of each owner
+/// are not written yet.
 #[derive(Default)]
 struct Pending {
     queue: Vec<Deferred>,
-    owners: HashMap<Owner, u64>,
-    next_ticket: u64,
+    owners: HashMap<Owner, usize>,
 }
 
 pub(super) struct Durability {
@@ -145,14 +143,8 @@ impl Durability {
             drop(pending);
             return writes.write();
         }
-        pending.next_ticket += 1;
-        let ticket = pending.next_ticket;
-        pending.owners.insert(owner.clone(), ticket);
-        pending.queue.push(Deferred {
-            owner,
-            ticket,
-            writes,
-        });
+        *pending.owners.entry(owner.clone()).or_default() += 1;
+        pending.queue.push(Deferred { owner, writes });
         Ok(())
     }
 
@@ -166,8 +158,8 @@ impl Durability {
     }
 }
 
-// Every critical section is a queue or map operation or a counter step that cannot leave it
-// inconsistent, so a poisoned lock is still safe to use.
+// Every critical section is a queue or map operation that cannot leave it inconsistent, so a
+// poisoned lock is still safe to use.
 fn lock(pending: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
     pending.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -248,8 +240,11 @@ impl Flusher {
         if done > 0 {
             let mut pending = lock(&self.pending);
             for deferred in self.held_back.drain(..done) {
-                if pending.owners.get(&deferred.owner) == Some(&deferred.ticket) {
-                    pending.owners.remove(&deferred.owner);
+                if let Some(count) = pending.owners.get_mut(&deferred.owner) {
+                    *count -= 1;
+                    if *count == 0 {
+                        pending.owners.remove(&deferred.owner);
+                    }
                 }
             }
         }

@@ -104,14 +104,7 @@ impl<K: EntityKind> Shell<K> {
                 .map_err(EntityError::from)?;
             // Persisted before a part cut short is noted: the stored position never points
             // into a decision that is not whole.
-            super::persist::<K>(
-                runtime,
-                context,
-                &self.id,
-                &mut loaded.records,
-                loaded.sequences,
-                &applied,
-            )?;
+            super::persist::<K>(runtime, context, &self.id, loaded, &applied)?;
             K::project(context, &self.id, &loaded.records).await?;
         }
         if let Some(last) = cut_short.last() {

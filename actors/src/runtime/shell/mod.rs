@@ -449,16 +449,8 @@ impl<K: EntityKind> Shell<K> {
             }
         }
         file_answers()?;
-        crate::child_span!(&last_span, "persist").in_scope(|| {
-            persist::<K>(
-                runtime,
-                context,
-                &self.id,
-                &mut loaded.records,
-                loaded.sequences,
-                &applied,
-            )
-        })?;
+        crate::child_span!(&last_span, "persist")
+            .in_scope(|| persist::<K>(runtime, context, &self.id, loaded, &applied))?;
         K::project(context, &self.id, &loaded.records).await?;
         Ok(processed)
     }
@@ -471,13 +463,13 @@ fn persist<K: EntityKind>(
     runtime: &Runtime,
     context: &K::Context,
     id: &K::Id,
-    records: &mut K::Records,
-    sequences: Sequences,
+    loaded: &mut Loaded<K>,
     applied: &[(u64, Vec<K::Event>)],
 ) -> Result<(), EntityError> {
+    let records = &mut loaded.records;
     let after_buckets = K::persist_bucketed(context, id, records, applied)?;
     let mut writes = MainWrites::default();
-    K::persist(context, id, records, sequences, applied, &mut writes)?;
+    K::persist(context, id, records, loaded.sequences, applied, &mut writes)?;
     if runtime.faults.crashes_after_persists() {
         // "sled wrote the main db out now", wherever the writes are made.
         let (faults, storage) = (runtime.faults.clone(), runtime.storage.clone());

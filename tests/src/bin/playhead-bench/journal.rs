@@ -244,8 +244,9 @@ async fn append_round(
     workload: &Workload,
 ) -> anyhow::Result<(Duration, Histogram<u64>)> {
     match variant {
-        Variant::AtomicBatch => return atomic_round(jetstream, round, workload).await,
-        Variant::FastBatch => return fast_round(jetstream, round, workload).await,
+        Variant::AtomicBatch | Variant::FastBatch => {
+            return batch_round(jetstream, variant, round, workload).await;
+        }
         _ => {}
     }
     let start = Arc::new(Barrier::new(workload.entities + 1));
@@ -271,164 +272,161 @@ async fn append_round(
     Ok((started.elapsed(), latency))
 }
 
-/// `workload.decisions` one-event decisions of `workload.entities` entities as atomic batches,
-/// one after the other, each holding one decision of each entity (the last one fewer when they
-/// do not divide), every message checked against its entity's last sequence; returns the wall
-/// time and each decision's round trip (its batch's).
-async fn atomic_round(
+/// `workload.decisions` one-event decisions of `workload.entities` entities as batches of
+/// `variant`'s protocol, one after the other, each holding one decision of each entity (the
+/// last one fewer when they do not divide), every message checked against its entity's last
+/// sequence; returns the wall time and each decision's round trip (its batch's).
+async fn batch_round(
     jetstream: &jetstream::Context,
+    variant: Variant,
     round: &str,
     workload: &Workload,
 ) -> anyhow::Result<(Duration, Histogram<u64>)> {
     let client = jetstream.client();
-    let id = StationId::parse(format!("jbench-{round}-atomic"))?;
+    let id = StationId::parse(format!("jbench-{round}-{}", variant.token()))?;
     let payload = Bytes::from(song_change(&id).1.payload);
-    let subjects = entity_subjects(ATOMIC_PREFIX, round, workload.entities);
-    let mut last = vec![0u64; workload.entities];
-    let mut latency = latency_histogram();
-    let mut remaining = workload.decisions;
-    let started = Instant::now();
-    for batch in 0.. {
-        if remaining == 0 {
-            break;
-        }
-        let size = remaining.min(workload.entities);
-        remaining -= size;
-        let batch_id = format!("{round}-{batch}");
-        let began = Instant::now();
-        for (position, (subject, check)) in subjects.iter().take(size).enumerate() {
-            let mut headers = HeaderMap::new();
-            headers.insert(BATCH_ID, batch_id.as_str());
-            headers.insert(BATCH_SEQUENCE, (position + 1).to_string().as_str());
-            headers.insert(
-                EXPECTED_LAST_SUBJECT_SEQUENCE,
-                last[position].to_string().as_str(),
-            );
-            headers.insert(EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT, check.as_str());
-            if position + 1 < size {
-                client
-                    .publish_with_headers(subject.clone(), headers, payload.clone())
-                    .await?;
-                continue;
-            }
-            headers.insert(BATCH_COMMIT, "1");
-            let ack = jetstream
-                .publish_with_headers(subject.clone(), headers, payload.clone())
-                .await?
-                .await
-                .context("an atomic batch was refused")?;
-            anyhow::ensure!(
-                ack.batch_size == Some(size as u64),
-                "an atomic batch of {size} was acknowledged as {:?}",
-                ack.batch_size
-            );
-            // A batch's messages take consecutive sequences, in order.
-            advance(&mut last, ack.sequence, size);
-        }
-        latency.record_n(began.elapsed().as_micros().max(1) as u64, size as u64)?;
-    }
-    Ok((started.elapsed(), latency))
-}
-
-/// Each entity's (event subject, subject its expected-sequence check covers) under `prefix`.
-fn entity_subjects(prefix: &str, round: &str, entities: usize) -> Vec<(String, String)> {
-    (0..entities)
+    let prefix = match variant {
+        Variant::AtomicBatch => ATOMIC_PREFIX,
+        _ => FAST_PREFIX,
+    };
+    let subjects: Vec<(String, String)> = (0..workload.entities)
         .map(|entity| {
             let entity = format!("{prefix}.{round}.e{entity}");
             (format!("{entity}.SongStarted"), format!("{entity}.>"))
         })
-        .collect()
-}
-
-/// The last sequence of each of the first `size` entities once a batch holding one message of
-/// each, in order, was stored up to sequence `acked`.
-fn advance(last: &mut [u64], acked: u64, size: usize) {
-    let first = acked + 1 - size as u64;
-    for (position, slot) in last.iter_mut().take(size).enumerate() {
-        *slot = first + position as u64;
-    }
-}
-
-/// [`atomic_round`] with fast batches: each message names its batch and position in its reply
-/// subject, is checked on its own, and the commit's publish acknowledgement (or a flow
-/// message reporting an error) comes back on that reply subject.
-async fn fast_round(
-    jetstream: &jetstream::Context,
-    round: &str,
-    workload: &Workload,
-) -> anyhow::Result<(Duration, Histogram<u64>)> {
-    let client = jetstream.client();
-    let id = StationId::parse(format!("jbench-{round}-fast"))?;
-    let payload = Bytes::from(song_change(&id).1.payload);
-    let subjects = entity_subjects(FAST_PREFIX, round, workload.entities);
-    let mut replies = client
-        .subscribe(format!("{FAST_REPLIES}.{round}.>"))
-        .await?;
+        .collect();
+    // Fast batches answer on each message's reply subject.
+    let mut replies = match variant {
+        Variant::FastBatch => Some(
+            client
+                .subscribe(format!("{FAST_REPLIES}.{round}.>"))
+                .await?,
+        ),
+        _ => None,
+    };
     let mut last = vec![0u64; workload.entities];
     let mut latency = latency_histogram();
     let mut remaining = workload.decisions;
+    let mut batch = 0;
     let started = Instant::now();
-    for batch in 0.. {
-        if remaining == 0 {
-            break;
-        }
+    while remaining > 0 {
         let size = remaining.min(workload.entities);
         remaining -= size;
         let began = Instant::now();
-        let mut commit_reply = String::new();
-        for (position, (subject, check)) in subjects.iter().take(size).enumerate() {
-            let operation = if position + 1 == size {
-                FAST_COMMIT
-            } else if position == 0 {
-                FAST_START
-            } else {
-                FAST_APPEND
-            };
-            // <prefix>.<batch id>.<ack every>.<gap mode>.<batch sequence>.<operation>.$FI
-            let reply = format!(
-                "{FAST_REPLIES}.{round}.b{batch}.{size}.fail.{}.{operation}.$FI",
-                position + 1
-            );
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                EXPECTED_LAST_SUBJECT_SEQUENCE,
-                last[position].to_string().as_str(),
-            );
-            headers.insert(EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT, check.as_str());
-            client
-                .publish_with_reply_and_headers(
-                    subject.clone(),
-                    reply.clone(),
-                    headers,
-                    payload.clone(),
-                )
-                .await?;
-            commit_reply = reply;
-        }
-        let sequence = loop {
-            let answer = tokio::time::timeout(Duration::from_secs(10), replies.next())
-                .await
-                .context("no answer to a fast batch's commit")?
-                .context("the fast-batch replies ended")?;
-            let answer: serde_json::Value = serde_json::from_slice(&answer.payload)?;
-            anyhow::ensure!(
-                answer.get("error").is_none(),
-                "a fast batch was refused: {answer}"
-            );
-            // Flow-control acknowledgements name a type; the publish acknowledgement names the
-            // stream.
-            if answer.get("stream").is_some() && answer.get("type").is_none() {
-                break answer
-                    .get("seq")
-                    .and_then(serde_json::Value::as_u64)
-                    .with_context(|| format!("a publish acknowledgement without a sequence: {answer} (on {commit_reply})"))?;
+        let messages = subjects
+            .iter()
+            .zip(&last)
+            .take(size)
+            .map(|((subject, check), last)| {
+                let mut headers = HeaderMap::new();
+                headers.insert(EXPECTED_LAST_SUBJECT_SEQUENCE, last.to_string().as_str());
+                headers.insert(EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT, check.as_str());
+                (subject.clone(), headers, payload.clone())
+            });
+        let acked = match &mut replies {
+            Some(replies) => {
+                let reply_prefix = format!("{FAST_REPLIES}.{round}.b{batch}");
+                publish_fast(&client, replies, &reply_prefix, size, messages).await?
+            }
+            None => {
+                let batch_id = format!("{round}-{batch}");
+                publish_atomic(jetstream, &batch_id, size, messages).await?
             }
         };
-        // Gaps fail the batch, so its messages took consecutive sequences, in order.
-        advance(&mut last, sequence, size);
+        // Gaps fail either batch, so its messages took consecutive sequences, in order.
+        let first = acked + 1 - size as u64;
+        for (position, slot) in last.iter_mut().take(size).enumerate() {
+            *slot = first + position as u64;
+        }
         latency.record_n(began.elapsed().as_micros().max(1) as u64, size as u64)?;
+        batch += 1;
     }
     Ok((started.elapsed(), latency))
+}
+
+/// Publishes `size` messages as one atomic batch; returns the sequence its acknowledgement
+/// gives (its last message's).
+async fn publish_atomic(
+    jetstream: &jetstream::Context,
+    batch_id: &str,
+    size: usize,
+    messages: impl Iterator<Item = (String, HeaderMap, Bytes)>,
+) -> anyhow::Result<u64> {
+    let client = jetstream.client();
+    for (position, (subject, mut headers, payload)) in messages.enumerate() {
+        headers.insert(BATCH_ID, batch_id);
+        headers.insert(BATCH_SEQUENCE, (position + 1).to_string().as_str());
+        if position + 1 < size {
+            client
+                .publish_with_headers(subject, headers, payload)
+                .await?;
+            continue;
+        }
+        headers.insert(BATCH_COMMIT, "1");
+        let ack = jetstream
+            .publish_with_headers(subject, headers, payload)
+            .await?
+            .await
+            .context("an atomic batch was refused")?;
+        anyhow::ensure!(
+            ack.batch_size == Some(size as u64),
+            "an atomic batch of {size} was acknowledged as {:?}",
+            ack.batch_size
+        );
+        return Ok(ack.sequence);
+    }
+    anyhow::bail!("an atomic batch of {size} had fewer messages")
+}
+
+/// Publishes `size` messages as one fast batch, each naming its batch and position in its
+/// reply subject (`reply_prefix`, ending in the batch id, under what `replies` listens to);
+/// returns the sequence of the commit's publish acknowledgement, which (or a flow message
+/// reporting an error) comes back on `replies`.
+async fn publish_fast(
+    client: &async_nats::Client,
+    replies: &mut async_nats::Subscriber,
+    reply_prefix: &str,
+    size: usize,
+    messages: impl Iterator<Item = (String, HeaderMap, Bytes)>,
+) -> anyhow::Result<u64> {
+    for (position, (subject, headers, payload)) in messages.enumerate() {
+        let operation = if position + 1 == size {
+            FAST_COMMIT
+        } else if position == 0 {
+            FAST_START
+        } else {
+            FAST_APPEND
+        };
+        // <prefix>.<batch id>.<ack every>.<gap mode>.<batch sequence>.<operation>.$FI
+        let reply = format!(
+            "{reply_prefix}.{size}.fail.{}.{operation}.$FI",
+            position + 1
+        );
+        client
+            .publish_with_reply_and_headers(subject, reply, headers, payload)
+            .await?;
+    }
+    loop {
+        let answer = tokio::time::timeout(Duration::from_secs(10), replies.next())
+            .await
+            .context("no answer to a fast batch's commit")?
+            .context("the fast-batch replies ended")?;
+        let answer: serde_json::Value = serde_json::from_slice(&answer.payload)?;
+        anyhow::ensure!(
+            answer.get("error").is_none(),
+            "a fast batch was refused: {answer}"
+        );
+        // Flow-control acknowledgements name a type; the publish acknowledgement names the
+        // stream.
+        if answer.get("stream").is_some() && answer.get("type").is_none() {
+            return answer
+                .get("seq")
+                .and_then(serde_json::Value::as_u64)
+                .with_context(|| {
+                    format!("a publish acknowledgement without a sequence: {answer}")
+                });
+        }
+    }
 }
 
 /// `SongEnded`, `SongStarted` of a typical song change of station `id`, encoded.
