@@ -13,7 +13,10 @@
 //! a slice land in order or not at all past the first refusal. Atomic batch publish would
 //! write a decision in one go, but on a file-backed R1 stream nats-server 2.15 stages every
 //! batch in a store of its own: measured here ~10× slower than chained publishes (300 vs
-//! 2,200 two-event decisions/s, sequential). A crash between two events of one decision
+//! 2,200 two-event decisions/s, sequential). Fast batches (2.14+) gathering the appends of
+//! many entities into one acknowledgement were built and measured too: no CPU saved, the
+//! broker's cost being each event's check and store (README, *Benchmarks*, eleventh
+//! session). A crash between two events of one decision
 //! leaves the first part in the journal; [`EVENT_INDEX`] (`{index}/{count}`) lets catch-up
 //! recognise it and the shell complete it (see `runtime::shell`).
 //!
