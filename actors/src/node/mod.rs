@@ -511,12 +511,12 @@ async fn shut_down(parts: ShutdownParts) -> anyhow::Result<()> {
             tracing::warn!(%error, "background task ended with an error");
         }
     }
-    // Through the group commit first: main-db writes still waiting for a bucket flush go in.
+    // Through the group commit: the bucket dbs, the main-db writes still waiting for them,
+    // then the main db.
     storage
         .make_durable()
         .await
         .context("final sled flush failed")?;
-    storage.flush().context("final sled flush failed")?;
     // Without the journal's end the next start checks every entity against the journal.
     match store::journal_last_sequence(&jetstream).await {
         Ok(end) => storage

@@ -165,24 +165,26 @@ pub async fn run(nats: &NatsServer, workload: &Workload) -> anyhow::Result<Journ
         .await
         .context("creating the journal stream")?;
     let journal = Journal::open(jetstream.clone()).await?;
-    jetstream
-        .create_stream(jetstream::stream::Config {
-            name: ATOMIC_STREAM.into(),
-            subjects: vec![format!("{ATOMIC_PREFIX}.>")],
-            allow_atomic_publish: true,
-            ..Default::default()
-        })
-        .await
-        .context("creating the atomic-batch scratch stream")?;
-    jetstream
-        .create_stream(jetstream::stream::Config {
-            name: FAST_STREAM.into(),
-            subjects: vec![format!("{FAST_PREFIX}.>")],
-            allow_batch_publish: true,
-            ..Default::default()
-        })
-        .await
-        .context("creating the fast-batch scratch stream")?;
+    // The batch variants' streams: each allows its protocol.
+    let scratch = |name: &str, prefix: &str| jetstream::stream::Config {
+        name: name.into(),
+        subjects: vec![format!("{prefix}.>")],
+        ..Default::default()
+    };
+    let atomic = jetstream::stream::Config {
+        allow_atomic_publish: true,
+        ..scratch(ATOMIC_STREAM, ATOMIC_PREFIX)
+    };
+    let fast = jetstream::stream::Config {
+        allow_batch_publish: true,
+        ..scratch(FAST_STREAM, FAST_PREFIX)
+    };
+    for (config, variant) in [(atomic, "atomic-batch"), (fast, "fast-batch")] {
+        jetstream
+            .create_stream(config)
+            .await
+            .with_context(|| format!("creating the {variant} scratch stream"))?;
+    }
 
     eprintln!("journal: warming up…");
     let warm_up = Workload {
